@@ -1,0 +1,720 @@
+/*
+ * rpc.c — protobuf-c services over nng req/rep (rpc.h).
+ *
+ * Server life of one request: a context's recv aio completes on an nng
+ * thread (slot_cb), which only queues the slot on the worker pool; a worker
+ * decodes the envelope, finds the method by name in the descriptor, unpacks
+ * the payload and calls the handler; rpc_reply packs the answer into the
+ * same nng_msg and sends it on the same context; the send completion re-arms
+ * the receive. A slot is one request in flight, so `contexts` bounds them.
+ */
+#include "common/rpc.h"
+
+#include <errno.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/ids.h"
+#include "common/log.h"
+#include "common/workq.h"
+
+#define RPC_CODE_MALFORMED "malformed_request"
+
+/* ---- server ------------------------------------------------------------ */
+
+enum slot_state { SLOT_RECV, SLOT_DISPATCH, SLOT_SEND };
+
+struct rpc_call {
+	struct workq_job job; /* first: the worker's entry point */
+	struct rpc_server *srv;
+	nng_ctx ctx;
+	nng_aio *aio;
+	nng_msg *msg;
+	enum slot_state state;
+	Magnetar__RpcRequest *env;
+	ProtobufCMessage *input;
+	int method; /* index into desc->methods, -1 before dispatch */
+	uid_t peer_uid;
+	bool has_peer_uid;
+};
+
+struct method_stats {
+	_Atomic uint64_t calls, errors;
+};
+
+struct rpc_server {
+	nng_socket sock;
+	const ProtobufCServiceDescriptor *desc;
+	rpc_handler_fn *handlers; /* indexed like desc->methods */
+	struct rpc_server_opts opts;
+	struct workq *wq;
+	struct rpc_call *slots;
+	int nslots;
+	struct method_stats *stats;
+	_Atomic uint64_t malformed, unknown, expired;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int inflight; /* received and not yet through the send completion */
+	_Atomic bool closing;
+};
+
+static const Magnetar__RequestContext empty_context = MAGNETAR__REQUEST_CONTEXT__INIT;
+
+static void slot_arm_recv(struct rpc_call *call)
+{
+	call->state = SLOT_RECV;
+	call->method = -1;
+	nng_ctx_recv(call->ctx, call->aio);
+}
+
+static void slot_release_request(struct rpc_call *call)
+{
+	if (call->input != NULL)
+		protobuf_c_message_free_unpacked(call->input, NULL);
+	if (call->env != NULL)
+		magnetar__rpc_request__free_unpacked(call->env, NULL);
+	call->input = NULL;
+	call->env = NULL;
+}
+
+static void slot_done(struct rpc_server *s)
+{
+	pthread_mutex_lock(&s->mu);
+	s->inflight--;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void slot_send(struct rpc_call *call, Magnetar__Status status, const char *code,
+		      const char *message, const ProtobufCMessage *output)
+{
+	Magnetar__RpcReply reply = MAGNETAR__RPC_REPLY__INIT;
+	Magnetar__Error error = MAGNETAR__ERROR__INIT;
+	uint8_t *buf = NULL;
+	size_t len;
+
+	reply.status = status;
+	if (status != MAGNETAR__STATUS__STATUS_OK) {
+		error.code = (char *)(code != NULL ? code : "");
+		error.message = (char *)(message != NULL ? message : "");
+		reply.error = &error;
+		if (call->method >= 0)
+			atomic_fetch_add(&call->srv->stats[call->method].errors, 1);
+	} else if (output != NULL) {
+		reply.payload.len = protobuf_c_message_get_packed_size(output);
+		if (reply.payload.len > 0) {
+			if ((buf = malloc(reply.payload.len)) == NULL)
+				goto fail;
+			protobuf_c_message_pack(output, buf);
+			reply.payload.data = buf;
+		}
+	}
+	if (atomic_load(&call->srv->closing))
+		goto drop; /* the socket is gone: nobody to answer */
+	len = magnetar__rpc_reply__get_packed_size(&reply);
+	nng_msg_clear(call->msg);
+	if (nng_msg_realloc(call->msg, len) != 0)
+		goto fail;
+	magnetar__rpc_reply__pack(&reply, nng_msg_body(call->msg));
+	free(buf);
+	slot_release_request(call);
+	call->state = SLOT_SEND;
+	nng_aio_set_msg(call->aio, call->msg);
+	call->msg = NULL;
+	nng_ctx_send(call->ctx, call->aio);
+	return;
+fail:
+	/* No memory for a reply: drop it; the caller's deadline answers for us. */
+	log_warnx("rpc: no memory to reply method=%s",
+		  call->method >= 0 ? call->srv->desc->methods[call->method].name : "?");
+drop:
+	free(buf);
+	slot_release_request(call);
+	nng_msg_free(call->msg);
+	call->msg = NULL;
+	slot_done(call->srv);
+	if (!atomic_load(&call->srv->closing))
+		slot_arm_recv(call);
+}
+
+void rpc_reply(struct rpc_call *call, const ProtobufCMessage *output)
+{
+	slot_send(call, MAGNETAR__STATUS__STATUS_OK, NULL, NULL, output);
+}
+
+void rpc_reply_error(struct rpc_call *call, Magnetar__Status status, const char *code,
+		     const char *message)
+{
+	if (status == MAGNETAR__STATUS__STATUS_OK)
+		status = MAGNETAR__STATUS__STATUS_INTERNAL;
+	slot_send(call, status, code, message, NULL);
+}
+
+/* Worker: decode, validate, dispatch. */
+static void slot_dispatch(struct workq_job *job)
+{
+	struct rpc_call *call = (struct rpc_call *)job;
+	struct rpc_server *s = call->srv;
+	const ProtobufCMethodDescriptor *md;
+	nng_pipe pipe = nng_msg_get_pipe(call->msg);
+	uint64_t uid;
+
+	call->has_peer_uid = nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_UID, &uid) == 0;
+	call->peer_uid = call->has_peer_uid ? (uid_t)uid : (uid_t)-1;
+	call->env = magnetar__rpc_request__unpack(NULL, nng_msg_len(call->msg),
+						  nng_msg_body(call->msg));
+	if (call->env == NULL || call->env->method == NULL) {
+		atomic_fetch_add(&s->malformed, 1);
+		log_warnx("rpc: undecodable envelope len=%zu", nng_msg_len(call->msg));
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, RPC_CODE_MALFORMED,
+				"the request envelope could not be decoded");
+		return;
+	}
+	md = protobuf_c_service_descriptor_get_method_by_name(s->desc, call->env->method);
+	if (md == NULL) {
+		atomic_fetch_add(&s->unknown, 1);
+		log_warnx("rpc: unknown method service=%s request_id=%s", s->desc->short_name,
+			  call->env->request_id);
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNIMPLEMENTED, "unknown_method",
+				"no such method");
+		return;
+	}
+	call->method = (int)(md - s->desc->methods);
+	atomic_fetch_add(&s->stats[call->method].calls, 1);
+	if (call->env->deadline_unix_ms != 0 && clock_unix_ms() > call->env->deadline_unix_ms) {
+		/* Nobody is waiting any more: do no work, say so. */
+		atomic_fetch_add(&s->expired, 1);
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_DEADLINE_EXCEEDED,
+				"deadline_exceeded", "the deadline passed before the call ran");
+		return;
+	}
+	call->input = protobuf_c_message_unpack(md->input, NULL, call->env->payload.len,
+						call->env->payload.data);
+	if (call->input == NULL) {
+		atomic_fetch_add(&s->malformed, 1);
+		log_warnx("rpc: undecodable payload method=%s request_id=%s", md->name,
+			  call->env->request_id);
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, RPC_CODE_MALFORMED,
+				"the request payload could not be decoded");
+		return;
+	}
+	s->handlers[call->method](call, call->input, s->opts.arg);
+}
+
+static void slot_cb(void *arg)
+{
+	struct rpc_call *call = arg;
+	struct rpc_server *s = call->srv;
+	int rv = nng_aio_result(call->aio);
+
+	switch (call->state) {
+	case SLOT_RECV:
+		if (rv != 0) {
+			if (rv != NNG_ECLOSED && rv != NNG_ECANCELED && !atomic_load(&s->closing))
+				slot_arm_recv(call);
+			return;
+		}
+		call->msg = nng_aio_get_msg(call->aio);
+		call->state = SLOT_DISPATCH;
+		pthread_mutex_lock(&s->mu);
+		s->inflight++;
+		pthread_mutex_unlock(&s->mu);
+		if (workq_submit(s->wq, &call->job, 0) != 0) {
+			nng_msg_free(call->msg);
+			call->msg = NULL;
+			slot_done(s);
+		}
+		return;
+	case SLOT_SEND:
+		if (rv != 0)
+			nng_msg_free(nng_aio_get_msg(call->aio));
+		slot_done(s);
+		if (!atomic_load(&s->closing))
+			slot_arm_recv(call);
+		return;
+	case SLOT_DISPATCH:
+		return;
+	}
+}
+
+static int rpc_server_bind_table(struct rpc_server *s, const struct rpc_method *methods,
+				 size_t nmethods)
+{
+	if (nmethods != s->desc->n_methods)
+		return ERR_INVAL;
+	for (unsigned i = 0; i < s->desc->n_methods; i++) {
+		size_t j;
+		for (j = 0; j < nmethods; j++)
+			if (strcmp(methods[j].name, s->desc->methods[i].name) == 0)
+				break;
+		if (j == nmethods || methods[j].handler == NULL) {
+			log_warnx("rpc: %s.%s has no handler", s->desc->short_name,
+				  s->desc->methods[i].name);
+			return ERR_INVAL;
+		}
+		s->handlers[i] = methods[j].handler;
+	}
+	return 0;
+}
+
+int rpc_server_start(const char *url, const ProtobufCServiceDescriptor *desc,
+		     const struct rpc_method *methods, size_t nmethods,
+		     const struct rpc_server_opts *opts, struct rpc_server **out)
+{
+	struct rpc_server *s;
+	int rv, nv;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return ERR_NOMEM;
+	s->desc = desc;
+	if (opts != NULL)
+		s->opts = *opts;
+	if (s->opts.contexts <= 0)
+		s->opts.contexts = 64;
+	if (s->opts.workers <= 0)
+		s->opts.workers = 4;
+	if (s->opts.max_msg == 0)
+		s->opts.max_msg = RPC_MAX_MSG_DEFAULT;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	s->handlers = calloc(desc->n_methods, sizeof(*s->handlers));
+	s->stats = calloc(desc->n_methods, sizeof(*s->stats));
+	s->slots = calloc((size_t)s->opts.contexts, sizeof(*s->slots));
+	if (s->handlers == NULL || s->stats == NULL || s->slots == NULL) {
+		rv = ERR_NOMEM;
+		goto fail;
+	}
+	if ((rv = rpc_server_bind_table(s, methods, nmethods)) != 0)
+		goto fail;
+	if ((rv = workq_new(s->opts.workers, &s->wq)) != 0)
+		goto fail;
+	if ((nv = nng_rep0_open(&s->sock)) != 0) {
+		rv = ERR_IO;
+		goto fail;
+	}
+	nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, s->opts.max_msg);
+	if ((nv = nng_listen(s->sock, url, NULL, 0)) != 0) {
+		log_warnx("rpc: cannot listen on %s: %s", url, nng_strerror(nv));
+		rv = ERR_IO;
+		goto fail_sock;
+	}
+	for (int i = 0; i < s->opts.contexts; i++) {
+		struct rpc_call *call = &s->slots[i];
+		call->srv = s;
+		call->job.run = slot_dispatch;
+		if (nng_aio_alloc(&call->aio, slot_cb, call) != 0 ||
+		    nng_ctx_open(&call->ctx, s->sock) != 0) {
+			rv = ERR_NOMEM;
+			goto fail_sock;
+		}
+		s->nslots = i + 1;
+	}
+	for (int i = 0; i < s->nslots; i++)
+		slot_arm_recv(&s->slots[i]);
+	*out = s;
+	return 0;
+fail_sock:
+	atomic_store(&s->closing, true);
+	nng_close(s->sock);
+	for (int i = 0; i < s->opts.contexts; i++)
+		if (s->slots[i].aio != NULL)
+			nng_aio_free(s->slots[i].aio);
+fail:
+	workq_free(s->wq);
+	free(s->handlers);
+	free(s->stats);
+	free(s->slots);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+	return rv;
+}
+
+void rpc_server_stop(struct rpc_server *s)
+{
+	if (s == NULL)
+		return;
+	/* Order matters: with `closing` set no reply is sent and no receive is
+	 * re-armed; closing the socket completes pending receives; stopping each
+	 * aio waits out a callback already running; then every call already
+	 * dispatched finishes (its reply is dropped) before slots are freed. */
+	atomic_store(&s->closing, true);
+	nng_close(s->sock);
+	for (int i = 0; i < s->nslots; i++)
+		nng_aio_stop(s->slots[i].aio);
+	pthread_mutex_lock(&s->mu);
+	while (s->inflight > 0)
+		pthread_cond_wait(&s->cv, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+	workq_free(s->wq);
+	for (int i = 0; i < s->nslots; i++)
+		nng_aio_free(s->slots[i].aio);
+	free(s->handlers);
+	free(s->stats);
+	free(s->slots);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+void rpc_server_counters(struct rpc_server *s,
+			 void (*fn)(const char *name, uint64_t value, void *arg), void *arg)
+{
+	char name[128];
+	for (unsigned i = 0; i < s->desc->n_methods; i++) {
+		snprintf(name, sizeof(name), "rpc.%s.calls", s->desc->methods[i].name);
+		fn(name, atomic_load(&s->stats[i].calls), arg);
+		snprintf(name, sizeof(name), "rpc.%s.errors", s->desc->methods[i].name);
+		fn(name, atomic_load(&s->stats[i].errors), arg);
+	}
+	fn("rpc.malformed", atomic_load(&s->malformed), arg);
+	fn("rpc.unknown_method", atomic_load(&s->unknown), arg);
+	fn("rpc.expired", atomic_load(&s->expired), arg);
+}
+
+const char *rpc_call_method(const struct rpc_call *call)
+{
+	return call->method >= 0 ? call->srv->desc->methods[call->method].name : "";
+}
+
+const char *rpc_call_request_id(const struct rpc_call *call)
+{
+	return call->env != NULL && call->env->request_id != NULL ? call->env->request_id : "";
+}
+
+const Magnetar__RequestContext *rpc_call_context(const struct rpc_call *call)
+{
+	if (call->env != NULL && call->env->context != NULL)
+		return call->env->context;
+	return &empty_context;
+}
+
+uint64_t rpc_call_deadline_ms(const struct rpc_call *call)
+{
+	return call->env != NULL ? call->env->deadline_unix_ms : 0;
+}
+
+int rpc_call_peer_uid(const struct rpc_call *call, uid_t *uid)
+{
+	if (!call->has_peer_uid)
+		return ERR_NOTFOUND;
+	*uid = call->peer_uid;
+	return 0;
+}
+
+struct rpc_server *rpc_call_server(const struct rpc_call *call)
+{
+	return call->srv;
+}
+
+/* ---- client ------------------------------------------------------------ */
+
+struct rpc_client {
+	nng_socket sock;
+	_Atomic int pipes;
+	_Atomic uint64_t next_id;
+	char id_prefix[17];
+};
+
+enum pending_state { PENDING_SEND, PENDING_RECV };
+
+struct rpc_pending {
+	struct rpc_client *c;
+	nng_ctx ctx;
+	nng_aio *aio;
+	enum pending_state state;
+	const ProtobufCMethodDescriptor *md;
+	uint64_t deadline_mono;
+	rpc_done_fn done;
+	void *arg;
+};
+
+static void client_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	struct rpc_client *c = arg;
+	(void)p;
+	if (ev == NNG_PIPE_EV_ADD_POST)
+		atomic_fetch_add(&c->pipes, 1);
+	else if (ev == NNG_PIPE_EV_REM_POST)
+		atomic_fetch_sub(&c->pipes, 1);
+}
+
+int rpc_client_open(const char *url, size_t max_msg, struct rpc_client **out)
+{
+	struct rpc_client *c;
+	int nv;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return ERR_NOMEM;
+	if (ids_random_hex(c->id_prefix, 8) != 0 || nng_req0_open(&c->sock) != 0) {
+		free(c);
+		return ERR_IO;
+	}
+	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, max_msg ? max_msg : RPC_MAX_MSG_DEFAULT);
+	/* nng re-sends after 60 s by default: a state-changing call could run twice. */
+	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	/* A restarted service is found again within 200 ms. */
+	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 20);
+	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 200);
+	nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, client_pipe_cb, c);
+	nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, client_pipe_cb, c);
+	if ((nv = nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+		log_warnx("rpc: cannot dial %s: %s", url, nng_strerror(nv));
+		nng_close(c->sock);
+		free(c);
+		return ERR_INVAL;
+	}
+	*out = c;
+	return 0;
+}
+
+void rpc_client_close(struct rpc_client *c)
+{
+	if (c == NULL)
+		return;
+	nng_close(c->sock);
+	free(c);
+}
+
+bool rpc_client_connected(struct rpc_client *c)
+{
+	return atomic_load(&c->pipes) > 0;
+}
+
+static void pending_finish(struct rpc_pending *p, struct rpc_result *r)
+{
+	p->done(r, p->arg);
+	if (r->output != NULL)
+		protobuf_c_message_free_unpacked(r->output, NULL);
+	nng_ctx_close(p->ctx);
+	nng_aio_reap(p->aio);
+	free(p);
+}
+
+static void pending_fail(struct rpc_pending *p, int nv)
+{
+	struct rpc_result r = {0};
+	if (nv == NNG_ETIMEDOUT && rpc_client_connected(p->c)) {
+		r.status = MAGNETAR__STATUS__STATUS_DEADLINE_EXCEEDED;
+		snprintf(r.code, sizeof(r.code), "service_timeout");
+		snprintf(r.message, sizeof(r.message), "the service did not answer in time");
+	} else {
+		r.status = MAGNETAR__STATUS__STATUS_UNAVAILABLE;
+		snprintf(r.code, sizeof(r.code), "service_unavailable");
+		snprintf(r.message, sizeof(r.message), "the service is not reachable");
+	}
+	pending_finish(p, &r);
+}
+
+static void pending_decode(struct rpc_pending *p, nng_msg *msg)
+{
+	struct rpc_result r = {0};
+	Magnetar__RpcReply *reply =
+		magnetar__rpc_reply__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+
+	nng_msg_free(msg);
+	if (reply == NULL) {
+		r.status = MAGNETAR__STATUS__STATUS_INTERNAL;
+		snprintf(r.code, sizeof(r.code), "malformed_reply");
+		snprintf(r.message, sizeof(r.message), "the service's reply could not be decoded");
+	} else if (reply->status != MAGNETAR__STATUS__STATUS_OK) {
+		r.status = reply->status;
+		if (reply->error != NULL) {
+			snprintf(r.code, sizeof(r.code), "%s", reply->error->code);
+			snprintf(r.message, sizeof(r.message), "%s", reply->error->message);
+		}
+		if (r.code[0] == '\0')
+			snprintf(r.code, sizeof(r.code), "internal");
+	} else {
+		r.output = protobuf_c_message_unpack(p->md->output, NULL, reply->payload.len,
+						     reply->payload.data);
+		if (r.output == NULL) {
+			r.status = MAGNETAR__STATUS__STATUS_INTERNAL;
+			snprintf(r.code, sizeof(r.code), "malformed_reply");
+			snprintf(r.message, sizeof(r.message),
+				 "the service's reply could not be decoded");
+		}
+	}
+	if (reply != NULL)
+		magnetar__rpc_reply__free_unpacked(reply, NULL);
+	pending_finish(p, &r);
+}
+
+static void pending_cb(void *arg)
+{
+	struct rpc_pending *p = arg;
+	int nv = nng_aio_result(p->aio);
+	uint64_t now;
+
+	if (nv != 0) {
+		if (p->state == PENDING_SEND)
+			nng_msg_free(nng_aio_get_msg(p->aio));
+		pending_fail(p, nv);
+		return;
+	}
+	if (p->state == PENDING_SEND) {
+		now = clock_mono_ms();
+		if (now >= p->deadline_mono) {
+			pending_fail(p, NNG_ETIMEDOUT);
+			return;
+		}
+		p->state = PENDING_RECV;
+		nng_aio_set_timeout(p->aio, (nng_duration)(p->deadline_mono - now));
+		nng_ctx_recv(p->ctx, p->aio);
+		return;
+	}
+	pending_decode(p, nng_aio_get_msg(p->aio));
+}
+
+int rpc_call_async(struct rpc_client *c, const ProtobufCServiceDescriptor *desc,
+		   const char *method, const ProtobufCMessage *input,
+		   const Magnetar__RequestContext *ctx, int timeout_ms, rpc_done_fn done,
+		   void *arg)
+{
+	Magnetar__RpcRequest env = MAGNETAR__RPC_REQUEST__INIT;
+	struct rpc_pending *p;
+	char rid[64];
+	nng_msg *msg = NULL;
+	uint8_t *payload = NULL;
+	size_t len;
+	int rv = ERR_NOMEM;
+
+	if (timeout_ms <= 0)
+		return ERR_INVAL;
+	if ((p = calloc(1, sizeof(*p))) == NULL)
+		return ERR_NOMEM;
+	p->c = c;
+	p->done = done;
+	p->arg = arg;
+	if ((p->md = protobuf_c_service_descriptor_get_method_by_name(desc, method)) == NULL ||
+	    input->descriptor != p->md->input) {
+		rv = ERR_INVAL;
+		goto fail;
+	}
+	if (ctx != NULL && ctx->request_id != NULL && ctx->request_id[0] != '\0')
+		snprintf(rid, sizeof(rid), "%s", ctx->request_id);
+	else
+		snprintf(rid, sizeof(rid), "%s-%llu", c->id_prefix,
+			 (unsigned long long)atomic_fetch_add(&c->next_id, 1));
+	env.method = (char *)method;
+	env.request_id = rid;
+	env.deadline_unix_ms = clock_unix_ms() + (uint64_t)timeout_ms;
+	env.context = (Magnetar__RequestContext *)ctx;
+	env.payload.len = protobuf_c_message_get_packed_size(input);
+	if (env.payload.len > 0) {
+		if ((payload = malloc(env.payload.len)) == NULL)
+			goto fail;
+		protobuf_c_message_pack(input, payload);
+		env.payload.data = payload;
+	}
+	len = magnetar__rpc_request__get_packed_size(&env);
+	if (nng_msg_alloc(&msg, len) != 0)
+		goto fail;
+	magnetar__rpc_request__pack(&env, nng_msg_body(msg));
+	free(payload);
+	payload = NULL;
+	if (nng_aio_alloc(&p->aio, pending_cb, p) != 0)
+		goto fail;
+	if (nng_ctx_open(&p->ctx, c->sock) != 0) {
+		rv = ERR_CLOSED;
+		goto fail;
+	}
+	p->deadline_mono = clock_mono_ms() + (uint64_t)timeout_ms;
+	p->state = PENDING_SEND;
+	nng_aio_set_timeout(p->aio, timeout_ms);
+	nng_aio_set_msg(p->aio, msg);
+	nng_ctx_send(p->ctx, p->aio);
+	return 0;
+fail:
+	free(payload);
+	if (msg != NULL)
+		nng_msg_free(msg);
+	if (p->aio != NULL)
+		nng_aio_free(p->aio);
+	free(p);
+	return rv;
+}
+
+struct sync_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct rpc_result *r;
+};
+
+static void sync_done(struct rpc_result *r, void *arg)
+{
+	struct sync_wait *w = arg;
+	*w->r = *r;
+	r->output = NULL; /* ownership moves to the sync caller */
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int rpc_call_sync(struct rpc_client *c, const ProtobufCServiceDescriptor *desc,
+		  const char *method, const ProtobufCMessage *input,
+		  const Magnetar__RequestContext *ctx, int timeout_ms, struct rpc_result *r)
+{
+	struct sync_wait w = {.done = false, .r = r};
+	int rv;
+
+	memset(r, 0, sizeof(*r));
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	if ((rv = rpc_call_async(c, desc, method, input, ctx, timeout_ms, sync_done, &w)) == 0) {
+		pthread_mutex_lock(&w.mu);
+		while (!w.done)
+			pthread_cond_wait(&w.cv, &w.mu);
+		pthread_mutex_unlock(&w.mu);
+	}
+	pthread_cond_destroy(&w.cv);
+	pthread_mutex_destroy(&w.mu);
+	return rv;
+}
+
+void rpc_result_fini(struct rpc_result *r)
+{
+	if (r->output != NULL)
+		protobuf_c_message_free_unpacked(r->output, NULL);
+	r->output = NULL;
+}
+
+const char *rpc_status_name(Magnetar__Status s)
+{
+	switch (s) {
+	case MAGNETAR__STATUS__STATUS_OK:
+		return "ok";
+	case MAGNETAR__STATUS__STATUS_INVALID:
+		return "invalid";
+	case MAGNETAR__STATUS__STATUS_NOT_FOUND:
+		return "not_found";
+	case MAGNETAR__STATUS__STATUS_UNAUTHENTICATED:
+		return "unauthenticated";
+	case MAGNETAR__STATUS__STATUS_PERMISSION_DENIED:
+		return "permission_denied";
+	case MAGNETAR__STATUS__STATUS_CONFLICT:
+		return "conflict";
+	case MAGNETAR__STATUS__STATUS_RESOURCE_EXHAUSTED:
+		return "resource_exhausted";
+	case MAGNETAR__STATUS__STATUS_UNAVAILABLE:
+		return "unavailable";
+	case MAGNETAR__STATUS__STATUS_DEADLINE_EXCEEDED:
+		return "deadline_exceeded";
+	case MAGNETAR__STATUS__STATUS_UNIMPLEMENTED:
+		return "unimplemented";
+	case MAGNETAR__STATUS__STATUS_INTERNAL:
+		return "internal";
+	default:
+		return "unknown";
+	}
+}

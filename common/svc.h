@@ -1,0 +1,58 @@
+/*
+ * svc.h — what every Magnetar program's main.c shares: argument handling
+ * (`-n` checks the configuration and exits), configuration and logging set
+ * up, core dumps off, the data dir, the generic Ping and Stats handlers, and
+ * waiting for SIGTERM/SIGINT.
+ *
+ * A service keeps its state in its own struct whose FIRST member is a
+ * struct svc, and passes that struct as rpc_server_opts.arg, so the Ping
+ * and Stats handlers here can serve every service unchanged.
+ */
+#ifndef MAGNETAR_SVC_H
+#define MAGNETAR_SVC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/rpc.h"
+
+typedef void (*svc_counter_fn)(const char *name, uint64_t value, void *arg);
+
+struct svc {
+	enum svc_id id;
+	struct conf conf;
+	char instance[33];	/* random hex per process start */
+	uint64_t started_mono_ms;
+	char data_dir[512];	/* <MAGNETAR_DATA_DIR>/<name>, created 0700 */
+	struct rpc_server *rpc; /* set by the service once serving */
+	/* Service-specific counters for Stats, or NULL. */
+	void (*counters)(struct svc *s, svc_counter_fn emit, void *emit_arg);
+};
+
+/*
+ * Parses argv (`-n`: check config, print it, exit 0; `-h`: usage), loads the
+ * configuration for `id`, sets up logging, turns core dumps off (secrets),
+ * blocks SIGTERM/SIGINT/SIGPIPE in every thread to come, and creates the data
+ * and run dirs. Exits the process on any failure with one clear line, and
+ * on `-n` after the check.
+ */
+void svc_init(struct svc *s, enum svc_id id, int argc, char **argv);
+
+/* Waits for SIGTERM or SIGINT (blocked by svc_init); returns the signal. */
+int svc_wait_signal(void);
+
+/* Releases what svc_init took. */
+void svc_fini(struct svc *s);
+
+/* "<data_dir>/<file>" into buf. 0 or ERR_INVAL if it does not fit. */
+int svc_path(const struct svc *s, const char *file, char *buf, size_t len);
+
+/* Generic handlers for the Ping and Stats rows of every service's table;
+ * `arg` is the service struct whose first member is a struct svc. */
+void svc_handle_ping(struct rpc_call *call, const ProtobufCMessage *input, void *arg);
+void svc_handle_stats(struct rpc_call *call, const ProtobufCMessage *input, void *arg);
+
+#define SVC_VERSION "0.1.0"
+
+#endif
