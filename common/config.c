@@ -21,61 +21,61 @@
 #include "common/log.h"
 
 #define B(s) (1u << (s))
-#define ALL (B(SVC_GATEWAY) | B(SVC_AUTH) | B(SVC_AUDIT) | B(SVC_BREACH) | B(SVC_TERMINAL) | \
-	     B(SVC_MAGCTL) | B(SVC_SUPERVISOR))
+#define ALL                                                                                        \
+	(B(SVC_GATEWAY) | B(SVC_AUTH) | B(SVC_AUDIT) | B(SVC_BREACH) | B(SVC_TERMINAL) |           \
+	 B(SVC_MAGCTL) | B(SVC_SUPERVISOR))
 #define SUP B(SVC_SUPERVISOR)
 #define F(field) offsetof(struct conf, field)
 #define SECRET_FILE_MAX 65536
 
 static const char *const svc_names[SVC_PROGRAMS] = {
-	[SVC_GATEWAY] = "gateway",   [SVC_AUTH] = "auth", [SVC_AUDIT] = "audit",
-	[SVC_BREACH] = "breach",     [SVC_TERMINAL] = "terminal",
-	[SVC_MAGCTL] = "magctl",     [SVC_SUPERVISOR] = "magnetar",
+    [SVC_GATEWAY] = "gateway",     [SVC_AUTH] = "auth",         [SVC_AUDIT] = "audit",
+    [SVC_BREACH] = "breach",       [SVC_TERMINAL] = "terminal", [SVC_MAGCTL] = "magctl",
+    [SVC_SUPERVISOR] = "magnetar",
 };
 
 const struct conf_var conf_vars[] = {
-	{"MAGNETAR_ENV", ALL, false, SIZE_MAX, "development, test or production"},
-	{"MAGNETAR_LOG_FORMAT", ALL, false, SIZE_MAX, "text or json"},
-	{"MAGNETAR_SANDBOX", ALL, false, SIZE_MAX, "enforce, log or off"},
-	{"MAGNETAR_DATA_DIR", ALL, false, F(data_dir), "parent of each service's data dir"},
-	{"MAGNETAR_RUN_DIR", ALL, false, F(run_dir), "IPC socket dir"},
-	{"MAGNETAR_GATEWAY_URL", ALL, false, F(url[SVC_GATEWAY]), "gateway's RPC URL"},
-	{"MAGNETAR_AUTH_URL", ALL, false, F(url[SVC_AUTH]), "auth's RPC URL"},
-	{"MAGNETAR_AUDIT_URL", ALL, false, F(url[SVC_AUDIT]), "audit's RPC URL"},
-	{"MAGNETAR_BREACH_URL", ALL, false, F(url[SVC_BREACH]), "breach's RPC URL"},
-	{"MAGNETAR_TERMINAL_URL", ALL, false, F(url[SVC_TERMINAL]), "terminal's RPC URL"},
-	{"MAGNETAR_AUTH_EVENTS_URL", ALL, false, F(auth_events_url), "auth's event publisher"},
-	{"MAGNETAR_AUDIT_EVENTS_URL", ALL, false, F(audit_events_url), "audit's event publisher"},
-	{"MAGNETAR_HTTP_ADDR", B(SVC_GATEWAY) | SUP, false, F(http_addr), "gateway host:port"},
-	{"MAGNETAR_METRICS_ADDR", B(SVC_GATEWAY) | SUP, false, F(metrics_addr),
-	 "private /metrics listener host:port"},
-	{"MAGNETAR_CORS_ORIGINS", B(SVC_GATEWAY) | SUP, false, F(cors_origins),
-	 "comma-separated exact origins"},
-	{"MAGNETAR_TRUSTED_PROXIES", B(SVC_GATEWAY) | SUP, false, F(trusted_proxies),
-	 "CIDRs whose X-Forwarded-For is believed"},
-	{"MAGNETAR_TLS_CERT", B(SVC_GATEWAY) | SUP, false, F(tls_cert), "PEM certificate file"},
-	{"MAGNETAR_TLS_KEY", B(SVC_GATEWAY) | SUP, false, F(tls_key), "PEM private key file"},
-	{"MAGNETAR_FOUNDER_USERNAME", B(SVC_AUTH) | SUP, false, F(founder_username),
-	 "bootstrap account"},
-	{"MAGNETAR_FOUNDER_PASSWORD", B(SVC_AUTH) | SUP, true, F(founder_password),
-	 "bootstrap password"},
-	{"MAGNETAR_REGISTRATION", B(SVC_AUTH) | SUP, false, SIZE_MAX, "open or closed"},
-	{"MAGNETAR_MAX_SESSIONS", B(SVC_AUTH) | SUP, false, SIZE_MAX, "sessions per user"},
-	{"MAGNETAR_TOTP_KEY", B(SVC_AUTH) | SUP, true, F(totp_key), "TOTP secrets' at-rest key"},
-	{"MAGNETAR_FINGERPRINT_KEY", B(SVC_AUTH) | B(SVC_GATEWAY) | SUP, true, F(fingerprint_key),
-	 "key of the fingerprint hashes"},
-	{"MAGNETAR_AUDIT_KEYS", B(SVC_AUDIT) | SUP, true, F(audit_keys),
-	 "audit keyring id:base64key,..."},
-	{"MAGNETAR_HIBP_URL", B(SVC_BREACH) | SUP, false, F(hibp_url), "Pwned Passwords base URL"},
-	{"MAGNETAR_HIBP_MODE", B(SVC_BREACH) | SUP, false, SIZE_MAX, "online, offline or off"},
-	{"MAGNETAR_BREACH_FAIL", B(SVC_AUTH) | B(SVC_BREACH) | SUP, false, SIZE_MAX,
-	 "open or closed"},
-	{"MAGNETAR_TERMINAL_SHELLS", B(SVC_TERMINAL) | SUP, false, F(terminal_shells),
-	 "allowed absolute shell paths"},
-	{"MAGNETAR_TERMINAL_ROOTS", B(SVC_TERMINAL) | SUP, false, F(terminal_roots),
-	 "dirs a terminal may start in"},
-	{"MAGNETAR_TERMINAL_UID", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "uid shells run as"},
-	{"MAGNETAR_TERMINAL_GID", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "gid shells run as"},
+    {"MAGNETAR_ENV", ALL, false, SIZE_MAX, "development, test or production"},
+    {"MAGNETAR_LOG_FORMAT", ALL, false, SIZE_MAX, "text or json"},
+    {"MAGNETAR_SANDBOX", ALL, false, SIZE_MAX, "enforce, log or off"},
+    {"MAGNETAR_DATA_DIR", ALL, false, F(data_dir), "parent of each service's data dir"},
+    {"MAGNETAR_RUN_DIR", ALL, false, F(run_dir), "IPC socket dir"},
+    {"MAGNETAR_GATEWAY_URL", ALL, false, F(url[SVC_GATEWAY]), "gateway's RPC URL"},
+    {"MAGNETAR_AUTH_URL", ALL, false, F(url[SVC_AUTH]), "auth's RPC URL"},
+    {"MAGNETAR_AUDIT_URL", ALL, false, F(url[SVC_AUDIT]), "audit's RPC URL"},
+    {"MAGNETAR_BREACH_URL", ALL, false, F(url[SVC_BREACH]), "breach's RPC URL"},
+    {"MAGNETAR_TERMINAL_URL", ALL, false, F(url[SVC_TERMINAL]), "terminal's RPC URL"},
+    {"MAGNETAR_AUTH_EVENTS_URL", ALL, false, F(auth_events_url), "auth's event publisher"},
+    {"MAGNETAR_AUDIT_EVENTS_URL", ALL, false, F(audit_events_url), "audit's event publisher"},
+    {"MAGNETAR_HTTP_ADDR", B(SVC_GATEWAY) | SUP, false, F(http_addr), "gateway host:port"},
+    {"MAGNETAR_METRICS_ADDR", B(SVC_GATEWAY) | SUP, false, F(metrics_addr),
+     "private /metrics listener host:port"},
+    {"MAGNETAR_CORS_ORIGINS", B(SVC_GATEWAY) | SUP, false, F(cors_origins),
+     "comma-separated exact origins"},
+    {"MAGNETAR_TRUSTED_PROXIES", B(SVC_GATEWAY) | SUP, false, F(trusted_proxies),
+     "CIDRs whose X-Forwarded-For is believed"},
+    {"MAGNETAR_TLS_CERT", B(SVC_GATEWAY) | SUP, false, F(tls_cert), "PEM certificate file"},
+    {"MAGNETAR_TLS_KEY", B(SVC_GATEWAY) | SUP, false, F(tls_key), "PEM private key file"},
+    {"MAGNETAR_FOUNDER_USERNAME", B(SVC_AUTH) | SUP, false, F(founder_username),
+     "bootstrap account"},
+    {"MAGNETAR_FOUNDER_PASSWORD", B(SVC_AUTH) | SUP, true, F(founder_password),
+     "bootstrap password"},
+    {"MAGNETAR_REGISTRATION", B(SVC_AUTH) | SUP, false, SIZE_MAX, "open or closed"},
+    {"MAGNETAR_MAX_SESSIONS", B(SVC_AUTH) | SUP, false, SIZE_MAX, "sessions per user"},
+    {"MAGNETAR_TOTP_KEY", B(SVC_AUTH) | SUP, true, F(totp_key), "TOTP secrets' at-rest key"},
+    {"MAGNETAR_FINGERPRINT_KEY", B(SVC_AUTH) | B(SVC_GATEWAY) | SUP, true, F(fingerprint_key),
+     "key of the fingerprint hashes"},
+    {"MAGNETAR_AUDIT_KEYS", B(SVC_AUDIT) | SUP, true, F(audit_keys),
+     "audit keyring id:base64key,..."},
+    {"MAGNETAR_HIBP_URL", B(SVC_BREACH) | SUP, false, F(hibp_url), "Pwned Passwords base URL"},
+    {"MAGNETAR_HIBP_MODE", B(SVC_BREACH) | SUP, false, SIZE_MAX, "online, offline or off"},
+    {"MAGNETAR_BREACH_FAIL", B(SVC_AUTH) | B(SVC_BREACH) | SUP, false, SIZE_MAX, "open or closed"},
+    {"MAGNETAR_TERMINAL_SHELLS", B(SVC_TERMINAL) | SUP, false, F(terminal_shells),
+     "allowed absolute shell paths"},
+    {"MAGNETAR_TERMINAL_ROOTS", B(SVC_TERMINAL) | SUP, false, F(terminal_roots),
+     "dirs a terminal may start in"},
+    {"MAGNETAR_TERMINAL_UID", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "uid shells run as"},
+    {"MAGNETAR_TERMINAL_GID", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "gid shells run as"},
 };
 const size_t conf_nvars = sizeof(conf_vars) / sizeof(conf_vars[0]);
 
@@ -112,7 +112,7 @@ const char *conf_env_name(enum conf_env env)
 }
 
 static int conf_refuse(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static int conf_refuse(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -187,11 +187,12 @@ static int conf_take(const struct conf_var *v, char **slot, char *err, size_t er
 		path = getenv(filevar);
 		if (val != NULL && path != NULL)
 			return conf_refuse(err, errlen, "%s and %s are both set; set one", v->name,
-					   filevar);
+			                   filevar);
 		if (path != NULL) {
 			if ((rv = conf_read_secret_file(path, slot)) != 0)
-				return conf_refuse(err, errlen, "%s: cannot read the secret file (%s)",
-						   filevar, err_str(rv));
+				return conf_refuse(err, errlen,
+				                   "%s: cannot read the secret file (%s)", filevar,
+				                   err_str(rv));
 			return 0;
 		}
 	}
@@ -297,7 +298,7 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 	if ((s = getenv("MAGNETAR_ENV")) != NULL) {
 		if ((i = conf_choice(s, envs)) < 0)
 			return conf_refuse(err, errlen,
-					   "MAGNETAR_ENV must be development, test or production");
+			                   "MAGNETAR_ENV must be development, test or production");
 		c->env = (enum conf_env)i;
 	}
 	prod = c->env == CONF_ENV_PRODUCTION;
@@ -308,35 +309,38 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 	}
 	if ((s = getenv("MAGNETAR_SANDBOX")) != NULL) {
 		if ((i = conf_choice(s, sandboxes)) < 0)
-			return conf_refuse(err, errlen, "MAGNETAR_SANDBOX must be enforce, log or off");
+			return conf_refuse(err, errlen,
+			                   "MAGNETAR_SANDBOX must be enforce, log or off");
 		c->sandbox = (enum conf_sandbox)i;
 	}
 	if (prod && c->sandbox != CONF_SANDBOX_ENFORCE)
 		return conf_refuse(err, errlen,
-				   "MAGNETAR_SANDBOX=%s is refused when MAGNETAR_ENV=production",
-				   sandboxes[c->sandbox]);
+		                   "MAGNETAR_SANDBOX=%s is refused when MAGNETAR_ENV=production",
+		                   sandboxes[c->sandbox]);
 	c->registration_open = !prod;
 	if ((s = getenv("MAGNETAR_REGISTRATION")) != NULL) {
 		if ((i = conf_choice(s, openclosed)) < 0)
-			return conf_refuse(err, errlen, "MAGNETAR_REGISTRATION must be open or closed");
+			return conf_refuse(err, errlen,
+			                   "MAGNETAR_REGISTRATION must be open or closed");
 		c->registration_open = i == 0;
 	}
 	c->max_sessions = 3;
 	if ((s = getenv("MAGNETAR_MAX_SESSIONS")) != NULL) {
 		if (conf_int(s, 1, 1000, &n) != 0)
-			return conf_refuse(err, errlen,
-					   "MAGNETAR_MAX_SESSIONS must be an integer from 1 to 1000");
+			return conf_refuse(
+			    err, errlen, "MAGNETAR_MAX_SESSIONS must be an integer from 1 to 1000");
 		c->max_sessions = (int)n;
 	}
 	if ((s = getenv("MAGNETAR_HIBP_MODE")) != NULL) {
 		if ((i = conf_choice(s, modes)) < 0)
 			return conf_refuse(err, errlen,
-					   "MAGNETAR_HIBP_MODE must be online, offline or off");
+			                   "MAGNETAR_HIBP_MODE must be online, offline or off");
 		c->hibp_mode = (enum conf_hibp_mode)i;
 	}
 	if ((s = getenv("MAGNETAR_BREACH_FAIL")) != NULL) {
 		if ((i = conf_choice(s, openclosed)) < 0)
-			return conf_refuse(err, errlen, "MAGNETAR_BREACH_FAIL must be open or closed");
+			return conf_refuse(err, errlen,
+			                   "MAGNETAR_BREACH_FAIL must be open or closed");
 		c->breach_fail_closed = i == 1;
 	}
 	c->terminal_uid = (uid_t)-1;
@@ -345,13 +349,13 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 		if ((s = getenv("MAGNETAR_TERMINAL_UID")) != NULL) {
 			if (conf_int(s, 1, INT_MAX - 1, &n) != 0)
 				return conf_refuse(err, errlen,
-						   "MAGNETAR_TERMINAL_UID must be a non-zero uid");
+				                   "MAGNETAR_TERMINAL_UID must be a non-zero uid");
 			c->terminal_uid = (uid_t)n;
 		}
 		if ((s = getenv("MAGNETAR_TERMINAL_GID")) != NULL) {
 			if (conf_int(s, 1, INT_MAX - 1, &n) != 0)
 				return conf_refuse(err, errlen,
-						   "MAGNETAR_TERMINAL_GID must be a non-zero gid");
+				                   "MAGNETAR_TERMINAL_GID must be a non-zero gid");
 			c->terminal_gid = (gid_t)n;
 		}
 	}
@@ -366,24 +370,27 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 		if (conf_default(&c->url[i], "ipc://%s/%s.sock", c->run_dir, svc_names[i]) != 0)
 			return conf_refuse(err, errlen, "out of memory");
 	if (c->data_dir[0] == '\0' || c->run_dir[0] == '\0')
-		return conf_refuse(err, errlen, "MAGNETAR_DATA_DIR and MAGNETAR_RUN_DIR may not be empty");
-	if (strlen(c->run_dir) > 80)
 		return conf_refuse(err, errlen,
-				   "MAGNETAR_RUN_DIR is too long for a unix socket path (80 bytes max)");
+		                   "MAGNETAR_DATA_DIR and MAGNETAR_RUN_DIR may not be empty");
+	if (strlen(c->run_dir) > 80)
+		return conf_refuse(
+		    err, errlen,
+		    "MAGNETAR_RUN_DIR is too long for a unix socket path (80 bytes max)");
 
 	for (i = 0; i < SVC_SERVICES; i++)
 		if (!conf_valid_nng_url(c->url[i]))
 			return conf_refuse(err, errlen,
-					   "MAGNETAR_%s_URL must be an ipc://, tcp://host:port or "
-					   "inproc:// URL",
-					   i == SVC_GATEWAY ? "GATEWAY"
-					   : i == SVC_AUTH  ? "AUTH"
-					   : i == SVC_AUDIT ? "AUDIT"
-					   : i == SVC_BREACH ? "BREACH"
-							     : "TERMINAL");
+			                   "MAGNETAR_%s_URL must be an ipc://, tcp://host:port or "
+			                   "inproc:// URL",
+			                   i == SVC_GATEWAY  ? "GATEWAY"
+			                   : i == SVC_AUTH   ? "AUTH"
+			                   : i == SVC_AUDIT  ? "AUDIT"
+			                   : i == SVC_BREACH ? "BREACH"
+			                                     : "TERMINAL");
 	if (!conf_valid_nng_url(c->auth_events_url) || !conf_valid_nng_url(c->audit_events_url))
-		return conf_refuse(err, errlen, "MAGNETAR_*_EVENTS_URL must be an ipc://, "
-						"tcp://host:port or inproc:// URL");
+		return conf_refuse(err, errlen,
+		                   "MAGNETAR_*_EVENTS_URL must be an ipc://, "
+		                   "tcp://host:port or inproc:// URL");
 	if (conf_parse_addr(c->http_addr, &c->http_host, &c->http_port) != 0)
 		return conf_refuse(err, errlen, "MAGNETAR_HTTP_ADDR must be host:port");
 	if (c->metrics_addr != NULL) {
@@ -396,12 +403,13 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 	if (strncmp(c->hibp_url, "https://", 8) != 0 &&
 	    (prod || strncmp(c->hibp_url, "http://", 7) != 0))
 		return conf_refuse(err, errlen, "MAGNETAR_HIBP_URL must be an https:// URL%s",
-				   prod ? "" : " (http:// only outside production)");
+		                   prod ? "" : " (http:// only outside production)");
 	if ((c->tls_cert == NULL) != (c->tls_key == NULL))
-		return conf_refuse(err, errlen, "MAGNETAR_TLS_CERT and MAGNETAR_TLS_KEY go together");
+		return conf_refuse(err, errlen,
+		                   "MAGNETAR_TLS_CERT and MAGNETAR_TLS_KEY go together");
 	if (prod && c->cors_origins != NULL && strchr(c->cors_origins, '*') != NULL)
 		return conf_refuse(err, errlen,
-				   "MAGNETAR_CORS_ORIGINS may not contain * in production");
+		                   "MAGNETAR_CORS_ORIGINS may not contain * in production");
 
 	/* Production refuses to run on secrets it would otherwise invent. */
 	if (prod) {
@@ -409,18 +417,21 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 		for (size_t v = 0; v < conf_nvars; v++) {
 			const struct conf_var *cv = &conf_vars[v];
 			char **slot;
-			if (!cv->secret || !conf_var_read_by(cv, c->who) || c->who == SVC_SUPERVISOR ||
-			    c->who == SVC_MAGCTL || strcmp(cv->name, "MAGNETAR_FOUNDER_PASSWORD") == 0)
+			if (!cv->secret || !conf_var_read_by(cv, c->who) ||
+			    c->who == SVC_SUPERVISOR || c->who == SVC_MAGCTL ||
+			    strcmp(cv->name, "MAGNETAR_FOUNDER_PASSWORD") == 0)
 				continue;
 			slot = (char **)((char *)c + cv->offset);
 			if (*slot == NULL || (*slot)[0] == '\0')
-				return conf_refuse(err, errlen,
-						   "%s (or %s_FILE) is required when MAGNETAR_ENV=production",
-						   cv->name, cv->name);
+				return conf_refuse(
+				    err, errlen,
+				    "%s (or %s_FILE) is required when MAGNETAR_ENV=production",
+				    cv->name, cv->name);
 		}
 		if (stat(c->data_dir, &st) == 0 && (st.st_mode & S_IWOTH) != 0)
-			return conf_refuse(err, errlen,
-					   "MAGNETAR_DATA_DIR is world-writable; refused in production");
+			return conf_refuse(
+			    err, errlen,
+			    "MAGNETAR_DATA_DIR is world-writable; refused in production");
 	}
 	return 0;
 }

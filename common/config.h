@@ -60,8 +60,8 @@ struct conf {
 	char *data_dir;
 	char *run_dir;
 	char *url[SVC_SERVICES]; /* RPC URL of each service */
-	char *auth_events_url;	 /* auth's pub socket */
-	char *audit_events_url;	 /* audit's pub socket */
+	char *auth_events_url;   /* auth's pub socket */
+	char *audit_events_url;  /* audit's pub socket */
 	char *hibp_url;
 	char *cors_origins;
 	char *trusted_proxies;
@@ -79,11 +79,11 @@ struct conf {
 
 /* One row of the variable table. */
 struct conf_var {
-	const char *name;      /* MAGNETAR_... */
-	unsigned readers;      /* bit (1u << SVC_*) per program that reads it */
-	bool secret;	       /* redacted, wiped, also read from NAME_FILE */
-	size_t offset;	       /* of the char * in struct conf */
-	const char *help;      /* one line for docs and `-n` output */
+	const char *name; /* MAGNETAR_... */
+	unsigned readers; /* bit (1u << SVC_*) per program that reads it */
+	bool secret;      /* redacted, wiped, also read from NAME_FILE */
+	size_t offset;    /* of the char * in struct conf */
+	const char *help; /* one line for docs and `-n` output */
 };
 
 extern const struct conf_var conf_vars[];

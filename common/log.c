@@ -72,11 +72,11 @@ static void log_emit(const char *level, const char *fmt, va_list ap, const char 
 
 	if (log_fmt == LOG_JSON)
 		n = snprintf(line, sizeof(line),
-			     "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"svc\":\"%s\",\"msg\":\"", when,
-			     ts.tv_nsec / 1000000, level, log_progname);
+		             "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"svc\":\"%s\",\"msg\":\"",
+		             when, ts.tv_nsec / 1000000, level, log_progname);
 	else
 		n = snprintf(line, sizeof(line), "ts=%s.%03ldZ level=%s svc=%s msg=\"", when,
-			     ts.tv_nsec / 1000000, level, log_progname);
+		             ts.tv_nsec / 1000000, level, log_progname);
 	len = n > 0 ? (size_t)n : 0;
 	log_append_escaped(line, &len, sizeof(line) - 3, msg);
 	memcpy(line + len, log_fmt == LOG_JSON ? "\"}\n" : "\"\n", log_fmt == LOG_JSON ? 3 : 2);

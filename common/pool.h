@@ -24,9 +24,9 @@ struct sqlite3;
 struct pool;
 
 struct pool_opts {
-	int min_readers;	  /* opened at start (default 2) */
-	int max_readers;	  /* never more (default 10) */
-	int busy_timeout_ms;	  /* default 5000 */
+	int min_readers;          /* opened at start (default 2) */
+	int max_readers;          /* never more (default 10) */
+	int busy_timeout_ms;      /* default 5000 */
 	uint64_t max_lifetime_ms; /* recycle older connections (default 1 h) */
 	int checkout_timeout_ms;  /* wait for a free reader at most (default 5000) */
 };
@@ -45,7 +45,7 @@ struct pool_schema {
 /* Opens (creating if needed, file mode 0600) `path`, applies the schema and
  * opens min_readers readers. opts may be NULL. 0 or ERR_DB/ERR_NOMEM/ERR_IO. */
 int pool_open(const char *path, const struct pool_schema *schema, const struct pool_opts *opts,
-	      struct pool **out);
+              struct pool **out);
 
 /* Waits until every checked-out connection is back, then closes them all
  * and frees. Accepts NULL. Further checkouts fail with ERR_CLOSED. */
@@ -64,11 +64,11 @@ void pool_reader_put(struct pool *p, struct sqlite3 *db);
 int pool_schema_version(struct pool *p);
 
 struct pool_stats {
-	uint64_t readers_open;	   /* now */
-	uint64_t readers_out;	   /* checked out now */
-	uint64_t opened;	   /* connections opened since start */
-	uint64_t recycled;	   /* closed for age */
-	uint64_t replaced;	   /* closed for a failed health check */
+	uint64_t readers_open; /* now */
+	uint64_t readers_out;  /* checked out now */
+	uint64_t opened;       /* connections opened since start */
+	uint64_t recycled;     /* closed for age */
+	uint64_t replaced;     /* closed for a failed health check */
 	uint64_t checkout_timeouts;
 };
 void pool_get_stats(struct pool *p, struct pool_stats *st);

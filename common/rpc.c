@@ -94,7 +94,7 @@ static void slot_done(struct rpc_server *s)
 }
 
 static void slot_send(struct rpc_call *call, Magnetar__Status status, const char *code,
-		      const char *message, const ProtobufCMessage *output)
+                      const char *message, const ProtobufCMessage *output)
 {
 	Magnetar__RpcReply reply = MAGNETAR__RPC_REPLY__INIT;
 	Magnetar__Error error = MAGNETAR__ERROR__INIT;
@@ -134,7 +134,7 @@ static void slot_send(struct rpc_call *call, Magnetar__Status status, const char
 fail:
 	/* No memory for a reply: drop it; the caller's deadline answers for us. */
 	log_warnx("rpc: no memory to reply method=%s",
-		  call->method >= 0 ? call->srv->desc->methods[call->method].name : "?");
+	          call->method >= 0 ? call->srv->desc->methods[call->method].name : "?");
 drop:
 	free(buf);
 	slot_release_request(call);
@@ -151,7 +151,7 @@ void rpc_reply(struct rpc_call *call, const ProtobufCMessage *output)
 }
 
 void rpc_reply_error(struct rpc_call *call, Magnetar__Status status, const char *code,
-		     const char *message)
+                     const char *message)
 {
 	if (status == MAGNETAR__STATUS__STATUS_OK)
 		status = MAGNETAR__STATUS__STATUS_INTERNAL;
@@ -169,22 +169,22 @@ static void slot_dispatch(struct workq_job *job)
 
 	call->has_peer_uid = nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_UID, &uid) == 0;
 	call->peer_uid = call->has_peer_uid ? (uid_t)uid : (uid_t)-1;
-	call->env = magnetar__rpc_request__unpack(NULL, nng_msg_len(call->msg),
-						  nng_msg_body(call->msg));
-	if (call->env == NULL || call->env->method == NULL) {
+	call->env =
+	    magnetar__rpc_request__unpack(NULL, nng_msg_len(call->msg), nng_msg_body(call->msg));
+	if (call->env == NULL || call->env->method == NULL || call->env->method[0] == '\0') {
 		atomic_fetch_add(&s->malformed, 1);
 		log_warnx("rpc: undecodable envelope len=%zu", nng_msg_len(call->msg));
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, RPC_CODE_MALFORMED,
-				"the request envelope could not be decoded");
+		                "the request envelope could not be decoded");
 		return;
 	}
 	md = protobuf_c_service_descriptor_get_method_by_name(s->desc, call->env->method);
 	if (md == NULL) {
 		atomic_fetch_add(&s->unknown, 1);
 		log_warnx("rpc: unknown method service=%s request_id=%s", s->desc->short_name,
-			  call->env->request_id);
+		          call->env->request_id);
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNIMPLEMENTED, "unknown_method",
-				"no such method");
+		                "no such method");
 		return;
 	}
 	call->method = (int)(md - s->desc->methods);
@@ -193,17 +193,17 @@ static void slot_dispatch(struct workq_job *job)
 		/* Nobody is waiting any more: do no work, say so. */
 		atomic_fetch_add(&s->expired, 1);
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_DEADLINE_EXCEEDED,
-				"deadline_exceeded", "the deadline passed before the call ran");
+		                "deadline_exceeded", "the deadline passed before the call ran");
 		return;
 	}
 	call->input = protobuf_c_message_unpack(md->input, NULL, call->env->payload.len,
-						call->env->payload.data);
+	                                        call->env->payload.data);
 	if (call->input == NULL) {
 		atomic_fetch_add(&s->malformed, 1);
 		log_warnx("rpc: undecodable payload method=%s request_id=%s", md->name,
-			  call->env->request_id);
+		          call->env->request_id);
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, RPC_CODE_MALFORMED,
-				"the request payload could not be decoded");
+		                "the request payload could not be decoded");
 		return;
 	}
 	s->handlers[call->method](call, call->input, s->opts.arg);
@@ -246,7 +246,7 @@ static void slot_cb(void *arg)
 }
 
 static int rpc_server_bind_table(struct rpc_server *s, const struct rpc_method *methods,
-				 size_t nmethods)
+                                 size_t nmethods)
 {
 	if (nmethods != s->desc->n_methods)
 		return ERR_INVAL;
@@ -257,7 +257,7 @@ static int rpc_server_bind_table(struct rpc_server *s, const struct rpc_method *
 				break;
 		if (j == nmethods || methods[j].handler == NULL) {
 			log_warnx("rpc: %s.%s has no handler", s->desc->short_name,
-				  s->desc->methods[i].name);
+			          s->desc->methods[i].name);
 			return ERR_INVAL;
 		}
 		s->handlers[i] = methods[j].handler;
@@ -266,8 +266,8 @@ static int rpc_server_bind_table(struct rpc_server *s, const struct rpc_method *
 }
 
 int rpc_server_start(const char *url, const ProtobufCServiceDescriptor *desc,
-		     const struct rpc_method *methods, size_t nmethods,
-		     const struct rpc_server_opts *opts, struct rpc_server **out)
+                     const struct rpc_method *methods, size_t nmethods,
+                     const struct rpc_server_opts *opts, struct rpc_server **out)
 {
 	struct rpc_server *s;
 	int rv, nv;
@@ -366,7 +366,7 @@ void rpc_server_stop(struct rpc_server *s)
 }
 
 void rpc_server_counters(struct rpc_server *s,
-			 void (*fn)(const char *name, uint64_t value, void *arg), void *arg)
+                         void (*fn)(const char *name, uint64_t value, void *arg), void *arg)
 {
 	char name[128];
 	for (unsigned i = 0; i < s->desc->n_methods; i++) {
@@ -518,7 +518,7 @@ static void pending_decode(struct rpc_pending *p, nng_msg *msg)
 {
 	struct rpc_result r = {0};
 	Magnetar__RpcReply *reply =
-		magnetar__rpc_reply__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+	    magnetar__rpc_reply__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
 
 	nng_msg_free(msg);
 	if (reply == NULL) {
@@ -535,12 +535,12 @@ static void pending_decode(struct rpc_pending *p, nng_msg *msg)
 			snprintf(r.code, sizeof(r.code), "internal");
 	} else {
 		r.output = protobuf_c_message_unpack(p->md->output, NULL, reply->payload.len,
-						     reply->payload.data);
+		                                     reply->payload.data);
 		if (r.output == NULL) {
 			r.status = MAGNETAR__STATUS__STATUS_INTERNAL;
 			snprintf(r.code, sizeof(r.code), "malformed_reply");
 			snprintf(r.message, sizeof(r.message),
-				 "the service's reply could not be decoded");
+			         "the service's reply could not be decoded");
 		}
 	}
 	if (reply != NULL)
@@ -574,10 +574,9 @@ static void pending_cb(void *arg)
 	pending_decode(p, nng_aio_get_msg(p->aio));
 }
 
-int rpc_call_async(struct rpc_client *c, const ProtobufCServiceDescriptor *desc,
-		   const char *method, const ProtobufCMessage *input,
-		   const Magnetar__RequestContext *ctx, int timeout_ms, rpc_done_fn done,
-		   void *arg)
+int rpc_call_async(struct rpc_client *c, const ProtobufCServiceDescriptor *desc, const char *method,
+                   const ProtobufCMessage *input, const Magnetar__RequestContext *ctx,
+                   int timeout_ms, rpc_done_fn done, void *arg)
 {
 	Magnetar__RpcRequest env = MAGNETAR__RPC_REQUEST__INIT;
 	struct rpc_pending *p;
@@ -603,7 +602,7 @@ int rpc_call_async(struct rpc_client *c, const ProtobufCServiceDescriptor *desc,
 		snprintf(rid, sizeof(rid), "%s", ctx->request_id);
 	else
 		snprintf(rid, sizeof(rid), "%s-%llu", c->id_prefix,
-			 (unsigned long long)atomic_fetch_add(&c->next_id, 1));
+		         (unsigned long long)atomic_fetch_add(&c->next_id, 1));
 	env.method = (char *)method;
 	env.request_id = rid;
 	env.deadline_unix_ms = clock_unix_ms() + (uint64_t)timeout_ms;
@@ -661,9 +660,9 @@ static void sync_done(struct rpc_result *r, void *arg)
 	pthread_mutex_unlock(&w->mu);
 }
 
-int rpc_call_sync(struct rpc_client *c, const ProtobufCServiceDescriptor *desc,
-		  const char *method, const ProtobufCMessage *input,
-		  const Magnetar__RequestContext *ctx, int timeout_ms, struct rpc_result *r)
+int rpc_call_sync(struct rpc_client *c, const ProtobufCServiceDescriptor *desc, const char *method,
+                  const ProtobufCMessage *input, const Magnetar__RequestContext *ctx,
+                  int timeout_ms, struct rpc_result *r)
 {
 	struct sync_wait w = {.done = false, .r = r};
 	int rv;

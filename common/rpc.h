@@ -52,10 +52,10 @@ struct rpc_method {
 };
 
 struct rpc_server_opts {
-	int contexts;	/* requests received concurrently (default 64) */
-	int workers;	/* handler threads (default 4) */
+	int contexts;   /* requests received concurrently (default 64) */
+	int workers;    /* handler threads (default 4) */
 	size_t max_msg; /* NNG_OPT_RECVMAXSZ (default RPC_MAX_MSG_DEFAULT) */
-	void *arg;	/* passed to every handler */
+	void *arg;      /* passed to every handler */
 };
 
 /*
@@ -64,8 +64,8 @@ struct rpc_server_opts {
  * otherwise ERR_INVAL (a broken build, caught at start).
  */
 int rpc_server_start(const char *url, const ProtobufCServiceDescriptor *desc,
-		     const struct rpc_method *methods, size_t nmethods,
-		     const struct rpc_server_opts *opts, struct rpc_server **out);
+                     const struct rpc_method *methods, size_t nmethods,
+                     const struct rpc_server_opts *opts, struct rpc_server **out);
 
 /* Closes the socket, waits until every dispatched call has replied, frees. */
 void rpc_server_stop(struct rpc_server *s);
@@ -73,7 +73,7 @@ void rpc_server_stop(struct rpc_server *s);
 /* Calls fn for each counter ("rpc.<Method>.calls", "rpc.<Method>.errors",
  * "rpc.malformed", "rpc.unknown_method", "rpc.expired"). */
 void rpc_server_counters(struct rpc_server *s,
-			 void (*fn)(const char *name, uint64_t value, void *arg), void *arg);
+                         void (*fn)(const char *name, uint64_t value, void *arg), void *arg);
 
 /* What a handler may ask about its call. */
 const char *rpc_call_method(const struct rpc_call *call);
@@ -88,7 +88,7 @@ struct rpc_server *rpc_call_server(const struct rpc_call *call);
 void rpc_reply(struct rpc_call *call, const ProtobufCMessage *output);
 /* Answers with a status other than OK, a stable code and a human message. */
 void rpc_reply_error(struct rpc_call *call, Magnetar__Status status, const char *code,
-		     const char *message);
+                     const char *message);
 
 /* ---- client ------------------------------------------------------------ */
 
@@ -97,8 +97,8 @@ struct rpc_client;
 /* The outcome of one call, handed to the completion callback. */
 struct rpc_result {
 	Magnetar__Status status;
-	char code[64];	    /* stable error code; "" when OK */
-	char message[256];  /* human text; "" when OK */
+	char code[64];            /* stable error code; "" when OK */
+	char message[256];        /* human text; "" when OK */
 	ProtobufCMessage *output; /* unpacked reply when OK; see rpc_done_fn */
 };
 
@@ -121,17 +121,16 @@ bool rpc_client_connected(struct rpc_client *c);
  * request id is used, or one is made. Returns 0 when `done` will be called
  * exactly once, or an error (and `done` is never called).
  */
-int rpc_call_async(struct rpc_client *c, const ProtobufCServiceDescriptor *desc,
-		   const char *method, const ProtobufCMessage *input,
-		   const Magnetar__RequestContext *ctx, int timeout_ms, rpc_done_fn done,
-		   void *arg);
+int rpc_call_async(struct rpc_client *c, const ProtobufCServiceDescriptor *desc, const char *method,
+                   const ProtobufCMessage *input, const Magnetar__RequestContext *ctx,
+                   int timeout_ms, rpc_done_fn done, void *arg);
 
 /* Blocking form for tools, tests and background senders (never on an nng
  * thread). Fills *r; on OK the caller owns r->output. Returns 0 if a reply or
  * a status was obtained (check r->status), else an error. */
-int rpc_call_sync(struct rpc_client *c, const ProtobufCServiceDescriptor *desc,
-		  const char *method, const ProtobufCMessage *input,
-		  const Magnetar__RequestContext *ctx, int timeout_ms, struct rpc_result *r);
+int rpc_call_sync(struct rpc_client *c, const ProtobufCServiceDescriptor *desc, const char *method,
+                  const ProtobufCMessage *input, const Magnetar__RequestContext *ctx,
+                  int timeout_ms, struct rpc_result *r);
 
 /* Frees r->output if set. */
 void rpc_result_fini(struct rpc_result *r);

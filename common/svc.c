@@ -18,13 +18,15 @@
 #include "common/err.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "common/outbox.h"
+#include "common/pool.h"
 
 static void svc_usage(const char *prog)
 {
 	fprintf(stderr,
-		"usage: %s [-n]\n"
-		"  -n  check the MAGNETAR_* configuration, print it (secrets redacted), exit\n",
-		prog);
+	        "usage: %s [-n]\n"
+	        "  -n  check the MAGNETAR_* configuration, print it (secrets redacted), exit\n",
+	        prog);
 }
 
 /* mkdir -p with a final mode; existing dirs are left as they are. */
@@ -73,7 +75,7 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 	if (conf_load(&s->conf, id, err, sizeof(err)) != 0)
 		fatalx("configuration refused: %s", err);
 	log_init(svc_name(id), s->conf.log_json ? LOG_JSON : LOG_TEXT,
-		 getenv("MAGNETAR_DEBUG") != NULL);
+	         getenv("MAGNETAR_DEBUG") != NULL);
 	if (check_only) {
 		conf_print(&s->conf);
 		log_info("configuration ok");
@@ -126,8 +128,62 @@ int svc_wait_signal(void)
 	}
 }
 
+void svc_open_db(struct svc *s, const char *file, const struct pool_schema *schema)
+{
+	char path[600];
+	int rv;
+	if (svc_path(s, file, path, sizeof(path)) != 0)
+		fatalx("database path too long");
+	if ((rv = pool_open(path, schema, NULL, &s->pool)) != 0)
+		fatalx("cannot open database %s: %s", path, err_str(rv));
+}
+
+void svc_start_outbox(struct svc *s)
+{
+	struct outbox_event ev = {.action = "service.started",
+	                          .actor = svc_name(s->id),
+	                          .target = s->instance,
+	                          .outcome = "success"};
+	struct sqlite3 *db;
+	int rv;
+
+	if ((rv = rpc_client_open(s->conf.url[SVC_AUDIT], 0, &s->audit)) != 0)
+		fatalx("cannot open a client of magnetar-audit: %s", err_str(rv));
+	if ((rv = outbox_start(s->pool, svc_name(s->id), s->audit, NULL, &s->outbox)) != 0)
+		fatalx("cannot start the audit outbox: %s", err_str(rv));
+	if ((rv = pool_writer_get(s->pool, &db)) != 0)
+		fatalx("cannot record the start: %s", err_str(rv));
+	rv = outbox_enqueue(db, &ev);
+	pool_writer_put(s->pool, db);
+	if (rv != 0)
+		fatalx("cannot record the start: %s", err_str(rv));
+	outbox_kick(s->outbox);
+}
+
+void svc_serve(struct svc *s, const ProtobufCServiceDescriptor *desc,
+               const struct rpc_method *methods, size_t nmethods, void *arg)
+{
+	struct rpc_server_opts opts = {.arg = arg};
+	int rv, sig;
+
+	if ((rv = rpc_server_start(s->conf.url[s->id], desc, methods, nmethods, &opts, &s->rpc)) !=
+	    0)
+		fatalx("cannot serve %s on %s: %s", desc->name, s->conf.url[s->id], err_str(rv));
+	log_info("serving %s on %s instance=%s", desc->name, s->conf.url[s->id], s->instance);
+	sig = svc_wait_signal();
+	log_info("signal %d: stopping", sig);
+	rpc_server_stop(s->rpc);
+	s->rpc = NULL;
+}
+
 void svc_fini(struct svc *s)
 {
+	outbox_stop(s->outbox);
+	s->outbox = NULL;
+	rpc_client_close(s->audit);
+	s->audit = NULL;
+	pool_close(s->pool);
+	s->pool = NULL;
 	conf_fini(&s->conf);
 }
 
@@ -183,11 +239,29 @@ void svc_handle_stats(struct rpc_call *call, const ProtobufCMessage *input, void
 	b.ptrs = calloc(STATS_MAX, sizeof(*b.ptrs));
 	b.names = calloc(STATS_MAX, sizeof(*b.names));
 	if (b.items == NULL || b.ptrs == NULL || b.names == NULL) {
-		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal", "out of memory");
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+		                "out of memory");
 		goto out;
 	}
 	stats_add("uptime_ms", clock_mono_ms() - s->started_mono_ms, &b);
 	rpc_server_counters(rpc_call_server(call), stats_add, &b);
+	if (s->pool != NULL) {
+		struct pool_stats ps;
+		pool_get_stats(s->pool, &ps);
+		stats_add("db.readers_open", ps.readers_open, &b);
+		stats_add("db.opened", ps.opened, &b);
+		stats_add("db.recycled", ps.recycled, &b);
+		stats_add("db.replaced", ps.replaced, &b);
+		stats_add("db.checkout_timeouts", ps.checkout_timeouts, &b);
+	}
+	if (s->outbox != NULL) {
+		struct outbox_stats os;
+		outbox_get_stats(s->outbox, &os);
+		stats_add("outbox.pending", os.pending, &b);
+		stats_add("outbox.sent", os.sent, &b);
+		stats_add("outbox.batches", os.batches, &b);
+		stats_add("outbox.failures", os.failures, &b);
+	}
 	if (s->counters != NULL)
 		s->counters(s, stats_add, &b);
 	out.service = (char *)svc_name(s->id);

@@ -17,15 +17,22 @@
 #include "common/config.h"
 #include "common/rpc.h"
 
+struct pool;
+struct pool_schema;
+struct outbox;
+
 typedef void (*svc_counter_fn)(const char *name, uint64_t value, void *arg);
 
 struct svc {
 	enum svc_id id;
 	struct conf conf;
-	char instance[33];	/* random hex per process start */
+	char instance[33]; /* random hex per process start */
 	uint64_t started_mono_ms;
-	char data_dir[512];	/* <MAGNETAR_DATA_DIR>/<name>, created 0700 */
-	struct rpc_server *rpc; /* set by the service once serving */
+	char data_dir[512];       /* <MAGNETAR_DATA_DIR>/<name>, created 0700 */
+	struct rpc_server *rpc;   /* while svc_serve runs */
+	struct pool *pool;        /* svc_open_db */
+	struct rpc_client *audit; /* svc_start_outbox: client of magnetar-audit */
+	struct outbox *outbox;    /* svc_start_outbox */
 	/* Service-specific counters for Stats, or NULL. */
 	void (*counters)(struct svc *s, svc_counter_fn emit, void *emit_arg);
 };
@@ -42,7 +49,21 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv);
 /* Waits for SIGTERM or SIGINT (blocked by svc_init); returns the signal. */
 int svc_wait_signal(void);
 
-/* Releases what svc_init took. */
+/* Opens <data dir>/<file> with `schema` into s->pool; exits on failure. */
+void svc_open_db(struct svc *s, const char *file, const struct pool_schema *schema);
+
+/* For producers of audit events (the pool must hold outbox_migration):
+ * opens a client of magnetar-audit, starts the outbox sender, and records
+ * a "service.started" event. Exits on failure. */
+void svc_start_outbox(struct svc *s);
+
+/* Serves `desc` with `methods` on the service's own URL until SIGTERM or
+ * SIGINT, then stops the RPC server. `arg` goes to every handler and must
+ * begin with this struct svc. Exits if the socket cannot be opened. */
+void svc_serve(struct svc *s, const ProtobufCServiceDescriptor *desc,
+               const struct rpc_method *methods, size_t nmethods, void *arg);
+
+/* Stops the outbox, closes the audit client and the pool, frees config. */
 void svc_fini(struct svc *s);
 
 /* "<data_dir>/<file>" into buf. 0 or ERR_INVAL if it does not fit. */

@@ -1,0 +1,385 @@
+/*
+ * outbox.c — the transactional audit outbox and its sender (outbox.h).
+ * The sender reads a batch with a reader connection, ships it with a
+ * blocking Append on its own thread, and deletes it with the writer only
+ * once audit answered OK; any failure leaves the rows for the next try.
+ */
+#include "common/outbox.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "audit.pb-c.h"
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/ids.h"
+#include "common/log.h"
+#include "common/pool.h"
+#include "common/rpc.h"
+
+const char outbox_migration[] =
+    "CREATE TABLE outbox ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT," /* never reused, even after deletes */
+    " time_ms INTEGER NOT NULL,"
+    " action TEXT NOT NULL, actor TEXT NOT NULL, target TEXT NOT NULL,"
+    " ip TEXT NOT NULL, request_id TEXT NOT NULL, outcome TEXT NOT NULL,"
+    " detail TEXT NOT NULL);"
+    "CREATE TABLE outbox_meta ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " instance TEXT NOT NULL);";
+
+struct outbox {
+	struct pool *pool;
+	struct rpc_client *audit;
+	struct outbox_opts opts;
+	char source[33];
+	char instance[33];
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool kicked, stopping;
+	struct outbox_stats stats;
+};
+
+/* One batch read from the table; strings owned by the batch. */
+struct outbox_batch {
+	Magnetar__AuditEvent *events;
+	Magnetar__AuditEvent **ptrs;
+	size_t n;
+};
+
+static char *outbox_col(sqlite3_stmt *st, int col)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+	return strdup(t != NULL ? (const char *)t : "");
+}
+
+int outbox_enqueue(struct sqlite3 *db, const struct outbox_event *ev)
+{
+	static const char sql[] =
+	    "INSERT INTO outbox(time_ms, action, actor, target, ip, request_id, outcome, detail)"
+	    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+	const char *vals[7] = {ev->action,     ev->actor,   ev->target, ev->ip,
+	                       ev->request_id, ev->outcome, ev->detail};
+	sqlite3_stmt *st;
+	int rc;
+
+	if (ev->action == NULL || ev->action[0] == '\0')
+		return ERR_INVAL;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		return ERR_DB;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)clock_unix_ms());
+	for (int i = 0; i < 7; i++)
+		sqlite3_bind_text(st, i + 2, vals[i] != NULL ? vals[i] : "", -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : ERR_DB;
+}
+
+static void outbox_batch_free(struct outbox_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		Magnetar__AuditEvent *e = &b->events[i];
+		free(e->action);
+		free(e->actor);
+		free(e->target);
+		free(e->ip);
+		free(e->request_id);
+		free(e->outcome);
+		free(e->detail);
+	}
+	free(b->events);
+	free(b->ptrs);
+	memset(b, 0, sizeof(*b));
+}
+
+/* Reads up to opts.batch of the oldest rows. 0 or an error. */
+static int outbox_read_batch(struct outbox *o, struct outbox_batch *b)
+{
+	static const char sql[] = "SELECT seq, time_ms, action, actor, target, ip, request_id,"
+	                          " outcome, detail FROM outbox ORDER BY seq LIMIT ?";
+	sqlite3 *db;
+	sqlite3_stmt *st = NULL;
+	int rc, rv = ERR_DB;
+
+	memset(b, 0, sizeof(*b));
+	b->events = calloc((size_t)o->opts.batch, sizeof(*b->events));
+	b->ptrs = calloc((size_t)o->opts.batch, sizeof(*b->ptrs));
+	if (b->events == NULL || b->ptrs == NULL) {
+		outbox_batch_free(b);
+		return ERR_NOMEM;
+	}
+	if ((rv = pool_reader_get(o->pool, &db)) != 0) {
+		outbox_batch_free(b);
+		return rv;
+	}
+	rv = ERR_DB;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_int(st, 1, o->opts.batch);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		Magnetar__AuditEvent *e = &b->events[b->n];
+		magnetar__audit_event__init(e);
+		e->sequence = (uint64_t)sqlite3_column_int64(st, 0);
+		e->time_unix_ms = (uint64_t)sqlite3_column_int64(st, 1);
+		e->action = outbox_col(st, 2);
+		e->actor = outbox_col(st, 3);
+		e->target = outbox_col(st, 4);
+		e->ip = outbox_col(st, 5);
+		e->request_id = outbox_col(st, 6);
+		e->outcome = outbox_col(st, 7);
+		e->detail = outbox_col(st, 8);
+		b->ptrs[b->n] = e;
+		b->n++;
+		if (!e->action || !e->actor || !e->target || !e->ip || !e->request_id ||
+		    !e->outcome || !e->detail) {
+			rv = ERR_NOMEM;
+			goto out;
+		}
+	}
+	if (rc == SQLITE_DONE)
+		rv = 0;
+out:
+	sqlite3_finalize(st);
+	pool_reader_put(o->pool, db);
+	if (rv != 0)
+		outbox_batch_free(b);
+	return rv;
+}
+
+static int outbox_delete_upto(struct outbox *o, uint64_t last)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int rc, rv;
+
+	if ((rv = pool_writer_get(o->pool, &db)) != 0)
+		return rv;
+	rv = ERR_DB;
+	if (sqlite3_prepare_v2(db, "DELETE FROM outbox WHERE seq <= ?", -1, &st, NULL) ==
+	    SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)last);
+		rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+		if (rc == SQLITE_DONE)
+			rv = 0;
+	}
+	pool_writer_put(o->pool, db);
+	return rv;
+}
+
+/* Ships one batch. Returns the number of rows acknowledged (0: nothing to
+ * send) or a negative error. */
+static int outbox_ship(struct outbox *o)
+{
+	Magnetar__AppendRequest req = MAGNETAR__APPEND_REQUEST__INIT;
+	struct outbox_batch b;
+	struct rpc_result r;
+	int rv;
+
+	if ((rv = outbox_read_batch(o, &b)) != 0)
+		return rv;
+	if (b.n == 0) {
+		outbox_batch_free(&b);
+		return 0;
+	}
+	req.source = o->source;
+	req.instance = o->instance;
+	req.n_events = b.n;
+	req.events = b.ptrs;
+	rv = rpc_call_sync(o->audit, &magnetar__audit__descriptor, "Append", &req.base, NULL,
+	                   o->opts.timeout_ms, &r);
+	if (rv == 0 && r.status != MAGNETAR__STATUS__STATUS_OK) {
+		log_debug("outbox: Append refused status=%s code=%s", rpc_status_name(r.status),
+		          r.code);
+		rv = ERR_UNAVAIL;
+	}
+	rpc_result_fini(&r);
+	/* Only an acknowledged batch is deleted; a lost ack means a re-send,
+	 * which audit recognises by (source, instance, sequence). */
+	if (rv == 0)
+		rv = outbox_delete_upto(o, b.events[b.n - 1].sequence);
+	if (rv == 0)
+		rv = (int)b.n;
+	outbox_batch_free(&b);
+	return rv;
+}
+
+static void outbox_wait(struct outbox *o, int ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&o->mu);
+	while (!o->kicked && !o->stopping)
+		if (pthread_cond_timedwait(&o->cv, &o->mu, &until) != 0)
+			break;
+	o->kicked = false;
+	pthread_mutex_unlock(&o->mu);
+}
+
+static void *outbox_main(void *arg)
+{
+	struct outbox *o = arg;
+	int backoff = 0;
+
+	for (;;) {
+		int n;
+		pthread_mutex_lock(&o->mu);
+		bool stop = o->stopping;
+		pthread_mutex_unlock(&o->mu);
+		if (stop)
+			break;
+		n = outbox_ship(o);
+		pthread_mutex_lock(&o->mu);
+		if (n > 0) {
+			o->stats.sent += (uint64_t)n;
+			o->stats.batches++;
+		} else if (n < 0) {
+			o->stats.failures++;
+		}
+		pthread_mutex_unlock(&o->mu);
+		if (n < 0) {
+			backoff = backoff == 0 ? 50 : backoff * 2;
+			if (backoff > o->opts.max_backoff_ms)
+				backoff = o->opts.max_backoff_ms;
+			outbox_wait(o, backoff);
+		} else if (n < o->opts.batch) {
+			backoff = 0;
+			outbox_wait(o, o->opts.idle_ms);
+		}
+		/* A full batch: more may wait, go again at once. */
+	}
+	return NULL;
+}
+
+/* Reads the instance id, drawing it on first use. */
+static int outbox_load_instance(struct outbox *o)
+{
+	char fresh[33];
+	sqlite3 *db;
+	sqlite3_stmt *st = NULL;
+	int rv;
+
+	if ((rv = ids_random_hex(fresh, 16)) != 0)
+		return rv;
+	if ((rv = pool_writer_get(o->pool, &db)) != 0)
+		return rv;
+	rv = ERR_DB;
+	if (sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO outbox_meta(id, instance) VALUES (1, ?)",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, fresh, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		goto out;
+	sqlite3_finalize(st);
+	if (sqlite3_prepare_v2(db, "SELECT instance FROM outbox_meta WHERE id = 1", -1, &st,
+	                       NULL) != SQLITE_OK)
+		goto out;
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 32) {
+		memcpy(o->instance, sqlite3_column_text(st, 0), 32);
+		o->instance[32] = '\0';
+		rv = 0;
+	}
+out:
+	sqlite3_finalize(st);
+	pool_writer_put(o->pool, db);
+	return rv;
+}
+
+int outbox_start(struct pool *pool, const char *source, struct rpc_client *audit,
+                 const struct outbox_opts *opts, struct outbox **out)
+{
+	struct outbox *o;
+	int rv;
+
+	if (strlen(source) == 0 || strlen(source) >= sizeof(o->source))
+		return ERR_INVAL;
+	if ((o = calloc(1, sizeof(*o))) == NULL)
+		return ERR_NOMEM;
+	o->pool = pool;
+	o->audit = audit;
+	strcpy(o->source, source);
+	if (opts != NULL)
+		o->opts = *opts;
+	if (o->opts.batch <= 0)
+		o->opts.batch = 256;
+	if (o->opts.timeout_ms <= 0)
+		o->opts.timeout_ms = 2000;
+	if (o->opts.idle_ms <= 0)
+		o->opts.idle_ms = 250;
+	if (o->opts.max_backoff_ms <= 0)
+		o->opts.max_backoff_ms = 2000;
+	pthread_mutex_init(&o->mu, NULL);
+	pthread_cond_init(&o->cv, NULL);
+	if ((rv = outbox_load_instance(o)) != 0)
+		goto fail;
+	if (pthread_create(&o->thread, NULL, outbox_main, o) != 0) {
+		rv = ERR_NOMEM;
+		goto fail;
+	}
+	*out = o;
+	return 0;
+fail:
+	pthread_cond_destroy(&o->cv);
+	pthread_mutex_destroy(&o->mu);
+	free(o);
+	return rv;
+}
+
+void outbox_kick(struct outbox *o)
+{
+	pthread_mutex_lock(&o->mu);
+	o->kicked = true;
+	pthread_cond_signal(&o->cv);
+	pthread_mutex_unlock(&o->mu);
+}
+
+void outbox_stop(struct outbox *o)
+{
+	if (o == NULL)
+		return;
+	pthread_mutex_lock(&o->mu);
+	o->stopping = true;
+	pthread_cond_signal(&o->cv);
+	pthread_mutex_unlock(&o->mu);
+	pthread_join(o->thread, NULL);
+	pthread_cond_destroy(&o->cv);
+	pthread_mutex_destroy(&o->mu);
+	free(o);
+}
+
+const char *outbox_instance(struct outbox *o)
+{
+	return o->instance;
+}
+
+void outbox_get_stats(struct outbox *o, struct outbox_stats *st)
+{
+	sqlite3 *db;
+	sqlite3_stmt *s;
+	uint64_t pending = 0;
+
+	if (pool_reader_get(o->pool, &db) == 0) {
+		if (sqlite3_prepare_v2(db, "SELECT count(*) FROM outbox", -1, &s, NULL) ==
+		    SQLITE_OK) {
+			if (sqlite3_step(s) == SQLITE_ROW)
+				pending = (uint64_t)sqlite3_column_int64(s, 0);
+			sqlite3_finalize(s);
+		}
+		pool_reader_put(o->pool, db);
+	}
+	pthread_mutex_lock(&o->mu);
+	o->stats.pending = pending;
+	*st = o->stats;
+	pthread_mutex_unlock(&o->mu);
+}

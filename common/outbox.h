@@ -1,0 +1,79 @@
+/*
+ * outbox.h — the transactional audit outbox (ARCHITECTURE.md §3).
+ *
+ * A producer writes each audit event into its own database's `outbox`
+ * table in the same transaction as the change it describes, so the event
+ * exists exactly when the change does. A sender thread ships the oldest
+ * rows in batches to magnetar-audit (Append) and deletes them only after
+ * audit acknowledged them. Audit de-duplicates by (source, instance,
+ * sequence): a batch re-sent after a lost ack is stored once. The instance
+ * id is random, drawn once per producer database; the sequence is the
+ * row's AUTOINCREMENT key, never reused even after deletes.
+ */
+#ifndef MAGNETAR_OUTBOX_H
+#define MAGNETAR_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct sqlite3;
+struct pool;
+struct rpc_client;
+
+/* The migration that creates the outbox tables: add it to the producer's
+ * schema (struct pool_schema) as one of its numbered migrations. */
+extern const char outbox_migration[];
+
+/* One audit event; NULL strings are stored as empty. */
+struct outbox_event {
+	const char *action; /* required, e.g. "auth.login.success" */
+	const char *actor;
+	const char *target;
+	const char *ip;
+	const char *request_id;
+	const char *outcome;
+	const char *detail;
+};
+
+/*
+ * Inserts one event using `db` (normally the writer, inside the caller's
+ * transaction). 0, ERR_INVAL (no action) or ERR_DB. The sender is not woken:
+ * call outbox_kick after the transaction commits for prompt delivery.
+ */
+int outbox_enqueue(struct sqlite3 *db, const struct outbox_event *ev);
+
+struct outbox_opts {
+	int batch;          /* rows per Append (default 256) */
+	int timeout_ms;     /* Append deadline (default 2000) */
+	int idle_ms;        /* poll period when nothing is kicked (default 250) */
+	int max_backoff_ms; /* after failures (default 2000) */
+};
+
+struct outbox;
+
+/*
+ * Starts the sender. `source` names the producer (e.g. "auth"); `audit` is
+ * a client of magnetar-audit owned by the caller (it must outlive the
+ * outbox). Reads or draws the instance id. opts may be NULL.
+ */
+int outbox_start(struct pool *pool, const char *source, struct rpc_client *audit,
+                 const struct outbox_opts *opts, struct outbox **out);
+
+/* Wakes the sender now (after a commit that enqueued). */
+void outbox_kick(struct outbox *o);
+
+/* Stops the sender (an Append in flight finishes first). Accepts NULL. */
+void outbox_stop(struct outbox *o);
+
+/* This producer database's instance id (32 hex). */
+const char *outbox_instance(struct outbox *o);
+
+struct outbox_stats {
+	uint64_t pending; /* rows waiting, as of the last look */
+	uint64_t sent;    /* rows acknowledged by audit */
+	uint64_t batches;
+	uint64_t failures; /* Appends that failed or timed out */
+};
+void outbox_get_stats(struct outbox *o, struct outbox_stats *st);
+
+#endif
