@@ -7,9 +7,11 @@
 #   make SANITIZE=address,undefined test    the same under ASan/UBSan
 #   make fuzz FUZZ_SECONDS=N                 every libFuzzer target for N s
 
-BUILD    ?= build
-CC       ?= cc
 SANITIZE ?=
+comma    := ,
+# A sanitizer build never shares objects with the plain one.
+BUILD    ?= build$(if $(SANITIZE),/sanitize-$(subst $(comma),-,$(SANITIZE)))
+CC       ?= cc
 PYTHON   ?= /usr/bin/python3
 
 PKGS      := libmicrohttpd libprotobuf-c jansson sqlite3 openssl libcurl

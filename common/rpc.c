@@ -158,28 +158,40 @@ void rpc_reply_error(struct rpc_call *call, Magnetar__Status status, const char 
 	slot_send(call, status, code, message, NULL);
 }
 
+int rpc_decode(const ProtobufCServiceDescriptor *desc, const uint8_t *buf, size_t len,
+               Magnetar__RpcRequest **env, int *method, ProtobufCMessage **input)
+{
+	const ProtobufCMethodDescriptor *md;
+
+	*input = NULL;
+	*method = -1;
+	*env = magnetar__rpc_request__unpack(NULL, len, buf);
+	if (*env == NULL || (*env)->method == NULL || (*env)->method[0] == '\0')
+		return ERR_PROTO;
+	if ((md = protobuf_c_service_descriptor_get_method_by_name(desc, (*env)->method)) == NULL)
+		return ERR_NOTFOUND;
+	*method = (int)(md - desc->methods);
+	*input =
+	    protobuf_c_message_unpack(md->input, NULL, (*env)->payload.len, (*env)->payload.data);
+	return *input == NULL ? ERR_PROTO : 0;
+}
+
 /* Worker: decode, validate, dispatch. */
 static void slot_dispatch(struct workq_job *job)
 {
 	struct rpc_call *call = (struct rpc_call *)job;
 	struct rpc_server *s = call->srv;
-	const ProtobufCMethodDescriptor *md;
 	nng_pipe pipe = nng_msg_get_pipe(call->msg);
 	uint64_t uid;
+	int rv;
 
 	call->has_peer_uid = nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_UID, &uid) == 0;
 	call->peer_uid = call->has_peer_uid ? (uid_t)uid : (uid_t)-1;
-	call->env =
-	    magnetar__rpc_request__unpack(NULL, nng_msg_len(call->msg), nng_msg_body(call->msg));
-	if (call->env == NULL || call->env->method == NULL || call->env->method[0] == '\0') {
-		atomic_fetch_add(&s->malformed, 1);
-		log_warnx("rpc: undecodable envelope len=%zu", nng_msg_len(call->msg));
-		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, RPC_CODE_MALFORMED,
-		                "the request envelope could not be decoded");
-		return;
-	}
-	md = protobuf_c_service_descriptor_get_method_by_name(s->desc, call->env->method);
-	if (md == NULL) {
+	rv = rpc_decode(s->desc, nng_msg_body(call->msg), nng_msg_len(call->msg), &call->env,
+	                &call->method, &call->input);
+	if (call->method >= 0)
+		atomic_fetch_add(&s->stats[call->method].calls, 1);
+	if (rv == ERR_NOTFOUND) {
 		atomic_fetch_add(&s->unknown, 1);
 		log_warnx("rpc: unknown method service=%s request_id=%s", s->desc->short_name,
 		          call->env->request_id);
@@ -187,23 +199,19 @@ static void slot_dispatch(struct workq_job *job)
 		                "no such method");
 		return;
 	}
-	call->method = (int)(md - s->desc->methods);
-	atomic_fetch_add(&s->stats[call->method].calls, 1);
+	if (rv != 0) {
+		atomic_fetch_add(&s->malformed, 1);
+		log_warnx("rpc: undecodable request len=%zu request_id=%s", nng_msg_len(call->msg),
+		          call->env != NULL ? call->env->request_id : "");
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, RPC_CODE_MALFORMED,
+		                "the request could not be decoded");
+		return;
+	}
 	if (call->env->deadline_unix_ms != 0 && clock_unix_ms() > call->env->deadline_unix_ms) {
 		/* Nobody is waiting any more: do no work, say so. */
 		atomic_fetch_add(&s->expired, 1);
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_DEADLINE_EXCEEDED,
 		                "deadline_exceeded", "the deadline passed before the call ran");
-		return;
-	}
-	call->input = protobuf_c_message_unpack(md->input, NULL, call->env->payload.len,
-	                                        call->env->payload.data);
-	if (call->input == NULL) {
-		atomic_fetch_add(&s->malformed, 1);
-		log_warnx("rpc: undecodable payload method=%s request_id=%s", md->name,
-		          call->env->request_id);
-		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, RPC_CODE_MALFORMED,
-		                "the request payload could not be decoded");
 		return;
 	}
 	s->handlers[call->method](call, call->input, s->opts.arg);

@@ -90,6 +90,18 @@ void rpc_reply(struct rpc_call *call, const ProtobufCMessage *output);
 void rpc_reply_error(struct rpc_call *call, Magnetar__Status status, const char *code,
                      const char *message);
 
+/*
+ * Decodes a request envelope and unpacks its payload with the input
+ * descriptor of the method it names in `desc`: the whole parse a server does
+ * on bytes from another process (exposed for the fuzz target). On return
+ * *env is set whenever the envelope decoded (free with
+ * magnetar__rpc_request__free_unpacked), *method is the method index or -1,
+ * *input the unpacked payload or NULL (free with
+ * protobuf_c_message_free_unpacked). 0, ERR_PROTO or ERR_NOTFOUND.
+ */
+int rpc_decode(const ProtobufCServiceDescriptor *desc, const uint8_t *buf, size_t len,
+               Magnetar__RpcRequest **env, int *method, ProtobufCMessage **input);
+
 /* ---- client ------------------------------------------------------------ */
 
 struct rpc_client;

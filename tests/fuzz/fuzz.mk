@@ -1,0 +1,45 @@
+# fuzz.mk — builds and runs every libFuzzer target (tests/fuzz/*_fuzz.c).
+# Called by `make fuzz FUZZ_SECONDS=N`. Each target links the real sources
+# (common/, generated protobuf-c, and a program's objects where it needs
+# them), instrumented with clang's fuzzer, ASan and UBSan.
+FUZZ_SECONDS ?= 10
+FUZZ_CC      ?= clang
+FB           := build/fuzz
+GEN          := $(FB)/gen
+PKG_CFLAGS   := $(shell pkg-config --cflags libmicrohttpd libprotobuf-c jansson sqlite3 openssl)
+PKG_LIBS     := $(shell pkg-config --libs libmicrohttpd libprotobuf-c jansson sqlite3 openssl)
+FCFLAGS      := -g -O1 -std=c17 -D_GNU_SOURCE -pthread -I. -I$(GEN) $(PKG_CFLAGS) \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FLIBS        := -lnng $(PKG_LIBS) -lprotobuf-c -lsqlite3 -lpthread
+
+PROTOS   := $(wildcard proto/*.proto)
+PROTO_C  := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
+COMMON   := $(wildcard common/*.c)
+TARGETS  := $(patsubst tests/fuzz/%.c,$(FB)/%,$(wildcard tests/fuzz/*_fuzz.c))
+
+all: run
+
+$(GEN)/%.pb-c.c: proto/%.proto
+	@mkdir -p $(GEN)
+	protoc-c --c_out=$(GEN) -Iproto $<
+
+$(FB)/%_fuzz: tests/fuzz/%_fuzz.c $(COMMON) $(PROTO_C)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(COMMON) $(PROTO_C) $(FLIBS)
+
+build: $(TARGETS)
+
+# New inputs go to a scratch dir; the committed seeds stay as they are.
+run: build
+	@set -e; for t in $(TARGETS); do \
+		name=$$(basename $$t _fuzz); \
+		mkdir -p $(FB)/corpus/$$name; \
+		echo "== fuzz $$name for $(FUZZ_SECONDS)s"; \
+		$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+			-print_final_stats=1 $(FB)/corpus/$$name tests/fuzz/corpus/$$name \
+			2>&1 | grep -E "^(#|stat::number_of_executed_units|stat::peak_rss|INFO: Seed|==|SUMMARY)|ERROR" | tail -6; \
+		test $${PIPESTATUS[0]} -eq 0; \
+	done
+
+.PHONY: all build run
+SHELL := /bin/bash
+.SECONDARY:
