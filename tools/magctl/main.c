@@ -1,8 +1,8 @@
 /*
- * main.c — magctl, the operator CLI: calls a service's RPC methods over its
- * nng socket (the same MAGNETAR_*_URL the services use) and prints the
- * answer. The exit status says whether the service answered: 0 yes, 1 no,
- * 2 usage.
+ * main.c — magctl, the operator CLI: calls services' RPC methods over their
+ * nng sockets (the same MAGNETAR_*_URL the services use) and prints the
+ * answers. Exit status: 0 answered, 1 not answered or refused, 2 usage.
+ * Command groups are rows of one table; each lives in its own file.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,12 +12,18 @@
 #include "audit.pb-c.h"
 #include "auth.pb-c.h"
 #include "breach.pb-c.h"
-#include "common/config.h"
 #include "common/err.h"
 #include "common/log.h"
-#include "common/rpc.h"
 #include "gateway.pb-c.h"
 #include "terminal.pb-c.h"
+#include "tools/magctl/magctl.h"
+
+static const struct magctl_command magctl_commands[] = {
+    {"ping", "magctl ping <service>", magctl_ping},
+    {"stats", "magctl stats <service>", magctl_stats},
+};
+
+#define MAGCTL_NCOMMANDS (sizeof(magctl_commands) / sizeof(magctl_commands[0]))
 
 static const ProtobufCServiceDescriptor *const magctl_services[SVC_SERVICES] = {
     [SVC_GATEWAY] = &magnetar__gateway__descriptor,   [SVC_AUTH] = &magnetar__auth__descriptor,
@@ -25,81 +31,72 @@ static const ProtobufCServiceDescriptor *const magctl_services[SVC_SERVICES] = {
     [SVC_TERMINAL] = &magnetar__terminal__descriptor,
 };
 
+const ProtobufCServiceDescriptor *magctl_descriptor(enum svc_id svc)
+{
+	return svc < SVC_SERVICES ? magctl_services[svc] : NULL;
+}
+
+int magctl_call(struct magctl *m, enum svc_id svc, const char *method,
+                const ProtobufCMessage *input, struct rpc_result *r)
+{
+	struct rpc_client *client;
+	int rv;
+
+	memset(r, 0, sizeof(*r));
+	if ((rv = rpc_client_open(m->conf.url[svc], 0, &client)) != 0) {
+		printf("%s: down (%s)\n", svc_name(svc), err_str(rv));
+		return 1;
+	}
+	rv = rpc_call_sync(client, magctl_services[svc], method, input, NULL, m->timeout_ms, r);
+	rpc_client_close(client);
+	if (rv != 0 || r->status != MAGNETAR__STATUS__STATUS_OK) {
+		if (rv != 0)
+			printf("%s: down (%s)\n", svc_name(svc), err_str(rv));
+		else if (r->status == MAGNETAR__STATUS__STATUS_UNAVAILABLE ||
+		         r->status == MAGNETAR__STATUS__STATUS_DEADLINE_EXCEEDED)
+			printf("%s: down (%s)\n", svc_name(svc), r->code);
+		else
+			printf("%s: refused (%s: %s)\n", svc_name(svc), r->code, r->message);
+		rpc_result_fini(r);
+		return 1;
+	}
+	return 0;
+}
+
 static void magctl_usage(void)
 {
-	fprintf(stderr, "usage: magctl [-t timeout_ms] ping <service>\n"
-	                "       magctl [-t timeout_ms] stats <service>\n"
-	                "services: gateway auth audit breach terminal\n");
+	fprintf(stderr, "usage: magctl [-t timeout_ms] <command> ...\n");
+	for (size_t i = 0; i < MAGCTL_NCOMMANDS; i++)
+		fprintf(stderr, "  %s\n", magctl_commands[i].usage);
+	fprintf(stderr, "services: gateway auth audit breach terminal\n");
 	exit(2);
-}
-
-static int magctl_ping(const char *name, const struct rpc_result *r)
-{
-	const Magnetar__PingReply *p = (const Magnetar__PingReply *)r->output;
-	printf("%s: up instance=%s version=%s uptime_ms=%llu pid=%u\n", name, p->instance,
-	       p->version, (unsigned long long)p->uptime_ms, p->pid);
-	return 0;
-}
-
-static int magctl_stats(const char *name, const struct rpc_result *r)
-{
-	const Magnetar__StatsReply *s = (const Magnetar__StatsReply *)r->output;
-	(void)name;
-	for (size_t i = 0; i < s->n_counters; i++)
-		printf("%s %llu\n", s->counters[i]->name,
-		       (unsigned long long)s->counters[i]->value);
-	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	Magnetar__PingRequest ping = MAGNETAR__PING_REQUEST__INIT;
-	Magnetar__StatsRequest stats = MAGNETAR__STATS_REQUEST__INIT;
-	struct rpc_client *client;
-	struct rpc_result r;
-	struct conf conf;
+	struct magctl m = {.timeout_ms = 2000};
 	char err[256];
-	const char *cmd, *name;
-	int timeout_ms = 2000, svc, opt, rv;
+	int opt, rv;
 
 	log_init("magctl", LOG_TEXT, false);
-	while ((opt = getopt(argc, argv, "t:h")) != -1) {
+	while ((opt = getopt(argc, argv, "+t:h")) != -1) {
 		if (opt == 't' && atoi(optarg) > 0)
-			timeout_ms = atoi(optarg);
+			m.timeout_ms = atoi(optarg);
 		else
 			magctl_usage();
 	}
-	if (argc - optind != 2)
+	if (optind >= argc)
 		magctl_usage();
-	cmd = argv[optind];
-	name = argv[optind + 1];
-	svc = svc_lookup(name);
-	if (svc < 0 || svc >= SVC_SERVICES ||
-	    (strcmp(cmd, "ping") != 0 && strcmp(cmd, "stats") != 0))
-		magctl_usage();
-	if (conf_load(&conf, SVC_MAGCTL, err, sizeof(err)) != 0) {
-		fprintf(stderr, "magctl: configuration refused: %s\n", err);
-		return 2;
+	for (size_t i = 0; i < MAGCTL_NCOMMANDS; i++) {
+		if (strcmp(argv[optind], magctl_commands[i].name) != 0)
+			continue;
+		if (conf_load(&m.conf, SVC_MAGCTL, err, sizeof(err)) != 0) {
+			fprintf(stderr, "magctl: configuration refused: %s\n", err);
+			return 2;
+		}
+		rv = magctl_commands[i].run(&m, argc - optind, argv + optind);
+		conf_fini(&m.conf);
+		return rv;
 	}
-	if ((rv = rpc_client_open(conf.url[svc], 0, &client)) != 0) {
-		fprintf(stderr, "magctl: cannot open %s: %s\n", conf.url[svc], err_str(rv));
-		conf_fini(&conf);
-		return 1;
-	}
-	if (strcmp(cmd, "ping") == 0)
-		rv = rpc_call_sync(client, magctl_services[svc], "Ping", &ping.base, NULL,
-		                   timeout_ms, &r);
-	else
-		rv = rpc_call_sync(client, magctl_services[svc], "Stats", &stats.base, NULL,
-		                   timeout_ms, &r);
-	if (rv != 0 || r.status != MAGNETAR__STATUS__STATUS_OK) {
-		printf("%s: down (%s)\n", name, rv != 0 ? err_str(rv) : r.code);
-		rv = 1;
-	} else {
-		rv = strcmp(cmd, "ping") == 0 ? magctl_ping(name, &r) : magctl_stats(name, &r);
-	}
-	rpc_result_fini(&r);
-	rpc_client_close(client);
-	conf_fini(&conf);
-	return rv;
+	magctl_usage();
 }
