@@ -185,6 +185,10 @@ static int conf_take(const struct conf_var *v, char **slot, char *err, size_t er
 	if (v->secret) {
 		snprintf(filevar, sizeof(filevar), "%s_FILE", v->name);
 		path = getenv(filevar);
+		/* The audit issue names the singular form; accept both spellings. */
+		if (path == NULL && strcmp(v->name, "MAGNETAR_AUDIT_KEYS") == 0 &&
+		    (path = getenv("MAGNETAR_AUDIT_KEY_FILE")) != NULL)
+			snprintf(filevar, sizeof(filevar), "MAGNETAR_AUDIT_KEY_FILE");
 		if (val != NULL && path != NULL)
 			return conf_refuse(err, errlen, "%s and %s are both set; set one", v->name,
 			                   filevar);
