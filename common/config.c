@@ -35,47 +35,50 @@ static const char *const svc_names[SVC_PROGRAMS] = {
 };
 
 const struct conf_var conf_vars[] = {
-    {"MAGNETAR_ENV", ALL, false, SIZE_MAX, "development, test or production"},
-    {"MAGNETAR_LOG_FORMAT", ALL, false, SIZE_MAX, "text or json"},
-    {"MAGNETAR_SANDBOX", ALL, false, SIZE_MAX, "enforce, log or off"},
-    {"MAGNETAR_DATA_DIR", ALL, false, F(data_dir), "parent of each service's data dir"},
-    {"MAGNETAR_RUN_DIR", ALL, false, F(run_dir), "IPC socket dir"},
-    {"MAGNETAR_GATEWAY_URL", ALL, false, F(url[SVC_GATEWAY]), "gateway's RPC URL"},
-    {"MAGNETAR_AUTH_URL", ALL, false, F(url[SVC_AUTH]), "auth's RPC URL"},
-    {"MAGNETAR_AUDIT_URL", ALL, false, F(url[SVC_AUDIT]), "audit's RPC URL"},
-    {"MAGNETAR_BREACH_URL", ALL, false, F(url[SVC_BREACH]), "breach's RPC URL"},
-    {"MAGNETAR_TERMINAL_URL", ALL, false, F(url[SVC_TERMINAL]), "terminal's RPC URL"},
-    {"MAGNETAR_AUTH_EVENTS_URL", ALL, false, F(auth_events_url), "auth's event publisher"},
-    {"MAGNETAR_AUDIT_EVENTS_URL", ALL, false, F(audit_events_url), "audit's event publisher"},
-    {"MAGNETAR_HTTP_ADDR", B(SVC_GATEWAY) | SUP, false, F(http_addr), "gateway host:port"},
+    {"MAGNETAR_ENV", ALL, false, SIZE_MAX, "development, test or production", NULL},
+    {"MAGNETAR_LOG_FORMAT", ALL, false, SIZE_MAX, "text or json", NULL},
+    {"MAGNETAR_SANDBOX", ALL, false, SIZE_MAX, "enforce, log or off", NULL},
+    {"MAGNETAR_DATA_DIR", ALL, false, F(data_dir), "parent of each service's data dir", NULL},
+    {"MAGNETAR_RUN_DIR", ALL, false, F(run_dir), "IPC socket dir", NULL},
+    {"MAGNETAR_GATEWAY_URL", ALL, false, F(url[SVC_GATEWAY]), "gateway's RPC URL", NULL},
+    {"MAGNETAR_AUTH_URL", ALL, false, F(url[SVC_AUTH]), "auth's RPC URL", NULL},
+    {"MAGNETAR_AUDIT_URL", ALL, false, F(url[SVC_AUDIT]), "audit's RPC URL", NULL},
+    {"MAGNETAR_BREACH_URL", ALL, false, F(url[SVC_BREACH]), "breach's RPC URL", NULL},
+    {"MAGNETAR_TERMINAL_URL", ALL, false, F(url[SVC_TERMINAL]), "terminal's RPC URL", NULL},
+    {"MAGNETAR_AUTH_EVENTS_URL", ALL, false, F(auth_events_url), "auth's event publisher", NULL},
+    {"MAGNETAR_AUDIT_EVENTS_URL", ALL, false, F(audit_events_url), "audit's event publisher", NULL},
+    {"MAGNETAR_HTTP_ADDR", B(SVC_GATEWAY) | SUP, false, F(http_addr), "gateway host:port", NULL},
     {"MAGNETAR_METRICS_ADDR", B(SVC_GATEWAY) | SUP, false, F(metrics_addr),
-     "private /metrics listener host:port"},
+     "private /metrics listener host:port", NULL},
     {"MAGNETAR_CORS_ORIGINS", B(SVC_GATEWAY) | SUP, false, F(cors_origins),
-     "comma-separated exact origins"},
+     "comma-separated exact origins", NULL},
     {"MAGNETAR_TRUSTED_PROXIES", B(SVC_GATEWAY) | SUP, false, F(trusted_proxies),
-     "CIDRs whose X-Forwarded-For is believed"},
-    {"MAGNETAR_TLS_CERT", B(SVC_GATEWAY) | SUP, false, F(tls_cert), "PEM certificate file"},
-    {"MAGNETAR_TLS_KEY", B(SVC_GATEWAY) | SUP, false, F(tls_key), "PEM private key file"},
+     "CIDRs whose X-Forwarded-For is believed", NULL},
+    {"MAGNETAR_TLS_CERT", B(SVC_GATEWAY) | SUP, false, F(tls_cert), "PEM certificate file", NULL},
+    {"MAGNETAR_TLS_KEY", B(SVC_GATEWAY) | SUP, false, F(tls_key), "PEM private key file", NULL},
     {"MAGNETAR_FOUNDER_USERNAME", B(SVC_AUTH) | SUP, false, F(founder_username),
-     "bootstrap account"},
+     "bootstrap account", NULL},
     {"MAGNETAR_FOUNDER_PASSWORD", B(SVC_AUTH) | SUP, true, F(founder_password),
-     "bootstrap password"},
-    {"MAGNETAR_REGISTRATION", B(SVC_AUTH) | SUP, false, SIZE_MAX, "open or closed"},
-    {"MAGNETAR_MAX_SESSIONS", B(SVC_AUTH) | SUP, false, SIZE_MAX, "sessions per user"},
-    {"MAGNETAR_TOTP_KEY", B(SVC_AUTH) | SUP, true, F(totp_key), "TOTP secrets' at-rest key"},
+     "bootstrap password", NULL},
+    {"MAGNETAR_REGISTRATION", B(SVC_AUTH) | SUP, false, SIZE_MAX, "open or closed", NULL},
+    {"MAGNETAR_MAX_SESSIONS", B(SVC_AUTH) | SUP, false, SIZE_MAX, "sessions per user", NULL},
+    {"MAGNETAR_TOTP_KEY", B(SVC_AUTH) | SUP, true, F(totp_key), "TOTP secrets' at-rest key", NULL},
     {"MAGNETAR_FINGERPRINT_KEY", B(SVC_AUTH) | B(SVC_GATEWAY) | SUP, true, F(fingerprint_key),
-     "key of the fingerprint hashes"},
+     "key of the fingerprint hashes", NULL},
+    /* The audit issue spells the file form in the singular: accept both. */
     {"MAGNETAR_AUDIT_KEYS", B(SVC_AUDIT) | SUP, true, F(audit_keys),
-     "audit keyring id:base64key,..."},
-    {"MAGNETAR_HIBP_URL", B(SVC_BREACH) | SUP, false, F(hibp_url), "Pwned Passwords base URL"},
-    {"MAGNETAR_HIBP_MODE", B(SVC_BREACH) | SUP, false, SIZE_MAX, "online, offline or off"},
-    {"MAGNETAR_BREACH_FAIL", B(SVC_AUTH) | B(SVC_BREACH) | SUP, false, SIZE_MAX, "open or closed"},
+     "audit keyring id:base64key,...", "MAGNETAR_AUDIT_KEY_FILE"},
+    {"MAGNETAR_HIBP_URL", B(SVC_BREACH) | SUP, false, F(hibp_url), "Pwned Passwords base URL",
+     NULL},
+    {"MAGNETAR_HIBP_MODE", B(SVC_BREACH) | SUP, false, SIZE_MAX, "online, offline or off", NULL},
+    {"MAGNETAR_BREACH_FAIL", B(SVC_AUTH) | B(SVC_BREACH) | SUP, false, SIZE_MAX, "open or closed",
+     NULL},
     {"MAGNETAR_TERMINAL_SHELLS", B(SVC_TERMINAL) | SUP, false, F(terminal_shells),
-     "allowed absolute shell paths"},
+     "allowed absolute shell paths", NULL},
     {"MAGNETAR_TERMINAL_ROOTS", B(SVC_TERMINAL) | SUP, false, F(terminal_roots),
-     "dirs a terminal may start in"},
-    {"MAGNETAR_TERMINAL_UID", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "uid shells run as"},
-    {"MAGNETAR_TERMINAL_GID", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "gid shells run as"},
+     "dirs a terminal may start in", NULL},
+    {"MAGNETAR_TERMINAL_UID", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "uid shells run as", NULL},
+    {"MAGNETAR_TERMINAL_GID", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "gid shells run as", NULL},
 };
 const size_t conf_nvars = sizeof(conf_vars) / sizeof(conf_vars[0]);
 
@@ -185,10 +188,8 @@ static int conf_take(const struct conf_var *v, char **slot, char *err, size_t er
 	if (v->secret) {
 		snprintf(filevar, sizeof(filevar), "%s_FILE", v->name);
 		path = getenv(filevar);
-		/* The audit issue names the singular form; accept both spellings. */
-		if (path == NULL && strcmp(v->name, "MAGNETAR_AUDIT_KEYS") == 0 &&
-		    (path = getenv("MAGNETAR_AUDIT_KEY_FILE")) != NULL)
-			snprintf(filevar, sizeof(filevar), "MAGNETAR_AUDIT_KEY_FILE");
+		if (path == NULL && v->file_alias != NULL && (path = getenv(v->file_alias)) != NULL)
+			snprintf(filevar, sizeof(filevar), "%s", v->file_alias);
 		if (val != NULL && path != NULL)
 			return conf_refuse(err, errlen, "%s and %s are both set; set one", v->name,
 			                   filevar);

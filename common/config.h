@@ -79,12 +79,16 @@ struct conf {
 
 /* One row of the variable table. */
 struct conf_var {
-	const char *name; /* MAGNETAR_... */
-	unsigned readers; /* bit (1u << SVC_*) per program that reads it */
-	bool secret;      /* redacted, wiped, also read from NAME_FILE */
-	size_t offset;    /* of the char * in struct conf */
-	const char *help; /* one line for docs and `-n` output */
+	const char *name;       /* MAGNETAR_... */
+	unsigned readers;       /* bit (1u << SVC_*) per program that reads it */
+	bool secret;            /* redacted, wiped, also read from NAME_FILE */
+	size_t offset;          /* of the char * in struct conf */
+	const char *help;       /* one line for docs and `-n` output */
+	const char *file_alias; /* another accepted name of NAME_FILE, or NULL */
 };
+
+/* Longest MAGNETAR_RUN_DIR: every socket path must fit a sockaddr_un. */
+#define CONF_RUN_DIR_MAX 80
 
 extern const struct conf_var conf_vars[];
 extern const size_t conf_nvars;

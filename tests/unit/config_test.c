@@ -27,6 +27,8 @@ static void clear_env(void)
 		unsetenv(conf_vars[i].name);
 		snprintf(name, sizeof(name), "%s_FILE", conf_vars[i].name);
 		unsetenv(name);
+		if (conf_vars[i].file_alias != NULL)
+			unsetenv(conf_vars[i].file_alias);
 	}
 }
 
@@ -197,6 +199,14 @@ static void test_secret_file_and_scrub(void **state)
 	assert_string_equal(c.audit_keys, "s3cret-key"); /* newline stripped */
 	conf_fini(&c);
 	assert_null(c.audit_keys);
+	/* The singular spelling of the issue is the same variable. */
+	unsetenv("MAGNETAR_AUDIT_KEYS_FILE");
+	setenv("MAGNETAR_AUDIT_KEY_FILE", path, 1);
+	assert_int_equal(conf_load(&c, SVC_AUDIT, err, sizeof(err)), 0);
+	assert_string_equal(c.audit_keys, "s3cret-key");
+	conf_fini(&c);
+	unsetenv("MAGNETAR_AUDIT_KEY_FILE");
+	setenv("MAGNETAR_AUDIT_KEYS_FILE", path, 1);
 
 	/* Both forms at once is ambiguous: refused. */
 	setenv("MAGNETAR_AUDIT_KEYS", "x", 1);
