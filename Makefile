@@ -69,13 +69,15 @@ $(1)_OBJ  := $$(patsubst %.c,$(OBJ)/%.o,$$($(1)_SRC))
 $(1)_LIBO := $$(filter-out $(OBJ)/$(2)/main.o,$$($(1)_OBJ))
 $(BIN)/$(3): $$($(1)_OBJ) $(LIBCOMMON)
 	@mkdir -p $(BIN)
-	$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS) $(4)
+	$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS) $$($(1)_LDLIBS)
 PROGRAMS += $(BIN)/$(3)
 endef
-$(eval $(call program,gateway,gateway,magnetar-gateway,))
-$(foreach s,$(SERVICES),$(eval $(call program,$(s),services/$(s),magnetar-$(s),)))
-$(eval $(call program,magctl,tools/magctl,magctl,))
-$(eval $(call program,supervisor,tools/magnetar,magnetar,))
+# Libraries only one program needs stay out of the others.
+auth_LDLIBS := -largon2
+$(eval $(call program,gateway,gateway,magnetar-gateway))
+$(foreach s,$(SERVICES),$(eval $(call program,$(s),services/$(s),magnetar-$(s))))
+$(eval $(call program,magctl,tools/magctl,magctl))
+$(eval $(call program,supervisor,tools/magnetar,magnetar))
 
 .DEFAULT_GOAL := all
 all: $(PROGRAMS)
@@ -85,13 +87,15 @@ all: $(PROGRAMS)
 UNIT_SRC   := $(wildcard tests/unit/*_test.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 outbox_test_LINK := $(audit_LIBO)
+auth_test_LINK := $(auth_LIBO)
+auth_test_LDLIBS := -largon2
 audit_store_test_LINK := $(audit_LIBO)
 gateway_http_test_LINK := $(gateway_LIBO)
 
 .SECONDEXPANSION:
 $(BUILD)/tests/%: $(OBJ)/tests/unit/%.o $$(%_LINK) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $($*_LDLIBS) -lcmocka
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done

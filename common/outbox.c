@@ -338,6 +338,8 @@ fail:
 
 void outbox_kick(struct outbox *o)
 {
+	if (o == NULL)
+		return;
 	pthread_mutex_lock(&o->mu);
 	o->kicked = true;
 	pthread_cond_signal(&o->cv);

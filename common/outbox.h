@@ -59,7 +59,7 @@ struct outbox;
 int outbox_start(struct pool *pool, const char *source, struct rpc_client *audit,
                  const struct outbox_opts *opts, struct outbox **out);
 
-/* Wakes the sender now (after a commit that enqueued). */
+/* Wakes the sender now (after a commit that enqueued). Accepts NULL. */
 void outbox_kick(struct outbox *o);
 
 /* Stops the sender (an Append in flight finishes first). Accepts NULL. */

@@ -1,20 +1,161 @@
 /*
- * auth.h — magnetar-auth: accounts, passwords, tokens and sessions (later issues); for now Ping,
- * Stats and its audit outbox. Prototypes grouped by file.
+ * auth.h — magnetar-auth: accounts, argon2id passwords, Ed25519 access
+ * tokens, rotating refresh tokens and sessions. Prototypes grouped by file.
  */
 #ifndef MAGNETAR_AUTH_H
 #define MAGNETAR_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "auth.pb-c.h"
 #include "common/events.h"
 #include "common/svc.h"
 
+typedef struct evp_pkey_st EVP_PKEY;
+struct workq;
+
+#define AUTH_ACCESS_TTL_S 900              /* access token: 15 min */
+#define AUTH_IDLE_TTL_MS (30u * 60 * 1000) /* no refresh for 30 min: expired */
+#define AUTH_ABSOLUTE_TTL_MS (12ull * 3600 * 1000)
+#define AUTH_ID_LEN 33 /* 16 random bytes as hex + NUL */
+#define AUTH_USERNAME_MAX 32
+#define AUTH_PASSWORD_MIN 8
+#define AUTH_PASSWORD_MAX 128
+
+/* One signing key of the key file. */
+struct auth_key {
+	char kid[17];
+	EVP_PKEY *pkey;    /* private (verifies too) */
+	int64_t created_s; /* unix seconds */
+	int64_t retired_s; /* 0 while current; then verifying until +access TTL */
+};
+
 struct auth {
 	struct svc svc;            /* first: the generic Ping/Stats handlers use it */
 	struct events_pub *events; /* auth.events: session.revoked, ... */
+	struct workq *hashing;     /* bounded pool for argon2id */
+	unsigned char fp_key[32];  /* fingerprint hash key */
+	struct auth_key *keys;     /* keys.c; keys[nkeys - 1] is current */
+	size_t nkeys;
+	uint32_t argon_m_kib, argon_t; /* argon2id cost */
+	char dummy_hash[128];          /* verified against for unknown users */
 };
 
-/* store.c — the only file that includes sqlite3.h */
+/* ---- store.c — the only file that includes sqlite3.h ---------------------- */
 extern const struct pool_schema store_schema;
+
+struct store_user {
+	char id[AUTH_ID_LEN];
+	char username[AUTH_USERNAME_MAX + 1];
+	char role[16];
+	bool terminal;
+	bool totp_enabled;
+	uint64_t created_ms;
+	char hash[128]; /* PHC string */
+};
+
+struct store_session {
+	char id[AUTH_ID_LEN];
+	char user_id[AUTH_ID_LEN];
+	uint64_t created_ms, last_seen_ms, refreshed_ms, revoked_ms;
+	char ip[64];
+	char user_agent[256];
+	char fingerprint[512];
+	uint32_t risk_score;
+};
+
+/* A database transaction on the writer, with the outbox beside it. */
+struct store_tx;
+int store_begin(struct pool *pool, struct store_tx **tx);
+/* Commits (0) or rolls back when rv != 0; returns the outcome. */
+int store_end(struct store_tx *tx, int rv);
+int store_audit(struct store_tx *tx, const char *action, const char *actor, const char *target,
+                const Magnetar__RequestContext *ctx, const char *outcome, const char *detail);
+
+int store_user_insert(struct store_tx *tx, const struct store_user *u); /* ERR_EXISTS */
+int store_user_by_name(struct pool *pool, const char *username, struct store_user *u);
+int store_user_by_id(struct pool *pool, const char *id, struct store_user *u);
+int store_user_count(struct pool *pool, uint64_t *n);
+
+int store_session_insert(struct store_tx *tx, const struct store_session *s);
+int store_session_get(struct pool *pool, const char *id, struct store_session *s);
+int store_session_get_tx(struct store_tx *tx, const char *id, struct store_session *s);
+/* Marks refreshed and seen now. */
+int store_session_touch(struct store_tx *tx, const char *id, uint64_t now_ms);
+/* Revokes; ERR_NOTFOUND when not active. */
+int store_session_revoke(struct store_tx *tx, const char *id, uint64_t now_ms);
+/* Active sessions of a user, oldest first; returns how many (≤ max). */
+int store_sessions_of(struct pool *pool, struct store_tx *tx, const char *user_id, uint64_t now_ms,
+                      struct store_session *out, int max);
+/* Ids of sessions revoked within the absolute lifetime. */
+int store_revoked_since(struct pool *pool, uint64_t since_ms, char (**ids)[AUTH_ID_LEN], size_t *n);
+
+/* Refresh tokens are stored as SHA-256 hashes. */
+int store_refresh_insert(struct store_tx *tx, const unsigned char hash[32], const char *session_id,
+                         uint64_t now_ms);
+/* Looks a token up: *spent is true when it was already used. ERR_NOTFOUND. */
+int store_refresh_take(struct store_tx *tx, const unsigned char hash[32], char *session_id,
+                       bool *spent, uint64_t now_ms);
+
+/* ---- password.c ------------------------------------------------------------ */
+int password_init(struct auth *a);
+/* Hashes into out (PHC string). */
+int password_hash(struct auth *a, const char *pw, size_t len, char *out, size_t cap);
+/* 0 when `pw` matches `hash`; ERR_PERM when not. Same cost either way. */
+int password_verify(const char *hash, const char *pw, size_t len);
+/* A policy refusal's API code, or NULL when the length is acceptable. */
+const char *password_policy(size_t len);
+
+/* ---- keys.c ---------------------------------------------------------------- */
+/* Loads the signing key file from the data dir, creating a first key. */
+int keys_load(struct auth *a);
+void keys_free(struct auth *a);
+
+/* ---- tokens.c -------------------------------------------------------------- */
+/* Username normalisation (docs/design.md): lowercase ASCII; NULL if invalid. */
+int tokens_normalise_username(const char *in, char *out, size_t cap);
+/* Sessions a change revoked, announced only once its transaction commits. */
+#define TOKENS_REVOKED_MAX 64
+struct tokens_revoked {
+	char ids[TOKENS_REVOKED_MAX][AUTH_ID_LEN];
+	int n;
+};
+/* New session + first refresh token + access token, in `tx`; the oldest
+ * sessions beyond max_sessions are revoked and listed in *gone. The reply
+ * points into thread-local storage valid until the thread's next call. */
+int tokens_new_session(struct auth *a, struct store_tx *tx, const struct store_user *u,
+                       const Magnetar__RequestContext *ctx, const char *fingerprint,
+                       struct tokens_revoked *gone, Magnetar__TokenReply *out, char *buf,
+                       size_t buflen);
+/* Publishes session.revoked for each of `gone` (after the commit). */
+void tokens_publish_all(struct auth *a, const struct tokens_revoked *gone, const char *uid,
+                        const char *why);
+/* Access token for a session. */
+int tokens_issue(struct auth *a, const struct store_user *u, const struct store_session *s,
+                 char *refresh, Magnetar__TokenReply *out, char *buf, size_t buflen);
+/* A random refresh token (base64url of 32 bytes) and its SHA-256. */
+int tokens_refresh_new(char out[64], unsigned char hash[32]);
+void tokens_refresh_hash(const char *token, size_t len, unsigned char hash[32]);
+/* Publishes session.revoked. */
+void tokens_publish_revoked(struct auth *a, const char *sid, const char *uid, const char *why);
+/* Fills a proto User from a store user (strings point into u). */
+void tokens_user_proto(const struct store_user *u, Magnetar__User *out);
+
+/* ---- account.c: SignUp (register), Login -------------------------------------------- */
+void account_register(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void account_login(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+/* Founder bootstrap from MAGNETAR_FOUNDER_* at first start. */
+int account_bootstrap_founder(struct auth *a);
+
+/* ---- session.c: Refresh, Logout, Me, ListSessions, RevokeSession, ... ------ */
+void session_refresh(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void session_logout(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void session_me(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void session_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void session_revoke(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void session_public_keys(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void session_revoked(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 
 #endif

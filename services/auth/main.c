@@ -1,28 +1,72 @@
 /*
- * main.c — magnetar-auth: configuration, auth.db, audit outbox, RPC loop.
+ * main.c — magnetar-auth: configuration, auth.db, signing keys, the
+ * hashing pool, the event publisher, the audit outbox, the RPC loop.
  */
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/fingerprint.h"
 #include "common/log.h"
+#include "common/workq.h"
 #include "services/auth/auth.h"
 
 static const struct rpc_method auth_methods[] = {
     {.name = "Ping", .handler = svc_handle_ping},
     {.name = "Stats", .handler = svc_handle_stats},
+    {.name = "SignUp", .handler = account_register, .flags = RPC_F_MUTATES},
+    {.name = "Login", .handler = account_login, .flags = RPC_F_MUTATES},
+    {.name = "Refresh", .handler = session_refresh, .flags = RPC_F_MUTATES},
+    {.name = "Logout", .handler = session_logout, .flags = RPC_F_MUTATES},
+    {.name = "Me", .handler = session_me},
+    {.name = "ListSessions", .handler = session_list},
+    {.name = "RevokeSession", .handler = session_revoke, .flags = RPC_F_MUTATES},
+    {.name = "PublicKeys", .handler = session_public_keys},
+    {.name = "Revoked", .handler = session_revoked},
 };
+
+static void auth_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)
+{
+	struct auth *a = (struct auth *)s;
+	uint64_t n;
+	if (store_user_count(s->pool, &n) == 0)
+		emit("auth.users", n, emit_arg);
+	emit("auth.hashing_queued", workq_pending(a->hashing), emit_arg);
+	emit("auth.events_published", events_pub_sequence(a->events), emit_arg);
+}
 
 int main(int argc, char **argv)
 {
 	static struct auth x;
+	int rv;
 
 	svc_init(&x.svc, SVC_AUTH, argc, argv);
+	x.svc.counters = auth_counters;
 	svc_open_db(&x.svc, "auth.db", &store_schema);
+	if ((rv = fingerprint_key_load(&x.svc.conf, x.fp_key)) != 0)
+		fatalx("cannot load the fingerprint key: %s", err_str(rv));
+	if ((rv = keys_load(&x)) != 0)
+		fatalx("cannot load the signing keys: %s", err_str(rv));
+	if ((rv = password_init(&x)) != 0)
+		fatalx("cannot initialise password hashing: %s", err_str(rv));
+	/* Two threads on two cores: argon2id is CPU-bound, more would only queue. */
+	if ((rv = workq_new(2, &x.hashing)) != 0)
+		fatalx("cannot start the hashing pool: %s", err_str(rv));
 	svc_start_outbox(&x.svc);
+	if ((rv = account_bootstrap_founder(&x)) != 0)
+		fatalx("cannot create the founder account: %s", err_str(rv));
 	/* Gateways learn of revocations here; the heartbeat lets them notice
 	 * a lost event or a dead publisher (common/events.h). */
 	if (events_pub_open(x.svc.conf.auth_events_url, x.svc.instance, 1000, &x.events) != 0)
 		fatalx("cannot publish events on %s", x.svc.conf.auth_events_url);
 	svc_serve(&x.svc, &magnetar__auth__descriptor, auth_methods,
 	          sizeof(auth_methods) / sizeof(auth_methods[0]), &x);
+	workq_free(x.hashing);
 	events_pub_close(x.events);
+	keys_free(&x);
+	OPENSSL_cleanse(x.fp_key, sizeof(x.fp_key));
 	svc_fini(&x.svc);
 	log_info("stopped");
 	return 0;

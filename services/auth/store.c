@@ -1,15 +1,420 @@
 /*
- * store.c — auth.db: its schema. For now only the audit outbox; the
- * service's own tables arrive with its issue as further migrations.
+ * store.c — auth.db: users, sessions, refresh tokens, and the audit outbox.
+ * The only file of magnetar-auth that includes sqlite3.h. Every change
+ * runs inside a store_tx on the writer, with its audit events enqueued in
+ * the same transaction (ARCHITECTURE.md §3).
  */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "common/err.h"
+#include "common/log.h"
 #include "common/outbox.h"
 #include "common/pool.h"
 #include "services/auth/auth.h"
 
 static const char *const store_migrations[] = {
     outbox_migration,
+    "CREATE TABLE users ("
+    " id TEXT PRIMARY KEY,"
+    " username TEXT NOT NULL UNIQUE," /* normalised: see tokens_normalise_username */
+    " role TEXT NOT NULL CHECK (role IN ('founder', 'admin', 'member')),"
+    " terminal INTEGER NOT NULL DEFAULT 0,"
+    " totp_enabled INTEGER NOT NULL DEFAULT 0,"
+    " password_hash TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL);"
+    "CREATE TABLE sessions ("
+    " id TEXT PRIMARY KEY,"
+    " user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    " created_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,"
+    " refreshed_ms INTEGER NOT NULL, revoked_ms INTEGER NOT NULL DEFAULT 0,"
+    " ip TEXT NOT NULL, user_agent TEXT NOT NULL, fingerprint TEXT NOT NULL,"
+    " risk_score INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX sessions_user ON sessions(user_id, created_ms);"
+    "CREATE INDEX sessions_revoked ON sessions(revoked_ms);"
+    "CREATE TABLE refresh_tokens ("
+    " hash BLOB PRIMARY KEY," /* SHA-256 of the token: a leaked DB holds no token */
+    " session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+    " created_ms INTEGER NOT NULL, spent_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX refresh_session ON refresh_tokens(session_id);",
 };
 
 const struct pool_schema store_schema = {store_migrations,
                                          sizeof(store_migrations) / sizeof(store_migrations[0])};
+
+struct store_tx {
+	struct pool *pool;
+	sqlite3 *db;
+};
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	sqlite3_bind_text(st, i, s != NULL ? s : "", -1, SQLITE_STATIC);
+}
+
+static void col_copy(sqlite3_stmt *st, int col, char *out, size_t cap)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+	snprintf(out, cap, "%s", t != NULL ? (const char *)t : "");
+}
+
+/* Prepares, binds nothing; ERR_DB on failure. */
+static int prep(sqlite3 *db, const char *sql, sqlite3_stmt **st)
+{
+	if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
+		log_warnx("auth store: prepare failed: %s", sqlite3_errmsg(db));
+		return ERR_DB;
+	}
+	return 0;
+}
+
+/* Steps a statement that returns no row, finalises it. */
+static int exec_done(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE && (rc & 0xff) != SQLITE_CONSTRAINT)
+		log_warnx("auth store: %s", sqlite3_errmsg(sqlite3_db_handle(st)));
+	sqlite3_finalize(st);
+	if ((rc & 0xff) == SQLITE_CONSTRAINT) /* the pool enables extended codes */
+		return ERR_EXISTS;
+	return rc == SQLITE_DONE ? 0 : ERR_DB;
+}
+
+int store_begin(struct pool *pool, struct store_tx **out)
+{
+	struct store_tx *tx = calloc(1, sizeof(*tx));
+	int rv;
+	if (tx == NULL)
+		return ERR_NOMEM;
+	tx->pool = pool;
+	if ((rv = pool_writer_get(pool, &tx->db)) != 0) {
+		free(tx);
+		return rv;
+	}
+	if (sqlite3_exec(tx->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		pool_writer_put(pool, tx->db);
+		free(tx);
+		return ERR_DB;
+	}
+	*out = tx;
+	return 0;
+}
+
+int store_end(struct store_tx *tx, int rv)
+{
+	if (rv == 0 && sqlite3_exec(tx->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		rv = ERR_DB;
+	if (rv != 0)
+		sqlite3_exec(tx->db, "ROLLBACK", NULL, NULL, NULL);
+	pool_writer_put(tx->pool, tx->db);
+	free(tx);
+	return rv;
+}
+
+int store_audit(struct store_tx *tx, const char *action, const char *actor, const char *target,
+                const Magnetar__RequestContext *ctx, const char *outcome, const char *detail)
+{
+	struct outbox_event ev = {
+	    .action = action,
+	    .actor = actor,
+	    .target = target,
+	    .ip = ctx != NULL ? ctx->client_ip : NULL,
+	    .request_id = ctx != NULL ? ctx->request_id : NULL,
+	    .outcome = outcome,
+	    .detail = detail,
+	};
+	return outbox_enqueue(tx->db, &ev);
+}
+
+int store_user_insert(struct store_tx *tx, const struct store_user *u)
+{
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv =
+	         prep(tx->db,
+	              "INSERT INTO users(id, username, role, terminal, totp_enabled, password_hash,"
+	              " created_ms) VALUES (?, ?, ?, ?, 0, ?, ?)",
+	              &st)) != 0)
+		return rv;
+	bind_text(st, 1, u->id);
+	bind_text(st, 2, u->username);
+	bind_text(st, 3, u->role);
+	sqlite3_bind_int(st, 4, u->terminal);
+	bind_text(st, 5, u->hash);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)u->created_ms);
+	return exec_done(st);
+}
+
+static const char user_cols[] =
+    "SELECT id, username, role, terminal, totp_enabled, password_hash, created_ms FROM users";
+
+static void user_row(sqlite3_stmt *st, struct store_user *u)
+{
+	col_copy(st, 0, u->id, sizeof(u->id));
+	col_copy(st, 1, u->username, sizeof(u->username));
+	col_copy(st, 2, u->role, sizeof(u->role));
+	u->terminal = sqlite3_column_int(st, 3) != 0;
+	u->totp_enabled = sqlite3_column_int(st, 4) != 0;
+	col_copy(st, 5, u->hash, sizeof(u->hash));
+	u->created_ms = (uint64_t)sqlite3_column_int64(st, 6);
+}
+
+static int user_by(struct pool *pool, const char *where, const char *key, struct store_user *u)
+{
+	char sql[256];
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int rv, rc;
+
+	snprintf(sql, sizeof(sql), "%s WHERE %s = ?", user_cols, where);
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	if ((rv = prep(db, sql, &st)) == 0) {
+		bind_text(st, 1, key);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			user_row(st, u);
+		rv = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? ERR_NOTFOUND : ERR_DB;
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(pool, db);
+	return rv;
+}
+
+int store_user_by_name(struct pool *pool, const char *username, struct store_user *u)
+{
+	return user_by(pool, "username", username, u);
+}
+
+int store_user_by_id(struct pool *pool, const char *id, struct store_user *u)
+{
+	return user_by(pool, "id", id, u);
+}
+
+int store_user_count(struct pool *pool, uint64_t *n)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	if ((rv = prep(db, "SELECT count(*) FROM users", &st)) == 0) {
+		rv = sqlite3_step(st) == SQLITE_ROW ? 0 : ERR_DB;
+		*n = (uint64_t)sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(pool, db);
+	return rv;
+}
+
+int store_session_insert(struct store_tx *tx, const struct store_session *s)
+{
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv = prep(tx->db,
+	               "INSERT INTO sessions(id, user_id, created_ms, last_seen_ms, refreshed_ms,"
+	               " ip, user_agent, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+	               &st)) != 0)
+		return rv;
+	bind_text(st, 1, s->id);
+	bind_text(st, 2, s->user_id);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)s->created_ms);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)s->last_seen_ms);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)s->refreshed_ms);
+	bind_text(st, 6, s->ip);
+	bind_text(st, 7, s->user_agent);
+	bind_text(st, 8, s->fingerprint);
+	return exec_done(st);
+}
+
+static const char session_cols[] =
+    "SELECT id, user_id, created_ms, last_seen_ms, refreshed_ms, revoked_ms, ip, user_agent,"
+    " fingerprint, risk_score FROM sessions";
+
+static void session_row(sqlite3_stmt *st, struct store_session *s)
+{
+	col_copy(st, 0, s->id, sizeof(s->id));
+	col_copy(st, 1, s->user_id, sizeof(s->user_id));
+	s->created_ms = (uint64_t)sqlite3_column_int64(st, 2);
+	s->last_seen_ms = (uint64_t)sqlite3_column_int64(st, 3);
+	s->refreshed_ms = (uint64_t)sqlite3_column_int64(st, 4);
+	s->revoked_ms = (uint64_t)sqlite3_column_int64(st, 5);
+	col_copy(st, 6, s->ip, sizeof(s->ip));
+	col_copy(st, 7, s->user_agent, sizeof(s->user_agent));
+	col_copy(st, 8, s->fingerprint, sizeof(s->fingerprint));
+	s->risk_score = (uint32_t)sqlite3_column_int(st, 9);
+}
+
+static int session_get_db(sqlite3 *db, const char *id, struct store_session *s)
+{
+	char sql[256];
+	sqlite3_stmt *st;
+	int rv, rc;
+	snprintf(sql, sizeof(sql), "%s WHERE id = ?", session_cols);
+	if ((rv = prep(db, sql, &st)) != 0)
+		return rv;
+	bind_text(st, 1, id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		session_row(st, s);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? ERR_NOTFOUND : ERR_DB;
+}
+
+int store_session_get(struct pool *pool, const char *id, struct store_session *s)
+{
+	sqlite3 *db;
+	int rv;
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	rv = session_get_db(db, id, s);
+	pool_reader_put(pool, db);
+	return rv;
+}
+
+int store_session_get_tx(struct store_tx *tx, const char *id, struct store_session *s)
+{
+	return session_get_db(tx->db, id, s);
+}
+
+int store_session_touch(struct store_tx *tx, const char *id, uint64_t now_ms)
+{
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv = prep(tx->db,
+	               "UPDATE sessions SET refreshed_ms = ?1, last_seen_ms = ?1 WHERE id = ?2",
+	               &st)) != 0)
+		return rv;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms);
+	bind_text(st, 2, id);
+	return exec_done(st);
+}
+
+int store_session_revoke(struct store_tx *tx, const char *id, uint64_t now_ms)
+{
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv = prep(tx->db, "UPDATE sessions SET revoked_ms = ? WHERE id = ? AND revoked_ms = 0",
+	               &st)) != 0)
+		return rv;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms);
+	bind_text(st, 2, id);
+	if ((rv = exec_done(st)) != 0)
+		return rv;
+	return sqlite3_changes(tx->db) == 1 ? 0 : ERR_NOTFOUND;
+}
+
+int store_sessions_of(struct pool *pool, struct store_tx *tx, const char *user_id, uint64_t now_ms,
+                      struct store_session *out, int max)
+{
+	char sql[512];
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int n = 0, rc, rv;
+
+	snprintf(sql, sizeof(sql),
+	         "%s WHERE user_id = ? AND revoked_ms = 0 AND refreshed_ms > ? AND created_ms > ?"
+	         " ORDER BY created_ms, id LIMIT ?",
+	         session_cols);
+	if (tx != NULL)
+		db = tx->db;
+	else if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	if ((rv = prep(db, sql, &st)) == 0) {
+		bind_text(st, 1, user_id);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)(now_ms - AUTH_IDLE_TTL_MS));
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)(now_ms - AUTH_ABSOLUTE_TTL_MS));
+		sqlite3_bind_int(st, 4, max);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max)
+			session_row(st, &out[n++]);
+		rv = rc == SQLITE_DONE || rc == SQLITE_ROW ? n : ERR_DB;
+		sqlite3_finalize(st);
+	}
+	if (tx == NULL)
+		pool_reader_put(pool, db);
+	return rv;
+}
+
+int store_revoked_since(struct pool *pool, uint64_t since_ms, char (**ids)[AUTH_ID_LEN], size_t *n)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	size_t cap = 64;
+	int rv, rc;
+
+	*n = 0;
+	if ((*ids = malloc(cap * sizeof(**ids))) == NULL)
+		return ERR_NOMEM;
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		goto fail;
+	if ((rv = prep(db, "SELECT id FROM sessions WHERE revoked_ms > 0 AND created_ms > ?",
+	               &st)) == 0) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)since_ms);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			if (*n == cap) {
+				void *more = realloc(*ids, 2 * cap * sizeof(**ids));
+				if (more == NULL) {
+					rc = SQLITE_NOMEM;
+					break;
+				}
+				*ids = more;
+				cap *= 2;
+			}
+			col_copy(st, 0, (*ids)[*n], AUTH_ID_LEN);
+			(*n)++;
+		}
+		rv = rc == SQLITE_DONE ? 0 : ERR_DB;
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(pool, db);
+	if (rv == 0)
+		return 0;
+fail:
+	free(*ids);
+	*ids = NULL;
+	return rv;
+}
+
+int store_refresh_insert(struct store_tx *tx, const unsigned char hash[32], const char *session_id,
+                         uint64_t now_ms)
+{
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv = prep(tx->db,
+	               "INSERT INTO refresh_tokens(hash, session_id, created_ms) VALUES (?, ?, ?)",
+	               &st)) != 0)
+		return rv;
+	sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
+	bind_text(st, 2, session_id);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)now_ms);
+	return exec_done(st);
+}
+
+int store_refresh_take(struct store_tx *tx, const unsigned char hash[32], char *session_id,
+                       bool *spent, uint64_t now_ms)
+{
+	sqlite3_stmt *st;
+	int rv, rc;
+
+	if ((rv = prep(tx->db, "SELECT session_id, spent_ms FROM refresh_tokens WHERE hash = ?",
+	               &st)) != 0)
+		return rv;
+	sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		col_copy(st, 0, session_id, AUTH_ID_LEN);
+		*spent = sqlite3_column_int64(st, 1) != 0;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? ERR_NOTFOUND : ERR_DB;
+	if (*spent)
+		return 0;
+	if ((rv = prep(tx->db, "UPDATE refresh_tokens SET spent_ms = ? WHERE hash = ?", &st)) != 0)
+		return rv;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms);
+	sqlite3_bind_blob(st, 2, hash, 32, SQLITE_STATIC);
+	return exec_done(st);
+}

@@ -1,0 +1,240 @@
+/*
+ * account.c — Register and Login, and the founder bootstrap. Both RPCs
+ * hash or verify a password, so they run whole on the bounded `hashing`
+ * pool: a login flood fills that queue (and gets 429) while every other
+ * method keeps its RPC workers.
+ */
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/ids.h"
+#include "common/jwt.h"
+#include "common/log.h"
+#include "common/outbox.h"
+#include "common/workq.h"
+#include "services/auth/auth.h"
+
+#define ACCOUNT_QUEUE_MAX 64 /* hashing jobs waiting before 429 */
+
+struct account_job {
+	struct workq_job job; /* first */
+	struct rpc_call *call;
+	struct auth *a;
+	const ProtobufCMessage *in;
+};
+
+static void account_reply_err(struct rpc_call *call, Magnetar__Status st, const char *code,
+                              const char *msg)
+{
+	rpc_reply_error(call, st, code, msg);
+}
+
+/* Queues fn on the hashing pool; answers 429 when the pool is saturated. */
+static void account_submit(struct rpc_call *call, const ProtobufCMessage *in, void *arg,
+                           void (*fn)(struct workq_job *))
+{
+	struct auth *a = arg;
+	struct account_job *j = calloc(1, sizeof(*j));
+	if (j == NULL) {
+		account_reply_err(call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+		                  "out of memory");
+		return;
+	}
+	j->job.run = fn;
+	j->call = call;
+	j->a = a;
+	j->in = in;
+	if (workq_submit(a->hashing, &j->job, ACCOUNT_QUEUE_MAX) != 0) {
+		free(j);
+		account_reply_err(call, MAGNETAR__STATUS__STATUS_RESOURCE_EXHAUSTED,
+		                  "too_many_attempts", "too many attempts; try again later");
+	}
+}
+
+/* Validates a new account's username and password; answers on refusal. */
+static bool account_check_new(struct rpc_call *call, const char *username, const char *password,
+                              char *norm, size_t cap)
+{
+	const char *policy;
+	if (tokens_normalise_username(username, norm, cap) != 0) {
+		account_reply_err(
+		    call, MAGNETAR__STATUS__STATUS_INVALID, "invalid_request",
+		    "username must be 3-32 characters: letters, digits, '.', '_' or '-'");
+		return false;
+	}
+	if ((policy = password_policy(strlen(password))) != NULL) {
+		account_reply_err(call, MAGNETAR__STATUS__STATUS_INVALID, policy,
+		                  strcmp(policy, "password_too_short") == 0
+		                      ? "password must be at least 8 characters"
+		                      : "password must be at most 128 bytes");
+		return false;
+	}
+	return true;
+}
+
+/* Creates a user in its own transaction. ERR_EXISTS when the name is taken. */
+static int account_create(struct auth *a, const char *username, const char *password,
+                          const char *role, const Magnetar__RequestContext *ctx,
+                          struct store_user *u)
+{
+	struct store_tx *tx;
+	int rv;
+
+	memset(u, 0, sizeof(*u));
+	if ((rv = ids_random_hex(u->id, 16)) != 0)
+		return rv;
+	snprintf(u->username, sizeof(u->username), "%s", username);
+	snprintf(u->role, sizeof(u->role), "%s", role);
+	u->created_ms = clock_unix_ms();
+	if ((rv = password_hash(a, password, strlen(password), u->hash, sizeof(u->hash))) != 0)
+		return rv;
+	if ((rv = store_begin(a->svc.pool, &tx)) != 0)
+		return rv;
+	rv = store_user_insert(tx, u);
+	if (rv == 0)
+		rv = store_audit(tx, "user.created", ctx != NULL ? ctx->actor : "", u->id, ctx,
+		                 "success", role);
+	if (rv == 0)
+		rv = store_audit(tx, "auth.register", u->id, u->id, ctx, "success", "");
+	return store_end(tx, rv);
+}
+
+static void account_register_job(struct workq_job *job)
+{
+	struct account_job *j = (struct account_job *)job;
+	const Magnetar__RegisterRequest *req = (const Magnetar__RegisterRequest *)j->in;
+	Magnetar__RegisterReply out = MAGNETAR__REGISTER_REPLY__INIT;
+	Magnetar__User user;
+	struct store_user u;
+	char norm[AUTH_USERNAME_MAX + 1];
+	int rv;
+
+	if (!j->a->svc.conf.registration_open) {
+		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED,
+		                  "registration_closed", "registration is closed");
+	} else if (account_check_new(j->call, req->username, req->password, norm, sizeof(norm))) {
+		rv = account_create(j->a, norm, req->password, "member", rpc_call_context(j->call),
+		                    &u);
+		if (rv == ERR_EXISTS) {
+			account_reply_err(j->call, MAGNETAR__STATUS__STATUS_CONFLICT,
+			                  "username_taken", "that username is taken");
+		} else if (rv != 0) {
+			log_warnx("register: failed request_id=%s: %s",
+			          rpc_call_request_id(j->call), err_str(rv));
+			account_reply_err(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+			                  "the account could not be created");
+		} else {
+			OPENSSL_cleanse(u.hash, sizeof(u.hash));
+			tokens_user_proto(&u, &user);
+			out.user = &user;
+			rpc_reply(j->call, &out.base);
+		}
+	}
+	free(j);
+}
+
+void account_register(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	account_submit(call, in, arg, account_register_job);
+}
+
+/* Records a failed login; the reply is the same whatever the reason. */
+static void account_login_failed(struct account_job *j, const char *actor, const char *why)
+{
+	struct store_tx *tx;
+	if (store_begin(j->a->svc.pool, &tx) == 0)
+		store_end(tx, store_audit(tx, "auth.login.failure", actor, actor,
+		                          rpc_call_context(j->call), "failure", why));
+	outbox_kick(j->a->svc.outbox);
+	account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "invalid_credentials",
+	                  "invalid username or password");
+}
+
+static void account_login_job(struct workq_job *job)
+{
+	struct account_job *j = (struct account_job *)job;
+	const Magnetar__LoginRequest *req = (const Magnetar__LoginRequest *)j->in;
+	const Magnetar__RequestContext *ctx = rpc_call_context(j->call);
+	Magnetar__TokenReply out;
+	Magnetar__User user;
+	struct store_user u;
+	struct store_tx *tx;
+	struct tokens_revoked gone = {.n = 0};
+	char norm[AUTH_USERNAME_MAX + 1], token[JWT_MAX_TOKEN];
+	size_t pwlen = strlen(req->password);
+	int rv;
+
+	/* Unknown users verify against a dummy hash: the same cost, the same answer. */
+	if (tokens_normalise_username(req->username, norm, sizeof(norm)) != 0 ||
+	    store_user_by_name(j->a->svc.pool, norm, &u) != 0) {
+		password_verify(j->a->dummy_hash, req->password, pwlen);
+		account_login_failed(j, "", "unknown_user");
+		goto out;
+	}
+	if (pwlen > AUTH_PASSWORD_MAX || password_verify(u.hash, req->password, pwlen) != 0) {
+		account_login_failed(j, u.id, "wrong_password");
+		goto out;
+	}
+	if ((rv = store_begin(j->a->svc.pool, &tx)) == 0) {
+		rv = tokens_new_session(j->a, tx, &u, ctx, req->fingerprint, &gone, &out, token,
+		                        sizeof(token));
+		if (rv == 0)
+			rv = store_audit(tx, "auth.login.success", u.id, out.session_id, ctx,
+			                 "success", "");
+		rv = store_end(tx, rv);
+	}
+	if (rv != 0) {
+		log_warnx("login: failed request_id=%s: %s", rpc_call_request_id(j->call),
+		          err_str(rv));
+		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+		                  "the session could not be created");
+		goto out;
+	}
+	tokens_publish_all(j->a, &gone, u.id, "session_limit");
+	outbox_kick(j->a->svc.outbox);
+	tokens_user_proto(&u, &user);
+	out.user = &user;
+	rpc_reply(j->call, &out.base);
+	OPENSSL_cleanse(token, sizeof(token));
+out:
+	OPENSSL_cleanse(u.hash, sizeof(u.hash));
+	free(j);
+}
+
+void account_login(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	account_submit(call, in, arg, account_login_job);
+}
+
+int account_bootstrap_founder(struct auth *a)
+{
+	const struct conf *c = &a->svc.conf;
+	struct store_user u;
+	char norm[AUTH_USERNAME_MAX + 1];
+	uint64_t n;
+	int rv;
+
+	if (c->founder_username == NULL || c->founder_password == NULL)
+		return 0;
+	if ((rv = store_user_count(a->svc.pool, &n)) != 0)
+		return rv;
+	if (n > 0)
+		return 0; /* first start only */
+	if (tokens_normalise_username(c->founder_username, norm, sizeof(norm)) != 0) {
+		log_warnx("founder: MAGNETAR_FOUNDER_USERNAME is not a valid username");
+		return ERR_CONFIG;
+	}
+	if (password_policy(strlen(c->founder_password)) != NULL) {
+		log_warnx("founder: MAGNETAR_FOUNDER_PASSWORD must be 8..128 bytes");
+		return ERR_CONFIG;
+	}
+	if ((rv = account_create(a, norm, c->founder_password, "founder", NULL, &u)) != 0)
+		return rv;
+	OPENSSL_cleanse(u.hash, sizeof(u.hash));
+	log_info("founder account created username=%s", norm);
+	return 0;
+}

@@ -1,0 +1,150 @@
+/*
+ * keys.c — the Ed25519 signing keys, in `signing.keys` in auth's data dir
+ * (0600), never in auth.db, so a database backup carries no key. One line
+ * per key: kid, base64 private seed, created, retired (0 = current). The
+ * newest key signs; retired keys keep verifying until their last token has
+ * expired, then they are dropped from the file.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/ids.h"
+#include "common/log.h"
+#include "services/auth/auth.h"
+
+#define KEYS_FILE "signing.keys"
+
+static int keys_path(struct auth *a, char *buf, size_t len)
+{
+	return svc_path(&a->svc, KEYS_FILE, buf, len);
+}
+
+static int keys_write(struct auth *a)
+{
+	char path[600], tmp[640];
+	FILE *f;
+	int fd, rv = ERR_IO;
+
+	if (keys_path(a, path, sizeof(path)) != 0)
+		return ERR_INVAL;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+		return ERR_IO;
+	if ((f = fdopen(fd, "w")) == NULL) {
+		close(fd);
+		return ERR_IO;
+	}
+	for (size_t i = 0; i < a->nkeys; i++) {
+		unsigned char seed[32];
+		char b64[64];
+		size_t n = sizeof(seed);
+		if (EVP_PKEY_get_raw_private_key(a->keys[i].pkey, seed, &n) != 1)
+			goto out;
+		EVP_EncodeBlock((unsigned char *)b64, seed, 32);
+		OPENSSL_cleanse(seed, sizeof(seed));
+		fprintf(f, "%s %s %lld %lld\n", a->keys[i].kid, b64,
+		        (long long)a->keys[i].created_s, (long long)a->keys[i].retired_s);
+		OPENSSL_cleanse(b64, sizeof(b64));
+	}
+	if (fflush(f) == 0 && fsync(fd) == 0)
+		rv = 0;
+out:
+	if (fclose(f) != 0)
+		rv = ERR_IO;
+	if (rv == 0 && rename(tmp, path) != 0)
+		rv = ERR_IO;
+	if (rv != 0)
+		unlink(tmp);
+	return rv;
+}
+
+static int keys_add(struct auth *a, const unsigned char seed[32], const char *kid, int64_t created,
+                    int64_t retired)
+{
+	struct auth_key *more;
+	EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32);
+	if (k == NULL)
+		return ERR_INVAL;
+	if ((more = realloc(a->keys, (a->nkeys + 1) * sizeof(*more))) == NULL) {
+		EVP_PKEY_free(k);
+		return ERR_NOMEM;
+	}
+	a->keys = more;
+	memset(&a->keys[a->nkeys], 0, sizeof(a->keys[0]));
+	snprintf(a->keys[a->nkeys].kid, sizeof(a->keys[0].kid), "%s", kid);
+	a->keys[a->nkeys].pkey = k;
+	a->keys[a->nkeys].created_s = created;
+	a->keys[a->nkeys].retired_s = retired;
+	a->nkeys++;
+	return 0;
+}
+
+static int keys_generate(struct auth *a)
+{
+	unsigned char seed[32];
+	char kid[17];
+	int rv;
+	if ((rv = ids_random(seed, sizeof(seed))) != 0 || (rv = ids_random_hex(kid, 8)) != 0)
+		return rv;
+	rv = keys_add(a, seed, kid, (int64_t)time(NULL), 0);
+	OPENSSL_cleanse(seed, sizeof(seed));
+	return rv;
+}
+
+int keys_load(struct auth *a)
+{
+	char path[600], line[256];
+	FILE *f;
+	int rv = 0;
+	int64_t now = (int64_t)time(NULL);
+
+	if (keys_path(a, path, sizeof(path)) != 0)
+		return ERR_INVAL;
+	if ((f = fopen(path, "re")) != NULL) {
+		while (rv == 0 && fgets(line, sizeof(line), f) != NULL) {
+			char kid[32], b64[64];
+			unsigned char seed[48];
+			long long created, retired;
+			if (sscanf(line, "%31s %63s %lld %lld", kid, b64, &created, &retired) !=
+			        4 ||
+			    EVP_DecodeBlock(seed, (unsigned char *)b64, (int)strlen(b64)) < 32) {
+				log_warnx("keys: %s is malformed", KEYS_FILE);
+				rv = ERR_INVAL;
+			} else if (retired == 0 || retired + AUTH_ACCESS_TTL_S + 60 > now) {
+				rv = keys_add(a, seed, kid, created, retired);
+			}
+			OPENSSL_cleanse(seed, sizeof(seed));
+			OPENSSL_cleanse(b64, sizeof(b64));
+			OPENSSL_cleanse(line, sizeof(line));
+		}
+		fclose(f);
+		if (rv != 0)
+			return rv;
+	} else if (errno != ENOENT) {
+		return ERR_IO;
+	}
+	if (a->nkeys == 0 || a->keys[a->nkeys - 1].retired_s != 0) {
+		if ((rv = keys_generate(a)) != 0)
+			return rv;
+		log_info("keys: generated signing key kid=%s", a->keys[a->nkeys - 1].kid);
+	}
+	return keys_write(a);
+}
+
+void keys_free(struct auth *a)
+{
+	for (size_t i = 0; i < a->nkeys; i++)
+		EVP_PKEY_free(a->keys[i].pkey);
+	free(a->keys);
+	a->keys = NULL;
+	a->nkeys = 0;
+}

@@ -1,0 +1,302 @@
+/*
+ * session.c — the session methods that need no password: Refresh (rotate
+ * the refresh token; a spent one presented again revokes the session),
+ * Logout, Me, ListSessions, RevokeSession, and what gateways load to
+ * verify tokens and refuse revoked sessions (PublicKeys, Revoked).
+ */
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/jwt.h"
+#include "common/log.h"
+#include "common/outbox.h"
+#include "services/auth/auth.h"
+
+#define SESSION_LIST_MAX 64
+
+static bool session_active(const struct store_session *s, uint64_t now)
+{
+	return s->revoked_ms == 0 && s->refreshed_ms + AUTH_IDLE_TTL_MS > now &&
+	       s->created_ms + AUTH_ABSOLUTE_TTL_MS > now;
+}
+
+static void session_internal(struct rpc_call *call, const char *what, int rv)
+{
+	log_warnx("%s: failed request_id=%s: %s", what, rpc_call_request_id(call), err_str(rv));
+	rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+	                "the request could not be completed");
+}
+
+/* Revokes one session in its own transaction and tells every gateway. */
+static int session_revoke_one(struct auth *a, const char *sid, const char *uid,
+                              const Magnetar__RequestContext *ctx, const char *action,
+                              const char *why)
+{
+	struct store_tx *tx;
+	char detail[64];
+	int rv;
+	if ((rv = store_begin(a->svc.pool, &tx)) != 0)
+		return rv;
+	snprintf(detail, sizeof(detail), "reason=%s", why);
+	rv = store_session_revoke(tx, sid, clock_unix_ms());
+	if (rv == 0 && strcmp(action, "session.revoked") != 0)
+		rv = store_audit(tx, action, uid, sid, ctx, "success", detail);
+	if (rv == 0)
+		rv = store_audit(tx, "session.revoked", uid, sid, ctx, "success", detail);
+	if ((rv = store_end(tx, rv)) == 0) {
+		tokens_publish_revoked(a, sid, uid, why);
+		outbox_kick(a->svc.outbox);
+	}
+	return rv;
+}
+
+void session_refresh(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	const Magnetar__RefreshRequest *req = (const Magnetar__RefreshRequest *)in;
+	const Magnetar__RequestContext *ctx = rpc_call_context(call);
+	struct auth *a = arg;
+	Magnetar__TokenReply out;
+	Magnetar__User user;
+	struct store_session s;
+	struct store_user u;
+	struct store_tx *tx;
+	char sid[AUTH_ID_LEN], refresh[64], token[JWT_MAX_TOKEN];
+	unsigned char hash[32], fresh[32];
+	uint64_t now = clock_unix_ms();
+	bool spent = false;
+	int rv;
+
+	tokens_refresh_hash(req->refresh_token, strlen(req->refresh_token), hash);
+	if ((rv = store_begin(a->svc.pool, &tx)) != 0) {
+		session_internal(call, "refresh", rv);
+		return;
+	}
+	rv = store_refresh_take(tx, hash, sid, &spent, now);
+	if (rv == 0 && spent) {
+		/* A spent token again: stolen, or replayed. Either way the session
+		 * can no longer be trusted (API.md). */
+		store_session_get_tx(tx, sid, &s);
+		if (store_session_revoke(tx, sid, now) == 0)
+			store_audit(tx, "session.revoked", s.user_id, sid, ctx, "success",
+			            "reason=refresh_token_reused");
+		store_audit(tx, "auth.refresh.reused", s.user_id, sid, ctx, "failure", "");
+		if (store_end(tx, 0) == 0) {
+			tokens_publish_revoked(a, sid, s.user_id, "refresh_token_reused");
+			outbox_kick(a->svc.outbox);
+		}
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED,
+		                "refresh_token_reused",
+		                "refresh token already used; session revoked");
+		return;
+	}
+	if (rv == 0)
+		rv = store_session_get_tx(tx, sid, &s);
+	if (rv == ERR_NOTFOUND || (rv == 0 && !session_active(&s, now))) {
+		store_end(tx, ERR_NOTFOUND);
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED,
+		                "invalid_refresh_token", "refresh token unknown or expired");
+		return;
+	}
+	/* A refresh never re-binds the session's fingerprint (API.md). */
+	if (rv == 0)
+		rv = store_user_by_id(a->svc.pool, s.user_id, &u);
+	if (rv == 0)
+		rv = tokens_refresh_new(refresh, fresh);
+	if (rv == 0)
+		rv = store_refresh_insert(tx, fresh, sid, now);
+	if (rv == 0)
+		rv = store_session_touch(tx, sid, now);
+	if (rv == 0)
+		rv = tokens_issue(a, &u, &s, refresh, &out, token, sizeof(token));
+	if ((rv = store_end(tx, rv)) != 0) {
+		session_internal(call, "refresh", rv);
+		return;
+	}
+	OPENSSL_cleanse(u.hash, sizeof(u.hash));
+	tokens_user_proto(&u, &user);
+	out.user = &user;
+	rpc_reply(call, &out.base);
+	OPENSSL_cleanse(refresh, sizeof(refresh));
+	OPENSSL_cleanse(token, sizeof(token));
+}
+
+/* Loads the caller's session; answers and returns false when it is not an
+ * active session of that user. */
+static bool session_of_caller(struct rpc_call *call, struct auth *a,
+                              const Magnetar__SessionRef *ref, struct store_session *s)
+{
+	int rv = store_session_get(a->svc.pool, ref->session_id, s);
+	if (rv == 0 && strcmp(s->user_id, ref->user_id) == 0 && session_active(s, clock_unix_ms()))
+		return true;
+	if (rv != 0 && rv != ERR_NOTFOUND)
+		session_internal(call, "session", rv);
+	else
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_NOT_FOUND, "not_found",
+		                "no such session");
+	return false;
+}
+
+void session_logout(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	const Magnetar__SessionRef *ref = (const Magnetar__SessionRef *)in;
+	Magnetar__Empty out = MAGNETAR__EMPTY__INIT;
+	struct store_session s;
+	int rv;
+	if (!session_of_caller(call, arg, ref, &s))
+		return;
+	rv = session_revoke_one(arg, s.id, s.user_id, rpc_call_context(call), "auth.logout",
+	                        "logout");
+	if (rv != 0 && rv != ERR_NOTFOUND) {
+		session_internal(call, "logout", rv);
+		return;
+	}
+	rpc_reply(call, &out.base);
+}
+
+static void session_proto(const struct store_session *s, Magnetar__Session *out)
+{
+	magnetar__session__init(out);
+	out->id = (char *)s->id;
+	out->user_id = (char *)s->user_id;
+	out->created_at_ms = s->created_ms;
+	out->last_seen_at_ms = s->last_seen_ms;
+	out->ip = (char *)s->ip;
+	out->user_agent = (char *)s->user_agent;
+	out->risk_score = s->risk_score;
+}
+
+void session_me(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	const Magnetar__SessionRef *ref = (const Magnetar__SessionRef *)in;
+	Magnetar__MeReply out = MAGNETAR__ME_REPLY__INIT;
+	Magnetar__User user;
+	Magnetar__Session session;
+	struct store_session s;
+	struct store_user u;
+	int rv;
+
+	if (!session_of_caller(call, arg, ref, &s))
+		return;
+	if ((rv = store_user_by_id(((struct auth *)arg)->svc.pool, s.user_id, &u)) != 0) {
+		session_internal(call, "me", rv);
+		return;
+	}
+	OPENSSL_cleanse(u.hash, sizeof(u.hash));
+	tokens_user_proto(&u, &user);
+	session_proto(&s, &session);
+	out.user = &user;
+	out.session = &session;
+	rpc_reply(call, &out.base);
+}
+
+void session_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	const Magnetar__SessionRef *ref = (const Magnetar__SessionRef *)in;
+	struct auth *a = arg;
+	Magnetar__SessionsReply out = MAGNETAR__SESSIONS_REPLY__INIT;
+	struct store_session *s = calloc(SESSION_LIST_MAX, sizeof(*s));
+	Magnetar__Session *items = calloc(SESSION_LIST_MAX, sizeof(*items));
+	Magnetar__Session **ptrs = calloc(SESSION_LIST_MAX, sizeof(*ptrs));
+	int n;
+
+	if (s == NULL || items == NULL || ptrs == NULL) {
+		session_internal(call, "sessions", ERR_NOMEM);
+		goto out;
+	}
+	n = store_sessions_of(a->svc.pool, NULL, ref->user_id, clock_unix_ms(), s,
+	                      SESSION_LIST_MAX);
+	if (n < 0) {
+		session_internal(call, "sessions", n);
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		session_proto(&s[i], &items[i]);
+		ptrs[i] = &items[i];
+	}
+	out.n_sessions = (size_t)n;
+	out.sessions = ptrs;
+	rpc_reply(call, &out.base);
+out:
+	free(s);
+	free(items);
+	free(ptrs);
+}
+
+void session_revoke(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	const Magnetar__SessionRef *ref = (const Magnetar__SessionRef *)in;
+	Magnetar__Empty out = MAGNETAR__EMPTY__INIT;
+	struct store_session s;
+	int rv;
+	/* Only the caller's own sessions: anyone else's is "not found" (API.md). */
+	if (!session_of_caller(call, arg, ref, &s))
+		return;
+	rv = session_revoke_one(arg, s.id, s.user_id, rpc_call_context(call), "session.revoked",
+	                        "user");
+	if (rv != 0 && rv != ERR_NOTFOUND) {
+		session_internal(call, "revoke", rv);
+		return;
+	}
+	rpc_reply(call, &out.base);
+}
+
+void session_public_keys(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	struct auth *a = arg;
+	Magnetar__PublicKeysReply out = MAGNETAR__PUBLIC_KEYS_REPLY__INIT;
+	Magnetar__PublicKey items[16], *ptrs[16];
+	unsigned char raw[16][32];
+	(void)in;
+	for (size_t i = 0; i < a->nkeys && i < 16; i++) {
+		size_t len = 32;
+		magnetar__public_key__init(&items[i]);
+		if (EVP_PKEY_get_raw_public_key(a->keys[i].pkey, raw[i], &len) != 1) {
+			session_internal(call, "public keys", ERR_INTERNAL);
+			return;
+		}
+		items[i].kid = a->keys[i].kid;
+		items[i].key.data = raw[i];
+		items[i].key.len = len;
+		ptrs[out.n_keys++] = &items[i];
+	}
+	out.keys = ptrs;
+	rpc_reply(call, &out.base);
+}
+
+void session_revoked(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	struct auth *a = arg;
+	Magnetar__RevokedReply out = MAGNETAR__REVOKED_REPLY__INIT;
+	char(*ids)[AUTH_ID_LEN] = NULL;
+	char **ptrs = NULL;
+	size_t n = 0;
+	int rv;
+	(void)in;
+
+	/* The sequence is read first: an event published while the list is read
+	 * is then also seen after it, never lost between the two. */
+	out.publisher = a->svc.instance;
+	out.sequence = events_pub_sequence(a->events);
+	if ((rv = store_revoked_since(a->svc.pool, clock_unix_ms() - AUTH_ABSOLUTE_TTL_MS, &ids,
+	                              &n)) != 0) {
+		session_internal(call, "revoked", rv);
+		return;
+	}
+	if (n > 0 && (ptrs = calloc(n, sizeof(*ptrs))) == NULL) {
+		free(ids);
+		session_internal(call, "revoked", ERR_NOMEM);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		ptrs[i] = ids[i];
+	out.n_session_ids = n;
+	out.session_ids = ptrs;
+	rpc_reply(call, &out.base);
+	free(ptrs);
+	free(ids);
+}
