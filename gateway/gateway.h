@@ -1,0 +1,240 @@
+/*
+ * gateway.h — magnetar-gateway, the public HTTP front of Magnetar: its state,
+ * the per-request state route handlers see, and the prototypes of each file
+ * (main.c, http.c, routes.c, respond.c, health.c).
+ */
+#ifndef MAGNETAR_GATEWAY_H
+#define MAGNETAR_GATEWAY_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/rpc.h"
+#include "common/svc.h"
+
+/*
+ * Request limits (API.md, Conventions). The gateway decides them itself so
+ * its headers are on every 413/414/431; libmicrohttpd gets a memory limit
+ * well above them so it never answers an overflow on its own (FACTS.md).
+ * One place, so configuration can set them later.
+ */
+struct http_limits {
+	size_t max_target;    /* request target with its query: 414 above */
+	size_t max_headers;   /* sum of name + value + 4 over all headers: 431 above */
+	size_t max_body;      /* request body: 413 above */
+	size_t max_drain;     /* body bytes read (and dropped) before a 413 hangs up */
+	size_t conn_memory;   /* MHD_OPTION_CONNECTION_MEMORY_LIMIT */
+	unsigned connections; /* MHD_OPTION_CONNECTION_LIMIT */
+	unsigned per_ip;      /* MHD_OPTION_PER_IP_CONNECTION_LIMIT */
+	unsigned timeout_s;   /* MHD_OPTION_CONNECTION_TIMEOUT (idle) */
+	unsigned threads;     /* MHD_OPTION_THREAD_POOL_SIZE */
+	int rpc_timeout_ms;   /* deadline of one RPC made for a request */
+};
+
+#define HTTP_LIMITS_DEFAULT                                                                        \
+	{                                                                                          \
+		.max_target = 8192, .max_headers = 16384, .max_body = 65536,                       \
+		.max_drain = 1u << 20, .conn_memory = 64u << 10, .connections = 4096,              \
+		.per_ip = 256, .timeout_s = 30, .threads = 2, .rpc_timeout_ms = 500,               \
+	}
+
+/* Gateway counters, served by Stats (svc.h counters callback). */
+struct gateway_counters {
+	_Atomic uint64_t requests;     /* seen by the URI callback */
+	_Atomic uint64_t responses[6]; /* by status class: [2] = 2xx ... [5] = 5xx; [0] none */
+	_Atomic int64_t inflight;      /* begun and not yet completed */
+	_Atomic uint64_t rejected;     /* answered 400/413/414/431 by the limits */
+	_Atomic uint64_t rpc_calls;
+	_Atomic uint64_t rpc_failures; /* any outcome other than OK */
+};
+
+struct gateway {
+	struct svc svc; /* FIRST: svc_handle_ping/stats receive the gateway as a struct svc */
+	struct rpc_client *client[SVC_SERVICES]; /* indexed by SVC_*; [SVC_GATEWAY] unused */
+	struct http_limits limits;
+	bool hsts;           /* production or TLS: Strict-Transport-Security */
+	bool log_success;    /* access-log 2xx/3xx too (MAGNETAR_DEBUG), not only errors */
+	char rid_prefix[17]; /* random per start; request ids are prefix-counter */
+	_Atomic uint64_t rid_next;
+	struct MHD_Daemon *mhd;
+	/* Shutdown: once `stopping` is set no connection is suspended any more,
+	 * and http_stop waits for `suspended` and `rpc_pending` to drain before
+	 * MHD_stop_daemon (which aborts on a suspended connection). */
+	_Atomic bool stopping;
+	_Atomic int suspended;   /* connections suspended on RPCs */
+	_Atomic int rpc_pending; /* RPC completion callbacks not yet returned */
+	struct gateway_counters ctr;
+};
+
+/* ---- http.c: the libmicrohttpd daemon and the life of one request -------- */
+
+/* Method bits of a route's mask. HEAD is allowed wherever GET is. */
+enum http_method {
+	HTTP_M_GET = 1u << 0,
+	HTTP_M_HEAD = 1u << 1,
+	HTTP_M_POST = 1u << 2,
+	HTTP_M_PUT = 1u << 3,
+	HTTP_M_PATCH = 1u << 4,
+	HTTP_M_DELETE = 1u << 5,
+	HTTP_M_OPTIONS = 1u << 6,
+};
+
+#define HTTP_RPC_SLOTS 4 /* RPCs one request may have in flight at once */
+#define HTTP_ID_LEN 40   /* request id buffer: 16 hex, '-', up to 16 hex, NUL */
+
+struct http_request;
+typedef int (*http_resume_fn)(struct http_request *req);
+
+/* The outcome of one RPC made for a request (http_async_call). */
+struct http_rpc_slot {
+	struct http_request *req;
+	struct rpc_result result; /* result.output is owned here; freed with the request */
+};
+
+enum http_phase {
+	HTTP_PHASE_NEW,       /* request line seen; access handler not yet called */
+	HTTP_PHASE_BODY,      /* headers checked; reading the body */
+	HTTP_PHASE_SUSPENDED, /* waiting for RPCs; resumed by the last one */
+	HTTP_PHASE_DONE,      /* a response is queued (or the request failed) */
+};
+
+/*
+ * Per-request state, in MHD's *req_cls. Created by the URI log callback, the
+ * first thing MHD tells about a request. Reference counted: one reference
+ * for MHD, dropped by the completion callback, and one per RPC in flight,
+ * dropped by its completion callback (which may run after the client left:
+ * MHD completes a suspended request only after it is resumed).
+ * Handlers read gw, conn, id, method, path and body, a resume function also
+ * rpc[]; the rest is http.c's.
+ */
+struct http_request {
+	struct gateway *gw;
+	struct MHD_Connection *conn;
+	atomic_int refs;
+	enum http_phase phase;
+	unsigned method;         /* one HTTP_M_* bit, 0 for a method we do not know */
+	const char *method_name; /* as sent (MHD's memory, valid until completion) */
+	const char *path;        /* unescaped path without the query (MHD's memory) */
+	unsigned status;         /* queued status, 0 until then */
+	uint64_t start_us;
+	size_t target_len;
+	/* An error decided before the body was read, answered once it has been. */
+	unsigned err_status;
+	const char *err_code, *err_message;
+	/* Body, kept up to limits.max_body; counted beyond it. */
+	char *body;
+	size_t body_len, body_cap;
+	uint64_t body_seen;
+	/* Asynchronous part (http_async_*). */
+	atomic_int pending; /* RPCs in flight + the starter's guard */
+	http_resume_fn resume;
+	struct http_rpc_slot *rpc; /* HTTP_RPC_SLOTS of them, allocated on first use */
+	char id[HTTP_ID_LEN];
+};
+
+/*
+ * Per-connection state (MHD_OPTION_NOTIFY_CONNECTION), touched only by the
+ * connection's MHD thread. It caches the answer with a constant body (the
+ * /healthz hot path): building a response costs ten header copies, while
+ * re-using one costs swapping its X-Request-Id. MHD handles one request at a
+ * time per connection, so the previous use is over when the next begins.
+ */
+struct http_conn {
+	struct MHD_Response *cached; /* our reference, or NULL */
+	const char *cached_body;     /* the constant it was built from */
+	char cached_id[HTTP_ID_LEN]; /* the X-Request-Id it carries now */
+};
+
+/* Starts the daemon on conf.http_host:conf.http_port; logs the address. */
+int http_start(struct gateway *gw);
+/* Refuses new suspensions, waits for those in flight, stops the daemon. */
+void http_stop(struct gateway *gw);
+
+/* Queues `resp` (consumed in all cases) with `status` for `req`. Only from a
+ * route handler or a resume function. 0 or ERR_NOMEM/ERR_INTERNAL. */
+int http_queue(struct http_request *req, unsigned status, struct MHD_Response *resp);
+/* The same for a response the caller keeps (its reference is not consumed). */
+int http_queue_shared(struct http_request *req, unsigned status, struct MHD_Response *resp);
+/* The connection's state, or NULL if it could not be allocated. */
+struct http_conn *http_conn_of(struct http_request *req);
+
+/*
+ * Answering after RPCs, without blocking an MHD thread:
+ *   http_async_begin(req, done)   suspends the connection (ERR_CLOSED while
+ *                                 stopping: answer 503 then);
+ *   http_async_call(req, i, ...)  starts RPC i (< HTTP_RPC_SLOTS); a call that
+ *                                 cannot start records STATUS_UNAVAILABLE;
+ *   http_async_end(req)           after the last call: when every RPC has
+ *                                 completed the connection resumes and `done`
+ *                                 runs on an MHD thread, reading req->rpc[i].
+ * The handler returns 0 after http_async_end.
+ */
+int http_async_begin(struct http_request *req, http_resume_fn done);
+void http_async_call(struct http_request *req, int slot, struct rpc_client *client,
+                     const ProtobufCServiceDescriptor *desc, const char *method,
+                     const ProtobufCMessage *input);
+void http_async_end(struct http_request *req);
+
+/* ---- routes.c: the route table ------------------------------------------- */
+
+/* A route handler runs once the whole request is in. It answers (respond_*)
+ * or goes asynchronous (http_async_*). Returns 0 or an ERR_* code (→ 500). */
+typedef int (*route_fn)(struct http_request *req);
+
+struct route {
+	const char *path; /* exact */
+	unsigned methods; /* HTTP_M_* mask; HEAD implied by GET */
+	route_fn handler;
+};
+
+/* The route for `path`, or NULL. */
+const struct route *routes_find(const char *path);
+/* True when `route` takes `method` (one HTTP_M_* bit). */
+bool routes_allows(const struct route *route, unsigned method);
+/* "GET, HEAD" etc. for an Allow header, into buf. */
+void routes_allow_header(const struct route *route, char *buf, size_t len);
+/* HTTP_M_* bit of a method name, 0 if unknown. */
+unsigned routes_method(const char *method);
+
+/* ---- respond.c: responses with the security headers on every one ------- */
+
+/* A response with `body` (copied unless `mode` says otherwise), the security
+ * headers, X-Request-Id and, when `json`, the JSON Content-Type. NULL on
+ * allocation failure. */
+struct MHD_Response *respond_new(struct http_request *req, const char *body, size_t len,
+                                 enum MHD_ResponseMemoryMode mode, bool json);
+/* Serialises `body` (reference stolen) and queues it. */
+int respond_json(struct http_request *req, unsigned status, json_t *body);
+/* Queues a constant JSON text (not copied). */
+int respond_static(struct http_request *req, unsigned status, const char *json);
+/* The same through the connection's cached response (hot paths). */
+int respond_static_cached(struct http_request *req, unsigned status, const char *json);
+/* The error body of API.md: {"error":{"code","message","request_id"}}; NULL on
+ * allocation failure. The caller may add headers before http_queue. */
+struct MHD_Response *respond_error_new(struct http_request *req, const char *code,
+                                       const char *message);
+int respond_error(struct http_request *req, unsigned status, const char *code, const char *message);
+
+/* How an RPC outcome reads over HTTP: status, API code and message. */
+struct respond_mapping {
+	unsigned http;
+	const char *code;
+	const char *message;
+};
+/* Maps `r` (never OK) for the client. A service's own snake_case code and
+ * message pass through for 4xx; 5xx answers are always generic. */
+void respond_map_rpc(const struct rpc_result *r, struct respond_mapping *out);
+/* Queues the error for an RPC outcome (adds WWW-Authenticate / Retry-After
+ * where API.md wants them). */
+int respond_rpc_error(struct http_request *req, const struct rpc_result *r);
+
+/* ---- health.c: /healthz and /readyz -------------------------------------- */
+
+int health_live(struct http_request *req);
+int health_ready(struct http_request *req);
+
+#endif

@@ -1,0 +1,92 @@
+/*
+ * main.c — magnetar-gateway: configuration, one RPC client per service
+ * (dialling in the background, so the gateway starts while services are
+ * down), its own operator RPC socket (Ping, Stats), the HTTP daemon, and a
+ * clean stop on SIGTERM/SIGINT.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "gateway.pb-c.h"
+
+#include "common/err.h"
+#include "common/ids.h"
+#include "common/log.h"
+#include "gateway/gateway.h"
+
+/* svc.h counters callback: what Stats reports beyond the RPC server's own. */
+static void gateway_counters(struct svc *s, svc_counter_fn emit, void *arg)
+{
+	struct gateway *gw = (struct gateway *)s; /* svc is the first member */
+	static const char *const klass[6] = {
+	    "http.responses_none", NULL,
+	    "http.responses_2xx",  "http.responses_3xx",
+	    "http.responses_4xx",  "http.responses_5xx",
+	};
+	int64_t inflight = atomic_load(&gw->ctr.inflight);
+
+	emit("http.requests", atomic_load(&gw->ctr.requests), arg);
+	for (int i = 0; i < 6; i++)
+		if (klass[i] != NULL)
+			emit(klass[i], atomic_load(&gw->ctr.responses[i]), arg);
+	emit("http.inflight", inflight > 0 ? (uint64_t)inflight : 0, arg);
+	emit("http.suspended", (uint64_t)atomic_load(&gw->suspended), arg);
+	emit("http.rejected_limits", atomic_load(&gw->ctr.rejected), arg);
+	emit("http.rpc_calls", atomic_load(&gw->ctr.rpc_calls), arg);
+	emit("http.rpc_failures", atomic_load(&gw->ctr.rpc_failures), arg);
+	for (int i = SVC_GATEWAY + 1; i < SVC_SERVICES; i++) {
+		char name[64];
+		snprintf(name, sizeof(name), "rpc_client.%s.connected", svc_name((enum svc_id)i));
+		emit(name, gw->client[i] != NULL && rpc_client_connected(gw->client[i]), arg);
+	}
+}
+
+static const struct rpc_method gateway_methods[] = {
+    {.name = "Ping", .handler = svc_handle_ping},
+    {.name = "Stats", .handler = svc_handle_stats},
+};
+
+int main(int argc, char **argv)
+{
+	/* Static: large, lives as long as the process, and zeroed. */
+	static struct gateway gw = {.limits = HTTP_LIMITS_DEFAULT};
+	struct rpc_server_opts opts = {.arg = &gw};
+	int rv, sig;
+
+	svc_init(&gw.svc, SVC_GATEWAY, argc, argv);
+	gw.svc.counters = gateway_counters;
+	gw.hsts = gw.svc.conf.env == CONF_ENV_PRODUCTION || gw.svc.conf.tls_cert != NULL;
+	/* The same switch as log_debug's (svc_init). */
+	gw.log_success = getenv("MAGNETAR_DEBUG") != NULL;
+	if (ids_random_hex(gw.rid_prefix, 8) != 0)
+		fatalx("cannot read random bytes");
+
+	for (int i = SVC_GATEWAY + 1; i < SVC_SERVICES; i++)
+		if ((rv = rpc_client_open(gw.svc.conf.url[i], 0, &gw.client[i])) != 0)
+			fatalx("cannot open a client of magnetar-%s at %s: %s",
+			       svc_name((enum svc_id)i), gw.svc.conf.url[i], err_str(rv));
+	if ((rv = rpc_server_start(
+	         gw.svc.conf.url[SVC_GATEWAY], &magnetar__gateway__descriptor, gateway_methods,
+	         sizeof(gateway_methods) / sizeof(gateway_methods[0]), &opts, &gw.svc.rpc)) != 0)
+		fatalx("cannot serve magnetar.Gateway on %s: %s", gw.svc.conf.url[SVC_GATEWAY],
+		       err_str(rv));
+	log_info("serving magnetar.Gateway on %s instance=%s", gw.svc.conf.url[SVC_GATEWAY],
+	         gw.svc.instance);
+	if ((rv = http_start(&gw)) != 0)
+		fatalx("cannot start HTTP on %s: %s", gw.svc.conf.http_addr, err_str(rv));
+
+	sig = svc_wait_signal();
+	log_info("signal %d: stopping", sig);
+	/* HTTP first (it waits for the RPCs its requests made), then our own
+	 * RPC socket, then the clients nobody uses any more. */
+	http_stop(&gw);
+	rpc_server_stop(gw.svc.rpc);
+	gw.svc.rpc = NULL;
+	for (int i = SVC_GATEWAY + 1; i < SVC_SERVICES; i++) {
+		rpc_client_close(gw.client[i]);
+		gw.client[i] = NULL;
+	}
+	svc_fini(&gw.svc);
+	log_info("stopped");
+	return 0;
+}
