@@ -430,6 +430,11 @@ struct rpc_client {
 	_Atomic int pipes;
 	_Atomic uint64_t next_id;
 	char id_prefix[17];
+	/* Calls started and not yet through their completion: close waits for
+	 * them, since nng runs an aborted call's callback after nng_close. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int pending;
 };
 
 enum pending_state { PENDING_SEND, PENDING_RECV };
@@ -466,17 +471,22 @@ int rpc_client_open(const char *url, size_t max_msg, struct rpc_client **out)
 		free(c);
 		return ERR_IO;
 	}
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
 	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, max_msg ? max_msg : RPC_MAX_MSG_DEFAULT);
 	/* nng re-sends after 60 s by default: a state-changing call could run twice. */
 	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-	/* A restarted service is found again within 200 ms. */
-	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 20);
-	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 200);
+	/* A restarted service is found again within 500 ms; a service that stays
+	 * down costs two dial attempts a second, not a busy loop. */
+	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 50);
+	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 500);
 	nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, client_pipe_cb, c);
 	nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, client_pipe_cb, c);
 	if ((nv = nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
 		log_warnx("rpc: cannot dial %s: %s", url, nng_strerror(nv));
 		nng_close(c->sock);
+		pthread_cond_destroy(&c->cv);
+		pthread_mutex_destroy(&c->mu);
 		free(c);
 		return ERR_INVAL;
 	}
@@ -489,6 +499,12 @@ void rpc_client_close(struct rpc_client *c)
 	if (c == NULL)
 		return;
 	nng_close(c->sock);
+	pthread_mutex_lock(&c->mu);
+	while (c->pending > 0)
+		pthread_cond_wait(&c->cv, &c->mu);
+	pthread_mutex_unlock(&c->mu);
+	pthread_cond_destroy(&c->cv);
+	pthread_mutex_destroy(&c->mu);
 	free(c);
 }
 
@@ -499,12 +515,17 @@ bool rpc_client_connected(struct rpc_client *c)
 
 static void pending_finish(struct rpc_pending *p, struct rpc_result *r)
 {
+	struct rpc_client *c = p->c;
 	p->done(r, p->arg);
 	if (r->output != NULL)
 		protobuf_c_message_free_unpacked(r->output, NULL);
 	nng_ctx_close(p->ctx);
 	nng_aio_reap(p->aio);
 	free(p);
+	pthread_mutex_lock(&c->mu);
+	if (--c->pending == 0)
+		pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
 }
 
 static void pending_fail(struct rpc_pending *p, int nv)
@@ -636,6 +657,9 @@ int rpc_call_async(struct rpc_client *c, const ProtobufCServiceDescriptor *desc,
 	}
 	p->deadline_mono = clock_mono_ms() + (uint64_t)timeout_ms;
 	p->state = PENDING_SEND;
+	pthread_mutex_lock(&c->mu);
+	c->pending++;
+	pthread_mutex_unlock(&c->mu);
 	nng_aio_set_timeout(p->aio, timeout_ms);
 	nng_aio_set_msg(p->aio, msg);
 	nng_ctx_send(p->ctx, p->aio);

@@ -360,6 +360,31 @@ static void test_stop_with_calls_in_flight(void **state)
 	pthread_mutex_destroy(&m.mu);
 }
 
+/* Closing a client with a call in flight completes the call first: its
+ * callback never runs after close returned (it would touch freed memory). */
+static void test_close_client_with_call_in_flight(void **state)
+{
+	struct fixture *f = *state;
+	struct rpc_client *c;
+	Magnetar__StatsRequest req = MAGNETAR__STATS_REQUEST__INIT;
+	struct many m = {.done = 0, .ok = 0};
+	struct one o = {.m = &m, .expect = 0};
+	(void)f;
+	pthread_mutex_init(&m.mu, NULL);
+	pthread_cond_init(&m.cv, NULL);
+	assert_int_equal(rpc_client_open(URL, 0, &c), 0);
+	assert_int_equal(rpc_call_async(c, &magnetar__audit__descriptor, "Stats", &req.base, NULL,
+	                                5000, many_done, &o),
+	                 0);
+	usleep(20 * 1000);
+	rpc_client_close(c);
+	assert_int_equal(m.done, 1);
+	assert_int_equal(m.ok, 0);
+	usleep(400 * 1000); /* the slow handler finishes before teardown */
+	pthread_cond_destroy(&m.cv);
+	pthread_mutex_destroy(&m.mu);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -370,6 +395,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_64_in_flight, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_close_client_with_call_in_flight, setup, teardown),
 	    cmocka_unit_test(test_service_down),
 	    cmocka_unit_test(test_table_mismatch),
 	    cmocka_unit_test(test_stop_with_calls_in_flight),
