@@ -322,7 +322,10 @@ def test_each_service_gets_only_what_it_reads(stack, tmp_path):
     for name in SERVICES:
         sig = dict(l.split(":") for l in (stack.out / f"{name}.sig").read_text().splitlines())
         assert int(sig["SigBlk"], 16) == 0, name
-        assert int(sig["SigIgn"], 16) & ~python_ignores == 0, (name, sig)
+        # Signals 32 and 33 are glibc's own (NPTL): signal(2) cannot reset them,
+        # and whatever started the test may have left them ignored.
+        standard = (1 << 31) - 1
+        assert int(sig["SigIgn"], 16) & standard & ~python_ignores == 0, (name, sig)
 
     assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o755
