@@ -44,6 +44,9 @@ struct rpc_call {
 	int method; /* index into desc->methods, -1 before dispatch */
 	uid_t peer_uid;
 	bool has_peer_uid;
+	/* The send's completion may run before nng_ctx_send returns to the
+	 * replying thread; the slot is done only when both are through. */
+	atomic_int send_refs;
 };
 
 struct method_stats {
@@ -64,6 +67,10 @@ struct rpc_server {
 	pthread_cond_t cv;
 	int inflight; /* received and not yet through the send completion */
 	_Atomic bool closing;
+	/* Held shared across "check closing, then nng_ctx_send", exclusive to
+	 * set closing before the socket is closed: nng 1.5 panics on a context
+	 * operation racing the socket's close. */
+	pthread_rwlock_t send_lock;
 };
 
 static const Magnetar__RequestContext empty_context = MAGNETAR__REQUEST_CONTEXT__INIT;
@@ -93,11 +100,25 @@ static void slot_done(struct rpc_server *s)
 	pthread_mutex_unlock(&s->mu);
 }
 
+/* One of the send's two parties (replying thread, completion) is through;
+ * the last one releases the slot and re-arms its receive. */
+static void slot_send_finished(struct rpc_call *call)
+{
+	struct rpc_server *s = call->srv;
+	if (atomic_fetch_sub(&call->send_refs, 1) != 1)
+		return;
+	/* Re-arm first: once slot_done runs, rpc_server_stop may free the slot. */
+	if (!atomic_load(&s->closing))
+		slot_arm_recv(call);
+	slot_done(s);
+}
+
 static void slot_send(struct rpc_call *call, Magnetar__Status status, const char *code,
                       const char *message, const ProtobufCMessage *output)
 {
 	Magnetar__RpcReply reply = MAGNETAR__RPC_REPLY__INIT;
 	Magnetar__Error error = MAGNETAR__ERROR__INIT;
+	struct rpc_server *srv;
 	uint8_t *buf = NULL;
 	size_t len;
 
@@ -117,19 +138,27 @@ static void slot_send(struct rpc_call *call, Magnetar__Status status, const char
 			reply.payload.data = buf;
 		}
 	}
-	if (atomic_load(&call->srv->closing))
+	pthread_rwlock_rdlock(&call->srv->send_lock);
+	if (atomic_load(&call->srv->closing)) {
+		pthread_rwlock_unlock(&call->srv->send_lock);
 		goto drop; /* the socket is gone: nobody to answer */
+	}
 	len = magnetar__rpc_reply__get_packed_size(&reply);
 	nng_msg_clear(call->msg);
-	if (nng_msg_realloc(call->msg, len) != 0)
+	if (nng_msg_realloc(call->msg, len) != 0) {
+		pthread_rwlock_unlock(&call->srv->send_lock);
 		goto fail;
+	}
 	magnetar__rpc_reply__pack(&reply, nng_msg_body(call->msg));
 	free(buf);
 	slot_release_request(call);
 	call->state = SLOT_SEND;
 	nng_aio_set_msg(call->aio, call->msg);
 	call->msg = NULL;
+	atomic_store(&call->send_refs, 2);
 	nng_ctx_send(call->ctx, call->aio);
+	pthread_rwlock_unlock(&call->srv->send_lock);
+	slot_send_finished(call);
 	return;
 fail:
 	/* No memory for a reply: drop it; the caller's deadline answers for us. */
@@ -140,9 +169,10 @@ drop:
 	slot_release_request(call);
 	nng_msg_free(call->msg);
 	call->msg = NULL;
-	slot_done(call->srv);
-	if (!atomic_load(&call->srv->closing))
+	srv = call->srv;
+	if (!atomic_load(&srv->closing))
 		slot_arm_recv(call);
+	slot_done(srv); /* last: the slot may be freed from here on */
 }
 
 void rpc_reply(struct rpc_call *call, const ProtobufCMessage *output)
@@ -244,9 +274,7 @@ static void slot_cb(void *arg)
 	case SLOT_SEND:
 		if (rv != 0)
 			nng_msg_free(nng_aio_get_msg(call->aio));
-		slot_done(s);
-		if (!atomic_load(&s->closing))
-			slot_arm_recv(call);
+		slot_send_finished(call);
 		return;
 	case SLOT_DISPATCH:
 		return;
@@ -293,6 +321,7 @@ int rpc_server_start(const char *url, const ProtobufCServiceDescriptor *desc,
 		s->opts.max_msg = RPC_MAX_MSG_DEFAULT;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
+	pthread_rwlock_init(&s->send_lock, NULL);
 	s->handlers = calloc(desc->n_methods, sizeof(*s->handlers));
 	s->stats = calloc(desc->n_methods, sizeof(*s->stats));
 	s->slots = calloc((size_t)s->opts.contexts, sizeof(*s->slots));
@@ -340,6 +369,7 @@ fail:
 	free(s->handlers);
 	free(s->stats);
 	free(s->slots);
+	pthread_rwlock_destroy(&s->send_lock);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
@@ -354,7 +384,9 @@ void rpc_server_stop(struct rpc_server *s)
 	 * re-armed; closing the socket completes pending receives; stopping each
 	 * aio waits out a callback already running; then every call already
 	 * dispatched finishes (its reply is dropped) before slots are freed. */
+	pthread_rwlock_wrlock(&s->send_lock); /* waits out sends in progress */
 	atomic_store(&s->closing, true);
+	pthread_rwlock_unlock(&s->send_lock);
 	nng_close(s->sock);
 	for (int i = 0; i < s->nslots; i++)
 		nng_aio_stop(s->slots[i].aio);
@@ -368,6 +400,7 @@ void rpc_server_stop(struct rpc_server *s)
 	free(s->handlers);
 	free(s->stats);
 	free(s->slots);
+	pthread_rwlock_destroy(&s->send_lock);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
@@ -435,6 +468,10 @@ struct rpc_client {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int pending;
+	/* Shared around every context operation, exclusive to set `closed`
+	 * before nng_close: nng 1.5 panics when they race. */
+	pthread_rwlock_t lock;
+	bool closed;
 };
 
 enum pending_state { PENDING_SEND, PENDING_RECV };
@@ -473,6 +510,7 @@ int rpc_client_open(const char *url, size_t max_msg, struct rpc_client **out)
 	}
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
+	pthread_rwlock_init(&c->lock, NULL);
 	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, max_msg ? max_msg : RPC_MAX_MSG_DEFAULT);
 	/* nng re-sends after 60 s by default: a state-changing call could run twice. */
 	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
@@ -485,6 +523,7 @@ int rpc_client_open(const char *url, size_t max_msg, struct rpc_client **out)
 	if ((nv = nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
 		log_warnx("rpc: cannot dial %s: %s", url, nng_strerror(nv));
 		nng_close(c->sock);
+		pthread_rwlock_destroy(&c->lock);
 		pthread_cond_destroy(&c->cv);
 		pthread_mutex_destroy(&c->mu);
 		free(c);
@@ -498,11 +537,15 @@ void rpc_client_close(struct rpc_client *c)
 {
 	if (c == NULL)
 		return;
-	nng_close(c->sock);
+	pthread_rwlock_wrlock(&c->lock);
+	c->closed = true;
+	pthread_rwlock_unlock(&c->lock);
+	nng_close(c->sock); /* aborts the calls in flight; they finish below */
 	pthread_mutex_lock(&c->mu);
 	while (c->pending > 0)
 		pthread_cond_wait(&c->cv, &c->mu);
 	pthread_mutex_unlock(&c->mu);
+	pthread_rwlock_destroy(&c->lock);
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
@@ -519,7 +562,10 @@ static void pending_finish(struct rpc_pending *p, struct rpc_result *r)
 	p->done(r, p->arg);
 	if (r->output != NULL)
 		protobuf_c_message_free_unpacked(r->output, NULL);
-	nng_ctx_close(p->ctx);
+	pthread_rwlock_rdlock(&c->lock);
+	if (!c->closed) /* else nng_close closes the context itself */
+		nng_ctx_close(p->ctx);
+	pthread_rwlock_unlock(&c->lock);
 	nng_aio_reap(p->aio);
 	free(p);
 	pthread_mutex_lock(&c->mu);
@@ -595,9 +641,19 @@ static void pending_cb(void *arg)
 			pending_fail(p, NNG_ETIMEDOUT);
 			return;
 		}
+		/* Once the receive is started, p may complete and be freed at any
+		 * moment on another thread: only the client is touched after it. */
+		struct rpc_client *c = p->c;
+		pthread_rwlock_rdlock(&c->lock);
+		if (c->closed) {
+			pthread_rwlock_unlock(&c->lock);
+			pending_fail(p, NNG_ECLOSED);
+			return;
+		}
 		p->state = PENDING_RECV;
 		nng_aio_set_timeout(p->aio, (nng_duration)(p->deadline_mono - now));
 		nng_ctx_recv(p->ctx, p->aio);
+		pthread_rwlock_unlock(&c->lock);
 		return;
 	}
 	pending_decode(p, nng_aio_get_msg(p->aio));
@@ -651,7 +707,9 @@ int rpc_call_async(struct rpc_client *c, const ProtobufCServiceDescriptor *desc,
 	payload = NULL;
 	if (nng_aio_alloc(&p->aio, pending_cb, p) != 0)
 		goto fail;
-	if (nng_ctx_open(&p->ctx, c->sock) != 0) {
+	pthread_rwlock_rdlock(&c->lock);
+	if (c->closed || nng_ctx_open(&p->ctx, c->sock) != 0) {
+		pthread_rwlock_unlock(&c->lock);
 		rv = ERR_CLOSED;
 		goto fail;
 	}
@@ -663,6 +721,7 @@ int rpc_call_async(struct rpc_client *c, const ProtobufCServiceDescriptor *desc,
 	nng_aio_set_timeout(p->aio, timeout_ms);
 	nng_aio_set_msg(p->aio, msg);
 	nng_ctx_send(p->ctx, p->aio);
+	pthread_rwlock_unlock(&c->lock);
 	return 0;
 fail:
 	free(payload);
