@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/jwt.h"
 #include "common/rpc.h"
 #include "common/svc.h"
 
@@ -68,6 +69,7 @@ struct gateway {
 	_Atomic int suspended;   /* connections suspended on RPCs */
 	_Atomic int rpc_pending; /* RPC completion callbacks not yet returned */
 	struct gateway_counters ctr;
+	struct authn *authn; /* authn.c */
 };
 
 /* ---- http.c: the libmicrohttpd daemon and the life of one request -------- */
@@ -83,8 +85,9 @@ enum http_method {
 	HTTP_M_OPTIONS = 1u << 6,
 };
 
-#define HTTP_RPC_SLOTS 4 /* RPCs one request may have in flight at once */
-#define HTTP_ID_LEN 40   /* request id buffer: 16 hex, '-', up to 16 hex, NUL */
+#define ROUTE_PARAM_MAX 64 /* longest {id} path segment, with its NUL */
+#define HTTP_RPC_SLOTS 4   /* RPCs one request may have in flight at once */
+#define HTTP_ID_LEN 40     /* request id buffer: 16 hex, '-', up to 16 hex, NUL */
 
 struct http_request;
 typedef int (*http_resume_fn)(struct http_request *req);
@@ -129,6 +132,11 @@ struct http_request {
 	char *body;
 	size_t body_len, body_cap;
 	uint64_t body_seen;
+	/* Set by the route for its RPCs: the {id} segment, the authenticated
+	 * user (the context's actor) and a deadline other than the default. */
+	char param[ROUTE_PARAM_MAX];
+	char actor[JWT_CLAIM_MAX];
+	int rpc_timeout_ms;
 	/* Asynchronous part (http_async_*). */
 	atomic_int pending; /* RPCs in flight + the starter's guard */
 	http_resume_fn resume;
@@ -186,13 +194,14 @@ void http_async_end(struct http_request *req);
 typedef int (*route_fn)(struct http_request *req);
 
 struct route {
-	const char *path; /* exact */
+	const char *path; /* exact, or with one trailing "{id}" segment */
 	unsigned methods; /* HTTP_M_* mask; HEAD implied by GET */
 	route_fn handler;
 };
 
-/* The route for `path`, or NULL. */
-const struct route *routes_find(const char *path);
+/* The route for `path`, or NULL. For a "{id}" route the segment is copied
+ * into param (it is 1..ROUTE_PARAM_MAX-1 bytes of [A-Za-z0-9_-]). */
+const struct route *routes_find(const char *path, char param[ROUTE_PARAM_MAX]);
 /* True when `route` takes `method` (one HTTP_M_* bit). */
 bool routes_allows(const struct route *route, unsigned method);
 /* "GET, HEAD" etc. for an Allow header, into buf. */
@@ -231,6 +240,48 @@ void respond_map_rpc(const struct rpc_result *r, struct respond_mapping *out);
 /* Queues the error for an RPC outcome (adds WWW-Authenticate / Retry-After
  * where API.md wants them). */
 int respond_rpc_error(struct http_request *req, const struct rpc_result *r);
+
+/* ---- store.c: gateway.db (the only file that includes sqlite3.h) -------- */
+
+extern const struct pool_schema store_schema;
+
+/* ---- body.c: JSON request bodies ---------------------------------------- */
+
+/* The body as one JSON object. Answers and returns NULL on refusal: 415
+ * unsupported_media_type unless the Content-Type is application/json (with
+ * or without a charset), 400 invalid_request for malformed JSON, a
+ * duplicated key or anything but an object. Caller json_decref()s. */
+json_t *body_json(struct http_request *req);
+/* Answers 400 invalid_request for a body of the wrong shape (an unknown
+ * field, a wrong type, a missing field): json_unpack_ex failed. */
+int body_invalid(struct http_request *req);
+/* Queues an empty 204. */
+int respond_no_content(struct http_request *req);
+/* RFC 3339 UTC ("2026-11-28T02:13:00Z") of unix milliseconds, into buf[32]. */
+void respond_time(uint64_t unix_ms, char buf[32]);
+
+/* ---- authn.c: who is calling ---------------------------------------------- */
+
+struct authn;
+struct jwt_claims;
+/* Loads auth's public keys and the revoked sessions (waiting briefly for
+ * auth at start), subscribes to auth.events, starts the refresher. */
+int authn_start(struct gateway *gw);
+void authn_stop(struct gateway *gw);
+/* Verifies the request's Bearer token: 0 with *claims filled and
+ * req->actor set; otherwise answers 401 (WWW-Authenticate: Bearer) itself
+ * and returns ERR_PERM. */
+int authn_require(struct http_request *req, struct jwt_claims *claims);
+
+/* ---- authroutes.c: the /api/v1/auth routes ------------------------------------------ */
+
+int authroutes_register(struct http_request *req);
+int authroutes_login(struct http_request *req);
+int authroutes_refresh(struct http_request *req);
+int authroutes_logout(struct http_request *req);
+int authroutes_me(struct http_request *req);
+int authroutes_sessions(struct http_request *req);
+int authroutes_revoke_session(struct http_request *req);
 
 /* ---- health.c: /healthz and /readyz -------------------------------------- */
 

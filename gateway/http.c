@@ -370,7 +370,7 @@ static enum MHD_Result http_dispatch(struct http_request *req)
 
 	if (req->err_status != 0)
 		return http_answer_error(req);
-	if ((route = routes_find(req->path)) == NULL)
+	if ((route = routes_find(req->path, req->param)) == NULL)
 		rv = respond_error(req, MHD_HTTP_NOT_FOUND, "not_found", "No such resource.");
 	else if (!routes_allows(route, req->method)) {
 		struct MHD_Response *resp;
@@ -513,13 +513,16 @@ void http_async_call(struct http_request *req, int slot, struct rpc_client *clie
 	ctx.request_id = req->id;
 	ctx.client_ip = ip;
 	ctx.user_agent = (char *)(ua != NULL ? ua : "");
+	ctx.actor = req->actor;
 
 	atomic_fetch_add_explicit(&gw->ctr.rpc_calls, 1, memory_order_relaxed);
 	atomic_fetch_add(&gw->rpc_pending, 1);
 	atomic_fetch_add(&req->pending, 1);
 	atomic_fetch_add(&req->refs, 1);
 	if (client != NULL)
-		rv = rpc_call_async(client, desc, method, input, &ctx, gw->limits.rpc_timeout_ms,
+		rv = rpc_call_async(client, desc, method, input, &ctx,
+		                    req->rpc_timeout_ms > 0 ? req->rpc_timeout_ms
+		                                            : gw->limits.rpc_timeout_ms,
 		                    http_rpc_done, s);
 	if (rv == 0)
 		return;

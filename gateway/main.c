@@ -72,6 +72,11 @@ int main(int argc, char **argv)
 		       err_str(rv));
 	log_info("serving magnetar.Gateway on %s instance=%s", gw.svc.conf.url[SVC_GATEWAY],
 	         gw.svc.instance);
+	svc_open_db(&gw.svc, "gateway.db", &store_schema);
+	svc_start_outbox(&gw.svc);
+	/* Keys and revocations before the first request (authn.c). */
+	if ((rv = authn_start(&gw)) != 0)
+		fatalx("cannot start authentication: %s", err_str(rv));
 	if ((rv = http_start(&gw)) != 0)
 		fatalx("cannot start HTTP on %s: %s", gw.svc.conf.http_addr, err_str(rv));
 
@@ -80,6 +85,7 @@ int main(int argc, char **argv)
 	/* HTTP first (it waits for the RPCs its requests made), then our own
 	 * RPC socket, then the clients nobody uses any more. */
 	http_stop(&gw);
+	authn_stop(&gw);
 	rpc_server_stop(gw.svc.rpc);
 	gw.svc.rpc = NULL;
 	for (int i = SVC_GATEWAY + 1; i < SVC_SERVICES; i++) {

@@ -172,6 +172,17 @@ static bool respond_message_ok(const char *s)
 	return true;
 }
 
+/* Codes whose HTTP status differs from their RPC status's (API.md wants
+ * 422 for a password the policy or the breach check refuses). */
+static const struct {
+	const char *code;
+	unsigned http;
+} respond_code_status[] = {
+    {"password_too_short", 422},
+    {"password_too_long", 422},
+    {"password_breached", 422},
+};
+
 void respond_map_rpc(const struct rpc_result *r, struct respond_mapping *out)
 {
 	size_t n = sizeof(respond_rpc_table) / sizeof(respond_rpc_table[0]);
@@ -188,6 +199,10 @@ void respond_map_rpc(const struct rpc_result *r, struct respond_mapping *out)
 		out->code = r->code;
 		if (respond_message_ok(r->message))
 			out->message = r->message;
+		for (size_t i = 0; i < sizeof(respond_code_status) / sizeof(respond_code_status[0]);
+		     i++)
+			if (strcmp(r->code, respond_code_status[i].code) == 0)
+				out->http = respond_code_status[i].http;
 	}
 }
 

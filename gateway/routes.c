@@ -11,6 +11,15 @@
 static const struct route routes_table[] = {
     {.path = "/healthz", .methods = HTTP_M_GET, .handler = health_live},
     {.path = "/readyz", .methods = HTTP_M_GET, .handler = health_ready},
+    {.path = "/api/v1/auth/register", .methods = HTTP_M_POST, .handler = authroutes_register},
+    {.path = "/api/v1/auth/login", .methods = HTTP_M_POST, .handler = authroutes_login},
+    {.path = "/api/v1/auth/refresh", .methods = HTTP_M_POST, .handler = authroutes_refresh},
+    {.path = "/api/v1/auth/logout", .methods = HTTP_M_POST, .handler = authroutes_logout},
+    {.path = "/api/v1/auth/me", .methods = HTTP_M_GET, .handler = authroutes_me},
+    {.path = "/api/v1/auth/sessions", .methods = HTTP_M_GET, .handler = authroutes_sessions},
+    {.path = "/api/v1/auth/sessions/{id}",
+     .methods = HTTP_M_DELETE,
+     .handler = authroutes_revoke_session},
 };
 
 /* Method names in the order of the HTTP_M_* bits, as an Allow header lists them. */
@@ -18,12 +27,33 @@ static const char *const routes_method_names[] = {
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
 };
 
-const struct route *routes_find(const char *path)
+/* Matches "/a/b/{id}" against "/a/b/<segment>"; copies the segment. */
+static bool routes_match_param(const char *pattern, const char *path, char *param)
 {
-	/* A handful of rows: a linear scan beats hashing until there are dozens. */
-	for (size_t i = 0; i < sizeof(routes_table) / sizeof(routes_table[0]); i++)
-		if (strcmp(routes_table[i].path, path) == 0)
+	size_t plen = strlen(pattern) - 4, n; /* without "{id}" */
+	if (strncmp(pattern, path, plen) != 0)
+		return false;
+	path += plen;
+	n = strspn(path, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-");
+	if (n == 0 || n >= ROUTE_PARAM_MAX || path[n] != '\0')
+		return false;
+	memcpy(param, path, n + 1);
+	return true;
+}
+
+const struct route *routes_find(const char *path, char param[ROUTE_PARAM_MAX])
+{
+	/* A few dozen rows: a linear scan costs less than the request's parsing. */
+	for (size_t i = 0; i < sizeof(routes_table) / sizeof(routes_table[0]); i++) {
+		const char *p = routes_table[i].path;
+		size_t len = strlen(p);
+		if (len > 4 && strcmp(p + len - 4, "{id}") == 0) {
+			if (routes_match_param(p, path, param))
+				return &routes_table[i];
+		} else if (strcmp(p, path) == 0) {
 			return &routes_table[i];
+		}
+	}
 	return NULL;
 }
 
