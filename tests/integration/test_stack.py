@@ -95,7 +95,7 @@ def test_frozen_service_gets_503_not_a_hang(stack):
         assert time.monotonic() - t0 < 3
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert wait_until(lambda: readyz(stack).status_code == 200, 10)
+    assert wait_until(lambda: readyz(stack).status_code == 200, 10), stack.logs()
 
 
 def test_errors_carry_json_and_security_headers(stack):
