@@ -91,6 +91,14 @@ auth_test_LINK := $(auth_LIBO)
 auth_test_LDLIBS := -largon2
 audit_store_test_LINK := $(audit_LIBO)
 gateway_http_test_LINK := $(gateway_LIBO)
+breach_hibp_test_LINK := $(breach_LIBO)
+breach_cache_test_LINK := $(breach_LIBO)
+breach_pwstore_test_LINK := $(breach_LIBO)
+breach_range_test_LINK := $(breach_LIBO)
+# `magctl breach import` builds the offline store with the service's own
+# parser and writer (self-contained objects: libc only).
+$(BIN)/magctl: $(OBJ)/services/breach/hibp.o $(OBJ)/services/breach/pairs.o \
+               $(OBJ)/services/breach/pwstore.o
 
 .SECONDEXPANSION:
 $(BUILD)/tests/%: $(OBJ)/tests/unit/%.o $$(%_LINK) $(LIBCOMMON)

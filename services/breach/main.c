@@ -1,24 +1,70 @@
 /*
- * main.c — magnetar-breach: configuration, breach.db, audit outbox, RPC loop.
+ * main.c — magnetar-breach: configuration, breach.db (audit outbox and the
+ * persisted range cache), the online fetcher or the offline store, the RPC
+ * loop, and the shutdown order (RPC first: pending fetches still answer).
  */
+#include "common/clock.h"
+#include "common/err.h"
 #include "common/log.h"
 #include "services/breach/breach.h"
 
 static const struct rpc_method breach_methods[] = {
     {.name = "Ping", .handler = svc_handle_ping},
     {.name = "Stats", .handler = svc_handle_stats},
+    {.name = "Range", .handler = range_handle},
+    {.name = "Reload", .handler = range_handle_reload, .flags = RPC_F_MUTATES},
 };
 
 int main(int argc, char **argv)
 {
 	static struct breach x;
+	struct fetch_opts fo = {0};
+	uint32_t loaded = 0;
+	int rv;
 
 	svc_init(&x.svc, SVC_BREACH, argc, argv);
+	x.svc.counters = range_counters;
+	x.alarm_interval_ms = 60 * 1000;
+	pthread_mutex_init(&x.store_mu, NULL);
 	svc_open_db(&x.svc, "breach.db", &store_schema);
+	if (svc_path(&x.svc, BREACH_STORE_FILE, x.pw_path, sizeof(x.pw_path)) != 0)
+		fatalx("offline store path too long");
+	if ((rv = cache_new(BREACH_CACHE_RANGES, BREACH_CACHE_TTL_MS, &x.cache)) != 0)
+		fatalx("cannot create the range cache: %s", err_str(rv));
+
+	switch (x.svc.conf.hibp_mode) {
+	case CONF_HIBP_ONLINE:
+		if ((rv = store_load_ranges(x.svc.pool, x.cache, clock_unix_ms(),
+		                            BREACH_CACHE_TTL_MS, BREACH_CACHE_RANGES, &loaded)) !=
+		    0)
+			log_warnx("cannot reload the cached ranges: %s (starting cold)",
+			          err_str(rv));
+		fo.base_url = x.svc.conf.hibp_url;
+		if ((rv = fetch_start(&fo, &x.fetch)) != 0)
+			fatalx("cannot start the range fetcher: %s", err_str(rv));
+		log_info("mode=online url=%s cached_ranges=%u fail=%s", x.svc.conf.hibp_url, loaded,
+		         x.svc.conf.breach_fail_closed ? "closed" : "open");
+		break;
+	case CONF_HIBP_OFFLINE:
+		if ((rv = range_reload(&x)) != 0)
+			log_warnx("no offline store at %s (%s): Range answers unavailable until "
+			          "`magctl breach import`",
+			          x.pw_path, err_str(rv));
+		log_info("mode=offline fail=%s", x.svc.conf.breach_fail_closed ? "closed" : "open");
+		break;
+	case CONF_HIBP_OFF:
+		log_info("mode=off: Range answers source=off, nothing is checked");
+		break;
+	}
 	svc_start_outbox(&x.svc);
 	svc_serve(&x.svc, &magnetar__breach__descriptor, breach_methods,
 	          sizeof(breach_methods) / sizeof(breach_methods[0]), &x);
+	fetch_stop(x.fetch);
+	x.fetch = NULL;
 	svc_fini(&x.svc);
+	cache_free(x.cache);
+	pwstore_unref(x.pw);
+	pthread_mutex_destroy(&x.store_mu);
 	log_info("stopped");
 	return 0;
 }

@@ -26,6 +26,11 @@ $(GEN)/%.pb-c.c: proto/%.proto
 $(FB)/%_fuzz: tests/fuzz/%_fuzz.c $(COMMON) $(PROTO_C)
 	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(COMMON) $(PROTO_C) $(FLIBS)
 
+# hibp_parse also links the breach service's parsers (pure: no curl, no SQLite).
+BREACH_PARSE := services/breach/hibp.c services/breach/pairs.c
+$(FB)/hibp_parse_fuzz: tests/fuzz/hibp_parse_fuzz.c $(BREACH_PARSE) $(COMMON) $(PROTO_C)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(BREACH_PARSE) $(COMMON) $(PROTO_C) $(FLIBS)
+
 build: $(TARGETS)
 
 # New inputs go to a scratch dir; the committed seeds stay as they are.

@@ -36,4 +36,7 @@ const ProtobufCServiceDescriptor *magctl_descriptor(enum svc_id svc);
 int magctl_ping(struct magctl *m, int argc, char **argv);
 int magctl_stats(struct magctl *m, int argc, char **argv);
 
+/* breach.c */
+int magctl_breach(struct magctl *m, int argc, char **argv);
+
 #endif

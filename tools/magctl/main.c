@@ -21,6 +21,8 @@
 static const struct magctl_command magctl_commands[] = {
     {"ping", "magctl ping <service>", magctl_ping},
     {"stats", "magctl stats <service>", magctl_stats},
+    {"breach", "magctl breach check | range <5hex> | import [-o store] [-R] FILE|DIR... | reload",
+     magctl_breach},
 };
 
 #define MAGCTL_NCOMMANDS (sizeof(magctl_commands) / sizeof(magctl_commands[0]))
