@@ -90,6 +90,8 @@ outbox_test_LINK := $(audit_LIBO)
 auth_test_LINK := $(auth_LIBO)
 auth_test_LDLIBS := -largon2
 audit_store_test_LINK := $(audit_LIBO)
+audit_log_test_LINK := $(audit_LIBO)
+audit_crypto_test_LINK := $(audit_LIBO)
 gateway_http_test_LINK := $(gateway_LIBO)
 breach_hibp_test_LINK := $(breach_LIBO)
 breach_cache_test_LINK := $(breach_LIBO)
@@ -104,6 +106,18 @@ $(BIN)/magctl: $(OBJ)/services/breach/hibp.o $(OBJ)/services/breach/pairs.o \
 $(BUILD)/tests/%: $(OBJ)/tests/unit/%.o $$(%_LINK) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $($*_LDLIBS) -lcmocka
+
+# ---- test programs: tests/tools/<name>.c -> $(BUILD)/tests/<name> -----------
+TOOLS_SRC := $(wildcard tests/tools/*.c)
+TOOLS_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TOOLS_SRC))
+$(TOOLS_BIN): $(BUILD)/tests/%: $(OBJ)/tests/tools/%.o $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+integration: $(TOOLS_BIN)
+# The audit ingest benchmark links the audit service's objects (plain baseline).
+$(BUILD)/tests/audit_ingest: $(OBJ)/tests/bench/audit_ingest.o $(audit_LIBO) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done

@@ -1,8 +1,15 @@
 /*
- * main.c — magnetar-audit: configuration, audit.db, the RPC loop.
+ * main.c — magnetar-audit: configuration, the keyring (refusing a keyring
+ * that does not parse; generating a development one loudly), audit.db and
+ * the chain, the RPC loop (Audit + AuditLog on one socket).
  */
+#include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "common/err.h"
 #include "common/log.h"
 #include "common/pool.h"
 #include "services/audit/audit.h"
@@ -11,24 +18,94 @@ static const struct rpc_method audit_methods[] = {
     {.name = "Ping", .handler = svc_handle_ping},
     {.name = "Stats", .handler = svc_handle_stats},
     {.name = "Append", .handler = append_handle, .flags = RPC_F_MUTATES},
+    {.name = "Query", .handler = query_handle},
+    {.name = "Verify", .handler = verify_handle},
+    /* Idempotent enough per request id: a re-sent call seals one more,
+     * possibly empty, epoch and re-reads the same file. */
+    {.name = "RotateKey", .handler = rotate_handle, .flags = RPC_F_MUTATES},
 };
 
 static void audit_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)
 {
-	uint64_t n;
-	if (store_count(s->pool, &n) == 0)
-		emit("audit.events_stored", n, emit_arg);
+	struct audit_state *st = ((struct audit *)s)->st;
+	if (st == NULL)
+		return;
+	emit("audit.events_stored", atomic_load(&st->events), emit_arg);
+	emit("audit.duplicates", atomic_load(&st->dups), emit_arg);
+	emit("audit.commits", atomic_load(&st->groups), emit_arg);
+	emit("audit.epoch", atomic_load(&st->epoch), emit_arg);
+	emit("audit.epochs_sealed", atomic_load(&st->sealed), emit_arg);
+	emit("audit.keys", keyring_count(&st->keys), emit_arg);
+}
+
+/* The keyring: from the configuration, or outside production audit's own
+ * generated file in its data dir. Exits with one clear line on failure. */
+static void audit_keys(struct audit *a, struct audit_keyring *kr, struct audit_opts *opts,
+                       char *path, size_t pathlen)
+{
+	const char *file = getenv("MAGNETAR_AUDIT_KEYS_FILE");
+	char err[256];
+
+	if (file == NULL)
+		file = getenv("MAGNETAR_AUDIT_KEY_FILE");
+	if (a->svc.conf.audit_keys != NULL) {
+		if (keyring_parse(a->svc.conf.audit_keys, kr, err, sizeof(err)) != 0)
+			fatalx("%s: %s",
+			       file != NULL ? "MAGNETAR_AUDIT_KEYS_FILE" : "MAGNETAR_AUDIT_KEYS",
+			       err);
+		if (file != NULL) {
+			snprintf(path, pathlen, "%s", file);
+			opts->keys_path = path;
+		}
+		return;
+	}
+	if (a->svc.conf.env == CONF_ENV_PRODUCTION) /* config refuses this already */
+		fatalx("MAGNETAR_AUDIT_KEYS (or MAGNETAR_AUDIT_KEYS_FILE) is required when "
+		       "MAGNETAR_ENV=production");
+	if (svc_path(&a->svc, "audit.keys", path, pathlen) != 0)
+		fatalx("data dir path too long");
+	if (access(path, F_OK) != 0) {
+		if (keyring_generate(path, err, sizeof(err)) != 0)
+			fatalx("%s", err);
+		log_warnx("!!! NO AUDIT KEY CONFIGURED: generated a DEVELOPMENT keyring in %s. "
+		          "Events encrypted with it are readable by whoever reads that file. "
+		          "Set MAGNETAR_AUDIT_KEYS_FILE for anything real. !!!",
+		          path);
+	} else {
+		log_warnx("!!! using the generated DEVELOPMENT audit keyring %s !!!", path);
+	}
+	if (keyring_load_file(path, kr, err, sizeof(err)) != 0)
+		fatalx("%s", err);
+	opts->keys_path = path;
+	opts->keys_generated = true;
 }
 
 int main(int argc, char **argv)
 {
 	static struct audit a;
+	static struct audit_keyring keys;
+	struct audit_opts opts = {.pipeline = true};
+	char keys_path[600], chain[600], anchor[600], err[512];
 
 	svc_init(&a.svc, SVC_AUDIT, argc, argv);
 	a.svc.counters = audit_counters;
+	audit_keys(&a, &keys, &opts, keys_path, sizeof(keys_path));
 	svc_open_db(&a.svc, "audit.db", &store_schema);
-	svc_serve(&a.svc, &magnetar__audit__descriptor, audit_methods,
+	if (svc_path(&a.svc, "audit.chain", chain, sizeof(chain)) != 0 ||
+	    svc_path(&a.svc, "audit.anchor", anchor, sizeof(anchor)) != 0)
+		fatalx("data dir path too long");
+	opts.chain_path = chain;
+	opts.anchor_path = anchor;
+	opts.events_url = a.svc.conf.audit_events_url;
+	if (audit_open(&a, &keys, &opts, err, sizeof(err)) != 0)
+		fatalx("cannot open the audit log: %s", err);
+	keyring_wipe(&keys);
+	log_info("audit log open: %zu key(s), current key %s, epoch %llu",
+	         keyring_count(&a.st->keys), keyring_current(&a.st->keys)->id,
+	         (unsigned long long)atomic_load(&a.st->epoch));
+	svc_serve(&a.svc, service_descriptor(), audit_methods,
 	          sizeof(audit_methods) / sizeof(audit_methods[0]), &a);
+	audit_close(&a);
 	svc_fini(&a.svc);
 	log_info("stopped");
 	return 0;

@@ -31,6 +31,11 @@ BREACH_PARSE := services/breach/hibp.c services/breach/pairs.c
 $(FB)/hibp_parse_fuzz: tests/fuzz/hibp_parse_fuzz.c $(BREACH_PARSE) $(COMMON) $(PROTO_C)
 	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(BREACH_PARSE) $(COMMON) $(PROTO_C) $(FLIBS)
 
+# audit_append links the audit service's objects (all but main.c).
+AUDIT_SRC := $(filter-out services/audit/main.c,$(wildcard services/audit/*.c))
+$(FB)/audit_append_fuzz: tests/fuzz/audit_append_fuzz.c $(COMMON) $(PROTO_C) $(AUDIT_SRC)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(COMMON) $(PROTO_C) $(AUDIT_SRC) $(FLIBS)
+
 build: $(TARGETS)
 
 # New inputs go to a scratch dir; the committed seeds stay as they are.

@@ -35,6 +35,7 @@ const ProtobufCServiceDescriptor *magctl_descriptor(enum svc_id svc);
 /* ping.c */
 int magctl_ping(struct magctl *m, int argc, char **argv);
 int magctl_stats(struct magctl *m, int argc, char **argv);
+int magctl_audit(struct magctl *m, int argc, char **argv); /* audit.c */
 
 /* breach.c */
 int magctl_breach(struct magctl *m, int argc, char **argv);

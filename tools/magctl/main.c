@@ -21,6 +21,7 @@
 static const struct magctl_command magctl_commands[] = {
     {"ping", "magctl ping <service>", magctl_ping},
     {"stats", "magctl stats <service>", magctl_stats},
+    {"audit", "magctl audit query|verify|tail|rotate-key|export (magctl audit -h)", magctl_audit},
     {"breach", "magctl breach check | range <5hex> | import [-o store] [-R] FILE|DIR... | reload",
      magctl_breach},
 };
