@@ -89,6 +89,9 @@ void rpc_reply(struct rpc_call *call, const ProtobufCMessage *output);
 /* Answers with a status other than OK, a stable code and a human message. */
 void rpc_reply_error(struct rpc_call *call, Magnetar__Status status, const char *code,
                      const char *message);
+/* The same with Error.breach_count set (code password_breached). */
+void rpc_reply_error_count(struct rpc_call *call, Magnetar__Status status, const char *code,
+                           const char *message, uint64_t breach_count);
 
 /*
  * Decodes a request envelope and unpacks its payload with the input
@@ -111,6 +114,7 @@ struct rpc_result {
 	Magnetar__Status status;
 	char code[64];            /* stable error code; "" when OK */
 	char message[256];        /* human text; "" when OK */
+	uint64_t breach_count;  /* Error.breach_count, with password_breached */
 	ProtobufCMessage *output; /* unpacked reply when OK; see rpc_done_fn */
 };
 

@@ -271,3 +271,33 @@ int authroutes_revoke_session(struct http_request *req)
 	snprintf(sid, sizeof(sid), "%s", req->param);
 	return authroutes_session_call(req, "RevokeSession", sid, authroutes_done_empty);
 }
+
+static int authroutes_checked(struct http_request *req)
+{
+	const struct rpc_result *r = &req->rpc[0].result;
+	const Magnetar__PasswordCheckReply *out = (const Magnetar__PasswordCheckReply *)r->output;
+	if (r->status != MAGNETAR__STATUS__STATUS_OK)
+		return respond_rpc_error(req, r);
+	return respond_json(req, MHD_HTTP_OK,
+	                    json_pack("{s:b, s:I}", "breached", out->breached, "count",
+	                              (json_int_t)out->count));
+}
+
+int authroutes_password_check(struct http_request *req)
+{
+	Magnetar__PasswordCheckRequest in = MAGNETAR__PASSWORD_CHECK_REQUEST__INIT;
+	json_t *root = body_json(req);
+	json_error_t err;
+	int rv;
+
+	if (root == NULL)
+		return 0;
+	if (json_unpack_ex(root, &err, JSON_STRICT, "{s:s}", "password", &in.password) != 0) {
+		authroutes_wipe(root);
+		return body_invalid(req);
+	}
+	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
+	rv = authroutes_call(req, "PasswordCheck", &in.base, authroutes_checked);
+	authroutes_wipe(root);
+	return rv;
+}

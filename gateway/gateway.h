@@ -282,6 +282,7 @@ int authroutes_logout(struct http_request *req);
 int authroutes_me(struct http_request *req);
 int authroutes_sessions(struct http_request *req);
 int authroutes_revoke_session(struct http_request *req);
+int authroutes_password_check(struct http_request *req);
 
 /* ---- health.c: /healthz and /readyz -------------------------------------- */
 

@@ -123,6 +123,24 @@ struct MHD_Response *respond_error_new(struct http_request *req, const char *cod
 	return respond_new(req, text, strlen(text), MHD_RESPMEM_MUST_FREE, true);
 }
 
+/* API.md: the breached-password refusal carries "breach_count" in its error. */
+static struct MHD_Response *respond_breached_new(struct http_request *req, const char *message,
+                                                 uint64_t count)
+{
+	json_t *body = json_pack("{s:{s:s,s:s,s:s,s:I}}", "error", "code", "password_breached",
+	                         "message", message, "request_id", req->id, "breach_count",
+	                         (json_int_t)count);
+	char *text;
+
+	if (body == NULL)
+		return NULL;
+	text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (text == NULL)
+		return NULL;
+	return respond_new(req, text, strlen(text), MHD_RESPMEM_MUST_FREE, true);
+}
+
 int respond_error(struct http_request *req, unsigned status, const char *code, const char *message)
 {
 	return http_queue(req, status, respond_error_new(req, code, message));
@@ -212,7 +230,11 @@ int respond_rpc_error(struct http_request *req, const struct rpc_result *r)
 	struct MHD_Response *resp;
 
 	respond_map_rpc(r, &m);
-	if ((resp = respond_error_new(req, m.code, m.message)) == NULL)
+	if (strcmp(m.code, "password_breached") == 0)
+		resp = respond_breached_new(req, m.message, r->breach_count);
+	else
+		resp = respond_error_new(req, m.code, m.message);
+	if (resp == NULL)
 		return ERR_NOMEM;
 	if ((m.http == 401 && MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
 	                                              "Bearer") != MHD_YES) ||

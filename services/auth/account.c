@@ -20,13 +20,6 @@
 
 #define ACCOUNT_QUEUE_MAX 64 /* hashing jobs waiting before 429 */
 
-struct account_job {
-	struct workq_job job; /* first */
-	struct rpc_call *call;
-	struct auth *a;
-	const ProtobufCMessage *in;
-};
-
 static void account_reply_err(struct rpc_call *call, Magnetar__Status st, const char *code,
                               const char *msg)
 {
@@ -34,7 +27,7 @@ static void account_reply_err(struct rpc_call *call, Magnetar__Status st, const 
 }
 
 /* Queues fn on the hashing pool; answers 429 when the pool is saturated. */
-static void account_submit(struct rpc_call *call, const ProtobufCMessage *in, void *arg,
+void account_submit(struct rpc_call *call, const ProtobufCMessage *in, void *arg,
                            void (*fn)(struct workq_job *))
 {
 	struct auth *a = arg;
@@ -103,6 +96,32 @@ static int account_create(struct auth *a, const char *username, const char *pass
 	return store_end(tx, rv);
 }
 
+/* Refuses (and audits) a breached password; true when it may be used. */
+static bool account_not_breached(struct account_job *j, const char *password)
+{
+	uint64_t count = 0;
+	char source[16];
+	struct store_tx *tx;
+	char detail[64];
+
+	if (breached_check(j->a, password, strlen(password), &count, source) != 0) {
+		/* MAGNETAR_BREACH_FAIL=closed and the check could not run. */
+		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAVAILABLE,
+				  "breach_check_unavailable",
+				  "the password could not be checked; try again later");
+		return false;
+	}
+	if (count == 0)
+		return true;
+	snprintf(detail, sizeof(detail), "breach_count=%llu", (unsigned long long)count);
+	if (store_begin(j->a->svc.pool, &tx) == 0)
+		store_end(tx, store_audit(tx, "auth.password.breach_rejected", "", "",
+					  rpc_call_context(j->call), "failure", detail));
+	outbox_kick(j->a->svc.outbox);
+	breached_refuse(j->call, count);
+	return false;
+}
+
 static void account_register_job(struct workq_job *job)
 {
 	struct account_job *j = (struct account_job *)job;
@@ -116,7 +135,8 @@ static void account_register_job(struct workq_job *job)
 	if (!j->a->svc.conf.registration_open) {
 		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED,
 		                  "registration_closed", "registration is closed");
-	} else if (account_check_new(j->call, req->username, req->password, norm, sizeof(norm))) {
+	} else if (account_check_new(j->call, req->username, req->password, norm, sizeof(norm)) &&
+	           account_not_breached(j, req->password)) {
 		rv = account_create(j->a, norm, req->password, "member", rpc_call_context(j->call),
 		                    &u);
 		if (rv == ERR_EXISTS) {
@@ -230,6 +250,16 @@ int account_bootstrap_founder(struct auth *a)
 	}
 	if (password_policy(strlen(c->founder_password)) != NULL) {
 		log_warnx("founder: MAGNETAR_FOUNDER_PASSWORD must be 8..128 bytes");
+		return ERR_CONFIG;
+	}
+	uint64_t count = 0;
+	char source[16];
+	if ((rv = breached_check(a, c->founder_password, strlen(c->founder_password), &count,
+				 source)) != 0)
+		return rv;
+	if (count > 0) {
+		log_warnx("founder: MAGNETAR_FOUNDER_PASSWORD appears in %llu breaches; choose another",
+			  (unsigned long long)count);
 		return ERR_CONFIG;
 	}
 	if ((rv = account_create(a, norm, c->founder_password, "founder", NULL, &u)) != 0)

@@ -11,10 +11,10 @@
 
 #include "auth.pb-c.h"
 #include "common/events.h"
+#include "common/workq.h"
 #include "common/svc.h"
 
 typedef struct evp_pkey_st EVP_PKEY;
-struct workq;
 
 #define AUTH_ACCESS_TTL_S 900              /* access token: 15 min */
 #define AUTH_IDLE_TTL_MS (30u * 60 * 1000) /* no refresh for 30 min: expired */
@@ -36,6 +36,7 @@ struct auth {
 	struct svc svc;            /* first: the generic Ping/Stats handlers use it */
 	struct events_pub *events; /* auth.events: session.revoked, ... */
 	struct workq *hashing;     /* bounded pool for argon2id */
+	struct rpc_client *breach; /* magnetar-breach: Range */
 	unsigned char fp_key[32];  /* fingerprint hash key */
 	struct auth_key *keys;     /* keys.c; keys[nkeys - 1] is current */
 	size_t nkeys;
@@ -108,6 +109,20 @@ int password_verify(const char *hash, const char *pw, size_t len);
 /* A policy refusal's API code, or NULL when the length is acceptable. */
 const char *password_policy(size_t len);
 
+/* ---- breached.c: has a password appeared in a breach? -------------------- */
+/*
+ * Asks magnetar-breach with the SHA-1's 5-hex prefix only and compares the
+ * suffixes here (common/breach_check.h). *count is 0 when the password was
+ * not found or could not be checked in fail-open mode; *source says which.
+ * ERR_UNAVAIL when it could not be checked and MAGNETAR_BREACH_FAIL=closed.
+ */
+int breached_check(struct auth *a, const char *pw, size_t len, uint64_t *count,
+		   char source[16]);
+/* The PasswordCheck method (on the hashing pool, like the password routes). */
+void breached_handle(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+/* API.md's refusal for a breached password, with its breach_count. */
+void breached_refuse(struct rpc_call *call, uint64_t count);
+
 /* ---- keys.c ---------------------------------------------------------------- */
 /* Loads the signing key file from the data dir, creating a first key. */
 int keys_load(struct auth *a);
@@ -146,6 +161,16 @@ void tokens_user_proto(const struct store_user *u, Magnetar__User *out);
 /* ---- account.c: SignUp (register), Login -------------------------------------------- */
 void account_register(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 void account_login(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+/* Runs fn on the bounded hashing pool with (call, in, arg); 429 when full. */
+void account_submit(struct rpc_call *call, const ProtobufCMessage *in, void *arg,
+		    void (*fn)(struct workq_job *));
+/* What account_submit hands to fn. */
+struct account_job {
+	struct workq_job job; /* first */
+	struct rpc_call *call;
+	struct auth *a;
+	const ProtobufCMessage *in;
+};
 /* Founder bootstrap from MAGNETAR_FOUNDER_* at first start. */
 int account_bootstrap_founder(struct auth *a);
 

@@ -25,6 +25,7 @@ static const struct rpc_method auth_methods[] = {
     {.name = "RevokeSession", .handler = session_revoke, .flags = RPC_F_MUTATES},
     {.name = "PublicKeys", .handler = session_public_keys},
     {.name = "Revoked", .handler = session_revoked},
+    {.name = "PasswordCheck", .handler = breached_handle},
 };
 
 static void auth_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)
@@ -55,6 +56,8 @@ int main(int argc, char **argv)
 	if ((rv = workq_new(2, &x.hashing)) != 0)
 		fatalx("cannot start the hashing pool: %s", err_str(rv));
 	svc_start_outbox(&x.svc);
+	if ((rv = rpc_client_open(x.svc.conf.url[SVC_BREACH], 0, &x.breach)) != 0)
+		fatalx("cannot open a client of magnetar-breach: %s", err_str(rv));
 	if ((rv = account_bootstrap_founder(&x)) != 0)
 		fatalx("cannot create the founder account: %s", err_str(rv));
 	/* Gateways learn of revocations here; the heartbeat lets them notice
@@ -64,6 +67,7 @@ int main(int argc, char **argv)
 	svc_serve(&x.svc, &magnetar__auth__descriptor, auth_methods,
 	          sizeof(auth_methods) / sizeof(auth_methods[0]), &x);
 	workq_free(x.hashing);
+	rpc_client_close(x.breach);
 	events_pub_close(x.events);
 	keys_free(&x);
 	OPENSSL_cleanse(x.fp_key, sizeof(x.fp_key));

@@ -44,6 +44,7 @@ static const struct rpc_method methods[] = {
     {"RevokeSession", session_revoke, 0},
     {"PublicKeys", session_public_keys, 0},
     {"Revoked", session_revoked, 0},
+    {"PasswordCheck", breached_handle, 0},
 };
 
 static int setup(void **state)
@@ -65,9 +66,11 @@ static int setup(void **state)
 	assert_int_equal(keys_load(&a), 0);
 	assert_int_equal(password_init(&a), 0);
 	assert_int_equal(workq_new(2, &a.hashing), 0);
+	/* No breach service here: checks are "unavailable", allowed (fail-open). */
+	assert_int_equal(rpc_client_open("inproc://auth_test_no_breach", 0, &a.breach), 0);
 	assert_int_equal(events_pub_open(EV_URL, a.svc.instance, 100, &a.events), 0);
 	assert_int_equal(
-	    rpc_server_start(URL, &magnetar__auth__descriptor, methods, 11, &opts, &srv), 0);
+	    rpc_server_start(URL, &magnetar__auth__descriptor, methods, sizeof(methods) / sizeof(methods[0]), &opts, &srv), 0);
 	assert_int_equal(rpc_client_open(URL, 0, &cli), 0);
 	return 0;
 }
@@ -79,6 +82,7 @@ static int teardown(void **state)
 	rpc_client_close(cli);
 	rpc_server_stop(srv);
 	workq_free(a.hashing);
+	rpc_client_close(a.breach);
 	events_pub_close(a.events);
 	keys_free(&a);
 	pool_close(a.svc.pool);
