@@ -15,9 +15,9 @@
 #include "services/auth/auth.h"
 
 #define BREACHED_TIMEOUT_MS 3000
+#define BREACHED_CONNECT_MS 1000
 
-int breached_check(struct auth *a, const char *pw, size_t len, uint64_t *count,
-		   char source[16])
+int breached_check(struct auth *a, const char *pw, size_t len, uint64_t *count, char source[16])
 {
 	Magnetar__RangeRequest req = MAGNETAR__RANGE_REQUEST__INIT;
 	struct breach_check bc;
@@ -30,18 +30,17 @@ int breached_check(struct auth *a, const char *pw, size_t len, uint64_t *count,
 		return rv;
 	req.prefix = bc.prefix;
 	memset(&r, 0, sizeof(r));
-	/* Not connected: unavailable now, not after the deadline. */
-	if (!rpc_client_connected(a->breach))
-		rv = ERR_UNAVAIL;
-	else
-		rv = rpc_call_sync(a->breach, &magnetar__breach__descriptor, "Range", &req.base,
-				   NULL, BREACHED_TIMEOUT_MS, &r);
+	/* Not connected: give the dialer a moment (auth may have started just
+	 * before breach listened), not the whole deadline of a breach that is down. */
+	rv = rpc_call_sync(
+	    a->breach, &magnetar__breach__descriptor, "Range", &req.base, NULL,
+	    rpc_client_connected(a->breach) ? BREACHED_TIMEOUT_MS : BREACHED_CONNECT_MS, &r);
 	if (rv == 0 && r.status == MAGNETAR__STATUS__STATUS_OK) {
 		const Magnetar__RangeReply *reply = (const Magnetar__RangeReply *)r.output;
 		snprintf(source, 16, "%s", reply->source);
 		rv = breach_check_reply(&bc, reply, count);
 	} else if (rv == 0 && r.status != MAGNETAR__STATUS__STATUS_UNAVAILABLE &&
-		   r.status != MAGNETAR__STATUS__STATUS_DEADLINE_EXCEEDED) {
+	           r.status != MAGNETAR__STATUS__STATUS_DEADLINE_EXCEEDED) {
 		rv = ERR_INTERNAL;
 	} else {
 		/* Breach is down, or up but unable to check in closed mode. */
@@ -59,11 +58,11 @@ void breached_refuse(struct rpc_call *call, uint64_t count)
 {
 	char msg[160];
 	snprintf(msg, sizeof(msg),
-		 "This password has been exposed in %llu data breach(es). Please choose a "
-		 "different password.",
-		 (unsigned long long)count);
+	         "This password has been exposed in %llu data breach(es). Please choose a "
+	         "different password.",
+	         (unsigned long long)count);
 	rpc_reply_error_count(call, MAGNETAR__STATUS__STATUS_INVALID, "password_breached", msg,
-			      count);
+	                      count);
 }
 
 static void breached_job(struct workq_job *job)
@@ -77,10 +76,10 @@ static void breached_job(struct workq_job *job)
 	rv = breached_check(j->a, req->password, strlen(req->password), &out.count, source);
 	if (rv == ERR_UNAVAIL) {
 		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_UNAVAILABLE,
-				"breach_check_unavailable", "the password could not be checked");
+		                "breach_check_unavailable", "the password could not be checked");
 	} else if (rv != 0) {
 		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
-				"the password could not be checked");
+		                "the password could not be checked");
 	} else {
 		out.breached = out.count > 0;
 		out.source = source;
@@ -94,7 +93,7 @@ void breached_handle(struct rpc_call *call, const ProtobufCMessage *in, void *ar
 	const Magnetar__PasswordCheckRequest *req = (const Magnetar__PasswordCheckRequest *)in;
 	if (strlen(req->password) > 1024) {
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, "invalid_request",
-				"the password is too long to check");
+		                "the password is too long to check");
 		return;
 	}
 	account_submit(call, in, arg, breached_job);
