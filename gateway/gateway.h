@@ -194,7 +194,7 @@ void http_async_end(struct http_request *req);
 typedef int (*route_fn)(struct http_request *req);
 
 struct route {
-	const char *path; /* exact, or with one trailing "{id}" segment */
+	const char *path; /* exact, or with one "{id}" segment anywhere */
 	unsigned methods; /* HTTP_M_* mask; HEAD implied by GET */
 	route_fn handler;
 };

@@ -30,17 +30,20 @@ static const char *const routes_method_names[] = {
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
 };
 
-/* Matches "/a/b/{id}" against "/a/b/<segment>"; copies the segment. */
+/* Matches a pattern holding one "{id}" segment ("/a/{id}" or "/a/{id}/b")
+ * against `path`; copies the segment. */
 static bool routes_match_param(const char *pattern, const char *path, char *param)
 {
-	size_t plen = strlen(pattern) - 4, n; /* without "{id}" */
+	const char *hole = strstr(pattern, "{id}");
+	size_t plen = (size_t)(hole - pattern), n;
 	if (strncmp(pattern, path, plen) != 0)
 		return false;
 	path += plen;
 	n = strspn(path, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-");
-	if (n == 0 || n >= ROUTE_PARAM_MAX || path[n] != '\0')
+	if (n == 0 || n >= ROUTE_PARAM_MAX || strcmp(path + n, hole + 4) != 0)
 		return false;
-	memcpy(param, path, n + 1);
+	memcpy(param, path, n);
+	param[n] = '\0';
 	return true;
 }
 
@@ -49,8 +52,7 @@ const struct route *routes_find(const char *path, char param[ROUTE_PARAM_MAX])
 	/* A few dozen rows: a linear scan costs less than the request's parsing. */
 	for (size_t i = 0; i < sizeof(routes_table) / sizeof(routes_table[0]); i++) {
 		const char *p = routes_table[i].path;
-		size_t len = strlen(p);
-		if (len > 4 && strcmp(p + len - 4, "{id}") == 0) {
+		if (strstr(p, "{id}") != NULL) {
 			if (routes_match_param(p, path, param))
 				return &routes_table[i];
 		} else if (strcmp(p, path) == 0) {
