@@ -278,9 +278,9 @@ static int authroutes_checked(struct http_request *req)
 	const Magnetar__PasswordCheckReply *out = (const Magnetar__PasswordCheckReply *)r->output;
 	if (r->status != MAGNETAR__STATUS__STATUS_OK)
 		return respond_rpc_error(req, r);
-	return respond_json(req, MHD_HTTP_OK,
-	                    json_pack("{s:b, s:I}", "breached", out->breached, "count",
-	                              (json_int_t)out->count));
+	return respond_json(
+	    req, MHD_HTTP_OK,
+	    json_pack("{s:b, s:I}", "breached", out->breached, "count", (json_int_t)out->count));
 }
 
 int authroutes_password_check(struct http_request *req)
@@ -298,6 +298,34 @@ int authroutes_password_check(struct http_request *req)
 	}
 	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
 	rv = authroutes_call(req, "PasswordCheck", &in.base, authroutes_checked);
+	authroutes_wipe(root);
+	return rv;
+}
+
+int authroutes_password(struct http_request *req)
+{
+	Magnetar__ChangePasswordRequest in = MAGNETAR__CHANGE_PASSWORD_REQUEST__INIT;
+	struct jwt_claims c;
+	char fp[1024];
+	json_t *root;
+	json_error_t err;
+	int rv;
+
+	if (authn_require(req, &c) != 0)
+		return 0;
+	if ((root = body_json(req)) == NULL)
+		return 0;
+	if (json_unpack_ex(root, &err, JSON_STRICT, "{s:s, s:s}", "current_password",
+	                   &in.current_password, "new_password", &in.new_password) != 0) {
+		authroutes_wipe(root);
+		return body_invalid(req);
+	}
+	in.user_id = c.sub;
+	in.session_id = c.sid;
+	authroutes_fingerprint(req, fp, sizeof(fp));
+	in.fingerprint = fp;
+	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
+	rv = authroutes_call(req, "ChangePassword", &in.base, authroutes_tokens);
 	authroutes_wipe(root);
 	return rv;
 }

@@ -283,6 +283,15 @@ int authroutes_me(struct http_request *req);
 int authroutes_sessions(struct http_request *req);
 int authroutes_revoke_session(struct http_request *req);
 int authroutes_password_check(struct http_request *req);
+int authroutes_password(struct http_request *req);
+
+/* ---- adminroutes.c: /api/v1/users and /api/v1/audit (admin, founder) ------- */
+
+int adminroutes_users(struct http_request *req);
+int adminroutes_user_delete(struct http_request *req);
+int adminroutes_user_revoke(struct http_request *req);
+int adminroutes_audit_events(struct http_request *req);
+int adminroutes_audit_verify(struct http_request *req);
 
 /* ---- health.c: /healthz and /readyz -------------------------------------- */
 

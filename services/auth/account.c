@@ -28,7 +28,7 @@ static void account_reply_err(struct rpc_call *call, Magnetar__Status st, const 
 
 /* Queues fn on the hashing pool; answers 429 when the pool is saturated. */
 void account_submit(struct rpc_call *call, const ProtobufCMessage *in, void *arg,
-                           void (*fn)(struct workq_job *))
+                    void (*fn)(struct workq_job *))
 {
 	struct auth *a = arg;
 	struct account_job *j = calloc(1, sizeof(*j));
@@ -49,8 +49,8 @@ void account_submit(struct rpc_call *call, const ProtobufCMessage *in, void *arg
 }
 
 /* Validates a new account's username and password; answers on refusal. */
-static bool account_check_new(struct rpc_call *call, const char *username, const char *password,
-                              char *norm, size_t cap)
+bool account_check_new(struct rpc_call *call, const char *username, const char *password,
+                       char *norm, size_t cap)
 {
 	const char *policy;
 	if (tokens_normalise_username(username, norm, cap) != 0) {
@@ -70,9 +70,8 @@ static bool account_check_new(struct rpc_call *call, const char *username, const
 }
 
 /* Creates a user in its own transaction. ERR_EXISTS when the name is taken. */
-static int account_create(struct auth *a, const char *username, const char *password,
-                          const char *role, const Magnetar__RequestContext *ctx,
-                          struct store_user *u)
+int account_create(struct auth *a, const char *username, const char *password, const char *role,
+                   const Magnetar__RequestContext *ctx, struct store_user *u)
 {
 	struct store_tx *tx;
 	int rv;
@@ -96,29 +95,29 @@ static int account_create(struct auth *a, const char *username, const char *pass
 	return store_end(tx, rv);
 }
 
-/* Refuses (and audits) a breached password; true when it may be used. */
-static bool account_not_breached(struct account_job *j, const char *password)
+bool account_password_usable(struct auth *a, struct rpc_call *call, const char *password)
 {
 	uint64_t count = 0;
 	char source[16];
 	struct store_tx *tx;
 	char detail[64];
 
-	if (breached_check(j->a, password, strlen(password), &count, source) != 0) {
+	if (breached_check(a, password, strlen(password), &count, source) != 0) {
 		/* MAGNETAR_BREACH_FAIL=closed and the check could not run. */
-		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAVAILABLE,
-				  "breach_check_unavailable",
-				  "the password could not be checked; try again later");
+		account_reply_err(call, MAGNETAR__STATUS__STATUS_UNAVAILABLE,
+		                  "breach_check_unavailable",
+		                  "the password could not be checked; try again later");
 		return false;
 	}
 	if (count == 0)
 		return true;
 	snprintf(detail, sizeof(detail), "breach_count=%llu", (unsigned long long)count);
-	if (store_begin(j->a->svc.pool, &tx) == 0)
-		store_end(tx, store_audit(tx, "auth.password.breach_rejected", "", "",
-					  rpc_call_context(j->call), "failure", detail));
-	outbox_kick(j->a->svc.outbox);
-	breached_refuse(j->call, count);
+	if (store_begin(a->svc.pool, &tx) == 0)
+		store_end(tx, store_audit(tx, "auth.password.breach_rejected",
+		                          rpc_call_context(call)->actor, "", rpc_call_context(call),
+		                          "failure", detail));
+	outbox_kick(a->svc.outbox);
+	breached_refuse(call, count);
 	return false;
 }
 
@@ -136,7 +135,7 @@ static void account_register_job(struct workq_job *job)
 		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED,
 		                  "registration_closed", "registration is closed");
 	} else if (account_check_new(j->call, req->username, req->password, norm, sizeof(norm)) &&
-	           account_not_breached(j, req->password)) {
+	           account_password_usable(j->a, j->call, req->password)) {
 		rv = account_create(j->a, norm, req->password, "member", rpc_call_context(j->call),
 		                    &u);
 		if (rv == ERR_EXISTS) {
@@ -255,11 +254,12 @@ int account_bootstrap_founder(struct auth *a)
 	uint64_t count = 0;
 	char source[16];
 	if ((rv = breached_check(a, c->founder_password, strlen(c->founder_password), &count,
-				 source)) != 0)
+	                         source)) != 0)
 		return rv;
 	if (count > 0) {
-		log_warnx("founder: MAGNETAR_FOUNDER_PASSWORD appears in %llu breaches; choose another",
-			  (unsigned long long)count);
+		log_warnx(
+		    "founder: MAGNETAR_FOUNDER_PASSWORD appears in %llu breaches; choose another",
+		    (unsigned long long)count);
 		return ERR_CONFIG;
 	}
 	if ((rv = account_create(a, norm, c->founder_password, "founder", NULL, &u)) != 0)
@@ -267,4 +267,82 @@ int account_bootstrap_founder(struct auth *a)
 	OPENSSL_cleanse(u.hash, sizeof(u.hash));
 	log_info("founder account created username=%s", norm);
 	return 0;
+}
+
+/* ChangePassword: the current password proves it is the owner (a stolen
+ * access token alone cannot do it); every session is revoked and a fresh
+ * one returned (API.md). */
+static void account_change_password_job(struct workq_job *job)
+{
+	struct account_job *j = (struct account_job *)job;
+	const Magnetar__ChangePasswordRequest *req = (const Magnetar__ChangePasswordRequest *)j->in;
+	const Magnetar__RequestContext *ctx = rpc_call_context(j->call);
+	struct store_session s;
+	struct store_user u;
+	struct store_tx *tx;
+	struct tokens_revoked gone, limit;
+	Magnetar__TokenReply out;
+	Magnetar__User user;
+	char hash[128], token[JWT_MAX_TOKEN];
+	const char *policy;
+	int rv;
+
+	memset(&u, 0, sizeof(u));
+	if (store_session_get(j->a->svc.pool, req->session_id, &s) != 0 ||
+	    strcmp(s.user_id, req->user_id) != 0 || s.revoked_ms != 0 ||
+	    store_user_by_id(j->a->svc.pool, req->user_id, &u) != 0) {
+		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "unauthorized",
+		                  "the session has ended");
+		goto out;
+	}
+	if (strlen(req->current_password) > AUTH_PASSWORD_MAX ||
+	    password_verify(u.hash, req->current_password, strlen(req->current_password)) != 0) {
+		account_login_failed(j, u.id, "wrong_password");
+		goto out;
+	}
+	if ((policy = password_policy(strlen(req->new_password))) != NULL) {
+		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_INVALID, policy,
+		                  strcmp(policy, "password_too_short") == 0
+		                      ? "password must be at least 8 characters"
+		                      : "password must be at most 128 bytes");
+		goto out;
+	}
+	if (!account_password_usable(j->a, j->call, req->new_password))
+		goto out;
+	if ((rv = password_hash(j->a, req->new_password, strlen(req->new_password), hash,
+	                        sizeof(hash))) == 0 &&
+	    (rv = store_begin(j->a->svc.pool, &tx)) == 0) {
+		rv = store_user_set_password(tx, u.id, hash);
+		if (rv == 0)
+			rv = store_sessions_revoke_user(tx, u.id, clock_unix_ms(), &gone);
+		if (rv == 0)
+			rv = tokens_new_session(j->a, tx, &u, ctx, req->fingerprint, &limit, &out,
+			                        token, sizeof(token));
+		if (rv == 0)
+			rv = store_audit(tx, "auth.password.changed", u.id, u.id, ctx, "success",
+			                 "");
+		rv = store_end(tx, rv);
+	}
+	OPENSSL_cleanse(hash, sizeof(hash));
+	if (rv != 0) {
+		log_warnx("password change: failed request_id=%s: %s", rpc_call_request_id(j->call),
+		          err_str(rv));
+		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+		                  "the password could not be changed");
+		goto out;
+	}
+	tokens_publish_all(j->a, &gone, u.id, "password_changed");
+	outbox_kick(j->a->svc.outbox);
+	tokens_user_proto(&u, &user);
+	out.user = &user;
+	rpc_reply(j->call, &out.base);
+	OPENSSL_cleanse(token, sizeof(token));
+out:
+	OPENSSL_cleanse(u.hash, sizeof(u.hash));
+	free(j);
+}
+
+void account_change_password(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	account_submit(call, in, arg, account_change_password_job);
 }

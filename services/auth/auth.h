@@ -93,6 +93,16 @@ int store_sessions_of(struct pool *pool, struct store_tx *tx, const char *user_i
 /* Ids of sessions revoked within the absolute lifetime. */
 int store_revoked_since(struct pool *pool, uint64_t since_ms, char (**ids)[AUTH_ID_LEN], size_t *n);
 
+/* Users that are not deleted, oldest first; returns how many (≤ max). */
+int store_user_list(struct pool *pool, struct store_user *out, int max);
+/* Marks deleted (ERR_NOTFOUND when there is no such live user). */
+int store_user_delete(struct store_tx *tx, const char *id, uint64_t now_ms);
+int store_user_set_password(struct store_tx *tx, const char *id, const char *hash);
+struct tokens_revoked;
+/* Revokes every active session of a user; lists them in *gone. */
+int store_sessions_revoke_user(struct store_tx *tx, const char *user_id, uint64_t now_ms,
+                               struct tokens_revoked *gone);
+
 /* Refresh tokens are stored as SHA-256 hashes. */
 int store_refresh_insert(struct store_tx *tx, const unsigned char hash[32], const char *session_id,
                          uint64_t now_ms);
@@ -116,8 +126,7 @@ const char *password_policy(size_t len);
  * not found or could not be checked in fail-open mode; *source says which.
  * ERR_UNAVAIL when it could not be checked and MAGNETAR_BREACH_FAIL=closed.
  */
-int breached_check(struct auth *a, const char *pw, size_t len, uint64_t *count,
-		   char source[16]);
+int breached_check(struct auth *a, const char *pw, size_t len, uint64_t *count, char source[16]);
 /* The PasswordCheck method (on the hashing pool, like the password routes). */
 void breached_handle(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 /* API.md's refusal for a breached password, with its breach_count. */
@@ -163,7 +172,7 @@ void account_register(struct rpc_call *call, const ProtobufCMessage *in, void *a
 void account_login(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 /* Runs fn on the bounded hashing pool with (call, in, arg); 429 when full. */
 void account_submit(struct rpc_call *call, const ProtobufCMessage *in, void *arg,
-		    void (*fn)(struct workq_job *));
+                    void (*fn)(struct workq_job *));
 /* What account_submit hands to fn. */
 struct account_job {
 	struct workq_job job; /* first */
@@ -173,6 +182,26 @@ struct account_job {
 };
 /* Founder bootstrap from MAGNETAR_FOUNDER_* at first start. */
 int account_bootstrap_founder(struct auth *a);
+
+/* ---- users.c: the administrators' methods ----------------------------------- */
+void users_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void users_create(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void users_delete(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void users_revoke_sessions(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+
+/* ---- account.c: ChangePassword ------------------------------------------------ */
+void account_change_password(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+/* Creates a user in its own transaction (hashes on the calling thread).
+ * ERR_EXISTS when the name is taken. */
+int account_create(struct auth *a, const char *username, const char *password, const char *role,
+                   const Magnetar__RequestContext *ctx, struct store_user *u);
+/* Validates a new account's username (normalised into norm) and password
+ * length; answers the call and returns false on refusal. */
+bool account_check_new(struct rpc_call *call, const char *username, const char *password,
+                       char *norm, size_t cap);
+/* Refuses (answering the call, auditing) a breached password, or answers
+ * 503 when the check cannot run in fail-closed mode; true when usable. */
+bool account_password_usable(struct auth *a, struct rpc_call *call, const char *password);
 
 /* ---- session.c: Refresh, Logout, Me, ListSessions, RevokeSession, ... ------ */
 void session_refresh(struct rpc_call *call, const ProtobufCMessage *in, void *arg);

@@ -26,6 +26,11 @@ static const struct rpc_method auth_methods[] = {
     {.name = "PublicKeys", .handler = session_public_keys},
     {.name = "Revoked", .handler = session_revoked},
     {.name = "PasswordCheck", .handler = breached_handle},
+    {.name = "ChangePassword", .handler = account_change_password, .flags = RPC_F_MUTATES},
+    {.name = "ListUsers", .handler = users_list},
+    {.name = "CreateUser", .handler = users_create, .flags = RPC_F_MUTATES},
+    {.name = "DeleteUser", .handler = users_delete, .flags = RPC_F_MUTATES},
+    {.name = "RevokeUserSessions", .handler = users_revoke_sessions, .flags = RPC_F_MUTATES},
 };
 
 static void auth_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)

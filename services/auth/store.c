@@ -39,6 +39,9 @@ static const char *const store_migrations[] = {
     " session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
     " created_ms INTEGER NOT NULL, spent_ms INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX refresh_session ON refresh_tokens(session_id);",
+    /* Users are never removed: a deleted one keeps its sessions, revoked, so
+     * a gateway that re-syncs still refuses them, and its name is not reused. */
+    "ALTER TABLE users ADD COLUMN deleted_ms INTEGER NOT NULL DEFAULT 0;",
 };
 
 const struct pool_schema store_schema = {store_migrations,
@@ -168,7 +171,7 @@ static int user_by(struct pool *pool, const char *where, const char *key, struct
 	sqlite3_stmt *st;
 	int rv, rc;
 
-	snprintf(sql, sizeof(sql), "%s WHERE %s = ?", user_cols, where);
+	snprintf(sql, sizeof(sql), "%s WHERE %s = ? AND deleted_ms = 0", user_cols, where);
 	if ((rv = pool_reader_get(pool, &db)) != 0)
 		return rv;
 	if ((rv = prep(db, sql, &st)) == 0) {
@@ -200,7 +203,7 @@ int store_user_count(struct pool *pool, uint64_t *n)
 	int rv;
 	if ((rv = pool_reader_get(pool, &db)) != 0)
 		return rv;
-	if ((rv = prep(db, "SELECT count(*) FROM users", &st)) == 0) {
+	if ((rv = prep(db, "SELECT count(*) FROM users WHERE deleted_ms = 0", &st)) == 0) {
 		rv = sqlite3_step(st) == SQLITE_ROW ? 0 : ERR_DB;
 		*n = (uint64_t)sqlite3_column_int64(st, 0);
 		sqlite3_finalize(st);
@@ -417,4 +420,72 @@ int store_refresh_take(struct store_tx *tx, const unsigned char hash[32], char *
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms);
 	sqlite3_bind_blob(st, 2, hash, 32, SQLITE_STATIC);
 	return exec_done(st);
+}
+
+int store_user_list(struct pool *pool, struct store_user *out, int max)
+{
+	char sql[256];
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int n = 0, rc, rv;
+
+	snprintf(sql, sizeof(sql), "%s WHERE deleted_ms = 0 ORDER BY created_ms, id LIMIT ?",
+	         user_cols);
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	if ((rv = prep(db, sql, &st)) == 0) {
+		sqlite3_bind_int(st, 1, max);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max)
+			user_row(st, &out[n++]);
+		rv = rc == SQLITE_DONE || rc == SQLITE_ROW ? n : ERR_DB;
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(pool, db);
+	return rv;
+}
+
+int store_user_delete(struct store_tx *tx, const char *id, uint64_t now_ms)
+{
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv = prep(tx->db, "UPDATE users SET deleted_ms = ? WHERE id = ? AND deleted_ms = 0",
+	               &st)) != 0)
+		return rv;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms);
+	bind_text(st, 2, id);
+	if ((rv = exec_done(st)) != 0)
+		return rv;
+	return sqlite3_changes(tx->db) == 1 ? 0 : ERR_NOTFOUND;
+}
+
+int store_user_set_password(struct store_tx *tx, const char *id, const char *hash)
+{
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv = prep(tx->db, "UPDATE users SET password_hash = ? WHERE id = ?", &st)) != 0)
+		return rv;
+	bind_text(st, 1, hash);
+	bind_text(st, 2, id);
+	return exec_done(st);
+}
+
+int store_sessions_revoke_user(struct store_tx *tx, const char *user_id, uint64_t now_ms,
+                               struct tokens_revoked *gone)
+{
+	sqlite3_stmt *st;
+	int rv, rc;
+
+	gone->n = 0;
+	if ((rv = prep(tx->db,
+	               "UPDATE sessions SET revoked_ms = ? WHERE user_id = ? AND revoked_ms = 0"
+	               " RETURNING id",
+	               &st)) != 0)
+		return rv;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms);
+	bind_text(st, 2, user_id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		if (gone->n < TOKENS_REVOKED_MAX)
+			col_copy(st, 0, gone->ids[gone->n++], AUTH_ID_LEN);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : ERR_DB;
 }

@@ -45,6 +45,11 @@ static const struct rpc_method methods[] = {
     {"PublicKeys", session_public_keys, 0},
     {"Revoked", session_revoked, 0},
     {"PasswordCheck", breached_handle, 0},
+    {"ChangePassword", account_change_password, 0},
+    {"ListUsers", users_list, 0},
+    {"CreateUser", users_create, 0},
+    {"DeleteUser", users_delete, 0},
+    {"RevokeUserSessions", users_revoke_sessions, 0},
 };
 
 static int setup(void **state)

@@ -1,0 +1,201 @@
+/*
+ * users.c — what administrators may do to accounts (API.md "Users"): list,
+ * create, delete, revoke sessions. Auth checks the caller's role itself from
+ * the caller's session, not only the gateway from the token, and an admin
+ * may not touch a founder.
+ */
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/outbox.h"
+#include "services/auth/auth.h"
+
+#define USERS_LIST_MAX 1000
+
+static bool users_is_admin(const char *role)
+{
+	return strcmp(role, "admin") == 0 || strcmp(role, "founder") == 0;
+}
+
+/* Loads the caller (an active session of an admin or founder); answers
+ * 401/403 and returns false otherwise. */
+static bool users_caller(struct rpc_call *call, struct auth *a, const Magnetar__SessionRef *ref,
+                         struct store_user *caller)
+{
+	struct store_session s;
+	uint64_t now = clock_unix_ms();
+
+	if (ref == NULL || store_session_get(a->svc.pool, ref->session_id, &s) != 0 ||
+	    strcmp(s.user_id, ref->user_id) != 0 || s.revoked_ms != 0 ||
+	    s.refreshed_ms + AUTH_IDLE_TTL_MS <= now ||
+	    s.created_ms + AUTH_ABSOLUTE_TTL_MS <= now ||
+	    store_user_by_id(a->svc.pool, ref->user_id, caller) != 0) {
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "unauthorized",
+		                "the session has ended");
+		return false;
+	}
+	OPENSSL_cleanse(caller->hash, sizeof(caller->hash));
+	if (!users_is_admin(caller->role)) {
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED, "forbidden",
+		                "administrators only");
+		return false;
+	}
+	return true;
+}
+
+/* Loads the target; answers 404, or 403 when an admin aims at a founder. */
+static bool users_target(struct rpc_call *call, struct auth *a, const struct store_user *caller,
+                         const char *id, struct store_user *target)
+{
+	if (store_user_by_id(a->svc.pool, id, target) != 0) {
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_NOT_FOUND, "not_found",
+		                "no such user");
+		return false;
+	}
+	OPENSSL_cleanse(target->hash, sizeof(target->hash));
+	if (strcmp(target->role, "founder") == 0 && strcmp(caller->role, "founder") != 0) {
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED, "forbidden",
+		                "only a founder may do that to a founder");
+		return false;
+	}
+	return true;
+}
+
+void users_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	const Magnetar__UserRequest *req = (const Magnetar__UserRequest *)in;
+	struct auth *a = arg;
+	Magnetar__UsersReply out = MAGNETAR__USERS_REPLY__INIT;
+	struct store_user caller, *u = NULL;
+	Magnetar__User *items = NULL, **ptrs = NULL;
+	int n;
+
+	if (!users_caller(call, a, req->caller, &caller))
+		return;
+	u = calloc(USERS_LIST_MAX, sizeof(*u));
+	items = calloc(USERS_LIST_MAX, sizeof(*items));
+	ptrs = calloc(USERS_LIST_MAX, sizeof(*ptrs));
+	if (u == NULL || items == NULL || ptrs == NULL ||
+	    (n = store_user_list(a->svc.pool, u, USERS_LIST_MAX)) < 0) {
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+		                "the users could not be listed");
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		OPENSSL_cleanse(u[i].hash, sizeof(u[i].hash));
+		tokens_user_proto(&u[i], &items[i]);
+		ptrs[i] = &items[i];
+	}
+	out.n_users = (size_t)n;
+	out.users = ptrs;
+	rpc_reply(call, &out.base);
+out:
+	free(u);
+	free(items);
+	free(ptrs);
+}
+
+static void users_create_job(struct workq_job *job)
+{
+	struct account_job *j = (struct account_job *)job;
+	const Magnetar__CreateUserRequest *req = (const Magnetar__CreateUserRequest *)j->in;
+	Magnetar__RegisterReply out = MAGNETAR__REGISTER_REPLY__INIT;
+	Magnetar__User user;
+	struct store_user caller, u;
+	char norm[AUTH_USERNAME_MAX + 1];
+	int rv;
+
+	if (!users_caller(j->call, j->a, req->caller, &caller))
+		goto out;
+	if (strcmp(req->role, "admin") != 0 && strcmp(req->role, "member") != 0) {
+		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INVALID, "invalid_request",
+		                "role must be admin or member");
+		goto out;
+	}
+	/* Making administrators is a founder's decision. */
+	if (strcmp(req->role, "admin") == 0 && strcmp(caller.role, "founder") != 0) {
+		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED, "forbidden",
+		                "only a founder may create administrators");
+		goto out;
+	}
+	if (!account_check_new(j->call, req->username, req->password, norm, sizeof(norm)) ||
+	    !account_password_usable(j->a, j->call, req->password))
+		goto out;
+	rv = account_create(j->a, norm, req->password, req->role, rpc_call_context(j->call), &u);
+	if (rv == ERR_EXISTS) {
+		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_CONFLICT, "username_taken",
+		                "that username is taken");
+	} else if (rv != 0) {
+		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+		                "the account could not be created");
+	} else {
+		OPENSSL_cleanse(u.hash, sizeof(u.hash));
+		outbox_kick(j->a->svc.outbox);
+		tokens_user_proto(&u, &user);
+		out.user = &user;
+		rpc_reply(j->call, &out.base);
+	}
+out:
+	free(j);
+}
+
+void users_create(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	account_submit(call, in, arg, users_create_job);
+}
+
+/* Revokes every session of the target, and deletes it when `delete`. */
+static void users_change(struct rpc_call *call, const ProtobufCMessage *in, void *arg, bool delete)
+{
+	const Magnetar__UserRequest *req = (const Magnetar__UserRequest *)in;
+	const Magnetar__RequestContext *ctx = rpc_call_context(call);
+	Magnetar__Empty out = MAGNETAR__EMPTY__INIT;
+	struct auth *a = arg;
+	struct store_user caller, target;
+	struct tokens_revoked gone;
+	struct store_tx *tx;
+	uint64_t now = clock_unix_ms();
+	int rv;
+
+	if (!users_caller(call, a, req->caller, &caller) ||
+	    !users_target(call, a, &caller, req->user_id, &target))
+		return;
+	if ((rv = store_begin(a->svc.pool, &tx)) == 0) {
+		rv = store_sessions_revoke_user(tx, target.id, now, &gone);
+		for (int i = 0; rv == 0 && i < gone.n; i++)
+			rv =
+			    store_audit(tx, "session.revoked", caller.id, gone.ids[i], ctx,
+			                "success", delete ? "reason=user_deleted" : "reason=admin");
+		if (rv == 0 && delete)
+			rv = store_user_delete(tx, target.id, now);
+		if (rv == 0 && delete)
+			rv = store_audit(tx, "user.deleted", caller.id, target.id, ctx, "success",
+			                 target.username);
+		rv = store_end(tx, rv);
+	}
+	if (rv != 0) {
+		log_warnx("users: change failed request_id=%s: %s", rpc_call_request_id(call),
+		          err_str(rv));
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+		                "the change could not be made");
+		return;
+	}
+	tokens_publish_all(a, &gone, target.id, delete ? "user_deleted" : "admin");
+	outbox_kick(a->svc.outbox);
+	rpc_reply(call, &out.base);
+}
+
+void users_delete(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	users_change(call, in, arg, true);
+}
+
+void users_revoke_sessions(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	users_change(call, in, arg, false);
+}
