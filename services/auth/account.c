@@ -229,6 +229,33 @@ void account_login(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 	account_submit(call, in, arg, account_login_job);
 }
 
+/* Development without a configured founder: make one with a random
+ * password and show it once, so `make run` leads straight to a login. */
+static int account_dev_founder(struct auth *a)
+{
+	unsigned char raw[15];
+	char password[24];
+	struct store_user u;
+	int rv;
+
+	if ((rv = ids_random(raw, sizeof(raw))) != 0)
+		return rv;
+	jwt_b64url_encode(raw, sizeof(raw), password);
+	OPENSSL_cleanse(raw, sizeof(raw));
+	rv = account_create(a, "founder", password, "founder", NULL, &u);
+	if (rv == 0) {
+		/* Deliberately on stdout, once, in development only: the operator
+		 * needs it to log in; it is never written anywhere else. */
+		printf("\n  development founder account created (shown once):\n"
+		       "    username: founder\n    password: %s\n\n",
+		       password);
+		fflush(stdout);
+	}
+	OPENSSL_cleanse(password, sizeof(password));
+	OPENSSL_cleanse(u.hash, sizeof(u.hash));
+	return rv;
+}
+
 int account_bootstrap_founder(struct auth *a)
 {
 	const struct conf *c = &a->svc.conf;
@@ -237,12 +264,12 @@ int account_bootstrap_founder(struct auth *a)
 	uint64_t n;
 	int rv;
 
-	if (c->founder_username == NULL || c->founder_password == NULL)
-		return 0;
 	if ((rv = store_user_count(a->svc.pool, &n)) != 0)
 		return rv;
 	if (n > 0)
 		return 0; /* first start only */
+	if (c->founder_username == NULL || c->founder_password == NULL)
+		return c->env == CONF_ENV_DEVELOPMENT ? account_dev_founder(a) : 0;
 	if (tokens_normalise_username(c->founder_username, norm, sizeof(norm)) != 0) {
 		log_warnx("founder: MAGNETAR_FOUNDER_USERNAME is not a valid username");
 		return ERR_CONFIG;
