@@ -6,6 +6,7 @@
 #ifndef MAGNETAR_GATEWAY_H
 #define MAGNETAR_GATEWAY_H
 
+#include <arpa/inet.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <stdatomic.h>
@@ -182,6 +183,10 @@ struct http_conn *http_conn_of(struct http_request *req);
  * The handler returns 0 after http_async_end.
  */
 int http_async_begin(struct http_request *req, http_resume_fn done);
+
+/* The client's address as text: the one value rate limits, logs, sessions
+ * and risk scoring all use (the socket peer, for now). */
+void http_client_ip(struct http_request *req, char ip[INET6_ADDRSTRLEN]);
 void http_async_call(struct http_request *req, int slot, struct rpc_client *client,
                      const ProtobufCServiceDescriptor *desc, const char *method,
                      const ProtobufCMessage *input);

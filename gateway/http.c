@@ -486,6 +486,21 @@ static void http_rpc_done(struct rpc_result *r, void *arg)
 	atomic_fetch_sub(&gw->rpc_pending, 1);
 }
 
+void http_client_ip(struct http_request *req, char ip[INET6_ADDRSTRLEN])
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	ip[0] = '\0';
+	if (ci == NULL || ci->client_addr == NULL)
+		return;
+	if (ci->client_addr->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, ip,
+		          INET6_ADDRSTRLEN);
+	else if (ci->client_addr->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, ip,
+		          INET6_ADDRSTRLEN);
+}
+
 void http_async_call(struct http_request *req, int slot, struct rpc_client *client,
                      const ProtobufCServiceDescriptor *desc, const char *method,
                      const ProtobufCMessage *input)
@@ -493,22 +508,12 @@ void http_async_call(struct http_request *req, int slot, struct rpc_client *clie
 	Magnetar__RequestContext ctx = MAGNETAR__REQUEST_CONTEXT__INIT;
 	struct http_rpc_slot *s = &req->rpc[slot];
 	struct gateway *gw = req->gw;
-	const union MHD_ConnectionInfo *ci;
 	const char *ua;
-	char ip[INET6_ADDRSTRLEN] = "";
+	char ip[INET6_ADDRSTRLEN];
 	int rv = ERR_UNAVAIL;
 
 	s->req = req;
-	ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	if (ci != NULL && ci->client_addr != NULL) {
-		const struct sockaddr *sa = ci->client_addr;
-		if (sa->sa_family == AF_INET)
-			inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip,
-			          sizeof(ip));
-		else if (sa->sa_family == AF_INET6)
-			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip,
-			          sizeof(ip));
-	}
+	http_client_ip(req, ip);
 	ua = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT);
 	ctx.request_id = req->id;
 	ctx.client_ip = ip;
