@@ -9,7 +9,9 @@
  * The local list makes the refusal immediate and is what routes without an
  * RPC (the cached /me, terminals) will rely on.
  */
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/events.h"
+#include "common/fingerprint.h"
 #include "common/jwt.h"
 #include "common/log.h"
 #include "gateway/gateway.h"
@@ -28,15 +31,38 @@
 #define AUTHN_SID_LEN 33
 #define AUTHN_LEEWAY_S 5
 #define AUTHN_KEYS_REFRESH_MS 60000
+#define AUTHN_REPORTED 1024
+
+/* Score weights in hundredths (API.md "Session risk"). */
+#define AUTHN_W_IP 30
+#define AUTHN_W_UA 50
+#define AUTHN_W_HD 20
+#define AUTHN_STEP_UP 70
+#define AUTHN_TERMINATE 90
+
+struct authn_entry {
+	char sid[AUTHN_SID_LEN]; /* "" = empty slot */
+	bool revoked;
+	bool rebound;
+	char fip[33], fua[33], fhd[33]; /* when rebound */
+};
 
 struct authn {
 	struct gateway *gw;
 	pthread_rwlock_t lock; /* keys and the revoked set */
 	struct jwt_key keys[AUTHN_MAX_KEYS];
 	size_t nkeys;
-	/* Revoked session ids: open addressing, linear probing; "" is empty. */
-	char (*revoked)[AUTHN_SID_LEN];
+	/* What auth.events said about sessions: revoked, or re-bound by a step-up
+	 * to other fingerprint hashes. Open addressing, linear probing. */
+	struct authn_entry *revoked;
 	size_t cap, used;
+	unsigned char fp_key[32]; /* the fingerprint hash key, shared with auth */
+	/* Scores already reported, so a session is not re-reported per request. */
+	pthread_mutex_t report_mu;
+	struct {
+		char sid[AUTHN_SID_LEN];
+		unsigned score;
+	} reported[AUTHN_REPORTED];
 	atomic_bool synced; /* the set reflects every revocation so far */
 	/* The refresher thread. */
 	pthread_mutex_t mu;
@@ -54,46 +80,68 @@ static uint64_t authn_hash(const char *s)
 	return h;
 }
 
-/* Adds with the write lock held. Grows at half full. */
-static void authn_revoked_add_locked(struct authn *a, const char *sid)
+/* The slot of `sid` (existing, or the empty one it would take), with the
+ * write lock held; grows at half full. NULL if it cannot grow. */
+static struct authn_entry *authn_slot_locked(struct authn *a, const char *sid)
 {
 	size_t i;
-	if (strlen(sid) >= AUTHN_SID_LEN || sid[0] == '\0')
-		return;
 	if (2 * (a->used + 1) > a->cap) {
 		size_t ncap = a->cap != 0 ? 2 * a->cap : 1024;
-		char(*n)[AUTHN_SID_LEN] = calloc(ncap, AUTHN_SID_LEN);
+		struct authn_entry *n = calloc(ncap, sizeof(*n));
 		if (n == NULL)
-			return; /* keeps the old table; auth still checks the session */
+			return NULL; /* keeps the old table; auth still checks the session */
 		for (size_t k = 0; k < a->cap; k++) {
-			if (a->revoked[k][0] == '\0')
+			if (a->revoked[k].sid[0] == '\0')
 				continue;
-			for (i = authn_hash(a->revoked[k]) & (ncap - 1); n[i][0] != '\0';
+			for (i = authn_hash(a->revoked[k].sid) & (ncap - 1); n[i].sid[0] != '\0';
 			     i = (i + 1) & (ncap - 1))
 				;
-			memcpy(n[i], a->revoked[k], AUTHN_SID_LEN);
+			n[i] = a->revoked[k];
 		}
 		free(a->revoked);
 		a->revoked = n;
 		a->cap = ncap;
 	}
-	for (i = authn_hash(sid) & (a->cap - 1); a->revoked[i][0] != '\0';
+	for (i = authn_hash(sid) & (a->cap - 1); a->revoked[i].sid[0] != '\0';
 	     i = (i + 1) & (a->cap - 1))
-		if (strcmp(a->revoked[i], sid) == 0)
-			return;
-	strcpy(a->revoked[i], sid);
+		if (strcmp(a->revoked[i].sid, sid) == 0)
+			return &a->revoked[i];
+	strcpy(a->revoked[i].sid, sid);
 	a->used++;
+	return &a->revoked[i];
 }
 
-static bool authn_revoked_has_locked(struct authn *a, const char *sid)
+static void authn_revoked_add_locked(struct authn *a, const char *sid)
+{
+	struct authn_entry *e;
+	if (sid[0] == '\0' || strlen(sid) >= AUTHN_SID_LEN ||
+	    (e = authn_slot_locked(a, sid)) == NULL)
+		return;
+	e->revoked = true;
+}
+
+static void authn_rebound_add_locked(struct authn *a, const Magnetar__SessionEvent *ev)
+{
+	struct authn_entry *e;
+	if (ev->session_id[0] == '\0' || strlen(ev->session_id) >= AUTHN_SID_LEN ||
+	    strlen(ev->fip) != 32 || strlen(ev->fua) != 32 || strlen(ev->fhd) != 32 ||
+	    (e = authn_slot_locked(a, ev->session_id)) == NULL)
+		return;
+	e->rebound = true;
+	memcpy(e->fip, ev->fip, 33);
+	memcpy(e->fua, ev->fua, 33);
+	memcpy(e->fhd, ev->fhd, 33);
+}
+
+static const struct authn_entry *authn_find_locked(struct authn *a, const char *sid)
 {
 	if (a->cap == 0)
-		return false;
-	for (size_t i = authn_hash(sid) & (a->cap - 1); a->revoked[i][0] != '\0';
+		return NULL;
+	for (size_t i = authn_hash(sid) & (a->cap - 1); a->revoked[i].sid[0] != '\0';
 	     i = (i + 1) & (a->cap - 1))
-		if (strcmp(a->revoked[i], sid) == 0)
-			return true;
-	return false;
+		if (strcmp(a->revoked[i].sid, sid) == 0)
+			return &a->revoked[i];
+	return NULL;
 }
 
 static void authn_wake(struct authn *a, bool keys, bool revoked)
@@ -157,6 +205,8 @@ static int authn_load_revoked(struct authn *a)
 	/* Added to, never cleared: an event that arrived during the call stays. */
 	for (size_t i = 0; i < rr->n_session_ids; i++)
 		authn_revoked_add_locked(a, rr->session_ids[i]);
+	for (size_t i = 0; i < rr->n_rebound; i++)
+		authn_rebound_add_locked(a, rr->rebound[i]);
 	pthread_rwlock_unlock(&a->lock);
 	rpc_result_fini(&r);
 	atomic_store(&a->synced, true);
@@ -170,12 +220,16 @@ static void authn_on_event(const char *pub, uint64_t seq, const char *topic, con
 	Magnetar__SessionEvent *ev;
 	(void)pub;
 	(void)seq;
-	if (strcmp(topic, "session.revoked") != 0)
+	bool revoked = strcmp(topic, "session.revoked") == 0;
+	if (!revoked && strcmp(topic, "session.rebound") != 0)
 		return;
 	if ((ev = magnetar__session_event__unpack(NULL, len, payload)) == NULL)
 		return;
 	pthread_rwlock_wrlock(&a->lock);
-	authn_revoked_add_locked(a, ev->session_id);
+	if (revoked)
+		authn_revoked_add_locked(a, ev->session_id);
+	else
+		authn_rebound_add_locked(a, ev);
 	pthread_rwlock_unlock(&a->lock);
 	magnetar__session_event__free_unpacked(ev, NULL);
 }
@@ -233,6 +287,11 @@ int authn_start(struct gateway *gw)
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return ERR_NOMEM;
 	a->gw = gw;
+	if ((rv = fingerprint_key_load(&gw->svc.conf, a->fp_key)) != 0) {
+		free(a);
+		return rv;
+	}
+	pthread_mutex_init(&a->report_mu, NULL);
 	pthread_rwlock_init(&a->lock, NULL);
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
@@ -254,6 +313,8 @@ fail:
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mu);
 	pthread_rwlock_destroy(&a->lock);
+	pthread_mutex_destroy(&a->report_mu);
+	OPENSSL_cleanse(a->fp_key, sizeof(a->fp_key));
 	free(a);
 	return rv;
 }
@@ -275,13 +336,15 @@ void authn_stop(struct gateway *gw)
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mu);
 	pthread_rwlock_destroy(&a->lock);
+	pthread_mutex_destroy(&a->report_mu);
+	OPENSSL_cleanse(a->fp_key, sizeof(a->fp_key));
 	free(a);
 	gw->authn = NULL;
 }
 
-static int authn_refuse(struct http_request *req, const char *message)
+static int authn_refuse(struct http_request *req, const char *code, const char *message)
 {
-	struct MHD_Response *resp = respond_error_new(req, "unauthorized", message);
+	struct MHD_Response *resp = respond_error_new(req, code, message);
 	if (resp != NULL &&
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer") != MHD_YES) {
 		MHD_destroy_response(resp);
@@ -291,28 +354,140 @@ static int authn_refuse(struct http_request *req, const char *message)
 	return ERR_PERM;
 }
 
-int authn_require(struct http_request *req, struct jwt_claims *claims)
+void authn_fingerprint(struct http_request *req, char *buf, size_t len)
+{
+	static const char *const headers[] = {
+	    "Accept-Language",  "Accept-Encoding",    "Sec-CH-UA",
+	    "Sec-CH-UA-Mobile", "Sec-CH-UA-Platform",
+	};
+	size_t used = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
+		const char *v = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, headers[i]);
+		int n =
+		    snprintf(buf + used, len - used, "%s%s", i > 0 ? "\n" : "", v != NULL ? v : "");
+		if (n < 0 || (size_t)n >= len - used)
+			return; /* bounded: the header limit already caps it */
+		used += (size_t)n;
+	}
+}
+
+static bool authn_differs(const char *a, const char *b)
+{
+	return strlen(a) != 32 || strlen(b) != 32 || CRYPTO_memcmp(a, b, 32) != 0;
+}
+
+/* Integer hundredths, never floats: 0.5f + 0.2f >= 0.7f is false in C. */
+static unsigned authn_score(struct authn *a, struct http_request *req, const char *fip,
+                            const char *fua, const char *fhd)
+{
+	char ip[INET6_ADDRSTRLEN], hd[1024], h[33];
+	const char *ua =
+	    MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT);
+	unsigned score = 0;
+
+	http_client_ip(req, ip);
+	authn_fingerprint(req, hd, sizeof(hd));
+	fingerprint_hash(a->fp_key, "ip", ip, h);
+	score += authn_differs(h, fip) ? AUTHN_W_IP : 0;
+	fingerprint_hash(a->fp_key, "ua", ua != NULL ? ua : "", h);
+	score += authn_differs(h, fua) ? AUTHN_W_UA : 0;
+	fingerprint_hash(a->fp_key, "hd", hd, h);
+	score += authn_differs(h, fhd) ? AUTHN_W_HD : 0;
+	return score;
+}
+
+static void authn_reported(struct rpc_result *r, void *arg)
+{
+	(void)r;
+	(void)arg; /* auth records, audits and (≥ 90) revokes; nothing to do here */
+}
+
+/* Tells auth about a non-zero score once per (session, score). */
+static void authn_report(struct authn *a, struct http_request *req, const struct jwt_claims *c,
+                         unsigned score)
+{
+	Magnetar__RiskReport in = MAGNETAR__RISK_REPORT__INIT;
+	Magnetar__SessionRef ref = MAGNETAR__SESSION_REF__INIT;
+	Magnetar__RequestContext ctx = MAGNETAR__REQUEST_CONTEXT__INIT;
+	size_t slot = authn_hash(c->sid) % AUTHN_REPORTED;
+	char ip[INET6_ADDRSTRLEN];
+	bool fresh;
+
+	pthread_mutex_lock(&a->report_mu);
+	fresh = strcmp(a->reported[slot].sid, c->sid) != 0 || a->reported[slot].score != score;
+	if (fresh && strlen(c->sid) < AUTHN_SID_LEN) {
+		strcpy(a->reported[slot].sid, c->sid);
+		a->reported[slot].score = score;
+	}
+	pthread_mutex_unlock(&a->report_mu);
+	if (!fresh)
+		return;
+	http_client_ip(req, ip);
+	ctx.request_id = req->id;
+	ctx.client_ip = ip;
+	ctx.user_agent = "";
+	ctx.actor = (char *)c->sub;
+	ref.user_id = (char *)c->sub;
+	ref.session_id = (char *)c->sid;
+	in.session = &ref;
+	in.score = score;
+	rpc_call_async(a->gw->client[SVC_AUTH], &magnetar__auth__descriptor, "ReportRisk", &in.base,
+	               &ctx, 2000, authn_reported, NULL);
+}
+
+int authn_require_flags(struct http_request *req, struct jwt_claims *claims, unsigned flags)
 {
 	struct authn *a = req->gw->authn;
 	const char *h =
 	    MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-	bool revoked;
+	const struct authn_entry *e;
+	char fip[33], fua[33], fhd[33];
+	bool revoked = false;
+	unsigned score;
 	int rv;
 
 	if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
-		return authn_refuse(req, "A bearer access token is required.");
+		return authn_refuse(req, "unauthorized", "A bearer access token is required.");
 	h += 7;
 	pthread_rwlock_rdlock(&a->lock);
 	rv = jwt_verify(a->keys, a->nkeys, h, strlen(h), (int64_t)time(NULL), AUTHN_LEEWAY_S,
 	                claims);
-	revoked = rv == 0 && authn_revoked_has_locked(a, claims->sid);
+	if (rv == 0) {
+		/* The binding a step-up set, else the one the token carries. */
+		e = authn_find_locked(a, claims->sid);
+		revoked = e != NULL && e->revoked;
+		memcpy(fip, e != NULL && e->rebound ? e->fip : claims->fip, 33);
+		memcpy(fua, e != NULL && e->rebound ? e->fua : claims->fua, 33);
+		memcpy(fhd, e != NULL && e->rebound ? e->fhd : claims->fhd, 33);
+		fip[32] = fua[32] = fhd[32] = '\0';
+	}
 	pthread_rwlock_unlock(&a->lock);
 	if (rv == ERR_NOTFOUND)
 		authn_wake(a, true, false); /* a key we have not fetched yet */
 	if (rv != 0)
-		return authn_refuse(req, "The access token is invalid or expired.");
+		return authn_refuse(req, "unauthorized", "The access token is invalid or expired.");
 	if (revoked)
-		return authn_refuse(req, "The session has been revoked.");
+		return authn_refuse(req, "unauthorized", "The session has been revoked.");
 	snprintf(req->actor, sizeof(req->actor), "%s", claims->sub);
+	score = authn_score(a, req, fip, fua, fhd);
+	if (score == 0)
+		return 0;
+	authn_report(a, req, claims, score);
+	if (score >= AUTHN_TERMINATE) {
+		pthread_rwlock_wrlock(&a->lock); /* refused here at once; auth tells the rest */
+		authn_revoked_add_locked(a, claims->sid);
+		pthread_rwlock_unlock(&a->lock);
+		return authn_refuse(req, "session_terminated",
+		                    "The session looked hijacked and has been ended.");
+	}
+	if (score >= AUTHN_STEP_UP && (flags & AUTHN_ALLOW_STEP_UP) == 0)
+		return authn_refuse(req, "step_up_required",
+		                    "Confirm it is you: POST /api/v1/auth/step-up.");
 	return 0;
+}
+
+int authn_require(struct http_request *req, struct jwt_claims *claims)
+{
+	return authn_require_flags(req, claims, 0);
 }

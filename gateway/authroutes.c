@@ -16,28 +16,6 @@
 /* Argon2id may queue behind a login flood: give it longer than a lookup. */
 #define AUTHROUTES_HASHING_TIMEOUT_MS 10000
 
-/* Fingerprint headers of API.md "Session risk", joined by "\n" (a missing
- * header counts as empty). */
-static const char *const authroutes_fp_headers[] = {
-    "Accept-Language", "Accept-Encoding", "Sec-CH-UA", "Sec-CH-UA-Mobile", "Sec-CH-UA-Platform",
-};
-
-static void authroutes_fingerprint(struct http_request *req, char *buf, size_t len)
-{
-	size_t used = 0;
-	buf[0] = '\0';
-	for (size_t i = 0; i < sizeof(authroutes_fp_headers) / sizeof(authroutes_fp_headers[0]);
-	     i++) {
-		const char *v = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
-		                                            authroutes_fp_headers[i]);
-		int n =
-		    snprintf(buf + used, len - used, "%s%s", i > 0 ? "\n" : "", v != NULL ? v : "");
-		if (n < 0 || (size_t)n >= len - used)
-			return; /* bounded: the header limit already caps it */
-		used += (size_t)n;
-	}
-}
-
 /* Frees a parsed body after wiping the strings it held (passwords). */
 static void authroutes_wipe(json_t *root)
 {
@@ -137,7 +115,7 @@ int authroutes_login(struct http_request *req)
 		return body_invalid(req);
 	}
 	in.totp = (char *)(totp != NULL ? totp : "");
-	authroutes_fingerprint(req, fp, sizeof(fp));
+	authn_fingerprint(req, fp, sizeof(fp));
 	in.fingerprint = fp;
 	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
 	rv = authroutes_call(req, "Login", &in.base, authroutes_tokens);
@@ -322,10 +300,43 @@ int authroutes_password(struct http_request *req)
 	}
 	in.user_id = c.sub;
 	in.session_id = c.sid;
-	authroutes_fingerprint(req, fp, sizeof(fp));
+	authn_fingerprint(req, fp, sizeof(fp));
 	in.fingerprint = fp;
 	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
 	rv = authroutes_call(req, "ChangePassword", &in.base, authroutes_tokens);
+	authroutes_wipe(root);
+	return rv;
+}
+
+int authroutes_step_up(struct http_request *req)
+{
+	Magnetar__StepUpRequest in = MAGNETAR__STEP_UP_REQUEST__INIT;
+	const char *password = NULL, *totp = NULL;
+	struct jwt_claims c;
+	char fp[1024];
+	json_t *root;
+	json_error_t err;
+	int rv;
+
+	if (authn_require_flags(req, &c, AUTHN_ALLOW_STEP_UP) != 0)
+		return 0;
+	if ((root = body_json(req)) == NULL)
+		return 0;
+	/* Exactly one of the two (API.md). */
+	if (json_unpack_ex(root, &err, JSON_STRICT, "{s?:s, s?:s}", "password", &password, "totp",
+	                   &totp) != 0 ||
+	    (password == NULL) == (totp == NULL)) {
+		authroutes_wipe(root);
+		return body_invalid(req);
+	}
+	in.user_id = c.sub;
+	in.session_id = c.sid;
+	in.password = (char *)(password != NULL ? password : "");
+	in.totp = (char *)(totp != NULL ? totp : "");
+	authn_fingerprint(req, fp, sizeof(fp));
+	in.fingerprint = fp;
+	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
+	rv = authroutes_call(req, "StepUp", &in.base, authroutes_done_empty);
 	authroutes_wipe(root);
 	return rv;
 }

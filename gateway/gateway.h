@@ -277,6 +277,14 @@ void authn_stop(struct gateway *gw);
  * req->actor set; otherwise answers 401 (WWW-Authenticate: Bearer) itself
  * and returns ERR_PERM. */
 int authn_require(struct http_request *req, struct jwt_claims *claims);
+/* The same, and scores the request against the session's fingerprint
+ * (API.md "Session risk"): ≥ 70 answers 401 step_up_required unless `flags`
+ * has AUTHN_ALLOW_STEP_UP (the step-up route itself); ≥ 90 answers 401
+ * session_terminated. Non-zero scores are reported to auth. */
+#define AUTHN_ALLOW_STEP_UP 1u
+int authn_require_flags(struct http_request *req, struct jwt_claims *claims, unsigned flags);
+/* The fingerprint headers of API.md, joined by "\n" (missing = empty). */
+void authn_fingerprint(struct http_request *req, char *buf, size_t len);
 
 /* ---- authroutes.c: the /api/v1/auth routes ------------------------------------------ */
 
@@ -289,6 +297,7 @@ int authroutes_sessions(struct http_request *req);
 int authroutes_revoke_session(struct http_request *req);
 int authroutes_password_check(struct http_request *req);
 int authroutes_password(struct http_request *req);
+int authroutes_step_up(struct http_request *req);
 
 /* ---- adminroutes.c: /api/v1/users and /api/v1/audit (admin, founder) ------- */
 

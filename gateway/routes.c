@@ -17,6 +17,7 @@ static const struct route routes_table[] = {
     {.path = "/api/v1/auth/logout", .methods = HTTP_M_POST, .handler = authroutes_logout},
     {.path = "/api/v1/auth/me", .methods = HTTP_M_GET, .handler = authroutes_me},
     {.path = "/api/v1/auth/password", .methods = HTTP_M_POST, .handler = authroutes_password},
+    {.path = "/api/v1/auth/step-up", .methods = HTTP_M_POST, .handler = authroutes_step_up},
     {.path = "/api/v1/users", .methods = HTTP_M_GET | HTTP_M_POST, .handler = adminroutes_users},
     {.path = "/api/v1/users/{id}", .methods = HTTP_M_DELETE, .handler = adminroutes_user_delete},
     {.path = "/api/v1/users/{id}/revoke-sessions",

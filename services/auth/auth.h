@@ -103,6 +103,13 @@ struct tokens_revoked;
 int store_sessions_revoke_user(struct store_tx *tx, const char *user_id, uint64_t now_ms,
                                struct tokens_revoked *gone);
 
+/* Records a gateway's risk score on the session. */
+int store_session_risk(struct store_tx *tx, const char *id, uint32_t score);
+/* Re-binds s->id to s's ip, user_agent and fingerprint (a step-up). */
+int store_session_rebind(struct store_tx *tx, const struct store_session *s, uint64_t now_ms);
+/* Active sessions re-bound since they began, created after since_ms (≤ max). */
+int store_rebound_since(struct pool *pool, uint64_t since_ms, struct store_session *out, int max);
+
 /* Refresh tokens are stored as SHA-256 hashes. */
 int store_refresh_insert(struct store_tx *tx, const unsigned char hash[32], const char *session_id,
                          uint64_t now_ms);
@@ -202,6 +209,16 @@ bool account_check_new(struct rpc_call *call, const char *username, const char *
 /* Refuses (answering the call, auditing) a breached password, or answers
  * 503 when the check cannot run in fail-closed mode; true when usable. */
 bool account_password_usable(struct auth *a, struct rpc_call *call, const char *password);
+
+/* ---- risk.c: anomaly scores and step-up (API.md "Session risk") -------------- */
+#define RISK_ANOMALY 50   /* ≥: a session.anomaly audit event */
+#define RISK_STEP_UP 70   /* ≥: 401 step_up_required until a step-up */
+#define RISK_TERMINATE 90 /* ≥: the session is revoked */
+void risk_report(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void risk_step_up(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+/* The keyed fingerprint hashes of a session's binding, as tokens carry them. */
+void risk_hashes(struct auth *a, const struct store_session *s, char fip[33], char fua[33],
+                 char fhd[33]);
 
 /* ---- session.c: Refresh, Logout, Me, ListSessions, RevokeSession, ... ------ */
 void session_refresh(struct rpc_call *call, const ProtobufCMessage *in, void *arg);

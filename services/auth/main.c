@@ -31,6 +31,8 @@ static const struct rpc_method auth_methods[] = {
     {.name = "CreateUser", .handler = users_create, .flags = RPC_F_MUTATES},
     {.name = "DeleteUser", .handler = users_delete, .flags = RPC_F_MUTATES},
     {.name = "RevokeUserSessions", .handler = users_revoke_sessions, .flags = RPC_F_MUTATES},
+    {.name = "ReportRisk", .handler = risk_report, .flags = RPC_F_MUTATES},
+    {.name = "StepUp", .handler = risk_step_up, .flags = RPC_F_MUTATES},
 };
 
 static void auth_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)

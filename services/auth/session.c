@@ -268,6 +268,45 @@ void session_public_keys(struct rpc_call *call, const ProtobufCMessage *in, void
 	rpc_reply(call, &out.base);
 }
 
+/* Adds the sessions a step-up re-bound (with their current hashes) and
+ * replies: a gateway that missed session.rebound learns them here. */
+static void session_revoked_rebound(struct rpc_call *call, struct auth *a,
+                                    Magnetar__RevokedReply *out)
+{
+	enum { MAX = 256 };
+	struct store_session *s = calloc(MAX, sizeof(*s));
+	Magnetar__SessionEvent *ev = calloc(MAX, sizeof(*ev));
+	Magnetar__SessionEvent **ptrs = calloc(MAX, sizeof(*ptrs));
+	char(*hashes)[3][33] = calloc(MAX, sizeof(*hashes));
+	int n;
+
+	if (s == NULL || ev == NULL || ptrs == NULL || hashes == NULL ||
+	    (n = store_rebound_since(a->svc.pool, clock_unix_ms() - AUTH_ABSOLUTE_TTL_MS, s, MAX)) <
+	        0) {
+		session_internal(call, "revoked", ERR_NOMEM);
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		magnetar__session_event__init(&ev[i]);
+		risk_hashes(a, &s[i], hashes[i][0], hashes[i][1], hashes[i][2]);
+		ev[i].session_id = s[i].id;
+		ev[i].user_id = s[i].user_id;
+		ev[i].reason = "step_up";
+		ev[i].fip = hashes[i][0];
+		ev[i].fua = hashes[i][1];
+		ev[i].fhd = hashes[i][2];
+		ptrs[i] = &ev[i];
+	}
+	out->n_rebound = (size_t)n;
+	out->rebound = ptrs;
+	rpc_reply(call, &out->base);
+out:
+	free(s);
+	free(ev);
+	free(ptrs);
+	free(hashes);
+}
+
 void session_revoked(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
 	struct auth *a = arg;
@@ -296,7 +335,7 @@ void session_revoked(struct rpc_call *call, const ProtobufCMessage *in, void *ar
 		ptrs[i] = ids[i];
 	out.n_session_ids = n;
 	out.session_ids = ptrs;
-	rpc_reply(call, &out.base);
+	session_revoked_rebound(call, a, &out);
 	free(ptrs);
 	free(ids);
 }

@@ -42,6 +42,8 @@ static const char *const store_migrations[] = {
     /* Users are never removed: a deleted one keeps its sessions, revoked, so
      * a gateway that re-syncs still refuses them, and its name is not reused. */
     "ALTER TABLE users ADD COLUMN deleted_ms INTEGER NOT NULL DEFAULT 0;",
+    /* A step-up re-binds a session to new client values (API.md "Session risk"). */
+    "ALTER TABLE sessions ADD COLUMN rebound_ms INTEGER NOT NULL DEFAULT 0;",
 };
 
 const struct pool_schema store_schema = {store_migrations,
@@ -488,4 +490,60 @@ int store_sessions_revoke_user(struct store_tx *tx, const char *user_id, uint64_
 			col_copy(st, 0, gone->ids[gone->n++], AUTH_ID_LEN);
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? 0 : ERR_DB;
+}
+
+int store_session_risk(struct store_tx *tx, const char *id, uint32_t score)
+{
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv = prep(tx->db, "UPDATE sessions SET risk_score = ? WHERE id = ?", &st)) != 0)
+		return rv;
+	sqlite3_bind_int(st, 1, (int)score);
+	bind_text(st, 2, id);
+	return exec_done(st);
+}
+
+int store_session_rebind(struct store_tx *tx, const struct store_session *s, uint64_t now_ms)
+{
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv =
+	         prep(tx->db,
+	              "UPDATE sessions SET ip = ?, user_agent = ?, fingerprint = ?, risk_score = 0,"
+	              " rebound_ms = ?, last_seen_ms = ? WHERE id = ? AND revoked_ms = 0",
+	              &st)) != 0)
+		return rv;
+	bind_text(st, 1, s->ip);
+	bind_text(st, 2, s->user_agent);
+	bind_text(st, 3, s->fingerprint);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)now_ms);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)now_ms);
+	bind_text(st, 6, s->id);
+	if ((rv = exec_done(st)) != 0)
+		return rv;
+	return sqlite3_changes(tx->db) == 1 ? 0 : ERR_NOTFOUND;
+}
+
+int store_rebound_since(struct pool *pool, uint64_t since_ms, struct store_session *out, int max)
+{
+	char sql[512];
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int n = 0, rc, rv;
+
+	snprintf(sql, sizeof(sql),
+	         "%s WHERE rebound_ms > 0 AND revoked_ms = 0 AND created_ms > ? LIMIT ?",
+	         session_cols);
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	if ((rv = prep(db, sql, &st)) == 0) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)since_ms);
+		sqlite3_bind_int(st, 2, max);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max)
+			session_row(st, &out[n++]);
+		rv = rc == SQLITE_DONE || rc == SQLITE_ROW ? n : ERR_DB;
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(pool, db);
+	return rv;
 }

@@ -80,9 +80,7 @@ int tokens_issue(struct auth *a, const struct store_user *u, const struct store_
 	snprintf(c.role, sizeof(c.role), "%s", u->role);
 	if ((rv = ids_random_hex(c.jti, 16)) != 0)
 		return rv;
-	fingerprint_hash(a->fp_key, "ip", s->ip, c.fip);
-	fingerprint_hash(a->fp_key, "ua", s->user_agent, c.fua);
-	fingerprint_hash(a->fp_key, "hd", s->fingerprint, c.fhd);
+	risk_hashes(a, s, c.fip, c.fua, c.fhd);
 	c.iat = (int64_t)time(NULL);
 	c.exp = c.iat + AUTH_ACCESS_TTL_S;
 	c.terminal = u->terminal;

@@ -50,6 +50,8 @@ static const struct rpc_method methods[] = {
     {"CreateUser", users_create, 0},
     {"DeleteUser", users_delete, 0},
     {"RevokeUserSessions", users_revoke_sessions, 0},
+    {"ReportRisk", risk_report, 0},
+    {"StepUp", risk_step_up, 0},
 };
 
 static int setup(void **state)
