@@ -73,7 +73,7 @@ $(BIN)/$(3): $$($(1)_OBJ) $(LIBCOMMON)
 PROGRAMS += $(BIN)/$(3)
 endef
 # Libraries only one program needs stay out of the others.
-auth_LDLIBS := -largon2
+auth_LDLIBS := -largon2 -loath
 $(eval $(call program,gateway,gateway,magnetar-gateway))
 $(foreach s,$(SERVICES),$(eval $(call program,$(s),services/$(s),magnetar-$(s))))
 $(eval $(call program,magctl,tools/magctl,magctl))
@@ -88,7 +88,7 @@ UNIT_SRC   := $(wildcard tests/unit/*_test.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 outbox_test_LINK := $(audit_LIBO)
 auth_test_LINK := $(auth_LIBO)
-auth_test_LDLIBS := -largon2
+auth_test_LDLIBS := -largon2 -loath
 audit_store_test_LINK := $(audit_LIBO)
 audit_log_test_LINK := $(audit_LIBO)
 audit_crypto_test_LINK := $(audit_LIBO)

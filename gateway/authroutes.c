@@ -340,3 +340,77 @@ int authroutes_step_up(struct http_request *req)
 	authroutes_wipe(root);
 	return rv;
 }
+
+static int authroutes_totp_setup_done(struct http_request *req)
+{
+	const struct rpc_result *r = &req->rpc[0].result;
+	const Magnetar__TotpSetupReply *t = (const Magnetar__TotpSetupReply *)r->output;
+	if (r->status != MAGNETAR__STATUS__STATUS_OK)
+		return respond_rpc_error(req, r);
+	return respond_json(req, MHD_HTTP_OK,
+	                    json_pack("{s:s, s:s}", "secret", t->secret, "otpauth_uri",
+	                              t->otpauth_uri));
+}
+
+int authroutes_totp_setup(struct http_request *req)
+{
+	Magnetar__TotpSetupRequest in = MAGNETAR__TOTP_SETUP_REQUEST__INIT;
+	struct jwt_claims c;
+	json_t *root;
+	json_error_t err;
+	int rv;
+
+	if (authn_require(req, &c) != 0 || (root = body_json(req)) == NULL)
+		return 0;
+	if (json_unpack_ex(root, &err, JSON_STRICT, "{s:s}", "current_password",
+	                   &in.current_password) != 0) {
+		authroutes_wipe(root);
+		return body_invalid(req);
+	}
+	in.user_id = c.sub;
+	in.session_id = c.sid;
+	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
+	rv = authroutes_call(req, "TotpSetup", &in.base, authroutes_totp_setup_done);
+	authroutes_wipe(root);
+	return rv;
+}
+
+/* POST /api/v1/auth/totp/enable {code}; DELETE /api/v1/auth/totp
+ * {current_password, code}. */
+static int authroutes_totp_code(struct http_request *req, bool disable)
+{
+	Magnetar__TotpCodeRequest in = MAGNETAR__TOTP_CODE_REQUEST__INIT;
+	const char *pw = NULL;
+	struct jwt_claims c;
+	json_t *root;
+	json_error_t err;
+	int rv;
+
+	if (authn_require(req, &c) != 0 || (root = body_json(req)) == NULL)
+		return 0;
+	rv = disable ? json_unpack_ex(root, &err, JSON_STRICT, "{s:s, s:s}", "current_password", &pw,
+	                              "code", &in.code)
+	             : json_unpack_ex(root, &err, JSON_STRICT, "{s:s}", "code", &in.code);
+	if (rv != 0) {
+		authroutes_wipe(root);
+		return body_invalid(req);
+	}
+	in.user_id = c.sub;
+	in.session_id = c.sid;
+	in.current_password = (char *)(pw != NULL ? pw : "");
+	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
+	rv = authroutes_call(req, disable ? "TotpDisable" : "TotpEnable", &in.base,
+	                     authroutes_done_empty);
+	authroutes_wipe(root);
+	return rv;
+}
+
+int authroutes_totp_enable(struct http_request *req)
+{
+	return authroutes_totp_code(req, false);
+}
+
+int authroutes_totp_disable(struct http_request *req)
+{
+	return authroutes_totp_code(req, true);
+}

@@ -298,6 +298,9 @@ int authroutes_revoke_session(struct http_request *req);
 int authroutes_password_check(struct http_request *req);
 int authroutes_password(struct http_request *req);
 int authroutes_step_up(struct http_request *req);
+int authroutes_totp_setup(struct http_request *req);
+int authroutes_totp_enable(struct http_request *req);
+int authroutes_totp_disable(struct http_request *req);
 
 /* ---- adminroutes.c: /api/v1/users and /api/v1/audit (admin, founder) ------- */
 

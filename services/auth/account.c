@@ -198,6 +198,22 @@ static void account_login_job(struct workq_job *job)
 		account_login_failed(j, u.id, "wrong_password");
 		goto out;
 	}
+	/* Only after a correct password does the answer say a code is needed. */
+	if (u.totp_enabled && req->totp[0] == '\0') {
+		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "totp_required",
+		                  "a one-time code is required");
+		goto out;
+	}
+	if (u.totp_enabled && totp_verify(j->a, u.id, req->totp, false) != 0) {
+		struct store_tx *ftx;
+		if (store_begin(j->a->svc.pool, &ftx) == 0)
+			store_end(ftx, store_audit(ftx, "auth.login.failure", u.id, u.id,
+			                           rpc_call_context(j->call), "failure", "invalid_totp"));
+		outbox_kick(j->a->svc.outbox);
+		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "invalid_totp",
+		                  "the one-time code is not valid");
+		goto out;
+	}
 	if ((rv = store_begin(j->a->svc.pool, &tx)) == 0) {
 		rv = tokens_new_session(j->a, tx, &u, ctx, req->fingerprint, &gone, &out, token,
 		                        sizeof(token));

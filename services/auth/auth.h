@@ -38,6 +38,7 @@ struct auth {
 	struct workq *hashing;     /* bounded pool for argon2id */
 	struct rpc_client *breach; /* magnetar-breach: Range */
 	unsigned char fp_key[32];  /* fingerprint hash key */
+	unsigned char totp_key[32]; /* seals TOTP secrets at rest */
 	struct auth_key *keys;     /* keys.c; keys[nkeys - 1] is current */
 	size_t nkeys;
 	uint32_t argon_m_kib, argon_t; /* argon2id cost */
@@ -109,6 +110,17 @@ int store_session_risk(struct store_tx *tx, const char *id, uint32_t score);
 int store_session_rebind(struct store_tx *tx, const struct store_session *s, uint64_t now_ms);
 /* Active sessions re-bound since they began, created after since_ms (≤ max). */
 int store_rebound_since(struct pool *pool, uint64_t since_ms, struct store_session *out, int max);
+
+/* A user's sealed TOTP secret (or the one being enrolled). ERR_NOTFOUND. */
+int store_totp_get(struct pool *pool, const char *user_id, bool pending, unsigned char *blob,
+		   size_t cap, size_t *len);
+enum store_totp_change { STORE_TOTP_PENDING, STORE_TOTP_ENABLE, STORE_TOTP_DISABLE };
+/* Stores a pending secret, enables the pending one, or disables TOTP. */
+int store_totp_set(struct store_tx *tx, const char *user_id, enum store_totp_change what,
+		   const unsigned char *blob, size_t len);
+/* Consumes time step `step` for the user: ERR_EXISTS when it (or a later
+ * one) was already used — each code works once. */
+int store_totp_use_step(struct store_tx *tx, const char *user_id, uint64_t step);
 
 /* Refresh tokens are stored as SHA-256 hashes. */
 int store_refresh_insert(struct store_tx *tx, const unsigned char hash[32], const char *session_id,
@@ -209,6 +221,15 @@ bool account_check_new(struct rpc_call *call, const char *username, const char *
 /* Refuses (answering the call, auditing) a breached password, or answers
  * 503 when the check cannot run in fail-closed mode; true when usable. */
 bool account_password_usable(struct auth *a, struct rpc_call *call, const char *password);
+
+/* ---- totp.c: RFC 6238 codes (liboath), secrets sealed at rest ------------- */
+int totp_init(struct auth *a);
+/* 0 when `code` is valid for the user's enrolled (or pending) secret and its
+ * time step is used now for the first time; ERR_PERM otherwise. */
+int totp_verify(struct auth *a, const char *user_id, const char *code, bool pending);
+void totp_setup(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void totp_enable(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void totp_disable(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 
 /* ---- risk.c: anomaly scores and step-up (API.md "Session risk") -------------- */
 #define RISK_ANOMALY 50   /* ≥: a session.anomaly audit event */

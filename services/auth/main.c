@@ -33,6 +33,9 @@ static const struct rpc_method auth_methods[] = {
     {.name = "RevokeUserSessions", .handler = users_revoke_sessions, .flags = RPC_F_MUTATES},
     {.name = "ReportRisk", .handler = risk_report, .flags = RPC_F_MUTATES},
     {.name = "StepUp", .handler = risk_step_up, .flags = RPC_F_MUTATES},
+    {.name = "TotpSetup", .handler = totp_setup, .flags = RPC_F_MUTATES},
+    {.name = "TotpEnable", .handler = totp_enable, .flags = RPC_F_MUTATES},
+    {.name = "TotpDisable", .handler = totp_disable, .flags = RPC_F_MUTATES},
 };
 
 static void auth_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)
@@ -57,6 +60,8 @@ int main(int argc, char **argv)
 		fatalx("cannot load the fingerprint key: %s", err_str(rv));
 	if ((rv = keys_load(&x)) != 0)
 		fatalx("cannot load the signing keys: %s", err_str(rv));
+	if ((rv = totp_init(&x)) != 0)
+		fatalx("cannot load the TOTP key: %s", err_str(rv));
 	if ((rv = password_init(&x)) != 0)
 		fatalx("cannot initialise password hashing: %s", err_str(rv));
 	/* Two threads on two cores: argon2id is CPU-bound, more would only queue. */
@@ -78,6 +83,7 @@ int main(int argc, char **argv)
 	events_pub_close(x.events);
 	keys_free(&x);
 	OPENSSL_cleanse(x.fp_key, sizeof(x.fp_key));
+	OPENSSL_cleanse(x.totp_key, sizeof(x.totp_key));
 	svc_fini(&x.svc);
 	log_info("stopped");
 	return 0;

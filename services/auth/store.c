@@ -44,6 +44,10 @@ static const char *const store_migrations[] = {
     "ALTER TABLE users ADD COLUMN deleted_ms INTEGER NOT NULL DEFAULT 0;",
     /* A step-up re-binds a session to new client values (API.md "Session risk"). */
     "ALTER TABLE sessions ADD COLUMN rebound_ms INTEGER NOT NULL DEFAULT 0;",
+    /* TOTP secrets, sealed with the TOTP key (totp.c): never plaintext here. */
+    "ALTER TABLE users ADD COLUMN totp_secret BLOB;"
+    "ALTER TABLE users ADD COLUMN totp_pending BLOB;"
+    "ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;",
 };
 
 const struct pool_schema store_schema = {store_migrations,
@@ -546,4 +550,76 @@ int store_rebound_since(struct pool *pool, uint64_t since_ms, struct store_sessi
 	}
 	pool_reader_put(pool, db);
 	return rv;
+}
+
+int store_totp_get(struct pool *pool, const char *user_id, bool pending, unsigned char *blob,
+                   size_t cap, size_t *len)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int rv, rc;
+
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	if ((rv = prep(db,
+	               pending ? "SELECT totp_pending FROM users WHERE id = ? AND deleted_ms = 0"
+	                       : "SELECT totp_secret FROM users WHERE id = ? AND deleted_ms = 0",
+	               &st)) == 0) {
+		bind_text(st, 1, user_id);
+		rc = sqlite3_step(st);
+		rv = ERR_NOTFOUND;
+		if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB) {
+			size_t n = (size_t)sqlite3_column_bytes(st, 0);
+			if (n <= cap) {
+				memcpy(blob, sqlite3_column_blob(st, 0), n);
+				*len = n;
+				rv = 0;
+			}
+		} else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+			rv = ERR_DB;
+		}
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(pool, db);
+	return rv;
+}
+
+int store_totp_set(struct store_tx *tx, const char *user_id, enum store_totp_change what,
+                   const unsigned char *blob, size_t len)
+{
+	static const char *const sql[] = {
+	    [STORE_TOTP_PENDING] = "UPDATE users SET totp_pending = ? WHERE id = ?",
+	    [STORE_TOTP_ENABLE] = "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL,"
+	                          " totp_enabled = 1 WHERE id = ? AND totp_pending IS NOT NULL",
+	    [STORE_TOTP_DISABLE] = "UPDATE users SET totp_secret = NULL, totp_pending = NULL,"
+	                           " totp_enabled = 0 WHERE id = ?",
+	};
+	sqlite3_stmt *st;
+	int rv, i = 1;
+
+	if ((rv = prep(tx->db, sql[what], &st)) != 0)
+		return rv;
+	if (what == STORE_TOTP_PENDING)
+		sqlite3_bind_blob(st, i++, blob, (int)len, SQLITE_STATIC);
+	bind_text(st, i, user_id);
+	if ((rv = exec_done(st)) != 0)
+		return rv;
+	return sqlite3_changes(tx->db) == 1 ? 0 : ERR_NOTFOUND;
+}
+
+int store_totp_use_step(struct store_tx *tx, const char *user_id, uint64_t step)
+{
+	sqlite3_stmt *st;
+	int rv;
+	/* Atomic: only one request can move the counter past a given step. */
+	if ((rv = prep(tx->db,
+	               "UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?",
+	               &st)) != 0)
+		return rv;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)step);
+	bind_text(st, 2, user_id);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)step);
+	if ((rv = exec_done(st)) != 0)
+		return rv;
+	return sqlite3_changes(tx->db) == 1 ? 0 : ERR_EXISTS;
 }

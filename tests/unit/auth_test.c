@@ -52,6 +52,9 @@ static const struct rpc_method methods[] = {
     {"RevokeUserSessions", users_revoke_sessions, 0},
     {"ReportRisk", risk_report, 0},
     {"StepUp", risk_step_up, 0},
+    {"TotpSetup", totp_setup, 0},
+    {"TotpEnable", totp_enable, 0},
+    {"TotpDisable", totp_disable, 0},
 };
 
 static int setup(void **state)
@@ -72,6 +75,7 @@ static int setup(void **state)
 	memset(a.fp_key, 7, sizeof(a.fp_key));
 	assert_int_equal(keys_load(&a), 0);
 	assert_int_equal(password_init(&a), 0);
+	assert_int_equal(totp_init(&a), 0);
 	assert_int_equal(workq_new(2, &a.hashing), 0);
 	/* No breach service here: checks are "unavailable", allowed (fail-open). */
 	assert_int_equal(rpc_client_open("inproc://auth_test_no_breach", 0, &a.breach), 0);
