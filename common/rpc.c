@@ -114,7 +114,8 @@ static void slot_send_finished(struct rpc_call *call)
 }
 
 static void slot_send(struct rpc_call *call, Magnetar__Status status, const char *code,
-                      const char *message, uint64_t breach_count, const ProtobufCMessage *output)
+                      const char *message, const struct rpc_error_extra *extra,
+                      const ProtobufCMessage *output)
 {
 	Magnetar__RpcReply reply = MAGNETAR__RPC_REPLY__INIT;
 	Magnetar__Error error = MAGNETAR__ERROR__INIT;
@@ -126,7 +127,10 @@ static void slot_send(struct rpc_call *call, Magnetar__Status status, const char
 	if (status != MAGNETAR__STATUS__STATUS_OK) {
 		error.code = (char *)(code != NULL ? code : "");
 		error.message = (char *)(message != NULL ? message : "");
-		error.breach_count = breach_count;
+		if (extra != NULL) {
+			error.breach_count = extra->breach_count;
+			error.retry_after_s = extra->retry_after_s;
+		}
 		reply.error = &error;
 		if (call->method >= 0)
 			atomic_fetch_add(&call->srv->stats[call->method].errors, 1);
@@ -178,7 +182,7 @@ drop:
 
 void rpc_reply(struct rpc_call *call, const ProtobufCMessage *output)
 {
-	slot_send(call, MAGNETAR__STATUS__STATUS_OK, NULL, NULL, 0, output);
+	slot_send(call, MAGNETAR__STATUS__STATUS_OK, NULL, NULL, NULL, output);
 }
 
 void rpc_reply_error(struct rpc_call *call, Magnetar__Status status, const char *code,
@@ -186,15 +190,15 @@ void rpc_reply_error(struct rpc_call *call, Magnetar__Status status, const char 
 {
 	if (status == MAGNETAR__STATUS__STATUS_OK)
 		status = MAGNETAR__STATUS__STATUS_INTERNAL;
-	slot_send(call, status, code, message, 0, NULL);
+	slot_send(call, status, code, message, NULL, NULL);
 }
 
-void rpc_reply_error_count(struct rpc_call *call, Magnetar__Status status, const char *code,
-                           const char *message, uint64_t breach_count)
+void rpc_reply_error_ex(struct rpc_call *call, Magnetar__Status status, const char *code,
+                        const char *message, const struct rpc_error_extra *extra)
 {
 	if (status == MAGNETAR__STATUS__STATUS_OK)
 		status = MAGNETAR__STATUS__STATUS_INTERNAL;
-	slot_send(call, status, code, message, breach_count, NULL);
+	slot_send(call, status, code, message, extra, NULL);
 }
 
 int rpc_decode(const ProtobufCServiceDescriptor *desc, const uint8_t *buf, size_t len,
@@ -615,6 +619,7 @@ static void pending_decode(struct rpc_pending *p, nng_msg *msg)
 			snprintf(r.code, sizeof(r.code), "%s", reply->error->code);
 			snprintf(r.message, sizeof(r.message), "%s", reply->error->message);
 			r.breach_count = reply->error->breach_count;
+			r.retry_after_s = reply->error->retry_after_s;
 		}
 		if (r.code[0] == '\0')
 			snprintf(r.code, sizeof(r.code), "internal");

@@ -89,9 +89,14 @@ void rpc_reply(struct rpc_call *call, const ProtobufCMessage *output);
 /* Answers with a status other than OK, a stable code and a human message. */
 void rpc_reply_error(struct rpc_call *call, Magnetar__Status status, const char *code,
                      const char *message);
-/* The same with Error.breach_count set (code password_breached). */
-void rpc_reply_error_count(struct rpc_call *call, Magnetar__Status status, const char *code,
-                           const char *message, uint64_t breach_count);
+/* Details some errors carry (zero when absent). */
+struct rpc_error_extra {
+	uint64_t breach_count;	/* with code password_breached */
+	uint32_t retry_after_s; /* with RESOURCE_EXHAUSTED */
+};
+/* The same with the error's details set. */
+void rpc_reply_error_ex(struct rpc_call *call, Magnetar__Status status, const char *code,
+                        const char *message, const struct rpc_error_extra *extra);
 
 /*
  * Decodes a request envelope and unpacks its payload with the input
@@ -115,6 +120,7 @@ struct rpc_result {
 	char code[64];            /* stable error code; "" when OK */
 	char message[256];        /* human text; "" when OK */
 	uint64_t breach_count;  /* Error.breach_count, with password_breached */
+	uint32_t retry_after_s; /* Error.retry_after_s, with RESOURCE_EXHAUSTED */
 	ProtobufCMessage *output; /* unpacked reply when OK; see rpc_done_fn */
 };
 

@@ -226,9 +226,11 @@ void respond_map_rpc(const struct rpc_result *r, struct respond_mapping *out)
 
 int respond_rpc_error(struct http_request *req, const struct rpc_result *r)
 {
+	char retry[16];
 	struct respond_mapping m;
 	struct MHD_Response *resp;
 
+	snprintf(retry, sizeof(retry), "%u", r->retry_after_s > 0 ? r->retry_after_s : 1);
 	respond_map_rpc(r, &m);
 	if (strcmp(m.code, "password_breached") == 0)
 		resp = respond_breached_new(req, m.message, r->breach_count);
@@ -238,8 +240,8 @@ int respond_rpc_error(struct http_request *req, const struct rpc_result *r)
 		return ERR_NOMEM;
 	if ((m.http == 401 && MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
 	                                              "Bearer") != MHD_YES) ||
-	    (m.http == 429 &&
-	     MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES)) {
+	    (m.http == 429 && MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry) !=
+	                          MHD_YES)) {
 		MHD_destroy_response(resp);
 		return ERR_NOMEM;
 	}

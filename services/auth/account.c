@@ -26,6 +26,17 @@ static void account_reply_err(struct rpc_call *call, Magnetar__Status st, const 
 	rpc_reply_error(call, st, code, msg);
 }
 
+bool account_throttled(struct rpc_call *call, const char *account)
+{
+	struct rpc_error_extra extra = {0};
+	extra.retry_after_s = throttle_check(account, rpc_call_context(call)->client_ip);
+	if (extra.retry_after_s == 0)
+		return false;
+	rpc_reply_error_ex(call, MAGNETAR__STATUS__STATUS_RESOURCE_EXHAUSTED, "too_many_attempts",
+	                   "too many failed attempts; try again later", &extra);
+	return true;
+}
+
 /* Queues fn on the hashing pool; answers 429 when the pool is saturated. */
 void account_submit(struct rpc_call *call, const ProtobufCMessage *in, void *arg,
                     void (*fn)(struct workq_job *))
@@ -162,9 +173,11 @@ void account_register(struct rpc_call *call, const ProtobufCMessage *in, void *a
 }
 
 /* Records a failed login; the reply is the same whatever the reason. */
-static void account_login_failed(struct account_job *j, const char *actor, const char *why)
+static void account_login_failed(struct account_job *j, const char *actor, const char *why,
+                                 const char *throttle_as)
 {
 	struct store_tx *tx;
+	throttle_failed(throttle_as, rpc_call_context(j->call)->client_ip);
 	if (store_begin(j->a->svc.pool, &tx) == 0)
 		store_end(tx, store_audit(tx, "auth.login.failure", actor, actor,
 		                          rpc_call_context(j->call), "failure", why));
@@ -187,28 +200,34 @@ static void account_login_job(struct workq_job *job)
 	size_t pwlen = strlen(req->password);
 	int rv;
 
+	/* Throttled by the name tried, known or not: the same for every account. */
+	if (tokens_normalise_username(req->username, norm, sizeof(norm)) != 0)
+		snprintf(norm, sizeof(norm), "?");
+	if (account_throttled(j->call, norm))
+		goto out;
 	/* Unknown users verify against a dummy hash: the same cost, the same answer. */
-	if (tokens_normalise_username(req->username, norm, sizeof(norm)) != 0 ||
-	    store_user_by_name(j->a->svc.pool, norm, &u) != 0) {
+	if (strcmp(norm, "?") == 0 || store_user_by_name(j->a->svc.pool, norm, &u) != 0) {
 		password_verify(j->a->dummy_hash, req->password, pwlen);
-		account_login_failed(j, "", "unknown_user");
+		account_login_failed(j, "", "unknown_user", norm);
 		goto out;
 	}
 	if (pwlen > AUTH_PASSWORD_MAX || password_verify(u.hash, req->password, pwlen) != 0) {
-		account_login_failed(j, u.id, "wrong_password");
+		account_login_failed(j, u.id, "wrong_password", norm);
 		goto out;
 	}
 	/* Only after a correct password does the answer say a code is needed. */
 	if (u.totp_enabled && req->totp[0] == '\0') {
-		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "totp_required",
-		                  "a one-time code is required");
+		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED,
+		                  "totp_required", "a one-time code is required");
 		goto out;
 	}
 	if (u.totp_enabled && totp_verify(j->a, u.id, req->totp, false) != 0) {
 		struct store_tx *ftx;
+		throttle_failed(norm, ctx->client_ip);
 		if (store_begin(j->a->svc.pool, &ftx) == 0)
 			store_end(ftx, store_audit(ftx, "auth.login.failure", u.id, u.id,
-			                           rpc_call_context(j->call), "failure", "invalid_totp"));
+			                           rpc_call_context(j->call), "failure",
+			                           "invalid_totp"));
 		outbox_kick(j->a->svc.outbox);
 		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "invalid_totp",
 		                  "the one-time code is not valid");
@@ -229,6 +248,7 @@ static void account_login_job(struct workq_job *job)
 		                  "the session could not be created");
 		goto out;
 	}
+	throttle_succeeded(norm, ctx->client_ip);
 	tokens_publish_all(j->a, &gone, u.id, "session_limit");
 	outbox_kick(j->a->svc.outbox);
 	tokens_user_proto(&u, &user);
@@ -338,9 +358,11 @@ static void account_change_password_job(struct workq_job *job)
 		                  "the session has ended");
 		goto out;
 	}
+	if (account_throttled(j->call, u.id))
+		goto out;
 	if (strlen(req->current_password) > AUTH_PASSWORD_MAX ||
 	    password_verify(u.hash, req->current_password, strlen(req->current_password)) != 0) {
-		account_login_failed(j, u.id, "wrong_password");
+		account_login_failed(j, u.id, "wrong_password", u.id);
 		goto out;
 	}
 	if ((policy = password_policy(strlen(req->new_password))) != NULL) {

@@ -33,13 +33,13 @@ struct auth_key {
 };
 
 struct auth {
-	struct svc svc;            /* first: the generic Ping/Stats handlers use it */
-	struct events_pub *events; /* auth.events: session.revoked, ... */
-	struct workq *hashing;     /* bounded pool for argon2id */
-	struct rpc_client *breach; /* magnetar-breach: Range */
-	unsigned char fp_key[32];  /* fingerprint hash key */
+	struct svc svc;             /* first: the generic Ping/Stats handlers use it */
+	struct events_pub *events;  /* auth.events: session.revoked, ... */
+	struct workq *hashing;      /* bounded pool for argon2id */
+	struct rpc_client *breach;  /* magnetar-breach: Range */
+	unsigned char fp_key[32];   /* fingerprint hash key */
 	unsigned char totp_key[32]; /* seals TOTP secrets at rest */
-	struct auth_key *keys;     /* keys.c; keys[nkeys - 1] is current */
+	struct auth_key *keys;      /* keys.c; keys[nkeys - 1] is current */
 	size_t nkeys;
 	uint32_t argon_m_kib, argon_t; /* argon2id cost */
 	char dummy_hash[128];          /* verified against for unknown users */
@@ -113,11 +113,11 @@ int store_rebound_since(struct pool *pool, uint64_t since_ms, struct store_sessi
 
 /* A user's sealed TOTP secret (or the one being enrolled). ERR_NOTFOUND. */
 int store_totp_get(struct pool *pool, const char *user_id, bool pending, unsigned char *blob,
-		   size_t cap, size_t *len);
+                   size_t cap, size_t *len);
 enum store_totp_change { STORE_TOTP_PENDING, STORE_TOTP_ENABLE, STORE_TOTP_DISABLE };
 /* Stores a pending secret, enables the pending one, or disables TOTP. */
 int store_totp_set(struct store_tx *tx, const char *user_id, enum store_totp_change what,
-		   const unsigned char *blob, size_t len);
+                   const unsigned char *blob, size_t len);
 /* Consumes time step `step` for the user: ERR_EXISTS when it (or a later
  * one) was already used — each code works once. */
 int store_totp_use_step(struct store_tx *tx, const char *user_id, uint64_t step);
@@ -221,6 +221,14 @@ bool account_check_new(struct rpc_call *call, const char *username, const char *
 /* Refuses (answering the call, auditing) a breached password, or answers
  * 503 when the check cannot run in fail-closed mode; true when usable. */
 bool account_password_usable(struct auth *a, struct rpc_call *call, const char *password);
+
+/* ---- throttle.c: brute-force limits per (account, network) and network ---- */
+/* Seconds before `account` may be tried again from `ip`'s network; 0 = now. */
+uint32_t throttle_check(const char *account, const char *ip);
+void throttle_failed(const char *account, const char *ip);
+void throttle_succeeded(const char *account, const char *ip);
+/* Answers 429 too_many_attempts with Retry-After when throttled. */
+bool account_throttled(struct rpc_call *call, const char *account);
 
 /* ---- totp.c: RFC 6238 codes (liboath), secrets sealed at rest ------------- */
 int totp_init(struct auth *a);

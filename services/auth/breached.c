@@ -61,8 +61,9 @@ void breached_refuse(struct rpc_call *call, uint64_t count)
 	         "This password has been exposed in %llu data breach(es). Please choose a "
 	         "different password.",
 	         (unsigned long long)count);
-	rpc_reply_error_count(call, MAGNETAR__STATUS__STATUS_INVALID, "password_breached", msg,
-	                      count);
+	struct rpc_error_extra extra = {.breach_count = count};
+	rpc_reply_error_ex(call, MAGNETAR__STATUS__STATUS_INVALID, "password_breached", msg,
+	                   &extra);
 }
 
 static void breached_job(struct workq_job *job)

@@ -113,10 +113,13 @@ static void risk_step_up_job(struct workq_job *job)
 		                "the session has ended");
 		goto out;
 	}
+	if (account_throttled(j->call, u.id))
+		goto out;
 	/* TOTP when enrolled; the password only where no TOTP is (API.md). */
-	if (u.totp_enabled ? totp_verify(j->a, u.id, req->totp, false) != 0
-	                   : (req->password[0] == '\0' || strlen(req->password) > AUTH_PASSWORD_MAX ||
-	                      password_verify(u.hash, req->password, strlen(req->password)) != 0)) {
+	if (u.totp_enabled
+	        ? totp_verify(j->a, u.id, req->totp, false) != 0
+	        : (req->password[0] == '\0' || strlen(req->password) > AUTH_PASSWORD_MAX ||
+	           password_verify(u.hash, req->password, strlen(req->password)) != 0)) {
 		if (store_begin(j->a->svc.pool, &tx) == 0)
 			store_end(tx,
 			          store_audit(tx, "session.step_up", u.id, s.id, ctx, "failure",

@@ -589,8 +589,9 @@ int store_totp_set(struct store_tx *tx, const char *user_id, enum store_totp_cha
 {
 	static const char *const sql[] = {
 	    [STORE_TOTP_PENDING] = "UPDATE users SET totp_pending = ? WHERE id = ?",
-	    [STORE_TOTP_ENABLE] = "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL,"
-	                          " totp_enabled = 1 WHERE id = ? AND totp_pending IS NOT NULL",
+	    [STORE_TOTP_ENABLE] =
+	        "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL,"
+	        " totp_enabled = 1 WHERE id = ? AND totp_pending IS NOT NULL",
 	    [STORE_TOTP_DISABLE] = "UPDATE users SET totp_secret = NULL, totp_pending = NULL,"
 	                           " totp_enabled = 0 WHERE id = ?",
 	};

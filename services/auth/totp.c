@@ -67,7 +67,8 @@ static int totp_seal(struct auth *a, const char *uid, const unsigned char *secre
 	    EVP_EncryptUpdate(c, NULL, &n, (const unsigned char *)uid, (int)strlen(uid)) != 1 ||
 	    EVP_EncryptUpdate(c, out + TOTP_NONCE, &n, secret, TOTP_SECRET) != 1 ||
 	    EVP_EncryptFinal_ex(c, out + TOTP_NONCE + n, &n) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, TOTP_TAG, out + TOTP_NONCE + TOTP_SECRET) != 1)
+	    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, TOTP_TAG,
+	                        out + TOTP_NONCE + TOTP_SECRET) != 1)
 		goto out;
 	rv = 0;
 out:
@@ -117,8 +118,8 @@ int totp_verify(struct auth *a, const char *user_id, const char *code, bool pend
 	if (store_totp_get(a->svc.pool, user_id, pending, sealed, sizeof(sealed), &len) != 0 ||
 	    totp_open(a, user_id, sealed, len, secret) != 0)
 		return ERR_PERM;
-	rv = oath_totp_validate3_callback((const char *)secret, TOTP_SECRET, time(NULL), TOTP_STEP, 0,
-	                                  TOTP_DIGITS, TOTP_WINDOW, &pos, &step, totp_cmp,
+	rv = oath_totp_validate3_callback((const char *)secret, TOTP_SECRET, time(NULL), TOTP_STEP,
+	                                  0, TOTP_DIGITS, TOTP_WINDOW, &pos, &step, totp_cmp,
 	                                  (void *)code);
 	OPENSSL_cleanse(secret, sizeof(secret));
 	if (rv < 0)
@@ -130,8 +131,7 @@ int totp_verify(struct auth *a, const char *user_id, const char *code, bool pend
 }
 
 /* The caller's user, from an active session of theirs; answers 401. */
-static bool totp_user(struct account_job *j, const char *uid, const char *sid,
-                      struct store_user *u)
+static bool totp_user(struct account_job *j, const char *uid, const char *sid, struct store_user *u)
 {
 	struct store_session s;
 	if (store_session_get(j->a->svc.pool, sid, &s) == 0 && strcmp(s.user_id, uid) == 0 &&
@@ -144,8 +144,11 @@ static bool totp_user(struct account_job *j, const char *uid, const char *sid,
 
 static bool totp_password_ok(struct account_job *j, const struct store_user *u, const char *pw)
 {
+	if (account_throttled(j->call, u->id))
+		return false;
 	if (strlen(pw) <= AUTH_PASSWORD_MAX && password_verify(u->hash, pw, strlen(pw)) == 0)
 		return true;
+	throttle_failed(u->id, rpc_call_context(j->call)->client_ip);
 	rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "invalid_credentials",
 	                "the password is not right");
 	return false;
@@ -156,7 +159,8 @@ static void totp_audit(struct auth *a, struct rpc_call *call, const char *action
 {
 	struct store_tx *tx;
 	if (store_begin(a->svc.pool, &tx) == 0)
-		store_end(tx, store_audit(tx, action, uid, uid, rpc_call_context(call), outcome, ""));
+		store_end(tx,
+		          store_audit(tx, action, uid, uid, rpc_call_context(call), outcome, ""));
 	outbox_kick(a->svc.outbox);
 }
 
@@ -178,9 +182,11 @@ static void totp_setup_job(struct workq_job *job)
 		goto out;
 	if ((rv = ids_random(secret, sizeof(secret))) == 0 &&
 	    (rv = totp_seal(j->a, u.id, secret, sealed)) == 0 &&
-	    (rv = oath_base32_encode((const char *)secret, sizeof(secret), &b32, &b32len)) == OATH_OK &&
+	    (rv = oath_base32_encode((const char *)secret, sizeof(secret), &b32, &b32len)) ==
+	        OATH_OK &&
 	    (rv = store_begin(j->a->svc.pool, &tx)) == 0)
-		rv = store_end(tx, store_totp_set(tx, u.id, STORE_TOTP_PENDING, sealed, sizeof(sealed)));
+		rv = store_end(
+		    tx, store_totp_set(tx, u.id, STORE_TOTP_PENDING, sealed, sizeof(sealed)));
 	OPENSSL_cleanse(secret, sizeof(secret));
 	if (rv != 0 || b32 == NULL) {
 		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
