@@ -122,6 +122,9 @@ int store_totp_set(struct store_tx *tx, const char *user_id, enum store_totp_cha
  * one) was already used — each code works once. */
 int store_totp_use_step(struct store_tx *tx, const char *user_id, uint64_t step);
 
+/* Sets the role (unless empty) and the terminal grant (unless < 0). */
+int store_user_set_role(struct store_tx *tx, const char *id, const char *role, int terminal);
+
 /* Refresh tokens are stored as SHA-256 hashes. */
 int store_refresh_insert(struct store_tx *tx, const unsigned char hash[32], const char *session_id,
                          uint64_t now_ms);
@@ -207,6 +210,19 @@ void users_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 void users_create(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 void users_delete(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 void users_revoke_sessions(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+/* Revokes every session of `target` (announcing each), and deletes it when
+ * `delete`; audited as done by `actor`. */
+int users_apply(struct auth *a, const Magnetar__RequestContext *ctx, const char *actor,
+		const struct store_user *target, bool delete);
+
+/* ---- operator.c: magctl user|session (the operator's methods) -------------- */
+void operator_create_user(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void operator_list_users(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void operator_delete_user(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void operator_set_role(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void operator_reset_totp(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void operator_list_sessions(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void operator_revoke_session(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 
 /* ---- account.c: ChangePassword ------------------------------------------------ */
 void account_change_password(struct rpc_call *call, const ProtobufCMessage *in, void *arg);

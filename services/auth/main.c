@@ -36,6 +36,13 @@ static const struct rpc_method auth_methods[] = {
     {.name = "TotpSetup", .handler = totp_setup, .flags = RPC_F_MUTATES},
     {.name = "TotpEnable", .handler = totp_enable, .flags = RPC_F_MUTATES},
     {.name = "TotpDisable", .handler = totp_disable, .flags = RPC_F_MUTATES},
+    {.name = "OpCreateUser", .handler = operator_create_user, .flags = RPC_F_MUTATES},
+    {.name = "OpListUsers", .handler = operator_list_users},
+    {.name = "OpDeleteUser", .handler = operator_delete_user, .flags = RPC_F_MUTATES},
+    {.name = "OpSetRole", .handler = operator_set_role, .flags = RPC_F_MUTATES},
+    {.name = "OpResetTotp", .handler = operator_reset_totp, .flags = RPC_F_MUTATES},
+    {.name = "OpListSessions", .handler = operator_list_sessions},
+    {.name = "OpRevokeSession", .handler = operator_revoke_session, .flags = RPC_F_MUTATES},
 };
 
 static void auth_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)

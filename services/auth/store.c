@@ -624,3 +624,22 @@ int store_totp_use_step(struct store_tx *tx, const char *user_id, uint64_t step)
 		return rv;
 	return sqlite3_changes(tx->db) == 1 ? 0 : ERR_EXISTS;
 }
+
+int store_user_set_role(struct store_tx *tx, const char *id, const char *role, int terminal)
+{
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv = prep(tx->db,
+	               "UPDATE users SET role = coalesce(nullif(?, ''), role),"
+	               " terminal = CASE WHEN ? < 0 THEN terminal ELSE ? END"
+	               " WHERE id = ? AND deleted_ms = 0",
+	               &st)) != 0)
+		return rv;
+	bind_text(st, 1, role);
+	sqlite3_bind_int(st, 2, terminal);
+	sqlite3_bind_int(st, 3, terminal);
+	bind_text(st, 4, id);
+	if ((rv = exec_done(st)) != 0)
+		return rv;
+	return sqlite3_changes(tx->db) == 1 ? 0 : ERR_NOTFOUND;
+}

@@ -149,44 +149,51 @@ void users_create(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 	account_submit(call, in, arg, users_create_job);
 }
 
-/* Revokes every session of the target, and deletes it when `delete`. */
-static void users_change(struct rpc_call *call, const ProtobufCMessage *in, void *arg, bool delete)
+int users_apply(struct auth *a, const Magnetar__RequestContext *ctx, const char *actor,
+                const struct store_user *target, bool delete)
 {
-	const Magnetar__UserRequest *req = (const Magnetar__UserRequest *)in;
-	const Magnetar__RequestContext *ctx = rpc_call_context(call);
-	Magnetar__Empty out = MAGNETAR__EMPTY__INIT;
-	struct auth *a = arg;
-	struct store_user caller, target;
 	struct tokens_revoked gone;
 	struct store_tx *tx;
 	uint64_t now = clock_unix_ms();
 	int rv;
 
+	if ((rv = store_begin(a->svc.pool, &tx)) != 0)
+		return rv;
+	rv = store_sessions_revoke_user(tx, target->id, now, &gone);
+	for (int i = 0; rv == 0 && i < gone.n; i++)
+		rv = store_audit(tx, "session.revoked", actor, gone.ids[i], ctx, "success",
+		                 delete ? "reason=user_deleted" : "reason=admin");
+	if (rv == 0 && delete)
+		rv = store_user_delete(tx, target->id, now);
+	if (rv == 0 && delete)
+		rv = store_audit(tx, "user.deleted", actor, target->id, ctx, "success",
+		                 target->username);
+	if ((rv = store_end(tx, rv)) != 0)
+		return rv;
+	tokens_publish_all(a, &gone, target->id, delete ? "user_deleted" : "admin");
+	outbox_kick(a->svc.outbox);
+	return 0;
+}
+
+/* Revokes every session of the target, and deletes it when `delete`. */
+static void users_change(struct rpc_call *call, const ProtobufCMessage *in, void *arg, bool delete)
+{
+	const Magnetar__UserRequest *req = (const Magnetar__UserRequest *)in;
+	Magnetar__Empty out = MAGNETAR__EMPTY__INIT;
+	struct auth *a = arg;
+	struct store_user caller, target;
+	int rv;
+
 	if (!users_caller(call, a, req->caller, &caller) ||
 	    !users_target(call, a, &caller, req->user_id, &target))
 		return;
-	if ((rv = store_begin(a->svc.pool, &tx)) == 0) {
-		rv = store_sessions_revoke_user(tx, target.id, now, &gone);
-		for (int i = 0; rv == 0 && i < gone.n; i++)
-			rv =
-			    store_audit(tx, "session.revoked", caller.id, gone.ids[i], ctx,
-			                "success", delete ? "reason=user_deleted" : "reason=admin");
-		if (rv == 0 && delete)
-			rv = store_user_delete(tx, target.id, now);
-		if (rv == 0 && delete)
-			rv = store_audit(tx, "user.deleted", caller.id, target.id, ctx, "success",
-			                 target.username);
-		rv = store_end(tx, rv);
-	}
-	if (rv != 0) {
+	if ((rv = users_apply(a, rpc_call_context(call), caller.id, &target, delete)) != 0) {
 		log_warnx("users: change failed request_id=%s: %s", rpc_call_request_id(call),
 		          err_str(rv));
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
 		                "the change could not be made");
 		return;
 	}
-	tokens_publish_all(a, &gone, target.id, delete ? "user_deleted" : "admin");
-	outbox_kick(a->svc.outbox);
 	rpc_reply(call, &out.base);
 }
 

@@ -55,6 +55,13 @@ static const struct rpc_method methods[] = {
     {"TotpSetup", totp_setup, 0},
     {"TotpEnable", totp_enable, 0},
     {"TotpDisable", totp_disable, 0},
+    {"OpCreateUser", operator_create_user, 0},
+    {"OpListUsers", operator_list_users, 0},
+    {"OpDeleteUser", operator_delete_user, 0},
+    {"OpSetRole", operator_set_role, 0},
+    {"OpResetTotp", operator_reset_totp, 0},
+    {"OpListSessions", operator_list_sessions, 0},
+    {"OpRevokeSession", operator_revoke_session, 0},
 };
 
 static int setup(void **state)

@@ -37,6 +37,10 @@ int magctl_ping(struct magctl *m, int argc, char **argv);
 int magctl_stats(struct magctl *m, int argc, char **argv);
 int magctl_audit(struct magctl *m, int argc, char **argv); /* audit.c */
 
+/* user.c */
+int magctl_user(struct magctl *m, int argc, char **argv);
+int magctl_session(struct magctl *m, int argc, char **argv);
+
 /* breach.c */
 int magctl_breach(struct magctl *m, int argc, char **argv);
 

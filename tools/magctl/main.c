@@ -21,6 +21,8 @@
 static const struct magctl_command magctl_commands[] = {
     {"ping", "magctl ping <service>", magctl_ping},
     {"stats", "magctl stats <service>", magctl_stats},
+    {"user", "magctl user create|list|delete|set-role|grant-terminal|reset-totp ...", magctl_user},
+    {"session", "magctl session list <user> | revoke <session-id>", magctl_session},
     {"audit", "magctl audit query|verify|tail|rotate-key|export (magctl audit -h)", magctl_audit},
     {"breach", "magctl breach check | range <5hex> | import [-o store] [-R] FILE|DIR... | reload",
      magctl_breach},
