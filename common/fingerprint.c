@@ -37,8 +37,8 @@ int fingerprint_key_load(const struct conf *c, unsigned char key[32])
 		return ERR_INVAL;
 	if ((rv = keyfile_load(path, key, 32, &created)) == 0 && created)
 		log_warnx("MAGNETAR_FINGERPRINT_KEY is not set: generated a development key in %s "
-			  "(set the variable in production)",
-			  path);
+		          "(set the variable in production)",
+		          path);
 	return rv;
 }
 

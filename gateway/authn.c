@@ -32,6 +32,9 @@
 #define AUTHN_LEEWAY_S 5
 #define AUTHN_KEYS_REFRESH_MS 60000
 #define AUTHN_REPORTED 1024
+#define AUTHN_ME_SLOTS 4096
+#define AUTHN_TOK_SLOTS 4096
+#define AUTHN_ME_TTL_MS 30000
 
 /* Score weights in hundredths (API.md "Session risk"). */
 #define AUTHN_W_IP 30
@@ -57,6 +60,27 @@ struct authn {
 	struct authn_entry *revoked;
 	size_t cap, used;
 	unsigned char fp_key[32]; /* the fingerprint hash key, shared with auth */
+	/* GET /api/v1/auth/me answers, per session: the authenticated hot path
+	 * needs no RPC. Dropped when auth says the session changed. */
+	pthread_mutex_t me_mu;
+	struct {
+		char sid[AUTHN_SID_LEN];
+		char uid[AUTHN_SID_LEN];
+		char *body;
+		uint64_t expires_ms;
+	} me[AUTHN_ME_SLOTS];
+	/* Tokens already verified (Ed25519 costs tens of µs: "verifies once per
+	 * token and caches the result"), with the last request context they were
+	 * scored in. Direct-mapped; the whole token is compared on a hit. */
+	pthread_mutex_t tok_mu;
+	struct authn_tok {
+		char *token;
+		size_t len;
+		struct jwt_claims claims;
+		uint64_t ctx_hash;   /* of the IP, UA and fingerprint headers scored */
+		char binding[3][33]; /* the fip/fua/fhd they were scored against */
+		unsigned score;
+	} tok[AUTHN_TOK_SLOTS];
 	/* Scores already reported, so a session is not re-reported per request. */
 	pthread_mutex_t report_mu;
 	struct {
@@ -213,6 +237,80 @@ static int authn_load_revoked(struct authn *a)
 	return 0;
 }
 
+void authn_me_drop(struct authn *a, const char *sid)
+{
+	size_t slot = authn_hash(sid) % AUTHN_ME_SLOTS;
+	pthread_mutex_lock(&a->me_mu);
+	if (strcmp(a->me[slot].sid, sid) == 0) {
+		free(a->me[slot].body);
+		a->me[slot].body = NULL;
+		a->me[slot].sid[0] = '\0';
+	}
+	pthread_mutex_unlock(&a->me_mu);
+}
+
+/* A user's account changed (TOTP, say): every cached /me of theirs goes.
+ * Rare, so a scan of the table is fine. */
+static void authn_me_drop_user(struct authn *a, const char *uid)
+{
+	pthread_mutex_lock(&a->me_mu);
+	for (size_t i = 0; i < AUTHN_ME_SLOTS; i++) {
+		if (a->me[i].body == NULL || strcmp(a->me[i].uid, uid) != 0)
+			continue;
+		free(a->me[i].body);
+		a->me[i].body = NULL;
+		a->me[i].sid[0] = '\0';
+	}
+	pthread_mutex_unlock(&a->me_mu);
+}
+
+/* A session with a non-zero risk score reported: its /me is not cached,
+ * since a score recorded after a cached answer would stay invisible. */
+static bool authn_risky(struct authn *a, const char *sid)
+{
+	size_t slot = authn_hash(sid) % AUTHN_REPORTED;
+	bool risky;
+	pthread_mutex_lock(&a->report_mu);
+	risky = strcmp(a->reported[slot].sid, sid) == 0 && a->reported[slot].score > 0;
+	pthread_mutex_unlock(&a->report_mu);
+	return risky;
+}
+
+char *authn_me_get(struct gateway *gw, const char *sid)
+{
+	struct authn *a = gw->authn;
+	size_t slot = authn_hash(sid) % AUTHN_ME_SLOTS;
+	char *copy = NULL;
+
+	/* While the revocation set may be stale, auth is asked every time. */
+	if (!atomic_load(&a->synced) || authn_risky(a, sid))
+		return NULL;
+	pthread_mutex_lock(&a->me_mu);
+	if (a->me[slot].body != NULL && strcmp(a->me[slot].sid, sid) == 0 &&
+	    a->me[slot].expires_ms > clock_mono_ms())
+		copy = strdup(a->me[slot].body);
+	pthread_mutex_unlock(&a->me_mu);
+	return copy;
+}
+
+void authn_me_put(struct gateway *gw, const char *sid, const char *uid, const char *body)
+{
+	struct authn *a = gw->authn;
+	size_t slot = authn_hash(sid) % AUTHN_ME_SLOTS;
+	char *copy;
+
+	if (strlen(sid) >= AUTHN_SID_LEN || strlen(uid) >= AUTHN_SID_LEN || authn_risky(a, sid) ||
+	    (copy = strdup(body)) == NULL)
+		return;
+	pthread_mutex_lock(&a->me_mu);
+	free(a->me[slot].body);
+	strcpy(a->me[slot].sid, sid);
+	strcpy(a->me[slot].uid, uid);
+	a->me[slot].body = copy;
+	a->me[slot].expires_ms = clock_mono_ms() + AUTHN_ME_TTL_MS;
+	pthread_mutex_unlock(&a->me_mu);
+}
+
 static void authn_on_event(const char *pub, uint64_t seq, const char *topic, const uint8_t *payload,
                            size_t len, void *arg)
 {
@@ -221,6 +319,17 @@ static void authn_on_event(const char *pub, uint64_t seq, const char *topic, con
 	(void)pub;
 	(void)seq;
 	bool revoked = strcmp(topic, "session.revoked") == 0;
+	if (strcmp(topic, "keys.rotated") == 0) {
+		authn_wake(a, true, false);
+		return;
+	}
+	if (strcmp(topic, "user.changed") == 0) {
+		if ((ev = magnetar__session_event__unpack(NULL, len, payload)) != NULL) {
+			authn_me_drop_user(a, ev->user_id);
+			magnetar__session_event__free_unpacked(ev, NULL);
+		}
+		return;
+	}
 	if (!revoked && strcmp(topic, "session.rebound") != 0)
 		return;
 	if ((ev = magnetar__session_event__unpack(NULL, len, payload)) == NULL)
@@ -231,6 +340,7 @@ static void authn_on_event(const char *pub, uint64_t seq, const char *topic, con
 	else
 		authn_rebound_add_locked(a, ev);
 	pthread_rwlock_unlock(&a->lock);
+	authn_me_drop(a, ev->session_id);
 	magnetar__session_event__free_unpacked(ev, NULL);
 }
 
@@ -292,6 +402,8 @@ int authn_start(struct gateway *gw)
 		return rv;
 	}
 	pthread_mutex_init(&a->report_mu, NULL);
+	pthread_mutex_init(&a->me_mu, NULL);
+	pthread_mutex_init(&a->tok_mu, NULL);
 	pthread_rwlock_init(&a->lock, NULL);
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
@@ -314,6 +426,8 @@ fail:
 	pthread_mutex_destroy(&a->mu);
 	pthread_rwlock_destroy(&a->lock);
 	pthread_mutex_destroy(&a->report_mu);
+	pthread_mutex_destroy(&a->me_mu);
+	pthread_mutex_destroy(&a->tok_mu);
 	OPENSSL_cleanse(a->fp_key, sizeof(a->fp_key));
 	free(a);
 	return rv;
@@ -337,6 +451,12 @@ void authn_stop(struct gateway *gw)
 	pthread_mutex_destroy(&a->mu);
 	pthread_rwlock_destroy(&a->lock);
 	pthread_mutex_destroy(&a->report_mu);
+	for (size_t i = 0; i < AUTHN_ME_SLOTS; i++)
+		free(a->me[i].body);
+	for (size_t i = 0; i < AUTHN_TOK_SLOTS; i++)
+		free(a->tok[i].token);
+	pthread_mutex_destroy(&a->me_mu);
+	pthread_mutex_destroy(&a->tok_mu);
 	OPENSSL_cleanse(a->fp_key, sizeof(a->fp_key));
 	free(a);
 	gw->authn = NULL;
@@ -377,30 +497,107 @@ static bool authn_differs(const char *a, const char *b)
 	return strlen(a) != 32 || strlen(b) != 32 || CRYPTO_memcmp(a, b, 32) != 0;
 }
 
-/* Integer hundredths, never floats: 0.5f + 0.2f >= 0.7f is false in C. */
-static unsigned authn_score(struct authn *a, struct http_request *req, const char *fip,
-                            const char *fua, const char *fhd)
+static uint64_t authn_fnv(uint64_t h, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+	return h;
+}
+
+/* Integer hundredths, never floats: 0.5f + 0.2f >= 0.7f is false in C.
+ * The three HMACs are skipped when this token was last scored against the
+ * same binding in the same request context (same IP, UA and headers). */
+static unsigned authn_score(struct authn *a, struct http_request *req, const char *token,
+                            size_t tlen, const char *fip, const char *fua, const char *fhd)
 {
 	char ip[INET6_ADDRSTRLEN], hd[1024], h[33];
 	const char *ua =
 	    MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT);
+	struct authn_tok *t =
+	    &a->tok[authn_fnv(1469598103934665603ull, token, tlen) % AUTHN_TOK_SLOTS];
+	uint64_t ctx;
 	unsigned score = 0;
+	bool hit;
 
+	if (ua == NULL)
+		ua = "";
 	http_client_ip(req, ip);
 	authn_fingerprint(req, hd, sizeof(hd));
+	ctx = authn_fnv(
+	    authn_fnv(authn_fnv(1469598103934665603ull, ip, strlen(ip) + 1), ua, strlen(ua) + 1),
+	    hd, strlen(hd));
+	pthread_mutex_lock(&a->tok_mu);
+	hit = t->token != NULL && t->len == tlen && CRYPTO_memcmp(t->token, token, tlen) == 0 &&
+	      t->ctx_hash == ctx && strcmp(t->binding[0], fip) == 0 &&
+	      strcmp(t->binding[1], fua) == 0 && strcmp(t->binding[2], fhd) == 0;
+	if (hit)
+		score = t->score;
+	pthread_mutex_unlock(&a->tok_mu);
+	if (hit)
+		return score;
 	fingerprint_hash(a->fp_key, "ip", ip, h);
 	score += authn_differs(h, fip) ? AUTHN_W_IP : 0;
-	fingerprint_hash(a->fp_key, "ua", ua != NULL ? ua : "", h);
+	fingerprint_hash(a->fp_key, "ua", ua, h);
 	score += authn_differs(h, fua) ? AUTHN_W_UA : 0;
 	fingerprint_hash(a->fp_key, "hd", hd, h);
 	score += authn_differs(h, fhd) ? AUTHN_W_HD : 0;
+	pthread_mutex_lock(&a->tok_mu);
+	if (t->token != NULL && t->len == tlen && CRYPTO_memcmp(t->token, token, tlen) == 0) {
+		t->ctx_hash = ctx;
+		snprintf(t->binding[0], 33, "%s", fip);
+		snprintf(t->binding[1], 33, "%s", fua);
+		snprintf(t->binding[2], 33, "%s", fhd);
+		t->score = score;
+	}
+	pthread_mutex_unlock(&a->tok_mu);
 	return score;
 }
 
+/* jwt_verify, once per token: a verified token's claims are kept until it
+ * expires. Called with a->lock held shared (the keys). */
+static int authn_verify(struct authn *a, const char *token, size_t len, int64_t now,
+                        struct jwt_claims *claims)
+{
+	struct authn_tok *t =
+	    &a->tok[authn_fnv(1469598103934665603ull, token, len) % AUTHN_TOK_SLOTS];
+	char *copy;
+	int rv;
+
+	pthread_mutex_lock(&a->tok_mu);
+	if (t->token != NULL && t->len == len && CRYPTO_memcmp(t->token, token, len) == 0 &&
+	    t->claims.exp > now - AUTHN_LEEWAY_S) {
+		*claims = t->claims;
+		pthread_mutex_unlock(&a->tok_mu);
+		return 0;
+	}
+	pthread_mutex_unlock(&a->tok_mu);
+	if ((rv = jwt_verify(a->keys, a->nkeys, token, len, now, AUTHN_LEEWAY_S, claims)) != 0)
+		return rv;
+	if ((copy = malloc(len)) == NULL)
+		return 0; /* verified; only not remembered */
+	memcpy(copy, token, len);
+	pthread_mutex_lock(&a->tok_mu);
+	free(t->token);
+	memset(t, 0, sizeof(*t));
+	t->token = copy;
+	t->len = len;
+	t->claims = *claims;
+	pthread_mutex_unlock(&a->tok_mu);
+	return 0;
+}
+
+struct authn_pending_report {
+	struct authn *a;
+	char sid[AUTHN_SID_LEN];
+};
+
 static void authn_reported(struct rpc_result *r, void *arg)
 {
-	(void)r;
-	(void)arg; /* auth records, audits and (≥ 90) revokes; nothing to do here */
+	struct authn_pending_report *p = arg;
+	(void)r; /* auth records, audits and (≥ 90) revokes */
+	/* A /me cached while the report was on its way shows the old score. */
+	authn_me_drop(p->a, p->sid);
+	free(p);
 }
 
 /* Tells auth about a non-zero score once per (session, score). */
@@ -411,6 +608,7 @@ static void authn_report(struct authn *a, struct http_request *req, const struct
 	Magnetar__SessionRef ref = MAGNETAR__SESSION_REF__INIT;
 	Magnetar__RequestContext ctx = MAGNETAR__REQUEST_CONTEXT__INIT;
 	size_t slot = authn_hash(c->sid) % AUTHN_REPORTED;
+	struct authn_pending_report *p;
 	char ip[INET6_ADDRSTRLEN];
 	bool fresh;
 
@@ -421,8 +619,9 @@ static void authn_report(struct authn *a, struct http_request *req, const struct
 		a->reported[slot].score = score;
 	}
 	pthread_mutex_unlock(&a->report_mu);
-	if (!fresh)
+	if (!fresh || strlen(c->sid) >= AUTHN_SID_LEN)
 		return;
+	authn_me_drop(a, c->sid); /* its risk_score changes */
 	http_client_ip(req, ip);
 	ctx.request_id = req->id;
 	ctx.client_ip = ip;
@@ -432,8 +631,13 @@ static void authn_report(struct authn *a, struct http_request *req, const struct
 	ref.session_id = (char *)c->sid;
 	in.session = &ref;
 	in.score = score;
-	rpc_call_async(a->gw->client[SVC_AUTH], &magnetar__auth__descriptor, "ReportRisk", &in.base,
-	               &ctx, 2000, authn_reported, NULL);
+	if ((p = calloc(1, sizeof(*p))) == NULL)
+		return;
+	p->a = a;
+	memcpy(p->sid, c->sid, strlen(c->sid) + 1); /* fits: checked above */
+	if (rpc_call_async(a->gw->client[SVC_AUTH], &magnetar__auth__descriptor, "ReportRisk",
+	                   &in.base, &ctx, 2000, authn_reported, p) != 0)
+		free(p);
 }
 
 int authn_require_flags(struct http_request *req, struct jwt_claims *claims, unsigned flags)
@@ -451,8 +655,7 @@ int authn_require_flags(struct http_request *req, struct jwt_claims *claims, uns
 		return authn_refuse(req, "unauthorized", "A bearer access token is required.");
 	h += 7;
 	pthread_rwlock_rdlock(&a->lock);
-	rv = jwt_verify(a->keys, a->nkeys, h, strlen(h), (int64_t)time(NULL), AUTHN_LEEWAY_S,
-	                claims);
+	rv = authn_verify(a, h, strlen(h), (int64_t)time(NULL), claims);
 	if (rv == 0) {
 		/* The binding a step-up set, else the one the token carries. */
 		e = authn_find_locked(a, claims->sid);
@@ -470,7 +673,7 @@ int authn_require_flags(struct http_request *req, struct jwt_claims *claims, uns
 	if (revoked)
 		return authn_refuse(req, "unauthorized", "The session has been revoked.");
 	snprintf(req->actor, sizeof(req->actor), "%s", claims->sub);
-	score = authn_score(a, req, fip, fua, fhd);
+	score = authn_score(a, req, h, strlen(h), fip, fua, fhd);
 	if (score == 0)
 		return 0;
 	authn_report(a, req, claims, score);

@@ -5,6 +5,7 @@
 #ifndef MAGNETAR_AUTH_H
 #define MAGNETAR_AUTH_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,6 +42,7 @@ struct auth {
 	unsigned char totp_key[32]; /* seals TOTP secrets at rest */
 	struct auth_key *keys;      /* keys.c; keys[nkeys - 1] is current */
 	size_t nkeys;
+	pthread_rwlock_t keys_lock;    /* rotate-keys replaces the array */
 	uint32_t argon_m_kib, argon_t; /* argon2id cost */
 	char dummy_hash[128];          /* verified against for unknown users */
 };
@@ -158,6 +160,9 @@ void breached_refuse(struct rpc_call *call, uint64_t count);
 /* Loads the signing key file from the data dir, creating a first key. */
 int keys_load(struct auth *a);
 void keys_free(struct auth *a);
+/* A new signing key becomes current; the old one keeps verifying until its
+ * last token has expired (rotate-keys). Its kid into kid[17]. */
+int keys_rotate(struct auth *a, char kid[17]);
 
 /* ---- tokens.c -------------------------------------------------------------- */
 /* Username normalisation (docs/design.md): lowercase ASCII; NULL if invalid. */
@@ -184,6 +189,8 @@ int tokens_issue(struct auth *a, const struct store_user *u, const struct store_
 /* A random refresh token (base64url of 32 bytes) and its SHA-256. */
 int tokens_refresh_new(char out[64], unsigned char hash[32]);
 void tokens_refresh_hash(const char *token, size_t len, unsigned char hash[32]);
+/* Publishes user.changed: what /me shows of the user is stale. */
+void tokens_publish_user_changed(struct auth *a, const char *uid);
 /* Publishes session.revoked. */
 void tokens_publish_revoked(struct auth *a, const char *sid, const char *uid, const char *why);
 /* Fills a proto User from a store user (strings point into u). */
@@ -213,7 +220,7 @@ void users_revoke_sessions(struct rpc_call *call, const ProtobufCMessage *in, vo
 /* Revokes every session of `target` (announcing each), and deletes it when
  * `delete`; audited as done by `actor`. */
 int users_apply(struct auth *a, const Magnetar__RequestContext *ctx, const char *actor,
-		const struct store_user *target, bool delete);
+                const struct store_user *target, bool delete);
 
 /* ---- operator.c: magctl user|session (the operator's methods) -------------- */
 void operator_create_user(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
@@ -223,6 +230,7 @@ void operator_set_role(struct rpc_call *call, const ProtobufCMessage *in, void *
 void operator_reset_totp(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 void operator_list_sessions(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 void operator_revoke_session(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void operator_rotate_keys(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 
 /* ---- account.c: ChangePassword ------------------------------------------------ */
 void account_change_password(struct rpc_call *call, const ProtobufCMessage *in, void *arg);

@@ -107,6 +107,7 @@ int keys_load(struct auth *a)
 	int rv = 0;
 	int64_t now = (int64_t)time(NULL);
 
+	pthread_rwlock_init(&a->keys_lock, NULL);
 	if (keys_path(a, path, sizeof(path)) != 0)
 		return ERR_INVAL;
 	if ((f = fopen(path, "re")) != NULL) {
@@ -140,6 +141,23 @@ int keys_load(struct auth *a)
 	return keys_write(a);
 }
 
+int keys_rotate(struct auth *a, char kid[17])
+{
+	int rv;
+	pthread_rwlock_wrlock(&a->keys_lock);
+	a->keys[a->nkeys - 1].retired_s = (int64_t)time(NULL);
+	if ((rv = keys_generate(a)) == 0)
+		rv = keys_write(a);
+	if (rv == 0)
+		memcpy(kid, a->keys[a->nkeys - 1].kid, 17);
+	else if (a->keys[a->nkeys - 1].retired_s != 0)
+		a->keys[a->nkeys - 1].retired_s = 0; /* nothing changed */
+	pthread_rwlock_unlock(&a->keys_lock);
+	if (rv == 0)
+		log_info("keys: rotated; signing with kid=%s", kid);
+	return rv;
+}
+
 void keys_free(struct auth *a)
 {
 	for (size_t i = 0; i < a->nkeys; i++)
@@ -147,4 +165,5 @@ void keys_free(struct auth *a)
 	free(a->keys);
 	a->keys = NULL;
 	a->nkeys = 0;
+	pthread_rwlock_destroy(&a->keys_lock);
 }

@@ -43,6 +43,7 @@ static const struct rpc_method auth_methods[] = {
     {.name = "OpResetTotp", .handler = operator_reset_totp, .flags = RPC_F_MUTATES},
     {.name = "OpListSessions", .handler = operator_list_sessions},
     {.name = "OpRevokeSession", .handler = operator_revoke_session, .flags = RPC_F_MUTATES},
+    {.name = "OpRotateKeys", .handler = operator_rotate_keys, .flags = RPC_F_MUTATES},
 };
 
 static void auth_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)

@@ -175,6 +175,8 @@ void operator_reset_totp(struct rpc_call *call, const ProtobufCMessage *in, void
 			                 "success", "");
 		rv = store_end(tx, rv);
 	}
+	if (rv == 0)
+		tokens_publish_user_changed(a, u.id);
 	outbox_kick(a->svc.outbox);
 	operator_done(call, rv, "reset-totp");
 }
@@ -217,4 +219,24 @@ void operator_revoke_session(struct rpc_call *call, const ProtobufCMessage *in, 
 		outbox_kick(a->svc.outbox);
 	}
 	operator_done(call, rv, "revoke");
+}
+
+void operator_rotate_keys(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	struct auth *a = arg;
+	struct store_tx *tx;
+	char kid[17];
+	int rv;
+
+	if ((rv = keys_rotate(a, kid)) != 0) {
+		operator_done(call, rv, "rotate-keys");
+		return;
+	}
+	if (store_begin(a->svc.pool, &tx) == 0)
+		store_end(tx, store_audit(tx, "auth.keys.rotated", "operator", kid,
+		                          rpc_call_context(call), "success", ""));
+	outbox_kick(a->svc.outbox);
+	/* Gateways fetch the new public key now, before its first token. */
+	events_publish(a->events, "keys.rotated", "", 0);
+	session_public_keys(call, in, arg); /* answers with the keys now published */
 }

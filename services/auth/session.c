@@ -251,19 +251,24 @@ void session_public_keys(struct rpc_call *call, const ProtobufCMessage *in, void
 	Magnetar__PublicKeysReply out = MAGNETAR__PUBLIC_KEYS_REPLY__INIT;
 	Magnetar__PublicKey items[16], *ptrs[16];
 	unsigned char raw[16][32];
+	char kids[16][17];
 	(void)in;
+	pthread_rwlock_rdlock(&a->keys_lock);
 	for (size_t i = 0; i < a->nkeys && i < 16; i++) {
 		size_t len = 32;
 		magnetar__public_key__init(&items[i]);
 		if (EVP_PKEY_get_raw_public_key(a->keys[i].pkey, raw[i], &len) != 1) {
+			pthread_rwlock_unlock(&a->keys_lock);
 			session_internal(call, "public keys", ERR_INTERNAL);
 			return;
 		}
-		items[i].kid = a->keys[i].kid;
+		snprintf(kids[i], sizeof(kids[i]), "%s", a->keys[i].kid);
+		items[i].kid = kids[i];
 		items[i].key.data = raw[i];
 		items[i].key.len = len;
 		ptrs[out.n_keys++] = &items[i];
 	}
+	pthread_rwlock_unlock(&a->keys_lock);
 	out.keys = ptrs;
 	rpc_reply(call, &out.base);
 }

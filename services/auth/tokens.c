@@ -71,7 +71,7 @@ int tokens_issue(struct auth *a, const struct store_user *u, const struct store_
                  char *refresh, Magnetar__TokenReply *out, char *buf, size_t buflen)
 {
 	struct jwt_claims c = {0};
-	const struct auth_key *k = &a->keys[a->nkeys - 1];
+	const struct auth_key *k;
 	char *tok;
 	int rv;
 
@@ -84,7 +84,11 @@ int tokens_issue(struct auth *a, const struct store_user *u, const struct store_
 	c.iat = (int64_t)time(NULL);
 	c.exp = c.iat + AUTH_ACCESS_TTL_S;
 	c.terminal = u->terminal;
-	if ((rv = jwt_sign(k->pkey, k->kid, &c, &tok)) != 0)
+	pthread_rwlock_rdlock(&a->keys_lock);
+	k = &a->keys[a->nkeys - 1];
+	rv = jwt_sign(k->pkey, k->kid, &c, &tok);
+	pthread_rwlock_unlock(&a->keys_lock);
+	if (rv != 0)
 		return rv;
 	if (strlen(tok) >= buflen) {
 		free(tok);
@@ -105,6 +109,17 @@ void tokens_publish_all(struct auth *a, const struct tokens_revoked *gone, const
 {
 	for (int i = 0; i < gone->n; i++)
 		tokens_publish_revoked(a, gone->ids[i], uid, why);
+}
+
+void tokens_publish_user_changed(struct auth *a, const char *uid)
+{
+	Magnetar__SessionEvent ev = MAGNETAR__SESSION_EVENT__INIT;
+	uint8_t buf[128];
+	ev.user_id = (char *)uid;
+	ev.reason = "user_changed";
+	if (magnetar__session_event__get_packed_size(&ev) <= sizeof(buf))
+		events_publish(a->events, "user.changed", buf,
+		               magnetar__session_event__pack(&ev, buf));
 }
 
 void tokens_publish_revoked(struct auth *a, const char *sid, const char *uid, const char *why)

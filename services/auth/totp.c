@@ -241,6 +241,7 @@ static void totp_enable_job(struct workq_job *job)
 		                "TOTP could not be enabled");
 		goto out;
 	}
+	tokens_publish_user_changed(j->a, u.id);
 	outbox_kick(j->a->svc.outbox);
 	rpc_reply(j->call, &out.base);
 out:
@@ -279,6 +280,7 @@ static void totp_disable_job(struct workq_job *job)
 		                "TOTP could not be disabled");
 		goto out;
 	}
+	tokens_publish_user_changed(j->a, u.id);
 	outbox_kick(j->a->svc.outbox);
 	rpc_reply(j->call, &out.base);
 out:

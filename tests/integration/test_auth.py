@@ -266,3 +266,16 @@ def test_no_secret_in_logs(stack):
     for secret in (PASSWORD, body["access_token"], body["refresh_token"],
                    body["access_token"].split(".")[2]):
         assert secret not in logs
+
+
+def test_me_is_answered_without_an_rpc_and_invalidated_by_events(stack):
+    register(stack, "nina")
+    t = login(stack, "nina").json()["access_token"]
+    before = stack.stats("auth")["rpc.Me.calls"]
+    for _ in range(50):
+        assert get(stack, "/api/v1/auth/me", t).status_code == 200
+    # One RPC filled the gateway's cache; the other 49 needed none.
+    assert stack.stats("auth")["rpc.Me.calls"] - before <= 2
+    # Logout reaches the cache through auth.events: no stale 200.
+    assert post(stack, "/api/v1/auth/logout", {}, t).status_code == 204
+    assert wait_until(lambda: get(stack, "/api/v1/auth/me", t).status_code == 401, 1)

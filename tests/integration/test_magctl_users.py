@@ -69,3 +69,18 @@ def test_operator_commands(stack):
     assert login(stack, "xena").status_code == 401
     assert magctl(stack, "user", "delete", "xena").returncode == 1
     assert magctl(stack, "user", "bogus").returncode == 2
+
+
+def test_rotate_keys_old_tokens_still_verify(stack):
+    magctl(stack, "user", "create", "zoe", "member", stdin=PW + "\n")
+    old = login(stack, "zoe").json()["access_token"]
+    out = magctl(stack, "auth", "rotate-keys")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "(signing)" in out.stdout and "(verifying)" in out.stdout
+    new = login(stack, "zoe").json()["access_token"]
+    kid = lambda t: json.loads(__import__("base64").urlsafe_b64decode(  # noqa: E731
+        t.split(".")[0] + "=="))["kid"]
+    assert kid(old) != kid(new)
+    # The gateway fetches the new key on first sight; the old one still verifies.
+    assert wait_until(lambda: me(stack, new).status_code == 200, 2)
+    assert me(stack, old).status_code == 200

@@ -62,6 +62,7 @@ static const struct rpc_method methods[] = {
     {"OpResetTotp", operator_reset_totp, 0},
     {"OpListSessions", operator_list_sessions, 0},
     {"OpRevokeSession", operator_revoke_session, 0},
+    {"OpRotateKeys", operator_rotate_keys, 0},
 };
 
 static int setup(void **state)
@@ -87,8 +88,9 @@ static int setup(void **state)
 	/* No breach service here: checks are "unavailable", allowed (fail-open). */
 	assert_int_equal(rpc_client_open("inproc://auth_test_no_breach", 0, &a.breach), 0);
 	assert_int_equal(events_pub_open(EV_URL, a.svc.instance, 100, &a.events), 0);
-	assert_int_equal(
-	    rpc_server_start(URL, &magnetar__auth__descriptor, methods, sizeof(methods) / sizeof(methods[0]), &opts, &srv), 0);
+	assert_int_equal(rpc_server_start(URL, &magnetar__auth__descriptor, methods,
+	                                  sizeof(methods) / sizeof(methods[0]), &opts, &srv),
+	                 0);
 	assert_int_equal(rpc_client_open(URL, 0, &cli), 0);
 	return 0;
 }
@@ -343,9 +345,36 @@ static void test_session_limit_and_logout(void **state)
 	events_sub_close(sub);
 }
 
+static int cmp_tokens(const void *x, const void *y)
+{
+	return strcmp(x, y);
+}
+
+/* 10^5 refresh tokens: all distinct, each 256 bits (43 base64url chars),
+ * and the stored hash is SHA-256 of exactly the token. */
+static void test_refresh_tokens_distinct(void **state)
+{
+	enum { N = 100000 };
+	char(*tok)[64] = calloc(N, sizeof(*tok));
+	unsigned char hash[32], again[32];
+	(void)state;
+	assert_non_null(tok);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(tokens_refresh_new(tok[i], hash), 0);
+		assert_int_equal(strlen(tok[i]), 43);
+		tokens_refresh_hash(tok[i], strlen(tok[i]), again);
+		assert_memory_equal(hash, again, 32);
+	}
+	qsort(tok, N, sizeof(*tok), cmp_tokens);
+	for (int i = 1; i < N; i++)
+		assert_string_not_equal(tok[i - 1], tok[i]);
+	free(tok);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_refresh_tokens_distinct),
 	    cmocka_unit_test(test_signup_rules),
 	    cmocka_unit_test(test_login_and_token),
 	    cmocka_unit_test(test_refresh_rotation_and_reuse),

@@ -40,8 +40,10 @@ int magctl_audit(struct magctl *m, int argc, char **argv); /* audit.c */
 /* user.c */
 int magctl_user(struct magctl *m, int argc, char **argv);
 int magctl_session(struct magctl *m, int argc, char **argv);
+int magctl_auth(struct magctl *m, int argc, char **argv);
 
 /* breach.c */
 int magctl_breach(struct magctl *m, int argc, char **argv);
+int magctl_terminal(struct magctl *m, int argc, char **argv); /* terminal.c */
 
 #endif

@@ -23,9 +23,11 @@ static const struct magctl_command magctl_commands[] = {
     {"stats", "magctl stats <service>", magctl_stats},
     {"user", "magctl user create|list|delete|set-role|grant-terminal|reset-totp ...", magctl_user},
     {"session", "magctl session list <user> | revoke <session-id>", magctl_session},
+    {"auth", "magctl auth rotate-keys", magctl_auth},
     {"audit", "magctl audit query|verify|tail|rotate-key|export (magctl audit -h)", magctl_audit},
     {"breach", "magctl breach check | range <5hex> | import [-o store] [-R] FILE|DIR... | reload",
      magctl_breach},
+    {"terminal", "magctl terminal list | kill <id>", magctl_terminal},
 };
 
 #define MAGCTL_NCOMMANDS (sizeof(magctl_commands) / sizeof(magctl_commands[0]))

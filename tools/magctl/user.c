@@ -1,6 +1,6 @@
 /*
- * user.c — `magctl user ...` and `magctl session ...`: the operator's
- * account and session commands (auth's Op* methods). A password is read
+ * user.c — `magctl user ...`, `magctl session ...` and `magctl auth
+ * rotate-keys`: the operator's commands to auth (its Op* methods). A password is read
  * from standard input, never from the command line (ps would show it).
  */
 #include <openssl/crypto.h>
@@ -131,4 +131,23 @@ int magctl_session(struct magctl *m, int argc, char **argv)
 		return 0;
 	}
 	return user_usage();
+}
+
+int magctl_auth(struct magctl *m, int argc, char **argv)
+{
+	Magnetar__Empty req = MAGNETAR__EMPTY__INIT;
+	struct rpc_result r;
+
+	if (argc != 2 || strcmp(argv[1], "rotate-keys") != 0) {
+		fprintf(stderr, "usage: magctl auth rotate-keys\n");
+		return 2;
+	}
+	if (magctl_call(m, SVC_AUTH, "OpRotateKeys", &req.base, &r) != 0)
+		return 1;
+	const Magnetar__PublicKeysReply *k = (const Magnetar__PublicKeysReply *)r.output;
+	for (size_t i = 0; i < k->n_keys; i++)
+		printf("%s%s\n", k->keys[i]->kid,
+		       i + 1 == k->n_keys ? " (signing)" : " (verifying)");
+	rpc_result_fini(&r);
+	return 0;
 }

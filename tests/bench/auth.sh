@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# auth.sh — the authenticated hot path (issue 5, ARCHITECTURE.md §6):
+#   1. GET /api/v1/auth/me requests/s against nginx `return 200`, same run
+#      (goal ≥ 0.7×: the token is verified locally and /me comes from the
+#      gateway's cache, no RPC);
+#   2. p50/p99 of GET /api/v1/auth/me while 32 clients hammer POST
+#      /api/v1/auth/login with real argon2id (goal p99 < 10 ms).
+#
+#   tests/bench/auth.sh            # BUILD=<repo>/build, 3 rounds of 5 s
+#   BUILD=build ROUNDS=5 DURATION=10s tests/bench/auth.sh
+#
+# Runs the whole stack in development mode (production argon2 costs) in a
+# temporary directory; every process started here is stopped on exit.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${BUILD:-${MAGNETAR_BUILD:-$REPO/build}}
+case $BUILD in /*) ;; *) BUILD=$REPO/$BUILD ;; esac
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5s}
+PY=/usr/bin/python3
+for tool in wrk nginx curl; do
+	command -v "$tool" >/dev/null || { echo "auth bench: $tool is required" >&2; exit 2; }
+done
+
+TMP=$(mktemp -d /tmp/magnetar-auth-bench.XXXXXX)
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+NGINX_PORT=$(port)
+mkdir -p "$TMP/nginx"
+cat > "$TMP/nginx/nginx.conf" <<NG
+worker_processes 1; daemon off; pid $TMP/nginx/pid; error_log $TMP/nginx/error.log;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$NGINX_PORT;
+  location / { return 200 '{"status":"ok"}'; } } }
+NG
+nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" & PIDS+=($!)
+
+GW_PORT=$(port)
+( cd "$TMP" && MAGNETAR_ENV=development MAGNETAR_HIBP_MODE=off MAGNETAR_HTTP_ADDR=127.0.0.1:$GW_PORT \
+	MAGNETAR_DATA_DIR=$TMP/var MAGNETAR_RUN_DIR=$TMP/run exec "$BUILD/bin/magnetar" up \
+	> "$TMP/stack.log" 2>&1 ) & PIDS+=($!)
+for i in $(seq 1 300); do
+	[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$GW_PORT/readyz)" = 200 ] && break
+	sleep 0.1
+done
+URL=http://127.0.0.1:$GW_PORT
+curl -s -o /dev/null $URL/api/v1/auth/register -H 'Content-Type: application/json' \
+	-d '{"username":"bench","password":"bench-password-123"}'
+TOKEN=$(curl -s $URL/api/v1/auth/login -H 'Content-Type: application/json' -H 'User-Agent: wrk' \
+	-d '{"username":"bench","password":"bench-password-123"}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+# wrk sends this exact User-Agent, and no fingerprint headers: score 0.
+cat > "$TMP/me.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+wrk.headers["User-Agent"] = "wrk"
+LUA
+cat > "$TMP/login.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"username":"bench","password":"wrong-password-x"}'
+LUA
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -H 'User-Agent: wrk' $URL/api/v1/auth/me)" = 200 ] || {
+	echo "auth bench: /me does not answer 200" >&2; exit 1; }
+
+rps() { wrk -t1 -c64 -d"$DURATION" "$@" | awk '/Requests\/sec/ {print $2}'; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+: > "$TMP/nginx.txt"; : > "$TMP/me.txt"
+for r in $(seq 1 "$ROUNDS"); do
+	n=$(rps http://127.0.0.1:$NGINX_PORT/); echo "$n" >> "$TMP/nginx.txt"
+	m=$(rps -s "$TMP/me.lua" $URL/api/v1/auth/me); echo "$m" >> "$TMP/me.txt"
+	echo "round $r: nginx $n req/s, /api/v1/auth/me $m req/s"
+done
+N=$(median < "$TMP/nginx.txt"); M=$(median < "$TMP/me.txt")
+echo "median: nginx $N req/s, /me $M req/s, ratio $($PY -c "print(f'{$M/$N:.2f}')")x (goal >= 0.7x)"
+
+# /me latency while 32 clients try passwords (real argon2id, m=19 MiB t=2).
+wrk -t1 -c32 -d"$DURATION" -s "$TMP/login.lua" $URL/api/v1/auth/login > "$TMP/flood.txt" &
+FLOOD=$!
+sleep 1
+wrk -t1 -c8 -d"$DURATION" --latency -s "$TMP/me.lua" $URL/api/v1/auth/me > "$TMP/me_lat.txt"
+wait $FLOOD || true
+echo "/me under a login flood:"; grep -E "^ +(50|99)%" "$TMP/me_lat.txt"
+echo "login flood: $(awk '/Requests\/sec/ {print $2}' "$TMP/flood.txt") req/s (429s included)"
