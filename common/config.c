@@ -79,6 +79,42 @@ const struct conf_var conf_vars[] = {
      "dirs a terminal may start in", NULL},
     {"MAGNETAR_TERMINAL_UID", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "uid shells run as", NULL},
     {"MAGNETAR_TERMINAL_GID", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "gid shells run as", NULL},
+    {"MAGNETAR_TERMINAL_IDLE_S", B(SVC_TERMINAL) | SUP, false, SIZE_MAX,
+     "seconds without a byte before a terminal closes", NULL},
+    {"MAGNETAR_TERMINAL_LIFETIME_S", B(SVC_TERMINAL) | SUP, false, SIZE_MAX,
+     "seconds a terminal may live at most", NULL},
+    {"MAGNETAR_TERMINAL_MAX_PER_USER", B(SVC_TERMINAL) | SUP, false, SIZE_MAX,
+     "open terminals per user", NULL},
+    {"MAGNETAR_TERMINAL_MAX", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "open terminals in all",
+     NULL},
+    /* Gateway hardening (issue 6): parsed by gateway/settings.c. */
+    {"MAGNETAR_PROXY_HEADER", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
+     "x-forwarded-for or forwarded: the header trusted proxies set", NULL},
+    {"MAGNETAR_RATE_GLOBAL", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
+     "requests per client IP: N/S or off", NULL},
+    {"MAGNETAR_RATE_LOGIN", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
+     "login, password change, step-up per client IP: N/S or off", NULL},
+    {"MAGNETAR_RATE_PASSWORD_CHECK", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
+     "password checks per client IP: N/S or off", NULL},
+    {"MAGNETAR_RATE_REGISTER", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
+     "registrations per client IP: N/S or off", NULL},
+    {"MAGNETAR_RATE_TERMINAL", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
+     "terminal opens per client IP: N/S or off", NULL},
+    {"MAGNETAR_HEADER_TIMEOUT_S", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
+     "seconds for a complete request header block", NULL},
+    {"MAGNETAR_CSP", B(SVC_GATEWAY) | SUP, false, SIZE_MAX, "Content-Security-Policy override",
+     NULL},
+    {"MAGNETAR_PERMISSIONS_POLICY", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
+     "Permissions-Policy override", NULL},
+    /* Everyone reads every user name: a service's peer allow-lists are uids. */
+    {"MAGNETAR_GATEWAY_USER", ALL, false, F(user[SVC_GATEWAY]), "gateway's user (as root)", NULL},
+    {"MAGNETAR_AUTH_USER", ALL, false, F(user[SVC_AUTH]), "auth's user (as root)", NULL},
+    {"MAGNETAR_AUDIT_USER", ALL, false, F(user[SVC_AUDIT]), "audit's user (as root)", NULL},
+    {"MAGNETAR_BREACH_USER", ALL, false, F(user[SVC_BREACH]), "breach's user (as root)", NULL},
+    {"MAGNETAR_TERMINAL_USER", ALL, false, F(user[SVC_TERMINAL]), "terminal's user (as root)",
+     NULL},
+    {"MAGNETAR_IPC_GROUP", ALL, false, F(ipc_group), "group allowed into the run dir (as root)",
+     NULL},
 };
 const size_t conf_nvars = sizeof(conf_vars) / sizeof(conf_vars[0]);
 
@@ -365,6 +401,32 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 		}
 	}
 
+	{
+		/* Terminal limits: the service's, but parsed for every program so
+		 * `-n` and the supervisor agree on what is valid. */
+		static const struct {
+			const char *name;
+			size_t offset;
+			long def, lo, hi;
+		} tl[] = {
+		    {"MAGNETAR_TERMINAL_IDLE_S", F(terminal_idle_s), 900, 1, 86400 * 7},
+		    {"MAGNETAR_TERMINAL_LIFETIME_S", F(terminal_lifetime_s), 43200, 1, 86400 * 30},
+		    {"MAGNETAR_TERMINAL_MAX_PER_USER", F(terminal_per_user), 3, 1, 1000},
+		    {"MAGNETAR_TERMINAL_MAX", F(terminal_max), 32, 1, 1000},
+		};
+		for (size_t t = 0; t < sizeof(tl) / sizeof(tl[0]); t++) {
+			int *slot = (int *)((char *)c + tl[t].offset);
+			*slot = (int)tl[t].def;
+			if ((s = getenv(tl[t].name)) == NULL)
+				continue;
+			if (conf_int(s, tl[t].lo, tl[t].hi, &n) != 0)
+				return conf_refuse(err, errlen,
+				                   "%s must be an integer from %ld to %ld",
+				                   tl[t].name, tl[t].lo, tl[t].hi);
+			*slot = (int)n;
+		}
+	}
+
 	if (conf_default(&c->data_dir, "./var") != 0 || conf_default(&c->run_dir, "./run") != 0 ||
 	    conf_default(&c->http_addr, "127.0.0.1:8080") != 0 ||
 	    conf_default(&c->hibp_url, "https://api.pwnedpasswords.com") != 0 ||
@@ -374,6 +436,11 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 	for (i = 0; i < SVC_SERVICES; i++)
 		if (conf_default(&c->url[i], "ipc://%s/%s.sock", c->run_dir, svc_names[i]) != 0)
 			return conf_refuse(err, errlen, "out of memory");
+	for (i = 0; i < SVC_SERVICES; i++)
+		if (conf_default(&c->user[i], "magnetar-%s", svc_names[i]) != 0)
+			return conf_refuse(err, errlen, "out of memory");
+	if (conf_default(&c->ipc_group, "magnetar") != 0)
+		return conf_refuse(err, errlen, "out of memory");
 	if (c->data_dir[0] == '\0' || c->run_dir[0] == '\0')
 		return conf_refuse(err, errlen,
 		                   "MAGNETAR_DATA_DIR and MAGNETAR_RUN_DIR may not be empty");
@@ -415,6 +482,12 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 	if (prod && c->cors_origins != NULL && strchr(c->cors_origins, '*') != NULL)
 		return conf_refuse(err, errlen,
 		                   "MAGNETAR_CORS_ORIGINS may not contain * in production");
+	if (prod && c->cors_origins != NULL &&
+	    strspn(c->cors_origins, " \t,") == strlen(c->cors_origins))
+		return conf_refuse(
+		    err, errlen,
+		    "MAGNETAR_CORS_ORIGINS is set but empty; list origins, or unset it "
+		    "for no CORS");
 
 	/* Production refuses to run on secrets it would otherwise invent. */
 	if (prod) {

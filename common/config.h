@@ -51,6 +51,10 @@ struct conf {
 	int max_sessions;
 	uid_t terminal_uid; /* (uid_t)-1 when unset: the service decides */
 	gid_t terminal_gid;
+	int terminal_idle_s;     /* MAGNETAR_TERMINAL_IDLE_S: no byte either way (900) */
+	int terminal_lifetime_s; /* MAGNETAR_TERMINAL_LIFETIME_S: absolute (43200) */
+	int terminal_per_user;   /* MAGNETAR_TERMINAL_MAX_PER_USER (3) */
+	int terminal_max;        /* MAGNETAR_TERMINAL_MAX: all users (32) */
 
 	/* Strings below are owned by the struct (NULL when unset and no default). */
 	char *http_addr;
@@ -70,6 +74,11 @@ struct conf {
 	char *tls_cert;
 	char *tls_key;
 	char *founder_username;
+	/* Privilege separation (common/privsep.c): each service's system user
+	 * when started as root (MAGNETAR_<SVC>_USER, default magnetar-<svc>),
+	 * and the group of the processes that may enter the run dir. */
+	char *user[SVC_SERVICES];
+	char *ipc_group; /* MAGNETAR_IPC_GROUP (magnetar) */
 	/* Secrets: never logged, wiped by conf_fini(). */
 	char *founder_password;
 	char *audit_keys;

@@ -18,6 +18,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/rpc.h"
 #include "events.pb-c.h"
 
 #define EVENTS_BUF 8192 /* FACTS.md: no loss at 50k/s with 1024–8192 */
@@ -94,6 +95,18 @@ static void *events_heartbeat_main(void *arg)
 	return NULL;
 }
 
+/* Pipe-add: a subscriber outside the publisher's allow-list (rpc.h peer
+ * policy) is hung up on; events may name users and sessions. */
+static void events_pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+	uint64_t uid;
+	(void)ev;
+	(void)arg;
+	if (nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_UID, &uid) == 0 &&
+	    !rpc_peer_admitted((uid_t)uid, true))
+		nng_pipe_close(pipe);
+}
+
 int events_pub_open(const char *url, const char *publisher, int heartbeat_ms,
                     struct events_pub **out)
 {
@@ -112,7 +125,7 @@ int events_pub_open(const char *url, const char *publisher, int heartbeat_ms,
 		goto fail;
 	nng_socket_set_int(p->sock, NNG_OPT_SENDBUF, EVENTS_BUF);
 	nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, 1024);
-	if ((nv = nng_listen(p->sock, url, NULL, 0)) != 0) {
+	if ((nv = rpc_listen(p->sock, url, events_pipe_cb, p)) != 0) {
 		log_warnx("events: cannot listen on %s: %s", url, nng_strerror(nv));
 		nng_close(p->sock);
 		goto fail;
@@ -176,6 +189,7 @@ struct events_peer {
 
 struct events_sub {
 	nng_socket sock;
+	struct rpc_dial dial; /* re-dialled after a uid drop (rpc.h) */
 	struct events_handlers h;
 	char **topics; /* NULL-terminated prefixes; NULL = all */
 	int silence_ms;
@@ -317,6 +331,13 @@ static void *events_sub_main(void *arg)
 	return NULL;
 }
 
+/* Tells the re-dial (rpc.h) when this subscriber is connected. */
+static void events_sub_pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+	struct events_sub *s = arg;
+	rpc_dial_pipe_event(&s->dial, pipe, ev);
+}
+
 int events_sub_open(const char *url, const char *const *topics, int silence_ms,
                     const struct events_handlers *h, struct events_sub **out)
 {
@@ -351,12 +372,15 @@ int events_sub_open(const char *url, const char *const *topics, int silence_ms,
 	 * sequence spans all of a publisher's topics, so a subscriber that let
 	 * nng drop the topics it does not want would see a gap at each one. */
 	nng_socket_set(s->sock, NNG_OPT_SUB_SUBSCRIBE, "", 0);
-	if ((nv = nng_dial(s->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+	nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_POST, events_sub_pipe_cb, s);
+	nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, events_sub_pipe_cb, s);
+	if ((nv = rpc_dial_start(&s->dial, s->sock, url)) != 0) {
 		log_warnx("events: cannot dial %s: %s", url, nng_strerror(nv));
 		nng_close(s->sock);
 		goto fail;
 	}
 	if (pthread_create(&s->thread, NULL, events_sub_main, s) != 0) {
+		rpc_dial_stop(&s->dial);
 		nng_close(s->sock);
 		goto fail;
 	}
@@ -374,6 +398,7 @@ void events_sub_close(struct events_sub *s)
 	if (s == NULL)
 		return;
 	atomic_store(&s->closing, true);
+	rpc_dial_stop(&s->dial);
 	nng_close(s->sock);
 	pthread_join(s->thread, NULL);
 	events_free_topics(s->topics);

@@ -17,7 +17,9 @@
 #ifndef MAGNETAR_RPC_H
 #define MAGNETAR_RPC_H
 
+#include <nng/nng.h>
 #include <protobuf-c/protobuf-c.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -45,6 +47,40 @@ enum rpc_method_flags {
 	RPC_F_MUTATES = 1u << 0, /* changes state: must be idempotent per request id */
 };
 
+/*
+ * Who may call a method: a mask of caller roles (RPC_BY(SVC_*), the
+ * operator being RPC_BY(SVC_MAGCTL)) in bits 8 and up of the flags. A row
+ * without one may be called by any peer the socket admits. The roles of a
+ * peer come from its IPC uid through the process's peer policy
+ * (rpc_set_peer_policy); an unpermitted call is answered
+ * PERMISSION_DENIED/permission_denied without running the handler.
+ */
+#define RPC_BY(svc) (1u << (svc))
+#define RPC_F_CALLERS_SHIFT 8
+#define RPC_F_CALLERS(mask) ((unsigned)(mask) << RPC_F_CALLERS_SHIFT)
+#define RPC_CODE_PERMISSION_DENIED "permission_denied"
+#define RPC_CODE_PEER_REFUSED "peer_refused"
+
+/*
+ * The process's peer policy, consulted for every ipc:// pipe of every RPC
+ * server and event publisher opened after it is set: `roles(uid, arg)`
+ * returns the RPC_BY() roles a peer uid holds; `admit` is the roles that may
+ * connect at all (others' pipes are closed when they are added). Peers
+ * without a uid (tcp://, inproc://) carry no identity and are not checked
+ * here: such deployments rely on their network. Without a policy (unit
+ * tests) nothing is checked. Set once at start, before any server opens.
+ */
+struct rpc_peer_policy {
+	unsigned (*roles)(uid_t uid, void *arg);
+	void *arg;
+	unsigned admit;        /* RPC sockets */
+	unsigned admit_events; /* event publishers */
+};
+void rpc_set_peer_policy(const struct rpc_peer_policy *p);
+/* True when `uid` may connect under the process policy (`events`: as a
+ * subscriber of our publisher); logs a refusal. No policy: true. */
+bool rpc_peer_admitted(uid_t uid, bool events);
+
 struct rpc_method {
 	const char *name; /* exactly as in the .proto service block */
 	rpc_handler_fn handler;
@@ -66,6 +102,12 @@ struct rpc_server_opts {
 int rpc_server_start(const char *url, const ProtobufCServiceDescriptor *desc,
                      const struct rpc_method *methods, size_t nmethods,
                      const struct rpc_server_opts *opts, struct rpc_server **out);
+
+/* nng_listen with what every listening socket of ours sets: on ipc:// the
+ * socket file's mode (0660) and, when `pipe_cb` is given, a pipe-add
+ * (NNG_PIPE_EV_ADD_PRE) callback. An nng error code. */
+int rpc_listen(nng_socket sock, const char *url, void (*pipe_cb)(nng_pipe, nng_pipe_ev, void *),
+               void *arg);
 
 /* Closes the socket, waits until every dispatched call has replied, frees. */
 void rpc_server_stop(struct rpc_server *s);
@@ -91,7 +133,7 @@ void rpc_reply_error(struct rpc_call *call, Magnetar__Status status, const char 
                      const char *message);
 /* Details some errors carry (zero when absent). */
 struct rpc_error_extra {
-	uint64_t breach_count;	/* with code password_breached */
+	uint64_t breach_count;  /* with code password_breached */
 	uint32_t retry_after_s; /* with RESOURCE_EXHAUSTED */
 };
 /* The same with the error's details set. */
@@ -110,6 +152,44 @@ void rpc_reply_error_ex(struct rpc_call *call, Magnetar__Status status, const ch
 int rpc_decode(const ProtobufCServiceDescriptor *desc, const uint8_t *buf, size_t len,
                Magnetar__RpcRequest **env, int *method, ProtobufCMessage **input);
 
+/*
+ * A dialling socket that rpc_redial_all() dials again. The kernel records a
+ * unix socket peer's credentials when it connects, so a client that dialled
+ * as root before the service dropped to its user would be seen as root
+ * forever; after the drop, svc_lockdown re-dials every one (requests in
+ * flight are re-sent by nng on the new pipe). Used by rpc clients and event
+ * subscribers.
+ */
+struct rpc_dial {
+	nng_socket sock;
+	nng_dialer dialer;
+	char *url;
+	bool dialled;        /* false while held (rpc_hold_dials) */
+	_Atomic uint32_t id; /* nng_dialer_id(dialer), for pipe events */
+	_Atomic int pipes;   /* live pipes of `dialer` */
+	/* Optional: the owner's count of requests in flight and its lock; the
+	 * old dialer is closed only when none is (a reply is never lost). */
+	pthread_mutex_t *busy_mu;
+	const int *busy;
+	struct rpc_dial *next;
+};
+/* The owner's pipe-notify callback passes every ADD_POST and REM_POST here,
+ * so the re-dial knows when the new dialer is connected. */
+void rpc_dial_pipe_event(struct rpc_dial *d, nng_pipe p, nng_pipe_ev ev);
+/* While held, rpc_dial_start registers without dialling; the next
+ * rpc_redial_all dials. For a client that must not be seen as root. */
+void rpc_hold_dials(bool hold);
+/* nng_dial(NNG_FLAG_NONBLOCK) and registration; `d` starts zeroed but for
+ * busy_mu and busy. 0 or an nng error (then nothing is registered). */
+int rpc_dial_start(struct rpc_dial *d, nng_socket sock, const char *url);
+/* Unregisters; call before closing the socket. Accepts a never-started one. */
+void rpc_dial_stop(struct rpc_dial *d);
+/* Dials every registered socket again and, once each new dialer whose old
+ * one had a pipe has one too (at most 2 s: make before break), closes the
+ * old dialers and their pipes, each at a moment its owner has no request in
+ * flight (at most 2 s more). */
+void rpc_redial_all(void);
+
 /* ---- client ------------------------------------------------------------ */
 
 struct rpc_client;
@@ -119,8 +199,8 @@ struct rpc_result {
 	Magnetar__Status status;
 	char code[64];            /* stable error code; "" when OK */
 	char message[256];        /* human text; "" when OK */
-	uint64_t breach_count;  /* Error.breach_count, with password_breached */
-	uint32_t retry_after_s; /* Error.retry_after_s, with RESOURCE_EXHAUSTED */
+	uint64_t breach_count;    /* Error.breach_count, with password_breached */
+	uint32_t retry_after_s;   /* Error.retry_after_s, with RESOURCE_EXHAUSTED */
 	ProtobufCMessage *output; /* unpacked reply when OK; see rpc_done_fn */
 };
 

@@ -1,9 +1,15 @@
 /*
- * svc.c — the start-up, signal and Ping/Stats code every program shares.
+ * svc.c — the start-up, signal and Ping/Stats code every program shares,
+ * and the one place where a service's privileges are given up (privsep.c,
+ * sandbox.c): Landlock before the first thread, the uid drop and seccomp
+ * once the database and sockets are open, before the first request.
  */
 #include "common/svc.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,16 +22,150 @@
 
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/fingerprint.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/outbox.h"
 #include "common/pool.h"
+#include "common/privsep.h"
+#include "common/sandbox.h"
+
+/* Who may connect to each service's RPC socket and to its publisher
+ * (ARCHITECTURE.md §1): the gateway fronts auth and terminal, auth alone
+ * asks breach, every producer ships its outbox to audit; the operator
+ * (root, magctl) reaches everything. Methods narrow this in their rows. */
+static const unsigned svc_admit[SVC_SERVICES] = {
+    [SVC_GATEWAY] = SVC_BY_OPERATOR,
+    [SVC_AUTH] = RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR,
+    [SVC_AUDIT] = SVC_BY_PRODUCERS | SVC_BY_OPERATOR,
+    /* The gateway only for Ping (readiness): Range is auth's (its row). */
+    [SVC_BREACH] = RPC_BY(SVC_AUTH) | RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR,
+    [SVC_TERMINAL] = RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR,
+};
+static const unsigned svc_admit_events[SVC_SERVICES] = {
+    [SVC_AUTH] = RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR, /* revocations */
+    [SVC_AUDIT] = SVC_BY_OPERATOR,                      /* magctl audit tail */
+};
+
+/* One process, one service: its identities and rules, set by svc_init. */
+static struct privsep svc_ps;
+static struct sandbox_rules svc_rules; /* large: PATH_MAX per path */
+static bool svc_landlocked;
+
+static unsigned svc_roles(uid_t uid, void *arg)
+{
+	return privsep_roles(arg, uid);
+}
+
+/* Landlock reaches only the calling thread and what it creates later: this
+ * runs before the first thread (nng, the pool, the outbox), so everything
+ * the service ever runs is inside. The terminal comes here from
+ * svc_open_db, after forking its spawner, which must stay outside. */
+static void svc_sandbox_fs(struct svc *s)
+{
+	char err[256];
+
+	if (svc_landlocked)
+		return;
+	svc_landlocked = true;
+	if (sandbox_landlock(&svc_rules, err, sizeof(err)) != 0)
+		fatalx("cannot restrict the filesystem: %s", err);
+	(void)s;
+}
+
+void svc_lockdown(struct svc *s)
+{
+	char err[256];
+
+	svc_sandbox_fs(s);
+	/* Whatever root created since svc_init (the database, its WAL, keys)
+	 * becomes the service's before it stops being root. */
+	if (privsep_own(&svc_ps, s->id, s->data_dir) != 0)
+		fatal("cannot give %s to %s", s->data_dir, svc_ps.name[s->id]);
+	if (privsep_drop(&svc_ps, s->id, err, sizeof(err)) != 0)
+		fatalx("cannot drop privileges to %s: %s", svc_ps.name[s->id], err);
+	/* Peers learnt our uid when we connected: connect again as ourselves. */
+	if (svc_ps.on)
+		rpc_redial_all();
+	if (svc_ps.on && access(s->data_dir, R_OK | W_OK | X_OK) != 0)
+		fatal("%s cannot use its data dir %s (is a parent dir closed to it? it needs "
+		      "o+x or the %s group)",
+		      svc_ps.name[s->id], s->data_dir, s->conf.ipc_group);
+	if (sandbox_seccomp(&svc_rules, err, sizeof(err)) != 0)
+		fatalx("cannot load the system call filter: %s", err);
+	if (svc_ps.on)
+		log_info("privileges dropped: uid=%u gid=%u (%s), no_new_privs, sandbox=%s",
+		         (unsigned)getuid(), (unsigned)getgid(), svc_ps.name[s->id],
+		         s->conf.sandbox == CONF_SANDBOX_ENFORCE ? "enforce"
+		         : s->conf.sandbox == CONF_SANDBOX_LOG   ? "log"
+		                                                 : "off");
+	else
+		log_info("not root: running as uid %u, no users to separate; sandbox=%s",
+		         (unsigned)getuid(),
+		         s->conf.sandbox == CONF_SANDBOX_ENFORCE ? "enforce"
+		         : s->conf.sandbox == CONF_SANDBOX_LOG   ? "log"
+		                                                 : "off");
+}
+
+/* The self-test's child: the whole lock-down in the order the service
+ * takes it (Landlock, the drop, seccomp). */
+static int svc_selftest_apply(void *arg)
+{
+	struct svc *s = arg;
+	char err[256];
+
+	if (sandbox_landlock(&svc_rules, err, sizeof(err)) != 0 ||
+	    privsep_drop(&svc_ps, s->id, err, sizeof(err)) != 0 ||
+	    sandbox_seccomp(&svc_rules, err, sizeof(err)) != 0) {
+		fprintf(stderr, "selftest: lock-down failed: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* --sandbox-selftest: a world-readable file outside our dirs (only Landlock
+ * stands in the way), every other service's database that exists, a TCP
+ * connect, an exec. Exits 0 when all are refused. */
+static void __attribute__((noreturn)) svc_selftest(struct svc *s)
+{
+	char probe[PATH_MAX], db[SVC_SERVICES][PATH_MAX];
+	const char *paths[SVC_SERVICES + 1];
+	size_t n = 0;
+	int fd, rv;
+
+	snprintf(probe, sizeof(probe), "%s/.sandbox-probe-%s", s->conf.data_dir, svc_name(s->id));
+	if ((fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0)
+		fatal("cannot create %s", probe);
+	fchmod(fd, 0644);
+	close(fd);
+	paths[n++] = probe;
+	for (int i = 0; i < SVC_SERVICES; i++) {
+		if (i == (int)s->id)
+			continue;
+		snprintf(db[i], sizeof(db[i]), "%s/%s/%s.db", s->conf.data_dir,
+		         svc_name((enum svc_id)i), svc_name((enum svc_id)i));
+		if (access(db[i], F_OK) == 0)
+			paths[n++] = db[i];
+	}
+	printf("selftest: %s as %s, sandbox=%s, landlock ABI %d\n", svc_name(s->id),
+	       svc_ps.name[s->id],
+	       s->conf.sandbox == CONF_SANDBOX_ENFORCE ? "enforce"
+	       : s->conf.sandbox == CONF_SANDBOX_LOG   ? "log"
+	                                               : "off",
+	       sandbox_landlock_abi());
+	rv = sandbox_selftest(svc_selftest_apply, s, paths, n);
+	unlink(probe);
+	conf_fini(&s->conf);
+	exit(rv);
+}
 
 static void svc_usage(const char *prog)
 {
 	fprintf(stderr,
-	        "usage: %s [-n]\n"
-	        "  -n  check the MAGNETAR_* configuration, print it (secrets redacted), exit\n",
+	        "usage: %s [-n] [--sandbox-selftest]\n"
+	        "  -n  check the MAGNETAR_* configuration, print it (secrets redacted), exit\n"
+	        "  --sandbox-selftest  try a forbidden open, connect and exec inside this\n"
+	        "      service's sandbox; exit 0 when each was refused\n",
 	        prog);
 }
 
@@ -52,9 +192,13 @@ static int svc_mkdirs(const char *path, mode_t mode)
 
 void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 {
+	static const struct option longopts[] = {{"sandbox-selftest", no_argument, NULL, 'S'},
+	                                         {"help", no_argument, NULL, 'h'},
+	                                         {NULL, 0, NULL, 0}};
 	char err[256];
-	bool check_only = false;
+	bool check_only = false, selftest = false;
 	struct rlimit no_core = {0, 0};
+	struct rpc_peer_policy policy;
 	sigset_t set;
 	int opt;
 
@@ -62,10 +206,13 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 	s->id = id;
 	s->started_mono_ms = clock_mono_ms();
 	log_init(svc_name(id), LOG_TEXT, getenv("MAGNETAR_DEBUG") != NULL);
-	while ((opt = getopt(argc, argv, "nh")) != -1) {
+	while ((opt = getopt_long(argc, argv, "nh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
 			check_only = true;
+			break;
+		case 'S':
+			selftest = true;
 			break;
 		default:
 			svc_usage(argv[0]);
@@ -105,8 +252,44 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 			fatal("cannot create data dir %s", s->data_dir);
 		if (svc_mkdirs(s->conf.run_dir, 0755) != 0)
 			fatal("cannot create run dir %s", s->conf.run_dir);
+		/* As root: our user (created when missing, for a service started
+		 * without the supervisor), the dirs' owners and modes. */
+		if (privsep_init(&svc_ps, &s->conf, true, err, sizeof(err)) != 0)
+			fatalx("privilege separation: %s", err);
+		if (privsep_prepare(&svc_ps, s->conf.data_dir, s->conf.run_dir) != 0 ||
+		    privsep_own(&svc_ps, id, s->data_dir) != 0)
+			fatal("cannot set the owners of %s and %s", s->data_dir, s->conf.run_dir);
+		/* SQLite's temporary files stay in our own dir, not a shared /tmp. */
+		setenv("SQLITE_TMPDIR", s->data_dir, 1);
+		policy = (struct rpc_peer_policy){.roles = svc_roles,
+		                                  .arg = &svc_ps,
+		                                  .admit = svc_admit[id],
+		                                  .admit_events = svc_admit_events[id]};
+		rpc_set_peer_policy(&policy);
+		/* auth and the gateways share a development fingerprint key beside
+		 * the service dirs: made now, while nothing stands in the way. */
+		if ((id == SVC_AUTH || id == SVC_GATEWAY) && s->conf.fingerprint_key == NULL &&
+		    s->conf.env != CONF_ENV_PRODUCTION) {
+			unsigned char fp[32];
+			if (fingerprint_key_load(&s->conf, fp) != 0)
+				fatalx("cannot create the development fingerprint key in %s",
+				       s->conf.data_dir);
+			OPENSSL_cleanse(fp, sizeof(fp));
+		}
+		if (sandbox_rules(&svc_rules, &s->conf, id, s->data_dir) != 0)
+			fatalx("too many paths or ports for the sandbox's rules");
+		if (svc_ps.on)
+			log_info("privsep: will run as %s (uid %u) once files and sockets are open",
+			         svc_ps.name[id], (unsigned)svc_ps.uid[id]);
+		if (selftest)
+			svc_selftest(s);
+	} else if (selftest) {
+		fatalx("--sandbox-selftest is for services");
 	}
 	conf_print(&s->conf);
+	/* The spawner the terminal forks next must stay outside (svc_open_db). */
+	if (id < SVC_SERVICES && id != SVC_TERMINAL)
+		svc_sandbox_fs(s);
 }
 
 int svc_wait_signal(void)
@@ -134,6 +317,7 @@ void svc_open_db(struct svc *s, const char *file, const struct pool_schema *sche
 	int rv;
 	if (svc_path(s, file, path, sizeof(path)) != 0)
 		fatalx("database path too long");
+	svc_sandbox_fs(s); /* the terminal's, after its spawner; no-op otherwise */
 	if ((rv = pool_open(path, schema, NULL, &s->pool)) != 0)
 		fatalx("cannot open database %s: %s", path, err_str(rv));
 }
@@ -147,7 +331,12 @@ void svc_start_outbox(struct svc *s)
 	struct sqlite3 *db;
 	int rv;
 
-	if ((rv = rpc_client_open(s->conf.url[SVC_AUDIT], 0, &s->audit)) != 0)
+	/* Audit takes the producer's identity from its uid: dial as ourselves,
+	 * after svc_lockdown, never as root. Events wait in the outbox. */
+	rpc_hold_dials(svc_ps.on);
+	rv = rpc_client_open(s->conf.url[SVC_AUDIT], 0, &s->audit);
+	rpc_hold_dials(false);
+	if (rv != 0)
 		fatalx("cannot open a client of magnetar-audit: %s", err_str(rv));
 	if ((rv = outbox_start(s->pool, svc_name(s->id), s->audit, NULL, &s->outbox)) != 0)
 		fatalx("cannot start the audit outbox: %s", err_str(rv));
@@ -166,9 +355,14 @@ void svc_serve(struct svc *s, const ProtobufCServiceDescriptor *desc,
 	struct rpc_server_opts opts = {.arg = arg};
 	int rv, sig;
 
+	/* Bound as root, so that the socket file is root's and its name never
+	 * goes free for another user to squat (privsep.h). Requests that come
+	 * in the few milliseconds before the drop are served as root: holding
+	 * them back (contexts not yet receiving) stalled nng 1.5's rep0 pipes. */
 	if ((rv = rpc_server_start(s->conf.url[s->id], desc, methods, nmethods, &opts, &s->rpc)) !=
 	    0)
 		fatalx("cannot serve %s on %s: %s", desc->name, s->conf.url[s->id], err_str(rv));
+	svc_lockdown(s);
 	log_info("serving %s on %s instance=%s", desc->name, s->conf.url[s->id], s->instance);
 	sig = svc_wait_signal();
 	log_info("signal %d: stopping", sig);

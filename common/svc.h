@@ -38,7 +38,8 @@ struct svc {
 };
 
 /*
- * Parses argv (`-n`: check config, print it, exit 0; `-h`: usage), loads the
+ * Parses argv (`-n`: check config, print it, exit 0; `-h`: usage;
+ * `--sandbox-selftest`: sandbox.h, exits), loads the
  * configuration for `id`, sets up logging, turns core dumps off (secrets),
  * blocks SIGTERM/SIGINT/SIGPIPE in every thread to come, and creates the data
  * and run dirs. Exits the process on any failure with one clear line, and
@@ -62,6 +63,23 @@ void svc_start_outbox(struct svc *s);
  * begin with this struct svc. Exits if the socket cannot be opened. */
 void svc_serve(struct svc *s, const ProtobufCServiceDescriptor *desc,
                const struct rpc_method *methods, size_t nmethods, void *arg);
+
+/*
+ * Gives up what the service no longer needs, in CONVENTIONS.md §7's order:
+ * everything in the data dir becomes the service user's, setgroups/
+ * setresgid/setresuid to it (as root; each checked, and root must not come
+ * back), PR_SET_NO_NEW_PRIVS, the seccomp allow-list. Landlock came earlier
+ * (svc_init, or svc_open_db for the terminal): it only reaches threads
+ * created after it. svc_serve calls this once its socket is bound; a
+ * program with its own serve path (the gateway) calls it once its
+ * listeners are open. Exits on any failure.
+ */
+void svc_lockdown(struct svc *s);
+
+/* Caller masks for method rows (rpc.h RPC_F_CALLERS). */
+#define SVC_BY_OPERATOR RPC_BY(SVC_MAGCTL) /* root, or our own uid without root */
+#define SVC_BY_PRODUCERS                                                                           \
+	(RPC_BY(SVC_GATEWAY) | RPC_BY(SVC_AUTH) | RPC_BY(SVC_BREACH) | RPC_BY(SVC_TERMINAL))
 
 /* Stops the outbox, closes the audit client and the pool, frees config. */
 void svc_fini(struct svc *s);

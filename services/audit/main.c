@@ -17,12 +17,20 @@
 static const struct rpc_method audit_methods[] = {
     {.name = "Ping", .handler = svc_handle_ping},
     {.name = "Stats", .handler = svc_handle_stats},
-    {.name = "Append", .handler = append_handle, .flags = RPC_F_MUTATES},
-    {.name = "Query", .handler = query_handle},
-    {.name = "Verify", .handler = verify_handle},
+    {.name = "Append",
+     .handler = append_handle,
+     .flags = RPC_F_MUTATES | RPC_F_CALLERS(SVC_BY_PRODUCERS | SVC_BY_OPERATOR)},
+    {.name = "Query",
+     .handler = query_handle,
+     .flags = RPC_F_CALLERS(RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR)},
+    {.name = "Verify",
+     .handler = verify_handle,
+     .flags = RPC_F_CALLERS(RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR)},
     /* Idempotent enough per request id: a re-sent call seals one more,
      * possibly empty, epoch and re-reads the same file. */
-    {.name = "RotateKey", .handler = rotate_handle, .flags = RPC_F_MUTATES},
+    {.name = "RotateKey",
+     .handler = rotate_handle,
+     .flags = RPC_F_MUTATES | RPC_F_CALLERS(SVC_BY_OPERATOR)},
 };
 
 static void audit_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)

@@ -11,8 +11,12 @@
 static const struct rpc_method breach_methods[] = {
     {.name = "Ping", .handler = svc_handle_ping},
     {.name = "Stats", .handler = svc_handle_stats},
-    {.name = "Range", .handler = range_handle},
-    {.name = "Reload", .handler = range_handle_reload, .flags = RPC_F_MUTATES},
+    {.name = "Range",
+     .handler = range_handle,
+     .flags = RPC_F_CALLERS(RPC_BY(SVC_AUTH) | SVC_BY_OPERATOR)},
+    {.name = "Reload",
+     .handler = range_handle_reload,
+     .flags = RPC_F_MUTATES | RPC_F_CALLERS(SVC_BY_OPERATOR)},
 };
 
 int main(int argc, char **argv)

@@ -18,6 +18,47 @@ import requests
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("MAGNETAR_BUILD", REPO / "build"))
 BIN = BUILD / "bin"
+# The services run inside their sandbox (seccomp, Landlock) unless told
+# otherwise: a sanitizer run sets MAGNETAR_TEST_SANDBOX=log (.ci/run), since
+# LeakSanitizer cannot work under a seccomp allow-list.
+SANDBOX = os.environ.get("MAGNETAR_TEST_SANDBOX", "enforce")
+
+
+def sandbox_env(env):
+    """Production accepts no sandbox but enforce: in a sanitizer run (log),
+    a production process keeps enforce and runs without LeakSanitizer,
+    whose exit scan the seccomp allow-list would kill."""
+    if env.get("MAGNETAR_ENV") == "production" and env.get("MAGNETAR_SANDBOX") != "enforce":
+        env["MAGNETAR_SANDBOX"] = "enforce"
+        if "ASAN_OPTIONS" in env:
+            env["ASAN_OPTIONS"] += ":detect_leaks=0"
+    return env
+
+
+def make_passable(path):
+    """As root, each service runs as its own user (common/privsep.c) and must
+    reach its dirs under pytest's temporary dirs, which pytest makes 0700:
+    let others traverse (x, not r) every root-owned dir on the way."""
+    if os.geteuid() != 0:
+        return
+    p = pathlib.Path(path).resolve()
+    for d in [p, *p.parents]:
+        st = d.stat()
+        if st.st_uid == 0 and not st.st_mode & 0o001:
+            d.chmod(st.st_mode & 0o7777 | 0o001)
+
+
+if os.geteuid() == 0:
+    from _pytest.tmpdir import TempPathFactory
+
+    _mktemp = TempPathFactory.mktemp
+
+    def _mktemp_passable(self, *args, **kwargs):
+        path = _mktemp(self, *args, **kwargs)
+        make_passable(path)
+        return path
+
+    TempPathFactory.mktemp = _mktemp_passable
 
 
 def free_port():
@@ -51,7 +92,7 @@ class Stack:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/root"),
             "MAGNETAR_ENV": "test",
-            "MAGNETAR_SANDBOX": "off",
+            "MAGNETAR_SANDBOX": SANDBOX,
             "MAGNETAR_HTTP_ADDR": f"127.0.0.1:{self.port}",
             "MAGNETAR_DATA_DIR": str(self.dir / "var"),
             "MAGNETAR_RUN_DIR": str(self.dir / "run"),
@@ -60,6 +101,7 @@ class Stack:
             if k in os.environ:
                 self.env[k] = os.environ[k]
         self.env.update(extra_env or {})
+        sandbox_env(self.env)
         self.log_path = self.dir / "magnetar.log"
         self.proc = None
 
@@ -70,7 +112,10 @@ class Stack:
                                      cwd=self.dir)
         ready = wait_until(lambda: requests.get(self.url + "/readyz", timeout=2)
                            .status_code == 200, 30)
-        assert ready, "stack did not become ready:\n" + self.logs()
+        if not ready:
+            logs = self.logs()
+            self.stop()  # a fixture that fails here never reaches its teardown
+            assert ready, "stack did not become ready:\n" + logs
         return self
 
     def stop(self):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import BIN, BUILD, wait_until
+from conftest import BIN, SANDBOX, BUILD, wait_until
 
 PRODUCER = BUILD / "tests" / "audit_producer"
 
@@ -27,7 +27,7 @@ class Audit:
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "MAGNETAR_ENV": "test",
-            "MAGNETAR_SANDBOX": "off",
+            "MAGNETAR_SANDBOX": SANDBOX,
             "MAGNETAR_DATA_DIR": str(tmp / "var"),
             "MAGNETAR_RUN_DIR": str(tmp / "run"),
         }

@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 
-from conftest import BIN, REPO, free_port, wait_until
+from conftest import BIN, SANDBOX, REPO, free_port, wait_until
 
 FIXTURES = REPO / "tests" / "fixtures"
 SAMPLE = FIXTURES / "pwned_sample.txt"
@@ -66,7 +66,7 @@ class Breach:
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "MAGNETAR_ENV": "test",
-            "MAGNETAR_SANDBOX": "off",
+            "MAGNETAR_SANDBOX": SANDBOX,
             "MAGNETAR_DATA_DIR": str(self.dir / "var"),
             "MAGNETAR_RUN_DIR": str(self.dir / "run"),
             "MAGNETAR_HIBP_URL": hibp_url,

@@ -11,7 +11,9 @@ whole prefixed lines, prompt restarts with back-off, and a clean stop.
 Run: MAGNETAR_BUILD=<build dir> /usr/bin/python3 -m pytest -q tests/integration/test_supervisor.py
 """
 
+import grp
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -327,11 +329,27 @@ def test_each_service_gets_only_what_it_reads(stack, tmp_path):
         standard = (1 << 31) - 1
         assert int(sig["SigIgn"], 16) & standard & ~python_ignores == 0, (name, sig)
 
-    assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o755
     log = stack.log()
+    if os.geteuid() == 0:
+        # Root: one user per service (common/privsep.c). The data dir lets
+        # only the services' group pass (not list); the run dir is theirs to
+        # enter, sticky (none removes another's socket), setgid (sockets get
+        # the group); each service's own dir is its user's alone.
+        group = grp.getgrnam("magnetar").gr_gid
+        st = os.stat(data_dir)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o710, 0, group)
+        st = os.stat(run_dir)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o3770, 0, group)
+        for name in SERVICES:
+            st = os.stat(os.path.join(data_dir, name))
+            assert stat.S_IMODE(st.st_mode) == 0o700
+            assert st.st_uid == pwd.getpwnam("magnetar-" + name).pw_uid
+        assert re.search(r"running as root: each service drops to its own user", log)
+    else:
+        assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o755
+        assert re.search(r"running as uid \d+.*every service runs as this user", log)
     assert "gateway URL: http://127.0.0.1:18080/" in log
-    assert re.search(r"running as uid \d+.*every service runs as this user", log)
     for v in ("fingerprint-secret-value", "c2VjcmV0LWF1ZGl0", "correct horse"):
         assert v not in log
 

@@ -23,6 +23,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/privsep.h"
 
 /* Start order: audit first, as every producer ships its outbox there; breach
  * before auth, which asks it; the gateway, which fronts them all, last. */
@@ -129,20 +130,50 @@ static void sup_scrub_secrets(void)
 	}
 }
 
-/* Says once whose privileges the services get, until per-service users exist. */
-static void sup_log_identity(const struct conf *conf)
+/* Says once whose privileges the services get. */
+static void sup_log_identity(const struct conf *conf, const struct privsep *ps)
 {
-	uid_t uid = geteuid();
-
-	if (uid == 0)
-		log_warnx("running as uid 0 (root): every service runs as this user "
-		          "(development); per-service users are not created yet");
-	else
-		log_info("running as uid %u: every service runs as this user (development)",
-		         (unsigned)uid);
+	if (ps->on) {
+		log_info("running as root: each service drops to its own user after opening its "
+		         "files and sockets (%s, %s, %s, %s, %s; group %s); shells run as %s",
+		         ps->name[SVC_GATEWAY], ps->name[SVC_AUTH], ps->name[SVC_AUDIT],
+		         ps->name[SVC_BREACH], ps->name[SVC_TERMINAL], conf->ipc_group,
+		         PRIVSEP_SHELL_USER);
+		return;
+	}
+	log_info("running as uid %u: every service runs as this user (development)",
+	         (unsigned)geteuid());
 	if (conf->env == CONF_ENV_PRODUCTION)
 		log_warnx("MAGNETAR_ENV=production, but the services share one uid: they are "
 		          "not separated from each other by user");
+}
+
+/*
+ * As root: the users and group, the dirs' owners (privsep.h), then we give
+ * up every capability but what a service needs before its own drop. We keep
+ * uid 0 itself: each service is exec'd fresh as root and drops on its own
+ * (the OpenBSD way), which is what restarts need, and signalling children
+ * of five other uids needs CAP_KILL anyway.
+ */
+static void sup_privsep(const struct conf *conf)
+{
+	struct privsep ps;
+	char err[256], dir[PATH_MAX];
+
+	if (privsep_init(&ps, conf, true, err, sizeof(err)) != 0)
+		fatalx("privilege separation: %s", err);
+	if (privsep_prepare(&ps, sup.data_dir, sup.run_dir) != 0)
+		fatal("cannot set the owners of %s and %s", sup.data_dir, sup.run_dir);
+	for (int i = 0; ps.on && i < SVC_SERVICES; i++) {
+		if (snprintf(dir, sizeof(dir), "%s/%s", sup.data_dir, svc_name((enum svc_id)i)) >=
+		    (int)sizeof(dir))
+			fatalx("MAGNETAR_DATA_DIR is too long");
+		if ((mkdir(dir, 0700) != 0 && errno != EEXIST) || privsep_own(&ps, i, dir) != 0)
+			fatal("cannot prepare %s for %s", dir, ps.name[i]);
+	}
+	sup_log_identity(conf, &ps);
+	if (privsep_limit_caps() != 0)
+		fatal("cannot limit the supervisor's capabilities");
 }
 
 /* Builds each child's environment and checks its executable; exits on failure. */
@@ -392,7 +423,7 @@ int main(int argc, char **argv)
 	conf_print(&conf);
 	log_info("services get MAGNETAR_DATA_DIR=%s MAGNETAR_RUN_DIR=%s", sup.data_dir,
 	         sup.run_dir);
-	sup_log_identity(&conf);
+	sup_privsep(&conf);
 	sup_prepare(bindir);
 	sup_scrub_secrets();
 	conf_fini(&conf);
