@@ -17,6 +17,7 @@
 #include "common/jwt.h"
 #include "common/rpc.h"
 #include "common/svc.h"
+#include "gateway/policy.h"
 
 /*
  * Request limits (API.md, Conventions). The gateway decides them itself so
@@ -54,6 +55,21 @@ struct gateway_counters {
 	_Atomic uint64_t rpc_failures; /* any outcome other than OK */
 };
 
+/* Rate-limit classes: every request counts against GLOBAL, and a route's
+ * row may name one more (struct route.rate). */
+enum rate_class {
+	RATE_GLOBAL,
+	RATE_LOGIN,          /* login, password change, step-up: credential guessing */
+	RATE_PASSWORD_CHECK, /* each one costs auth a breach look-up */
+	RATE_REGISTER,       /* each one costs an argon2id hash */
+	RATE_TERMINAL,       /* opening a terminal forks a shell */
+	RATE_CLASSES
+};
+
+struct metrics;
+struct idem;
+struct http_sweeper;
+
 struct gateway {
 	struct svc svc; /* FIRST: svc_handle_ping/stats receive the gateway as a struct svc */
 	struct rpc_client *client[SVC_SERVICES]; /* indexed by SVC_*; [SVC_GATEWAY] unused */
@@ -71,6 +87,21 @@ struct gateway {
 	_Atomic int rpc_pending; /* RPC completion callbacks not yet returned */
 	struct gateway_counters ctr;
 	struct authn *authn; /* authn.c */
+	/* Issue 6 (docs/gateway.md): settings.c fills these at start. */
+	struct netaddr_cidr trusted[NETADDR_MAX_CIDRS]; /* MAGNETAR_TRUSTED_PROXIES */
+	size_t ntrusted;
+	enum netaddr_header proxy_header; /* MAGNETAR_PROXY_HEADER */
+	struct origin_list cors;          /* MAGNETAR_CORS_ORIGINS */
+	struct ratelimit *rl;
+	struct ratelimit_rule rate[RATE_CLASSES]; /* MAGNETAR_RATE_* */
+	unsigned header_timeout_ms;               /* MAGNETAR_HEADER_TIMEOUT_S */
+	char *csp, *permissions_policy;           /* per environment, or overridden */
+	struct MHD_Daemon *mhd_metrics;           /* MAGNETAR_METRICS_ADDR, or NULL */
+	struct metrics *metrics;                  /* metrics.c */
+	struct idem *idem;                        /* idem.c */
+	struct http_sweeper *sweeper;             /* http.c: the header deadline */
+	const unsigned char *openapi;             /* docs/openapi.yaml, embedded by main.c */
+	size_t openapi_len;
 };
 
 /* ---- http.c: the libmicrohttpd daemon and the life of one request -------- */
@@ -97,6 +128,10 @@ typedef int (*http_resume_fn)(struct http_request *req);
 struct http_rpc_slot {
 	struct http_request *req;
 	struct rpc_result result; /* result.output is owned here; freed with the request */
+	/* For the RPC latency metrics (metrics_rpc). */
+	const ProtobufCServiceDescriptor *desc;
+	const char *method;
+	uint64_t start_us;
 };
 
 enum http_phase {
@@ -138,6 +173,15 @@ struct http_request {
 	char param[ROUTE_PARAM_MAX];
 	char actor[JWT_CLAIM_MAX];
 	int rpc_timeout_ms;
+	/* Issue 6: set by http.c's first call. */
+	const struct route *route; /* NULL: 404 */
+	struct netaddr client;     /* http_client_ip's value, as bytes */
+	const char *origin;        /* the Origin header (MHD's memory), or NULL */
+	bool cors_allowed;         /* origin is on MAGNETAR_CORS_ORIGINS */
+	unsigned retry_after;      /* seconds, with err_status 429 */
+	size_t resp_bytes;         /* body bytes of the queued response */
+	struct idem_state *idem;   /* idem.c: the request's Idempotency-Key, or NULL */
+	bool idem_skip;            /* idem_claim said no: the RPCs are not made */
 	/* Asynchronous part (http_async_*). */
 	atomic_int pending; /* RPCs in flight + the starter's guard */
 	http_resume_fn resume;
@@ -156,12 +200,20 @@ struct http_conn {
 	struct MHD_Response *cached; /* our reference, or NULL */
 	const char *cached_body;     /* the constant it was built from */
 	char cached_id[HTTP_ID_LEN]; /* the X-Request-Id it carries now */
+	/* The header deadline (http.c's sweeper): the monotonic ms at which a
+	 * header block began to be awaited, 0 while none is. */
+	_Atomic uint64_t awaiting_since;
+	int fd;
+	bool upgraded;                 /* a 101 was sent: no deadline any more */
+	struct http_conn *prev, *next; /* the sweeper's list, under its lock */
 };
 
 /* Starts the daemon on conf.http_host:conf.http_port; logs the address. */
 int http_start(struct gateway *gw);
 /* Refuses new suspensions, waits for those in flight, stops the daemon. */
 void http_stop(struct gateway *gw);
+/* Connections shut down by the header deadline since start. */
+uint64_t http_header_deadline_cuts(struct gateway *gw);
 
 /* Queues `resp` (consumed in all cases) with `status` for `req`. Only from a
  * route handler or a resume function. 0 or ERR_NOMEM/ERR_INTERNAL. */
@@ -185,7 +237,9 @@ struct http_conn *http_conn_of(struct http_request *req);
 int http_async_begin(struct http_request *req, http_resume_fn done);
 
 /* The client's address as text: the one value rate limits, logs, sessions
- * and risk scoring all use (the socket peer, for now). */
+ * and risk scoring all use. The socket peer, or, when the peer is in
+ * MAGNETAR_TRUSTED_PROXIES, the right-most untrusted hop of the proxy header
+ * (netaddr_client); decided once per request, before any route runs. */
 void http_client_ip(struct http_request *req, char ip[INET6_ADDRSTRLEN]);
 void http_async_call(struct http_request *req, int slot, struct rpc_client *client,
                      const ProtobufCServiceDescriptor *desc, const char *method,
@@ -198,10 +252,20 @@ void http_async_end(struct http_request *req);
  * or goes asynchronous (http_async_*). Returns 0 or an ERR_* code (→ 500). */
 typedef int (*route_fn)(struct http_request *req);
 
+/* Per-route flags (docs/gateway.md). */
+enum route_flags {
+	ROUTE_F_IDEMPOTENT = 1u << 0, /* a POST that creates: honours Idempotency-Key; never
+	                               * on a route whose answer holds a token */
+	ROUTE_F_METRICS = 1u << 1,    /* on MAGNETAR_METRICS_ADDR; on the main listener only
+	                               * outside production */
+};
+
 struct route {
 	const char *path; /* exact, or with one "{id}" segment anywhere */
 	unsigned methods; /* HTTP_M_* mask; HEAD implied by GET */
 	route_fn handler;
+	unsigned flags;       /* ROUTE_F_* */
+	enum rate_class rate; /* a second bucket besides RATE_GLOBAL, or RATE_GLOBAL */
 };
 
 /* The route for `path`, or NULL. For a "{id}" route the segment is copied
@@ -213,6 +277,10 @@ bool routes_allows(const struct route *route, unsigned method);
 void routes_allow_header(const struct route *route, char *buf, size_t len);
 /* HTTP_M_* bit of a method name, 0 if unknown. */
 unsigned routes_method(const char *method);
+/* The table, for metrics (row index = route label). */
+size_t routes_count(void);
+const struct route *routes_at(size_t i);
+size_t routes_index(const struct route *route);
 
 /* ---- respond.c: responses with the security headers on every one ------- */
 
@@ -250,6 +318,36 @@ int respond_rpc_error(struct http_request *req, const struct rpc_result *r);
 
 extern const struct pool_schema store_schema;
 
+#define STORE_IDEM_ID_LEN 32 /* HMAC-SHA256 */
+
+enum store_idem_outcome {
+	STORE_IDEM_CLAIMED,  /* new (or expired): the caller holds it now */
+	STORE_IDEM_RUNNING,  /* same body, still running */
+	STORE_IDEM_MISMATCH, /* another body under the same key */
+	STORE_IDEM_DONE,     /* same body, answered: status and body to replay */
+};
+
+struct store_idem {
+	enum store_idem_outcome outcome;
+	unsigned status;
+	char *body; /* DONE: malloc'ed, NUL-terminated; the caller frees */
+	size_t len;
+};
+
+/* In one transaction: looks `id` up (unexpired) and, when absent, inserts it
+ * as running with `mac` for ttl_ms. 0 with *out filled, or ERR_DB/ERR_NOMEM. */
+int store_idem_claim(struct pool *p, const uint8_t id[STORE_IDEM_ID_LEN],
+                     const uint8_t mac[STORE_IDEM_ID_LEN], uint64_t now_ms, uint64_t ttl_ms,
+                     struct store_idem *out);
+/* The answer to replay from now on. */
+int store_idem_complete(struct pool *p, const uint8_t id[STORE_IDEM_ID_LEN], unsigned status,
+                        const char *body, size_t len);
+/* Forgets a key (the request failed or its answer must not be stored). */
+int store_idem_release(struct pool *p, const uint8_t id[STORE_IDEM_ID_LEN]);
+int store_idem_purge(struct pool *p, uint64_t now_ms);
+/* At start: forgets keys an earlier process left running, and expired ones. */
+int store_idem_reset(struct pool *p, uint64_t now_ms);
+
 /* ---- body.c: JSON request bodies ---------------------------------------- */
 
 /* The body as one JSON object. Answers and returns NULL on refusal: 415
@@ -283,6 +381,11 @@ int authn_require(struct http_request *req, struct jwt_claims *claims);
  * session_terminated. Non-zero scores are reported to auth. */
 #define AUTHN_ALLOW_STEP_UP 1u
 int authn_require_flags(struct http_request *req, struct jwt_claims *claims, unsigned flags);
+/* The /me answer cached for a session (a malloc'd copy), or NULL; never
+ * while the revocation set is stale. authn_me_put stores one (30 s). */
+char *authn_me_get(struct gateway *gw, const char *sid);
+void authn_me_put(struct gateway *gw, const char *sid, const char *uid, const char *body);
+void authn_me_drop(struct authn *a, const char *sid);
 /* The fingerprint headers of API.md, joined by "\n" (missing = empty). */
 void authn_fingerprint(struct http_request *req, char *buf, size_t len);
 
@@ -310,9 +413,84 @@ int adminroutes_user_revoke(struct http_request *req);
 int adminroutes_audit_events(struct http_request *req);
 int adminroutes_audit_verify(struct http_request *req);
 
+/* ---- terminalroutes.c: /api/v1/terminal (docs/terminal.md) -------------- */
+
+int terminalroutes_sessions(struct http_request *req); /* GET list, POST open */
+int terminalroutes_close(struct http_request *req);
+int terminalroutes_ws(struct http_request *req);
+
+/* ---- wsbridge.c: a terminal's WebSocket relayed to its nng pair ----------- */
+
+struct wsbridge;
+/* A bridge to the stream at `url`, for MHD_create_response_for_upgrade. */
+struct wsbridge *wsbridge_new(struct gateway *gw, const char *url);
+void wsbridge_free(struct wsbridge *b); /* only if never handed to MHD */
+/* The MHD_UpgradeHandler; `cls` is the wsbridge (owned from then on). */
+void wsbridge_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, const char *extra_in,
+                       size_t extra_in_size, MHD_socket sock,
+                       struct MHD_UpgradeResponseHandle *urh);
+/* Closes every bridge (1001) and waits for them: before MHD_stop_daemon. */
+void wsbridge_stop(struct gateway *gw);
+
 /* ---- health.c: /healthz and /readyz -------------------------------------- */
 
 int health_live(struct http_request *req);
 int health_ready(struct http_request *req);
+
+/* ---- settings.c: the gateway's own MAGNETAR_* variables (issue 6) -------- */
+
+/* Fills gw's proxy, CORS, rate, header-deadline and header-policy fields.
+ * 0, or ERR_CONFIG with one sentence naming the variable in err. */
+int settings_load(struct gateway *gw, char *err, size_t errlen);
+void settings_fini(struct gateway *gw);
+
+/* ---- cors.c: CORS answers ----------------------------------------------- */
+
+/* Adds Vary/Access-Control-* to a response for req's Origin. 0 or ERR_NOMEM. */
+int cors_headers(struct http_request *req, struct MHD_Response *resp);
+/* True for a preflight (OPTIONS with Origin and Access-Control-Request-Method). */
+bool cors_is_preflight(struct http_request *req);
+/* Answers a preflight for req->route. */
+int cors_preflight(struct http_request *req);
+
+/* ---- idem.c: Idempotency-Key (API.md Conventions) ------------------------ */
+
+struct idem_state;
+/* Loads or creates the per-install HMAC key (<data dir>/idempotency.key,
+ * 0600) and forgets keys left "in progress" by an earlier run. */
+int idem_start(struct gateway *gw);
+void idem_stop(struct gateway *gw);
+/* Dispatch, before the handler of a ROUTE_F_IDEMPOTENT POST: notes the key.
+ * 0: run the handler; 1: answered (400 for a malformed key). */
+int idem_begin(struct http_request *req);
+/* http_async_begin, when the handler is about to make its RPCs (so it has
+ * authenticated the caller, or not): claims the key, scoped to req->actor
+ * or else the client IP. True: make the RPCs. False: they are skipped and
+ * idem_answer answers on resume (replay, 409, 422 or 503). */
+bool idem_claim(struct http_request *req);
+int idem_answer(struct http_request *req);
+/* respond.c: the body of the response being built, while a key is held. */
+void idem_capture(struct http_request *req, const char *body, size_t len);
+/* http_queue: the response was queued with `status`: stored (< 500 and no
+ * token in it) or the key released. */
+void idem_finish(struct http_request *req, unsigned status);
+/* Request completion: releases a key still held, frees the state. */
+void idem_release(struct http_request *req);
+
+/* ---- metrics.c: GET /metrics (Prometheus text 0.0.4) ------------------------ */
+
+int metrics_new(struct metrics **out);
+void metrics_free(struct metrics *m);
+/* A request ended: `route` may be NULL (404); `us` its duration. */
+void metrics_request(struct gateway *gw, const struct route *route, unsigned status, uint64_t us);
+/* One RPC made for a request completed after `us`. */
+void metrics_rpc(struct gateway *gw, const ProtobufCServiceDescriptor *desc, const char *method,
+                 uint64_t us);
+void metrics_rate_hit(struct gateway *gw, enum rate_class klass);
+int metrics_serve(struct http_request *req);
+
+/* ---- openapi.c: GET /openapi.yaml ---------------------------------------- */
+
+int openapi_serve(struct http_request *req);
 
 #endif

@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,19 @@ static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *con
 	atomic_init(&req->pending, 0);
 	req->resume = NULL;
 	req->rpc = NULL;
+	req->route = NULL;
+	req->actor[0] = '\0'; /* read by the access log and idem.c's scope */
+	req->param[0] = '\0';
+	/* 0 = the default deadline. Left unset, a recycled allocation's value
+	 * made an RPC to a frozen service wait far beyond 500 ms. */
+	req->rpc_timeout_ms = 0;
+	memset(&req->client, 0, sizeof(req->client));
+	req->origin = NULL;
+	req->cors_allowed = false;
+	req->retry_after = 0;
+	req->resp_bytes = 0;
+	req->idem = NULL;
+	req->idem_skip = false;
 	http_request_id(gw, req->id);
 	return req;
 }
@@ -130,6 +144,65 @@ static void http_log_path(const char *path, char *out, size_t len)
 	out[i] = '\0';
 }
 
+/* Query parameters whose values are secrets: a WebSocket ticket, tokens,
+ * codes. Their names are logged, their values never. */
+static bool http_log_secret(const char *name)
+{
+	static const char *const words[] = {"ticket", "token", "code", "password",
+	                                    "secret", "key",   "sig",  "session"};
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strcasestr(name, words[i]) != NULL)
+			return true;
+	return false;
+}
+
+struct http_query_buf {
+	char *out;
+	size_t len, used;
+};
+
+static enum MHD_Result http_log_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+	struct http_query_buf *q = cls;
+	char k[48], v[64];
+	int n;
+	(void)kind;
+
+	http_log_path(key, k, sizeof(k));
+	if (value == NULL)
+		v[0] = '\0';
+	else if (http_log_secret(key))
+		snprintf(v, sizeof(v), "<redacted>");
+	else
+		http_log_path(value, v, sizeof(v));
+	n = snprintf(q->out + q->used, q->len - q->used, "%s%s%s%s", q->used > 0 ? "&" : "", k,
+	             value != NULL ? "=" : "", v);
+	if (n < 0 || (size_t)n >= q->len - q->used) {
+		q->out[q->used] = '\0';
+		return MHD_NO; /* full: the line stays bounded */
+	}
+	q->used += (size_t)n;
+	return MHD_YES;
+}
+
+/* The query string for a log line, "-" when none, secrets redacted. */
+static void http_log_query(struct MHD_Connection *conn, char *out, size_t len)
+{
+	struct http_query_buf q = {out, len, 0};
+	out[0] = '\0';
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, http_log_arg, &q);
+	if (q.used == 0)
+		snprintf(out, len, "-");
+}
+
+static struct http_conn *http_conn_of_mhd(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci != NULL ? ci->socket_context : NULL;
+}
+
 /* MHD_OPTION_NOTIFY_COMPLETED: the response was sent, or the request died.
  * For a suspended request MHD calls this only after the resume. */
 static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
@@ -137,27 +210,44 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cl
 {
 	struct gateway *gw = cls;
 	struct http_request *req = *req_cls;
+	struct http_conn *c;
 	unsigned klass;
-	(void)conn;
+	uint64_t us;
 
 	atomic_fetch_sub_explicit(&gw->ctr.inflight, 1, memory_order_relaxed);
 	if (req == NULL)
 		return;
 	*req_cls = NULL;
+	if (req->idem != NULL)
+		idem_release(req); /* a key still held (died unanswered) is free again */
+	us = clock_mono_us() - req->start_us;
 	klass = req->status / 100;
 	atomic_fetch_add_explicit(&gw->ctr.responses[klass < 6 ? klass : 0], 1,
 	                          memory_order_relaxed);
+	metrics_request(gw, req->route, req->status, us);
+	/* The next header block on this connection is awaited from now on
+	 * (the sweeper's deadline), unless the socket left HTTP (101). */
+	if ((c = http_conn_of_mhd(conn)) != NULL) {
+		if (req->status == MHD_HTTP_SWITCHING_PROTOCOLS)
+			c->upgraded = true;
+		if (!c->upgraded)
+			atomic_store_explicit(&c->awaiting_since, clock_mono_ms(),
+			                      memory_order_relaxed);
+	}
 	/* A line per request costs the hot path a write(2) each (measured: 10-25%
 	 * of /healthz throughput, 130 MB of log in 9 s under wrk): errors always
 	 * get one, successes only with MAGNETAR_DEBUG; the counters count all. */
 	if (req->status >= 400 || req->status == 0 || gw->log_success) {
-		char path[128], method[16];
+		char path[128], method[16], query[256], ip[NETADDR_STRLEN];
 		http_log_path(req->method_name, method, sizeof(method));
 		http_log_path(req->path, path, sizeof(path));
+		http_log_query(req->conn, query, sizeof(query));
+		netaddr_format(&req->client, ip);
 		(req->status >= 400 || req->status == 0 ? log_info : log_debug)(
-		    "http method=%s path=%s status=%u us=%" PRIu64 " end=%s request_id=%s", method,
-		    path, req->status, clock_mono_us() - req->start_us, http_termination_name(toe),
-		    req->id);
+		    "http method=%s path=%s query=%s status=%u bytes=%zu us=%" PRIu64
+		    " ip=%s user=%s end=%s request_id=%s",
+		    method, path, query, req->status, req->resp_bytes, us, ip,
+		    req->actor[0] != '\0' ? req->actor : "-", http_termination_name(toe), req->id);
 	}
 	http_request_unref(req);
 }
@@ -176,6 +266,8 @@ int http_queue(struct http_request *req, unsigned status, struct MHD_Response *r
 		return ERR_INTERNAL;
 	req->status = status;
 	req->phase = HTTP_PHASE_DONE;
+	if (req->idem != NULL)
+		idem_finish(req, status);
 	return 0;
 }
 
@@ -185,30 +277,151 @@ int http_queue_shared(struct http_request *req, unsigned status, struct MHD_Resp
 		return ERR_INTERNAL;
 	req->status = status;
 	req->phase = HTTP_PHASE_DONE;
+	if (req->idem != NULL)
+		idem_finish(req, status);
 	return 0;
 }
 
 struct http_conn *http_conn_of(struct http_request *req)
 {
-	const union MHD_ConnectionInfo *ci =
-	    MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	return ci != NULL ? ci->socket_context : NULL;
+	return http_conn_of_mhd(req->conn);
+}
+
+/* ---- the header deadline (slowloris) -------------------------------------- */
+
+/*
+ * libmicrohttpd's own timeout restarts on every byte read, so a client that
+ * sends one header byte per second holds a connection forever (FACTS.md).
+ * Every connection is on a list with the time since which a header block is
+ * awaited (its start, or the end of its previous request); a thread looks
+ * at the list 4 times a second and shuts down (shutdown(2)) the socket of
+ * any connection still waiting past MAGNETAR_HEADER_TIMEOUT_S. MHD then sees
+ * the end of the stream and closes it as usual, in its own thread.
+ * The fd cannot be reused under us: MHD tells us a connection closed
+ * (NOTIFY_CONNECTION, which unlinks it under the same lock) before it closes
+ * the socket.
+ */
+struct http_sweeper {
+	struct gateway *gw;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop;
+	pthread_t thread;
+	struct http_conn *head;
+	_Atomic uint64_t cut;
+};
+
+static void *http_sweep(void *arg)
+{
+	struct http_sweeper *sw = arg;
+
+	pthread_mutex_lock(&sw->mu);
+	while (!sw->stop) {
+		struct timespec until;
+		uint64_t now = clock_mono_ms(), n = 0;
+		for (struct http_conn *c = sw->head; c != NULL; c = c->next) {
+			uint64_t since =
+			    atomic_load_explicit(&c->awaiting_since, memory_order_relaxed);
+			if (since == 0 || now < since || now - since < sw->gw->header_timeout_ms)
+				continue;
+			shutdown(c->fd, SHUT_RDWR);
+			atomic_store_explicit(&c->awaiting_since, 0, memory_order_relaxed);
+			n++;
+		}
+		if (n > 0) {
+			atomic_fetch_add(&sw->cut, n);
+			log_info("http: closed %" PRIu64
+			         " connection(s) that sent no complete header "
+			         "block within %u s",
+			         n, sw->gw->header_timeout_ms / 1000);
+		}
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 250 * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&sw->cv, &sw->mu, &until);
+	}
+	pthread_mutex_unlock(&sw->mu);
+	return NULL;
+}
+
+static int http_sweeper_start(struct gateway *gw)
+{
+	struct http_sweeper *sw = calloc(1, sizeof(*sw));
+
+	if (sw == NULL)
+		return ERR_NOMEM;
+	sw->gw = gw;
+	pthread_mutex_init(&sw->mu, NULL);
+	pthread_cond_init(&sw->cv, NULL);
+	if (pthread_create(&sw->thread, NULL, http_sweep, sw) != 0) {
+		pthread_cond_destroy(&sw->cv);
+		pthread_mutex_destroy(&sw->mu);
+		free(sw);
+		return ERR_NOMEM;
+	}
+	gw->sweeper = sw;
+	return 0;
+}
+
+static void http_sweeper_halt(struct http_sweeper *sw)
+{
+	if (sw == NULL)
+		return;
+	pthread_mutex_lock(&sw->mu);
+	sw->stop = true;
+	pthread_cond_signal(&sw->cv);
+	pthread_mutex_unlock(&sw->mu);
+	pthread_join(sw->thread, NULL);
+}
+
+uint64_t http_header_deadline_cuts(struct gateway *gw)
+{
+	return gw->sweeper != NULL ? atomic_load(&gw->sweeper->cut) : 0;
 }
 
 /* MHD_OPTION_NOTIFY_CONNECTION: a connection opens or closes. */
 static void http_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                             enum MHD_ConnectionNotificationCode toe)
 {
+	struct gateway *gw = cls;
+	struct http_sweeper *sw = gw->sweeper;
 	struct http_conn *c;
-	(void)cls;
-	(void)conn;
 
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-		*socket_context = calloc(1, sizeof(struct http_conn)); /* NULL: no caching */
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		/* NULL: no caching and no header deadline for this one connection. */
+		if ((c = calloc(1, sizeof(*c))) == NULL)
+			return;
+		*socket_context = c;
+		if (ci == NULL || sw == NULL)
+			return;
+		c->fd = ci->connect_fd;
+		atomic_init(&c->awaiting_since, clock_mono_ms());
+		pthread_mutex_lock(&sw->mu);
+		c->next = sw->head;
+		if (sw->head != NULL)
+			sw->head->prev = c;
+		sw->head = c;
+		pthread_mutex_unlock(&sw->mu);
 		return;
 	}
 	if ((c = *socket_context) == NULL)
 		return;
+	if (sw != NULL) {
+		/* Under the lock: the sweeper may be about to shut this fd down. */
+		pthread_mutex_lock(&sw->mu);
+		if (c->prev != NULL)
+			c->prev->next = c->next;
+		else if (sw->head == c)
+			sw->head = c->next;
+		if (c->next != NULL)
+			c->next->prev = c->prev;
+		pthread_mutex_unlock(&sw->mu);
+	}
 	if (c->cached != NULL)
 		MHD_destroy_response(c->cached);
 	free(c);
@@ -229,6 +442,14 @@ static enum MHD_Result http_answer_error(struct http_request *req)
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES) {
 		MHD_destroy_response(resp);
 		resp = NULL;
+	}
+	if (resp != NULL && req->err_status == MHD_HTTP_TOO_MANY_REQUESTS) {
+		char secs[16];
+		snprintf(secs, sizeof(secs), "%u", req->retry_after > 0 ? req->retry_after : 1);
+		if (MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs) != MHD_YES) {
+			MHD_destroy_response(resp);
+			resp = NULL;
+		}
 	}
 	return http_queue(req, req->err_status, resp) == 0 ? MHD_YES : MHD_NO;
 }
@@ -276,17 +497,140 @@ static void http_reject(struct http_request *req, unsigned status, const char *c
 	req->err_message = message;
 }
 
+/* ---- client address, listener, rate limits ---------------------------------- */
+
+struct http_proxy_values {
+	const char *name;
+	size_t name_len;
+	char *buf;
+	size_t len, cap;
+};
+
+/* Joins every value of the proxy header, in order ("a, b" + "c" = "a, b,c").
+ * Past the buffer the left-most bytes are dropped: the walk goes from the
+ * right, and a cut hop only ends it early (at a trusted proxy). */
+static enum MHD_Result http_proxy_value(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        size_t key_size, const char *value, size_t value_size)
+{
+	struct http_proxy_values *pv = cls;
+	size_t need;
+	(void)kind;
+
+	if (key_size != pv->name_len || strcasecmp(key, pv->name) != 0 || value == NULL)
+		return MHD_YES;
+	need = value_size + (pv->len > 0 ? 1 : 0);
+	if (need > pv->cap) {
+		value += value_size - pv->cap;
+		value_size = pv->cap;
+		need = value_size;
+		pv->len = 0;
+	} else if (pv->len + need > pv->cap) {
+		size_t drop = pv->len + need - pv->cap;
+		memmove(pv->buf, pv->buf + drop, pv->len - drop);
+		pv->len -= drop;
+	}
+	if (pv->len > 0)
+		pv->buf[pv->len++] = ',';
+	memcpy(pv->buf + pv->len, value, value_size);
+	pv->len += value_size;
+	return MHD_YES;
+}
+
+/* req->client: the peer, or what trusted proxies say (netaddr_client). */
+static void http_find_client(struct http_request *req)
+{
+	struct gateway *gw = req->gw;
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	struct netaddr peer = {0};
+	char buf[8192];
+	struct http_proxy_values pv = {NULL, 0, buf, 0, sizeof(buf)};
+
+	if (ci == NULL || netaddr_from_sockaddr(ci->client_addr, &peer) != 0 || gw->ntrusted == 0 ||
+	    !netaddr_cidrs_match(gw->trusted, gw->ntrusted, &peer)) {
+		req->client = peer;
+		return;
+	}
+	pv.name = gw->proxy_header == NETADDR_FORWARDED ? "Forwarded" : "X-Forwarded-For";
+	pv.name_len = strlen(pv.name);
+	MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, http_proxy_value, &pv);
+	netaddr_client(&peer, gw->trusted, gw->ntrusted, gw->proxy_header, pv.len > 0 ? buf : NULL,
+	               pv.len, &req->client);
+}
+
+void http_client_ip(struct http_request *req, char ip[INET6_ADDRSTRLEN])
+{
+	netaddr_format(&req->client, ip);
+}
+
+/* The route as this listener shows it: the metrics listener serves only
+ * ROUTE_F_METRICS routes; the main one hides them in production. */
+static const struct route *http_visible(struct http_request *req, const struct route *r)
+{
+	struct gateway *gw = req->gw;
+	bool on_metrics = false;
+
+	if (gw->mhd_metrics != NULL) {
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_DAEMON);
+		on_metrics = ci != NULL && ci->daemon == gw->mhd_metrics;
+	}
+	if (r == NULL)
+		return NULL;
+	if (on_metrics)
+		return (r->flags & ROUTE_F_METRICS) != 0 ? r : NULL;
+	if ((r->flags & ROUTE_F_METRICS) != 0 && gw->svc.conf.env == CONF_ENV_PRODUCTION)
+		return NULL;
+	return r;
+}
+
+/* Token buckets: the client's global one, then its route class's. O(1), no
+ * allocation: the hot path pays a lock and a hash. */
+static bool http_rate_limited(struct http_request *req)
+{
+	struct gateway *gw = req->gw;
+	enum rate_class k = RATE_GLOBAL;
+	uint64_t now = req->start_us / 1000;
+	unsigned wait;
+
+	if (gw->rl == NULL)
+		return false;
+	wait = ratelimit_take(gw->rl, RATE_GLOBAL, &gw->rate[RATE_GLOBAL], &req->client, now);
+	if (wait == 0 && req->route != NULL && req->route->rate != RATE_GLOBAL &&
+	    routes_allows(req->route, req->method)) {
+		k = req->route->rate;
+		wait = ratelimit_take(gw->rl, k, &gw->rate[k], &req->client, now);
+	}
+	if (wait == 0)
+		return false;
+	metrics_rate_hit(gw, k);
+	req->retry_after = wait;
+	http_reject(req, MHD_HTTP_TOO_MANY_REQUESTS, "rate_limited",
+	            "Too many requests; try again later.");
+	return true;
+}
+
 static enum MHD_Result http_first_call(struct http_request *req, const char *url,
                                        const char *method)
 {
 	const struct http_limits *lim = &req->gw->limits;
 	struct http_header_sum sum = {0};
+	struct http_conn *c;
 	bool has_body;
 
 	req->path = url;
 	req->method_name = method;
 	req->method = routes_method(method);
 	req->phase = HTTP_PHASE_BODY;
+	/* The header block is complete: no deadline until the next one. */
+	if ((c = http_conn_of(req)) != NULL)
+		atomic_store_explicit(&c->awaiting_since, 0, memory_order_relaxed);
+	req->route = http_visible(req, routes_find(url, req->param));
+	http_find_client(req);
+	if (req->gw->cors.enabled && (req->origin = MHD_lookup_connection_value(
+	                                  req->conn, MHD_HEADER_KIND, "Origin")) != NULL)
+		req->cors_allowed = req->gw->cors.any ||
+		                    origin_listed(&req->gw->cors, req->origin, strlen(req->origin));
 	MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, http_sum_header, &sum);
 	has_body = sum.has_encoding || (sum.has_length && strcmp(sum.length, "0") != 0);
 
@@ -308,7 +652,7 @@ static enum MHD_Result http_first_call(struct http_request *req, const char *url
 		/* MHD has already checked that the value is a plain number. */
 		http_reject(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
 		            "The request body is too large.");
-	else
+	else if (!http_rate_limited(req))
 		return MHD_YES;
 	/* With a body announced, answer now: MHD then reads none of it (and
 	 * sends no 100 Continue) and closes after the answer. Without one, wait
@@ -365,13 +709,15 @@ static enum MHD_Result http_body(struct http_request *req, const char *data, siz
 
 static enum MHD_Result http_dispatch(struct http_request *req)
 {
-	const struct route *route;
+	const struct route *route = req->route;
 	int rv;
 
 	if (req->err_status != 0)
 		return http_answer_error(req);
-	if ((route = routes_find(req->path, req->param)) == NULL)
+	if (route == NULL)
 		rv = respond_error(req, MHD_HTTP_NOT_FOUND, "not_found", "No such resource.");
+	else if (req->method == HTTP_M_OPTIONS && cors_is_preflight(req))
+		rv = cors_preflight(req);
 	else if (!routes_allows(route, req->method)) {
 		struct MHD_Response *resp;
 		char allow[64];
@@ -384,7 +730,10 @@ static enum MHD_Result http_dispatch(struct http_request *req)
 			resp = NULL;
 		}
 		rv = http_queue(req, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
-	} else
+	} else if ((route->flags & ROUTE_F_IDEMPOTENT) != 0 && req->method == HTTP_M_POST &&
+	           (rv = idem_begin(req)) != 0)
+		rv = rv > 0 ? 0 : rv; /* answered: replayed, or refused */
+	else
 		rv = route->handler(req);
 	/* Answered or waiting for RPCs; anything else gets a 500, never a hang. */
 	if (req->status != 0 || req->phase == HTTP_PHASE_SUSPENDED)
@@ -394,7 +743,8 @@ static enum MHD_Result http_dispatch(struct http_request *req)
 
 static enum MHD_Result http_resumed(struct http_request *req)
 {
-	int rv = req->resume(req);
+	/* An Idempotency-Key already used: its answer instead of the route's. */
+	int rv = req->idem_skip ? idem_answer(req) : req->resume(req);
 
 	if (req->status != 0)
 		return MHD_YES;
@@ -459,6 +809,10 @@ int http_async_begin(struct http_request *req, http_resume_fn done)
 	if (req->rpc == NULL && (req->rpc = calloc(HTTP_RPC_SLOTS, sizeof(*req->rpc))) == NULL)
 		goto fail;
 	req->resume = done;
+	/* The handler has checked the body and the caller: the moment to hold
+	 * the Idempotency-Key, if any (a blocking SQLite write, only then). */
+	if (req->idem != NULL && !idem_claim(req))
+		req->idem_skip = true;
 	atomic_store(&req->pending, 1); /* the guard, dropped by http_async_end */
 	req->phase = HTTP_PHASE_SUSPENDED;
 	/* Suspended before any RPC starts, so a callback may resume at once. */
@@ -476,6 +830,7 @@ static void http_rpc_done(struct rpc_result *r, void *arg)
 	struct gateway *gw = req->gw;
 
 	/* Runs on an nng thread: record, never block. */
+	metrics_rpc(gw, slot->desc, slot->method, clock_mono_us() - slot->start_us);
 	if (r->status != MAGNETAR__STATUS__STATUS_OK)
 		atomic_fetch_add_explicit(&gw->ctr.rpc_failures, 1, memory_order_relaxed);
 	slot->result = *r;
@@ -484,21 +839,6 @@ static void http_rpc_done(struct rpc_result *r, void *arg)
 	http_request_unref(req);
 	/* Last touch of the gateway: http_stop waits for this to reach 0. */
 	atomic_fetch_sub(&gw->rpc_pending, 1);
-}
-
-void http_client_ip(struct http_request *req, char ip[INET6_ADDRSTRLEN])
-{
-	const union MHD_ConnectionInfo *ci =
-	    MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	ip[0] = '\0';
-	if (ci == NULL || ci->client_addr == NULL)
-		return;
-	if (ci->client_addr->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, ip,
-		          INET6_ADDRSTRLEN);
-	else if (ci->client_addr->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, ip,
-		          INET6_ADDRSTRLEN);
 }
 
 void http_async_call(struct http_request *req, int slot, struct rpc_client *client,
@@ -512,7 +852,12 @@ void http_async_call(struct http_request *req, int slot, struct rpc_client *clie
 	char ip[INET6_ADDRSTRLEN];
 	int rv = ERR_UNAVAIL;
 
+	if (req->idem_skip)
+		return; /* answered from the idempotency record on resume */
 	s->req = req;
+	s->desc = desc;
+	s->method = method;
+	s->start_us = clock_mono_us();
 	http_client_ip(req, ip);
 	ua = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT);
 	ctx.request_id = req->id;
@@ -588,7 +933,9 @@ static int http_resolve(const char *host, uint16_t port, struct sockaddr_storage
 	return 0;
 }
 
-int http_start(struct gateway *gw)
+/* Starts one listener with every callback of this file. `threads` > 0. */
+static int http_listen(struct gateway *gw, const char *host, uint16_t port, unsigned threads,
+                       const char *what, struct MHD_Daemon **out)
 {
 	const struct http_limits *lim = &gw->limits;
 	const union MHD_DaemonInfo *info;
@@ -598,9 +945,10 @@ int http_start(struct gateway *gw)
 	char ip[INET6_ADDRSTRLEN] = "?";
 	int rv;
 
-	if ((rv = http_resolve(gw->svc.conf.http_host, gw->svc.conf.http_port, &ss, &sslen)) != 0)
+	if ((rv = http_resolve(host, port, &ss, &sslen)) != 0)
 		return rv;
-	flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+	flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+	        MHD_ALLOW_UPGRADE; /* terminals' WebSockets (wsbridge.c) */
 	if (ss.ss_family == AF_INET6) {
 		flags |= MHD_USE_IPv6;
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
@@ -608,30 +956,72 @@ int http_start(struct gateway *gw)
 		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
 
 	/* The logger first: MHD reports problems with the options after it. */
-	gw->mhd = MHD_start_daemon(
+	*out = MHD_start_daemon(
 	    flags, 0, NULL, NULL, http_access, gw, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, gw,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, lim->threads,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, lim->conn_memory, MHD_OPTION_CONNECTION_LIMIT,
 	    lim->connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, lim->per_ip,
 	    MHD_OPTION_CONNECTION_TIMEOUT, lim->timeout_s, MHD_OPTION_URI_LOG_CALLBACK,
 	    http_uri_log, gw, MHD_OPTION_NOTIFY_COMPLETED, http_completed, gw,
 	    MHD_OPTION_NOTIFY_CONNECTION, http_connection, gw, MHD_OPTION_END);
-	if (gw->mhd == NULL) {
-		log_warnx("http: cannot listen on %s port %u", gw->svc.conf.http_host,
-		          (unsigned)gw->svc.conf.http_port);
+	if (*out == NULL) {
+		log_warnx("http: cannot listen on %s port %u (%s)", host, (unsigned)port, what);
 		return ERR_IO;
 	}
-	info = MHD_get_daemon_info(gw->mhd, MHD_DAEMON_INFO_BIND_PORT);
-	log_info("http: listening on %s%s%s:%u threads=%u hsts=%s",
+	info = MHD_get_daemon_info(*out, MHD_DAEMON_INFO_BIND_PORT);
+	log_info("http: %s listening on %s%s%s:%u threads=%u hsts=%s", what,
 	         ss.ss_family == AF_INET6 ? "[" : "", ip, ss.ss_family == AF_INET6 ? "]" : "",
-	         info != NULL ? (unsigned)info->port : (unsigned)gw->svc.conf.http_port,
-	         lim->threads, gw->hsts ? "on" : "off");
+	         info != NULL ? (unsigned)info->port : (unsigned)port, threads,
+	         gw->hsts ? "on" : "off");
+	return 0;
+}
+
+/* "host:port" or "[v6]:port" (config.c has checked the shape). */
+static int http_split_addr(const char *addr, char *host, size_t hlen, uint16_t *port)
+{
+	const char *colon = strrchr(addr, ':');
+	const char *h = addr;
+	size_t n;
+
+	if (colon == NULL)
+		return ERR_INVAL;
+	n = (size_t)(colon - addr);
+	if (addr[0] == '[' && n >= 2 && addr[n - 1] == ']') {
+		h++;
+		n -= 2;
+	}
+	if (n == 0 || n >= hlen)
+		return ERR_INVAL;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	*port = (uint16_t)strtoul(colon + 1, NULL, 10);
+	return 0;
+}
+
+int http_start(struct gateway *gw)
+{
+	int rv;
+
+	if ((rv = http_sweeper_start(gw)) != 0)
+		return rv;
+	if ((rv = http_listen(gw, gw->svc.conf.http_host, gw->svc.conf.http_port,
+	                      gw->limits.threads, "main", &gw->mhd)) != 0)
+		return rv;
+	if (gw->svc.conf.metrics_addr != NULL) {
+		char host[256];
+		uint16_t port;
+		if (http_split_addr(gw->svc.conf.metrics_addr, host, sizeof(host), &port) != 0)
+			return ERR_INVAL;
+		/* One thread: a scraper every few seconds, never the public. */
+		if ((rv = http_listen(gw, host, port, 1, "metrics", &gw->mhd_metrics)) != 0)
+			return rv;
+	}
 	return 0;
 }
 
 void http_stop(struct gateway *gw)
 {
-	MHD_socket listener;
+	MHD_socket listener, metrics_listener = MHD_INVALID_SOCKET;
 	uint64_t until;
 
 	if (gw->mhd == NULL)
@@ -641,6 +1031,8 @@ void http_stop(struct gateway *gw)
 	 * meanwhile (a quiesced listener is ours to close). */
 	atomic_store(&gw->stopping, true);
 	listener = MHD_quiesce_daemon(gw->mhd);
+	if (gw->mhd_metrics != NULL)
+		metrics_listener = MHD_quiesce_daemon(gw->mhd_metrics);
 	until = clock_mono_ms() + 2000;
 	while (atomic_load(&gw->suspended) > 0 || atomic_load(&gw->rpc_pending) > 0) {
 		struct timespec ts = {0, 1000000};
@@ -651,8 +1043,22 @@ void http_stop(struct gateway *gw)
 		}
 		nanosleep(&ts, NULL);
 	}
+	/* The sweeper first: it must not shut down fds the daemons are closing. */
+	http_sweeper_halt(gw->sweeper);
 	MHD_stop_daemon(gw->mhd);
 	gw->mhd = NULL;
 	if (listener != MHD_INVALID_SOCKET)
 		close(listener);
+	if (gw->mhd_metrics != NULL) {
+		MHD_stop_daemon(gw->mhd_metrics);
+		gw->mhd_metrics = NULL;
+		if (metrics_listener != MHD_INVALID_SOCKET)
+			close(metrics_listener);
+	}
+	if (gw->sweeper != NULL) {
+		pthread_cond_destroy(&gw->sweeper->cv);
+		pthread_mutex_destroy(&gw->sweeper->mu);
+		free(gw->sweeper);
+		gw->sweeper = NULL;
+	}
 }

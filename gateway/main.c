@@ -14,6 +14,10 @@
 #include "common/log.h"
 #include "gateway/gateway.h"
 
+/* docs/openapi.yaml, generated into build/gen/openapi_yaml.c by `xxd -i`. */
+extern unsigned char docs_openapi_yaml[];
+extern unsigned int docs_openapi_yaml_len;
+
 /* svc.h counters callback: what Stats reports beyond the RPC server's own. */
 static void gateway_counters(struct svc *s, svc_counter_fn emit, void *arg)
 {
@@ -32,6 +36,7 @@ static void gateway_counters(struct svc *s, svc_counter_fn emit, void *arg)
 	emit("http.inflight", inflight > 0 ? (uint64_t)inflight : 0, arg);
 	emit("http.suspended", (uint64_t)atomic_load(&gw->suspended), arg);
 	emit("http.rejected_limits", atomic_load(&gw->ctr.rejected), arg);
+	emit("http.header_deadline_closed", http_header_deadline_cuts(gw), arg);
 	emit("http.rpc_calls", atomic_load(&gw->ctr.rpc_calls), arg);
 	emit("http.rpc_failures", atomic_load(&gw->ctr.rpc_failures), arg);
 	for (int i = SVC_GATEWAY + 1; i < SVC_SERVICES; i++) {
@@ -51,6 +56,7 @@ int main(int argc, char **argv)
 	/* Static: large, lives as long as the process, and zeroed. */
 	static struct gateway gw = {.limits = HTTP_LIMITS_DEFAULT};
 	struct rpc_server_opts opts = {.arg = &gw};
+	char err[256];
 	int rv, sig;
 
 	svc_init(&gw.svc, SVC_GATEWAY, argc, argv);
@@ -60,6 +66,13 @@ int main(int argc, char **argv)
 	gw.log_success = getenv("MAGNETAR_DEBUG") != NULL;
 	if (ids_random_hex(gw.rid_prefix, 8) != 0)
 		fatalx("cannot read random bytes");
+	/* Issue 6: proxies, CORS, rate limits, header deadline, header policies. */
+	if ((rv = settings_load(&gw, err, sizeof(err))) != 0)
+		fatalx("%s", rv == ERR_CONFIG ? err : err_str(rv));
+	if ((rv = metrics_new(&gw.metrics)) != 0)
+		fatalx("cannot set up metrics: %s", err_str(rv));
+	gw.openapi = docs_openapi_yaml;
+	gw.openapi_len = docs_openapi_yaml_len;
 
 	for (int i = SVC_GATEWAY + 1; i < SVC_SERVICES; i++)
 		if ((rv = rpc_client_open(gw.svc.conf.url[i], 0, &gw.client[i])) != 0)
@@ -74,16 +87,21 @@ int main(int argc, char **argv)
 	         gw.svc.instance);
 	svc_open_db(&gw.svc, "gateway.db", &store_schema);
 	svc_start_outbox(&gw.svc);
+	if ((rv = idem_start(&gw)) != 0)
+		fatalx("cannot load or create the idempotency key in %s: %s", gw.svc.data_dir,
+		       err_str(rv));
 	/* Keys and revocations before the first request (authn.c). */
 	if ((rv = authn_start(&gw)) != 0)
 		fatalx("cannot start authentication: %s", err_str(rv));
 	if ((rv = http_start(&gw)) != 0)
 		fatalx("cannot start HTTP on %s: %s", gw.svc.conf.http_addr, err_str(rv));
+	svc_lockdown(&gw.svc); /* listeners open, TLS key read: drop, seccomp */
 
 	sig = svc_wait_signal();
 	log_info("signal %d: stopping", sig);
 	/* HTTP first (it waits for the RPCs its requests made), then our own
 	 * RPC socket, then the clients nobody uses any more. */
+	wsbridge_stop(&gw); /* MHD may not stop with upgraded sockets open */
 	http_stop(&gw);
 	authn_stop(&gw);
 	rpc_server_stop(gw.svc.rpc);
@@ -92,7 +110,10 @@ int main(int argc, char **argv)
 		rpc_client_close(gw.client[i]);
 		gw.client[i] = NULL;
 	}
+	idem_stop(&gw);
 	svc_fini(&gw.svc);
+	metrics_free(gw.metrics);
+	settings_fini(&gw);
 	log_info("stopped");
 	return 0;
 }

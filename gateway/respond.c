@@ -15,16 +15,14 @@ struct respond_header {
 	const char *value;
 };
 
-/* OWASP headers for an API that serves no HTML. The CSP may be relaxed per
- * environment later, but frame-ancestors 'none' stays in every variant.
+/* OWASP headers for an API that serves no HTML. The CSP and the
+ * Permissions-Policy depend on the environment and may be overridden
+ * (settings.c); frame-ancestors 'none' stays in every variant.
  * Cache-Control goes on everything: nothing the gateway says is cacheable. */
 static const struct respond_header respond_security[] = {
     {"X-Content-Type-Options", "nosniff"},
     {"X-Frame-Options", "DENY"},
-    {"Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"},
     {"Referrer-Policy", "no-referrer"},
-    {"Permissions-Policy", "accelerometer=(), camera=(), geolocation=(), gyroscope=(), "
-                           "magnetometer=(), microphone=(), payment=(), usb=()"},
     {"Cross-Origin-Opener-Policy", "same-origin"},
     {"Cross-Origin-Resource-Policy", "same-origin"},
     {"Cache-Control", "no-store"},
@@ -38,16 +36,29 @@ struct MHD_Response *respond_new(struct http_request *req, const char *body, siz
 {
 	struct MHD_Response *resp;
 
+	if (req->idem != NULL)
+		idem_capture(req, body, len); /* stored for a replay once the status is known */
 	resp = MHD_create_response_from_buffer(len, (void *)body, mode);
 	if (resp == NULL) {
 		if (mode == MHD_RESPMEM_MUST_FREE)
 			free((void *)body);
 		return NULL;
 	}
+	req->resp_bytes = len;
 	for (size_t i = 0; i < sizeof(respond_security) / sizeof(respond_security[0]); i++)
 		if (MHD_add_response_header(resp, respond_security[i].name,
 		                            respond_security[i].value) != MHD_YES)
 			goto fail;
+	if (MHD_add_response_header(resp, "Content-Security-Policy",
+	                            req->gw->csp != NULL ? req->gw->csp
+	                                                 : "default-src 'none'; frame-ancestors "
+	                                                   "'none'") != MHD_YES ||
+	    (req->gw->permissions_policy != NULL &&
+	     MHD_add_response_header(resp, "Permissions-Policy", req->gw->permissions_policy) !=
+	         MHD_YES))
+		goto fail;
+	if (req->gw->cors.enabled && cors_headers(req, resp) != 0)
+		goto fail;
 	if (req->gw->hsts &&
 	    MHD_add_response_header(resp, "Strict-Transport-Security", RESPOND_HSTS) != MHD_YES)
 		goto fail;
@@ -86,13 +97,15 @@ int respond_static_cached(struct http_request *req, unsigned status, const char 
 {
 	struct http_conn *c = http_conn_of(req);
 
-	if (c == NULL)
+	/* An allowed Origin is echoed: that answer is this request's alone. */
+	if (c == NULL || req->cors_allowed)
 		return respond_static(req, status, json);
 	if (c->cached != NULL && c->cached_body == json) {
 		/* Swap the id; if that fails, forget the cache and build afresh. */
 		if (MHD_del_response_header(c->cached, "X-Request-Id", c->cached_id) == MHD_YES &&
 		    MHD_add_response_header(c->cached, "X-Request-Id", req->id) == MHD_YES) {
 			memcpy(c->cached_id, req->id, strlen(req->id) + 1);
+			req->resp_bytes = strlen(json);
 			return http_queue_shared(req, status, c->cached);
 		}
 	}
@@ -127,9 +140,9 @@ struct MHD_Response *respond_error_new(struct http_request *req, const char *cod
 static struct MHD_Response *respond_breached_new(struct http_request *req, const char *message,
                                                  uint64_t count)
 {
-	json_t *body = json_pack("{s:{s:s,s:s,s:s,s:I}}", "error", "code", "password_breached",
-	                         "message", message, "request_id", req->id, "breach_count",
-	                         (json_int_t)count);
+	json_t *body =
+	    json_pack("{s:{s:s,s:s,s:s,s:I}}", "error", "code", "password_breached", "message",
+	              message, "request_id", req->id, "breach_count", (json_int_t)count);
 	char *text;
 
 	if (body == NULL)
@@ -240,8 +253,8 @@ int respond_rpc_error(struct http_request *req, const struct rpc_result *r)
 		return ERR_NOMEM;
 	if ((m.http == 401 && MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
 	                                              "Bearer") != MHD_YES) ||
-	    (m.http == 429 && MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry) !=
-	                          MHD_YES)) {
+	    (m.http == 429 &&
+	     MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry) != MHD_YES)) {
 		MHD_destroy_response(resp);
 		return ERR_NOMEM;
 	}

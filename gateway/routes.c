@@ -2,6 +2,8 @@
  * routes.c — the gateway's route table: exact path → allowed methods and
  * handler. An unknown path is a 404, a known path with another method a 405
  * whose Allow header is built from the same row, so the two cannot disagree.
+ * A row also carries its flags (Idempotency-Key, metrics listener) and its
+ * rate-limit class; tests/integration/test_gateway_openapi.py reads this table.
  */
 #include <stdio.h>
 #include <string.h>
@@ -11,19 +13,35 @@
 static const struct route routes_table[] = {
     {.path = "/healthz", .methods = HTTP_M_GET, .handler = health_live},
     {.path = "/readyz", .methods = HTTP_M_GET, .handler = health_ready},
-    {.path = "/api/v1/auth/register", .methods = HTTP_M_POST, .handler = authroutes_register},
-    {.path = "/api/v1/auth/login", .methods = HTTP_M_POST, .handler = authroutes_login},
+    {.path = "/metrics", .methods = HTTP_M_GET, .handler = metrics_serve, .flags = ROUTE_F_METRICS},
+    {.path = "/openapi.yaml", .methods = HTTP_M_GET, .handler = openapi_serve},
+    {.path = "/api/v1/auth/register",
+     .methods = HTTP_M_POST,
+     .handler = authroutes_register,
+     .flags = ROUTE_F_IDEMPOTENT,
+     .rate = RATE_REGISTER},
+    {.path = "/api/v1/auth/login",
+     .methods = HTTP_M_POST,
+     .handler = authroutes_login,
+     .rate = RATE_LOGIN},
     {.path = "/api/v1/auth/refresh", .methods = HTTP_M_POST, .handler = authroutes_refresh},
     {.path = "/api/v1/auth/logout", .methods = HTTP_M_POST, .handler = authroutes_logout},
     {.path = "/api/v1/auth/me", .methods = HTTP_M_GET, .handler = authroutes_me},
-    {.path = "/api/v1/auth/password", .methods = HTTP_M_POST, .handler = authroutes_password},
-    {.path = "/api/v1/auth/step-up", .methods = HTTP_M_POST, .handler = authroutes_step_up},
-    {.path = "/api/v1/auth/totp/setup", .methods = HTTP_M_POST, .handler = authroutes_totp_setup},
-    {.path = "/api/v1/auth/totp/enable",
+    {.path = "/api/v1/auth/password",
      .methods = HTTP_M_POST,
-     .handler = authroutes_totp_enable},
+     .handler = authroutes_password,
+     .rate = RATE_LOGIN},
+    {.path = "/api/v1/auth/step-up",
+     .methods = HTTP_M_POST,
+     .handler = authroutes_step_up,
+     .rate = RATE_LOGIN},
+    {.path = "/api/v1/auth/totp/setup", .methods = HTTP_M_POST, .handler = authroutes_totp_setup},
+    {.path = "/api/v1/auth/totp/enable", .methods = HTTP_M_POST, .handler = authroutes_totp_enable},
     {.path = "/api/v1/auth/totp", .methods = HTTP_M_DELETE, .handler = authroutes_totp_disable},
-    {.path = "/api/v1/users", .methods = HTTP_M_GET | HTTP_M_POST, .handler = adminroutes_users},
+    {.path = "/api/v1/users",
+     .methods = HTTP_M_GET | HTTP_M_POST,
+     .handler = adminroutes_users,
+     .flags = ROUTE_F_IDEMPOTENT},
     {.path = "/api/v1/users/{id}", .methods = HTTP_M_DELETE, .handler = adminroutes_user_delete},
     {.path = "/api/v1/users/{id}/revoke-sessions",
      .methods = HTTP_M_POST,
@@ -32,11 +50,24 @@ static const struct route routes_table[] = {
     {.path = "/api/v1/audit/verify", .methods = HTTP_M_GET, .handler = adminroutes_audit_verify},
     {.path = "/api/v1/auth/password-check",
      .methods = HTTP_M_POST,
-     .handler = authroutes_password_check},
+     .handler = authroutes_password_check,
+     .rate = RATE_PASSWORD_CHECK},
     {.path = "/api/v1/auth/sessions", .methods = HTTP_M_GET, .handler = authroutes_sessions},
     {.path = "/api/v1/auth/sessions/{id}",
      .methods = HTTP_M_DELETE,
      .handler = authroutes_revoke_session},
+    {.path = "/api/v1/terminal/sessions",
+     .methods = HTTP_M_GET | HTTP_M_POST,
+     .handler = terminalroutes_sessions,
+     .flags = ROUTE_F_IDEMPOTENT,
+     .rate = RATE_TERMINAL},
+    {.path = "/api/v1/terminal/sessions/{id}",
+     .methods = HTTP_M_DELETE,
+     .handler = terminalroutes_close},
+    {.path = "/api/v1/terminal/sessions/{id}/ws",
+     .methods = HTTP_M_GET,
+     .handler = terminalroutes_ws,
+     .rate = RATE_TERMINAL},
 };
 
 /* Method names in the order of the HTTP_M_* bits, as an Allow header lists them. */
@@ -107,6 +138,21 @@ void routes_allow_header(const struct route *route, char *buf, size_t len)
 			return;
 		used += (size_t)n;
 	}
+}
+
+size_t routes_count(void)
+{
+	return sizeof(routes_table) / sizeof(routes_table[0]);
+}
+
+const struct route *routes_at(size_t i)
+{
+	return i < routes_count() ? &routes_table[i] : NULL;
+}
+
+size_t routes_index(const struct route *route)
+{
+	return (size_t)(route - routes_table);
 }
 
 unsigned routes_method(const char *method)

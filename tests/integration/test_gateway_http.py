@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from conftest import SANDBOX, sandbox_env
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MAGNETAR_BUILD", REPO / "build"))
 GATEWAY = BUILD / "bin" / "magnetar-gateway"
@@ -55,11 +57,13 @@ class Gateway:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAGNETAR_")}
         env.update({
             "MAGNETAR_ENV": "test",
+            "MAGNETAR_SANDBOX": SANDBOX,
             "MAGNETAR_DATA_DIR": str(self.dir / "var"),
             "MAGNETAR_RUN_DIR": str(self.dir / "run"),
             "MAGNETAR_HTTP_ADDR": f"127.0.0.1:{self.port}",
         })
         env.update(env_extra or {})
+        sandbox_env(env)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([str(GATEWAY)], env=env, cwd=self.dir,
                                      stdout=self.log, stderr=subprocess.STDOUT)
