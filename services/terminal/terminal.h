@@ -1,18 +1,200 @@
 /*
- * terminal.h — magnetar-terminal: shells in PTYs (later issue); for now Ping, Stats and its audit
- * outbox. Prototypes grouped by file.
+ * terminal.h — magnetar-terminal: shells in PTYs, started by a small spawner
+ * process, streamed to the gateway over one nng pair per terminal
+ * (docs/terminal.md). Prototypes grouped by file.
  */
 #ifndef MAGNETAR_TERMINAL_H
 #define MAGNETAR_TERMINAL_H
 
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
 #include "terminal.pb-c.h"
 #include "common/svc.h"
 
-struct terminal {
-	struct svc svc; /* first: the generic Ping/Stats handlers use it */
+#define TERMINAL_ID_LEN 33     /* 16 random bytes as hex + NUL */
+#define TERMINAL_USER_MAX 128  /* a user id (JWT sub) with its NUL */
+#define TERMINAL_SHELL_MAX 256 /* longest shell path accepted */
+#define TERMINAL_TICKET_TTL_MS 30000
+#define TERMINAL_DETACH_GRACE_MS 2000 /* WebSocket gone: the shell follows after this */
+#define TERMINAL_KILL_GRACE_MS 2000   /* SIGHUP, then SIGKILL after this */
+#define TERMINAL_SIZE_MAX 1000        /* cols and rows: 1..this */
+#define TERMINAL_FRAME_MAX 65536      /* one frame's payload either way */
+#define TERMINAL_LIST_MAX 16          /* shells or roots configured */
+
+/* ---- validate.c: what may run where (pure, no state) ----------------------- */
+
+struct validate_policy {
+	char *shells[TERMINAL_LIST_MAX]; /* as configured, compared byte for byte */
+	size_t nshells;
+	char *roots[TERMINAL_LIST_MAX]; /* realpath()ed at start */
+	size_t nroots;
 };
 
-/* store.c — the only file that includes sqlite3.h */
+/*
+ * Builds the policy. `shells` is MAGNETAR_TERMINAL_SHELLS (NULL: those of
+ * the five defaults that exist and are listed in `etc_shells`), `roots`
+ * MAGNETAR_TERMINAL_ROOTS (NULL: `home`). A configured shell that is not an
+ * absolute, canonical path is ERR_CONFIG; a root that does not resolve to a
+ * directory is skipped with a warning. Release with validate_policy_fini.
+ */
+int validate_policy_init(struct validate_policy *p, const char *shells, const char *roots,
+                         const char *etc_shells, const char *home);
+void validate_policy_fini(struct validate_policy *p);
+
+/* `shell` (len bytes, no NUL inside) must equal an allowed entry; its
+ * resolved target (what is executed, into exec_path) must be a regular,
+ * executable file nobody but its owner may write. 0 or ERR_PERM. */
+int validate_shell(const struct validate_policy *p, const char *shell, size_t len, char *exec_path,
+                   size_t cap);
+/* `cwd` must be absolute, resolve (realpath) to an existing directory and lie
+ * under a root after resolution; the resolved path goes into out. 0 or
+ * ERR_PERM. */
+int validate_cwd(const struct validate_policy *p, const char *cwd, size_t len, char *out,
+                 size_t cap);
+/* True when the resolved path `path` is a root or lies under one. */
+bool validate_under_root(const struct validate_policy *p, const char *path);
+
+/* ---- frame.c: the bytes of the stream (API.md "Terminal") ------------------ */
+
+enum frame_kind {
+	FRAME_DATA = '0',   /* input (client→shell) or output (shell→client) */
+	FRAME_RESIZE = '1', /* client→shell: JSON {"cols","rows"} */
+	FRAME_EXIT = '2',   /* shell→client: JSON {"code"}, then close */
+};
+
+struct frame {
+	enum frame_kind kind;
+	const uint8_t *data; /* FRAME_DATA: the payload (points into the input) */
+	size_t len;
+	unsigned cols, rows; /* FRAME_RESIZE */
+};
+
+/* Parses a client→server frame: data of at most TERMINAL_FRAME_MAX bytes or
+ * a resize of sizes within 1..TERMINAL_SIZE_MAX. 0 or ERR_INVAL. */
+int frame_parse_client(const uint8_t *buf, size_t len, struct frame *out);
+/* Writes the exit frame for wait status `status` (128+signal for a signal
+ * death) into buf; returns its length (buf of at least 32 bytes). */
+size_t frame_exit(char *buf, size_t cap, int code);
+/* The exit code the exit frame reports for a wait(2) status. */
+int frame_exit_code(int status);
+
+/* ---- spawner.c: the process that starts shells ----------------------------- */
+
+struct spawner;
+
+struct spawner_conf {
+	uid_t uid; /* shells run as these; never 0 */
+	gid_t gid;
+	const struct validate_policy *policy; /* re-checked in the spawner */
+};
+
+/* Called from the spawner client's thread when a shell exits. */
+typedef void (*spawner_exit_fn)(void *arg, pid_t pid, int status);
+
+/*
+ * Forks the spawner. Call before any thread exists and before anything
+ * privileged or secret is opened: the child keeps only the socket to us.
+ * `sc` is copied (the policy must stay valid: the child has its own copy of
+ * the memory). 0 or ERR_IO.
+ */
+int spawner_start(const struct spawner_conf *sc, struct spawner **out);
+/* Starts the thread that reads the spawner's answers. */
+int spawner_run(struct spawner *sp, spawner_exit_fn on_exit, void *arg);
+/*
+ * Starts `exec_path` (argv[0] `shell`) in `cwd` in a new PTY of cols×rows.
+ * On success *pid is the shell (a session and process group leader) and
+ * *master the PTY master (caller's, O_NONBLOCK|O_CLOEXEC). ERR_PERM when the
+ * spawner refused the request or the shell user may not enter cwd.
+ */
+int spawner_spawn(struct spawner *sp, const char *exec_path, const char *shell, const char *cwd,
+                  unsigned cols, unsigned rows, pid_t *pid, int *master);
+/* Hangs up every process of the shell's session, SIGKILL after a grace. */
+int spawner_kill(struct spawner *sp, pid_t pid);
+/* Closes the socket (the spawner kills every shell and exits), waits for it. */
+void spawner_stop(struct spawner *sp);
+
+/* ---- session.c: the live terminals ----------------------------------------- */
+
+struct session;
+
+struct terminal {
+	struct svc svc; /* first: the generic Ping/Stats handlers use it */
+	struct validate_policy policy;
+	struct spawner *spawner;
+	uid_t shell_uid;
+	gid_t shell_gid;
+	pthread_mutex_t mu; /* the list, and each session's state fields */
+	pthread_cond_t cv;  /* sessions freed; the reaper's sleep */
+	struct session *sessions;
+	int nsessions; /* in the list (open) */
+	int nobjects;  /* allocated, listed or still tearing down */
+	bool stopping;
+	pthread_t reaper;
+	_Atomic uint64_t opened, closed, denied, bytes_in, bytes_out;
+};
+
+/* Starts the reaper (idle, lifetime, detach and attach deadlines). */
+int session_start(struct terminal *t);
+/* Closes every terminal and waits until all are gone. */
+void session_stop(struct terminal *t);
+/* The spawner's exit callback (spawner_exit_fn). */
+void session_on_exit(void *arg, pid_t pid, int status);
+
+/* ---- control.c: the RPC methods Open, List, Close, Attach ------------------ */
+
+void control_open(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void control_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void control_close(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void control_attach(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+
+/* What control.c asks of session.c. */
+struct session_open {
+	const char *user_id, *shell, *exec_path, *cwd;
+	unsigned cols, rows;
+};
+/* Reserves a slot, spawns, listens on the stream, lists the session and
+ * records terminal.opened. Fills the reply's info and ticket (buffers in
+ * `info_buf`). ERR_UNAVAIL: a limit (too_many_terminals); ERR_PERM: the
+ * spawner refused (cwd not enterable as the shell user). */
+struct session_info {
+	char id[TERMINAL_ID_LEN];
+	char user_id[TERMINAL_USER_MAX];
+	char shell[TERMINAL_SHELL_MAX];
+	char cwd[PATH_MAX];
+	char state[16];
+	unsigned cols, rows;
+	uint64_t created_ms, last_active_ms;
+	pid_t pid;
+};
+int session_open(struct terminal *t, const struct session_open *o,
+                 const Magnetar__RequestContext *ctx, struct session_info *info, char ticket[64]);
+/* Up to `max` sessions of `user_id` (all when empty) into out; the count. */
+int session_list(struct terminal *t, const char *user_id, struct session_info *out, int max);
+/* Closes the terminal `id` if `user_id` (empty: anyone's) owns it. ERR_NOTFOUND. */
+int session_close(struct terminal *t, const char *id, const char *user_id,
+                  const Magnetar__RequestContext *ctx);
+/* Consumes the ticket; fills the stream URL. ERR_PERM (bad ticket),
+ * ERR_INVAL (user mismatch), ERR_NOTFOUND. */
+int session_attach(struct terminal *t, const char *id, const char *ticket, const char *user_id,
+                   char *url, size_t cap);
+
+/* ---- store.c — the only file that includes sqlite3.h ------------------------ */
 extern const struct pool_schema store_schema;
+
+/* Records one audit event (in its own transaction). */
+int store_audit(struct pool *pool, const char *action, const char *actor, const char *target,
+                const Magnetar__RequestContext *ctx, const char *outcome, const char *detail);
+/* The terminal's row and terminal.opened, in one transaction. */
+int store_opened(struct pool *pool, const struct session_info *s,
+                 const Magnetar__RequestContext *ctx);
+/* Closes the row and records terminal.closed with `reason`, one transaction. */
+int store_closed(struct pool *pool, const char *id, const char *user_id, const char *reason,
+                 int exit_code);
 
 #endif

@@ -1,0 +1,328 @@
+/*
+ * terminalroutes.c — /api/v1/terminal (API.md "Terminal"): open, list and
+ * close terminals through magnetar-terminal, and the WebSocket upgrade,
+ * decided before any 101: an allowed Origin (or none), then a single-use
+ * ticket that the terminal service consumes atomically. Refusals here (role,
+ * Origin) are audited through the gateway's outbox; the service audits its
+ * own.
+ */
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/err.h"
+#include "common/jwt.h"
+#include "common/log.h"
+#include "common/outbox.h"
+#include "common/pool.h"
+#include "gateway/gateway.h"
+#include "terminal.pb-c.h"
+
+#define TERMINALROUTES_SPAWN_TIMEOUT_MS 5000 /* a fork + exec, queued behind others */
+#define TERMINALROUTES_SIZE_MAX 1000
+#define TERMINALROUTES_WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+/* An audit event of the gateway's own (in gateway.db's outbox). */
+static void terminalroutes_audit(struct http_request *req, const char *actor, const char *target,
+                                 const char *detail)
+{
+	struct outbox_event ev = {.action = "terminal.denied",
+	                          .actor = actor,
+	                          .target = target,
+	                          .request_id = req->id,
+	                          .outcome = "failure",
+	                          .detail = detail};
+	char ip[INET6_ADDRSTRLEN] = "";
+	struct sqlite3 *db;
+
+	http_client_ip(req, ip);
+	ev.ip = ip;
+	if (req->gw->svc.pool == NULL || pool_writer_get(req->gw->svc.pool, &db) != 0)
+		return;
+	if (outbox_enqueue(db, &ev) != 0)
+		log_warnx("terminal: cannot record a refusal request_id=%s", req->id);
+	pool_writer_put(req->gw->svc.pool, db);
+	outbox_kick(req->gw->svc.outbox);
+}
+
+/* Authenticated, and founder, admin or holder of the terminal grant. 0, or
+ * 1 when the request has been answered (401/403). */
+static int terminalroutes_caller(struct http_request *req, struct jwt_claims *c)
+{
+	if (authn_require_flags(req, c, 0) != 0)
+		return 1;
+	if (strcmp(c->role, "founder") == 0 || strcmp(c->role, "admin") == 0 || c->terminal)
+		return 0;
+	terminalroutes_audit(req, c->sub, "", "reason=role");
+	respond_error(req, MHD_HTTP_FORBIDDEN, "forbidden",
+	              "Terminals need the founder or admin role or the terminal grant.");
+	return 1;
+}
+
+static int terminalroutes_call(struct http_request *req, const char *method,
+                               const ProtobufCMessage *in, http_resume_fn done)
+{
+	if (http_async_begin(req, done) != 0)
+		return respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
+		                     "The gateway is shutting down.");
+	http_async_call(req, 0, req->gw->client[SVC_TERMINAL], &magnetar__terminal__descriptor,
+	                method, in);
+	http_async_end(req);
+	return 0;
+}
+
+static json_t *terminalroutes_info(const Magnetar__TerminalInfo *t)
+{
+	char created[32], active[32];
+	respond_time(t->created_ms, created);
+	respond_time(t->last_active_ms, active);
+	return json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:s, s:s}", "id", t->id, "shell", t->shell,
+	                 "cwd", t->cwd, "cols", (int)t->cols, "rows", (int)t->rows, "state",
+	                 t->state, "created_at", created, "last_active_at", active);
+}
+
+static int terminalroutes_opened(struct http_request *req)
+{
+	const struct rpc_result *r = &req->rpc[0].result;
+	const Magnetar__TerminalOpenReply *o = (const Magnetar__TerminalOpenReply *)r->output;
+	char url[160];
+	json_t *body;
+
+	if (r->status != MAGNETAR__STATUS__STATUS_OK) {
+		/* API.md: too_many_terminals is a 429 (the mapping gives it). */
+		return respond_rpc_error(req, r);
+	}
+	if (o->terminal == NULL)
+		return ERR_PROTO;
+	/* Relative, and never with the ticket in it: URLs end up in logs. */
+	snprintf(url, sizeof(url), "/api/v1/terminal/sessions/%s/ws", o->terminal->id);
+	body = terminalroutes_info(o->terminal);
+	if (body == NULL)
+		return ERR_NOMEM;
+	json_object_set_new(body, "ws_url", json_string(url));
+	json_object_set_new(body, "ws_ticket", json_string(o->ticket));
+	return respond_json(req, MHD_HTTP_CREATED, body);
+}
+
+static int terminalroutes_listed(struct http_request *req)
+{
+	const struct rpc_result *r = &req->rpc[0].result;
+	const Magnetar__TerminalListReply *l = (const Magnetar__TerminalListReply *)r->output;
+	json_t *arr;
+
+	if (r->status != MAGNETAR__STATUS__STATUS_OK)
+		return respond_rpc_error(req, r);
+	if ((arr = json_array()) == NULL)
+		return ERR_NOMEM;
+	for (size_t i = 0; i < l->n_terminals; i++)
+		if (json_array_append_new(arr, terminalroutes_info(l->terminals[i])) != 0) {
+			json_decref(arr);
+			return ERR_NOMEM;
+		}
+	return respond_json(req, MHD_HTTP_OK, json_pack("{s:o}", "terminals", arr));
+}
+
+static int terminalroutes_open(struct http_request *req)
+{
+	Magnetar__TerminalOpenRequest in = MAGNETAR__TERMINAL_OPEN_REQUEST__INIT;
+	const char *shell = NULL, *cwd = NULL;
+	json_int_t cols = 80, rows = 24;
+	struct jwt_claims c;
+	json_error_t err;
+	json_t *root;
+	int rv;
+
+	if (terminalroutes_caller(req, &c) != 0)
+		return 0;
+	if ((root = body_json(req)) == NULL)
+		return 0;
+	if (json_unpack_ex(root, &err, JSON_STRICT, "{s:s, s?:s, s?:I, s?:I}", "shell", &shell,
+	                   "cwd", &cwd, "cols", &cols, "rows", &rows) != 0) {
+		json_decref(root);
+		return body_invalid(req);
+	}
+	if (cols < 1 || cols > TERMINALROUTES_SIZE_MAX || rows < 1 ||
+	    rows > TERMINALROUTES_SIZE_MAX) {
+		json_decref(root);
+		return respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
+		                     "cols and rows must be from 1 to 1000.");
+	}
+	in.user_id = c.sub;
+	in.shell = (char *)shell;
+	in.cwd = (char *)(cwd != NULL ? cwd : "");
+	in.cols = (uint32_t)cols;
+	in.rows = (uint32_t)rows;
+	req->rpc_timeout_ms = TERMINALROUTES_SPAWN_TIMEOUT_MS;
+	rv = terminalroutes_call(req, "Open", &in.base, terminalroutes_opened);
+	json_decref(root); /* after the call: it packed its own copy */
+	return rv;
+}
+
+static int terminalroutes_list(struct http_request *req)
+{
+	Magnetar__TerminalListRequest in = MAGNETAR__TERMINAL_LIST_REQUEST__INIT;
+	struct jwt_claims c;
+
+	if (terminalroutes_caller(req, &c) != 0)
+		return 0;
+	in.user_id = c.sub;
+	return terminalroutes_call(req, "List", &in.base, terminalroutes_listed);
+}
+
+int terminalroutes_sessions(struct http_request *req)
+{
+	return req->method == HTTP_M_POST ? terminalroutes_open(req) : terminalroutes_list(req);
+}
+
+static int terminalroutes_closed(struct http_request *req)
+{
+	const struct rpc_result *r = &req->rpc[0].result;
+	if (r->status != MAGNETAR__STATUS__STATUS_OK)
+		return respond_rpc_error(req, r);
+	return respond_no_content(req);
+}
+
+int terminalroutes_close(struct http_request *req)
+{
+	Magnetar__TerminalCloseRequest in = MAGNETAR__TERMINAL_CLOSE_REQUEST__INIT;
+	char id[ROUTE_PARAM_MAX];
+	struct jwt_claims c;
+
+	snprintf(id, sizeof(id), "%s", req->param);
+	if (terminalroutes_caller(req, &c) != 0)
+		return 0;
+	in.user_id = c.sub; /* never empty: an empty user means "any" to the service */
+	in.id = id;
+	return terminalroutes_call(req, "Close", &in.base, terminalroutes_closed);
+}
+
+/* ---- the WebSocket upgrade --------------------------------------------------- */
+
+static const char *terminalroutes_header(struct http_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+/* True when the comma-separated header value holds `token` (any case). */
+static bool terminalroutes_has_token(const char *v, const char *token)
+{
+	size_t n = strlen(token);
+	while (v != NULL && *v != '\0') {
+		while (*v == ' ' || *v == '\t' || *v == ',')
+			v++;
+		if (strncasecmp(v, token, n) == 0 &&
+		    (v[n] == '\0' || v[n] == ',' || v[n] == ' ' || v[n] == '\t'))
+			return true;
+		v = strchr(v, ',');
+	}
+	return false;
+}
+
+/* The Origin check: none (not a browser), or exactly one of
+ * MAGNETAR_CORS_ORIGINS, byte for byte. "*" never admits a WebSocket.
+ * Written here while issue 6's origin matching lands (docs/terminal.md). */
+static bool terminalroutes_origin_ok(struct http_request *req)
+{
+	const char *origin = terminalroutes_header(req, "Origin");
+	const char *list = req->gw->svc.conf.cors_origins;
+	size_t olen;
+
+	if (origin == NULL)
+		return true;
+	olen = strlen(origin);
+	while (list != NULL && *list != '\0') {
+		const char *e = strchr(list, ',');
+		size_t len = e != NULL ? (size_t)(e - list) : strlen(list);
+		while (len > 0 && *list == ' ') {
+			list++;
+			len--;
+		}
+		while (len > 0 && list[len - 1] == ' ')
+			len--;
+		if (len == olen && len > 0 && memcmp(list, origin, len) == 0 &&
+		    strcmp(origin, "*") != 0 && strcmp(origin, "null") != 0)
+			return true;
+		list = e != NULL ? e + 1 : NULL;
+	}
+	return false;
+}
+
+static int terminalroutes_attached(struct http_request *req)
+{
+	const struct rpc_result *r = &req->rpc[0].result;
+	const Magnetar__TerminalAttachReply *a = (const Magnetar__TerminalAttachReply *)r->output;
+	const char *key = terminalroutes_header(req, "Sec-WebSocket-Key");
+	unsigned char digest[SHA_DIGEST_LENGTH];
+	char buf[128], accept[64];
+	struct MHD_Response *resp;
+	struct wsbridge *b;
+
+	if (r->status != MAGNETAR__STATUS__STATUS_OK)
+		return respond_rpc_error(req, r);
+	if (key == NULL || strlen(key) > 64)
+		return ERR_INTERNAL; /* checked before the call */
+	snprintf(buf, sizeof(buf), "%s%s", key, TERMINALROUTES_WS_GUID);
+	SHA1((const unsigned char *)buf, strlen(buf), digest);
+	EVP_EncodeBlock((unsigned char *)accept, digest, SHA_DIGEST_LENGTH);
+	if ((b = wsbridge_new(req->gw, a->stream_url)) == NULL)
+		return ERR_NOMEM;
+	resp = MHD_create_response_for_upgrade(wsbridge_upgraded, b);
+	if (resp == NULL) {
+		wsbridge_free(b);
+		return ERR_NOMEM;
+	}
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, "websocket") != MHD_YES ||
+	    MHD_add_response_header(resp, "Sec-WebSocket-Accept", accept) != MHD_YES ||
+	    MHD_add_response_header(resp, "X-Request-Id", req->id) != MHD_YES) {
+		MHD_destroy_response(resp);
+		wsbridge_free(b);
+		return ERR_NOMEM;
+	}
+	/* From here the bridge belongs to MHD's upgrade handler. A client that
+	 * leaves before the 101 is sent leaks this one small struct. */
+	return http_queue(req, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
+}
+
+int terminalroutes_ws(struct http_request *req)
+{
+	Magnetar__TerminalAttachRequest in = MAGNETAR__TERMINAL_ATTACH_REQUEST__INIT;
+	const char *upgrade = terminalroutes_header(req, "Upgrade");
+	const char *connection = terminalroutes_header(req, "Connection");
+	const char *version = terminalroutes_header(req, "Sec-WebSocket-Version");
+	const char *key = terminalroutes_header(req, "Sec-WebSocket-Key");
+	const char *ticket =
+	    MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "ticket");
+	char id[ROUTE_PARAM_MAX], user[JWT_CLAIM_MAX] = "";
+	struct jwt_claims c;
+
+	snprintf(id, sizeof(id), "%s", req->param);
+	if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0 ||
+	    !terminalroutes_has_token(connection, "upgrade") || version == NULL ||
+	    strcmp(version, "13") != 0 || key == NULL || strlen(key) != 24)
+		return respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
+		                     "A WebSocket (version 13) upgrade is required.");
+	/* Cross-site WebSocket hijacking: a foreign page may open this socket
+	 * with the user's ticket-less cookies, never with our answer. */
+	if (!terminalroutes_origin_ok(req)) {
+		terminalroutes_audit(req, "", id, "reason=origin");
+		return respond_error(req, MHD_HTTP_FORBIDDEN, "forbidden",
+		                     "This origin may not open terminals.");
+	}
+	/* Browsers cannot send headers on a WebSocket: the ticket is the
+	 * credential. A token, when sent anyway, must be the owner's. */
+	if (terminalroutes_header(req, MHD_HTTP_HEADER_AUTHORIZATION) != NULL) {
+		if (terminalroutes_caller(req, &c) != 0)
+			return 0;
+		snprintf(user, sizeof(user), "%s", c.sub);
+	}
+	if (ticket == NULL || ticket[0] == '\0' || strlen(ticket) > 128)
+		return respond_error(req, MHD_HTTP_UNAUTHORIZED, "invalid_ticket",
+		                     "A valid ticket is required.");
+	in.id = id;
+	in.ticket = (char *)ticket;
+	in.user_id = user;
+	return terminalroutes_call(req, "Attach", &in.base, terminalroutes_attached);
+}
