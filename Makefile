@@ -22,6 +22,8 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c17 -Wall -Wextra -Werror -D_GNU_SOURCE -MMD -MP -pthread \
            -fno-strict-aliasing -I. -I$(BUILD)/gen $(PKG_CFLAGS)
 LDLIBS  += -lnng $(PKG_LIBS) -lprotobuf-c -lsqlite3 -lpthread
+# common/sandbox.c (seccomp allow-lists) is in every service.
+LDLIBS  += -lseccomp
 ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
@@ -74,6 +76,8 @@ PROGRAMS += $(BIN)/$(3)
 endef
 # Libraries only one program needs stay out of the others.
 auth_LDLIBS := -largon2 -loath
+terminal_LDLIBS := -lseccomp
+gateway_LDLIBS := -lwslay
 $(eval $(call program,gateway,gateway,magnetar-gateway))
 $(foreach s,$(SERVICES),$(eval $(call program,$(s),services/$(s),magnetar-$(s))))
 $(eval $(call program,magctl,tools/magctl,magctl))
@@ -93,10 +97,28 @@ audit_store_test_LINK := $(audit_LIBO)
 audit_log_test_LINK := $(audit_LIBO)
 audit_crypto_test_LINK := $(audit_LIBO)
 gateway_http_test_LINK := $(gateway_LIBO)
+gateway_netaddr_test_LINK := $(gateway_LIBO)
+gateway_origin_test_LINK := $(gateway_LIBO)
+gateway_ratelimit_test_LINK := $(gateway_LIBO)
+gateway_idem_test_LINK := $(gateway_LIBO)
+# GET /openapi.yaml serves docs/openapi.yaml built into the gateway; main.c
+# alone refers to it, so tests linking $(gateway_LIBO) need no generated file.
+$(GEN)/openapi_yaml.c: docs/openapi.yaml
+	@mkdir -p $(GEN)
+	xxd -i $< >$@
+$(BIN)/magnetar-gateway: $(OBJ)/gen/openapi_yaml.o
 breach_hibp_test_LINK := $(breach_LIBO)
 breach_cache_test_LINK := $(breach_LIBO)
 breach_pwstore_test_LINK := $(breach_LIBO)
 breach_range_test_LINK := $(breach_LIBO)
+terminal_validate_test_LINK := $(terminal_LIBO)
+terminal_validate_test_LDLIBS := -lseccomp
+# Tests linking the gateway's objects link wsbridge.o, hence libwslay.
+gateway_http_test_LDLIBS := -lwslay
+gateway_netaddr_test_LDLIBS := -lwslay
+gateway_origin_test_LDLIBS := -lwslay
+gateway_ratelimit_test_LDLIBS := -lwslay
+gateway_idem_test_LDLIBS := -lwslay
 # `magctl breach import` builds the offline store with the service's own
 # parser and writer (self-contained objects: libc only).
 $(BIN)/magctl: $(OBJ)/services/breach/hibp.o $(OBJ)/services/breach/pairs.o \

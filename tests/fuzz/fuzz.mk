@@ -11,6 +11,8 @@ PKG_LIBS     := $(shell pkg-config --libs libmicrohttpd libprotobuf-c jansson sq
 FCFLAGS      := -g -O1 -std=c17 -D_GNU_SOURCE -pthread -I. -I$(GEN) $(PKG_CFLAGS) \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FLIBS        := -lnng $(PKG_LIBS) -lprotobuf-c -lsqlite3 -lpthread
+# common/sandbox.c (linked with the rest of common/) needs libseccomp.
+FLIBS        += -lseccomp
 
 PROTOS   := $(wildcard proto/*.proto)
 PROTO_C  := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
@@ -36,6 +38,14 @@ AUDIT_SRC := $(filter-out services/audit/main.c,$(wildcard services/audit/*.c))
 $(FB)/audit_append_fuzz: tests/fuzz/audit_append_fuzz.c $(COMMON) $(PROTO_C) $(AUDIT_SRC)
 	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(COMMON) $(PROTO_C) $(AUDIT_SRC) $(FLIBS)
 
+# netaddr and origin link only the gateway's pure header parsers
+# (gateway/policy.h: libc, no common/ objects needed).
+GW_PARSE := gateway/netaddr.c gateway/origin.c
+$(FB)/netaddr_fuzz: tests/fuzz/netaddr_fuzz.c $(GW_PARSE)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(GW_PARSE)
+$(FB)/origin_fuzz: tests/fuzz/origin_fuzz.c $(GW_PARSE)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(GW_PARSE)
+
 build: $(TARGETS)
 
 # New inputs go to a scratch dir; the committed seeds stay as they are.
@@ -53,3 +63,13 @@ run: build
 .PHONY: all build run
 SHELL := /bin/bash
 .SECONDARY:
+
+# terminal_validate links the terminal's pure policy and frame parser.
+TERMINAL_PURE := services/terminal/validate.c services/terminal/frame.c
+$(FB)/terminal_validate_fuzz: tests/fuzz/terminal_validate_fuzz.c $(TERMINAL_PURE) $(COMMON) $(PROTO_C)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(TERMINAL_PURE) $(COMMON) $(PROTO_C) $(FLIBS)
+
+# terminal_ws: a real libwslay server context, the gateway's check and the
+# terminal's parser.
+$(FB)/terminal_ws_fuzz: tests/fuzz/terminal_ws_fuzz.c gateway/wsframe.c $(TERMINAL_PURE) $(COMMON) $(PROTO_C)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< gateway/wsframe.c $(TERMINAL_PURE) $(COMMON) $(PROTO_C) $(FLIBS) -lwslay
