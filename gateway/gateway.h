@@ -97,6 +97,7 @@ struct gateway {
 	unsigned header_timeout_ms;               /* MAGNETAR_HEADER_TIMEOUT_S */
 	char *csp, *permissions_policy;           /* per environment, or overridden */
 	struct MHD_Daemon *mhd_metrics;           /* MAGNETAR_METRICS_ADDR, or NULL */
+	char *tls_cert, *tls_key;                 /* PEM, until MHD has loaded them (tls.c) */
 	struct metrics *metrics;                  /* metrics.c */
 	struct idem *idem;                        /* idem.c */
 	struct http_sweeper *sweeper;             /* http.c: the header deadline */
@@ -210,6 +211,13 @@ struct http_conn {
 
 /* Starts the daemon on conf.http_host:conf.http_port; logs the address. */
 int http_start(struct gateway *gw);
+
+/* tls.c: read MAGNETAR_TLS_CERT/KEY (before the drop), the MHD options that
+ * serve them (at most 3 filled of `n`; 0 without TLS), and the wipe once
+ * MHD has loaded them. */
+int tls_load(struct gateway *gw);
+size_t tls_mhd_options(const struct gateway *gw, struct MHD_OptionItem *opt, size_t n);
+void tls_wipe(struct gateway *gw);
 /* Refuses new suspensions, waits for those in flight, stops the daemon. */
 void http_stop(struct gateway *gw);
 /* Connections shut down by the header deadline since start. */

@@ -935,8 +935,10 @@ static int http_resolve(const char *host, uint16_t port, struct sockaddr_storage
 
 /* Starts one listener with every callback of this file. `threads` > 0. */
 static int http_listen(struct gateway *gw, const char *host, uint16_t port, unsigned threads,
-                       const char *what, struct MHD_Daemon **out)
+                       const char *what, bool tls, struct MHD_Daemon **out)
 {
+	struct MHD_OptionItem tls_opt[4];
+	size_t ntls = tls ? tls_mhd_options(gw, tls_opt, 3) : 0;
 	const struct http_limits *lim = &gw->limits;
 	const union MHD_DaemonInfo *info;
 	struct sockaddr_storage ss;
@@ -949,6 +951,9 @@ static int http_listen(struct gateway *gw, const char *host, uint16_t port, unsi
 		return rv;
 	flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
 	        MHD_ALLOW_UPGRADE; /* terminals' WebSockets (wsbridge.c) */
+	if (ntls > 0)
+		flags |= MHD_USE_TLS;
+	tls_opt[ntls] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 	if (ss.ss_family == AF_INET6) {
 		flags |= MHD_USE_IPv6;
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
@@ -963,14 +968,16 @@ static int http_listen(struct gateway *gw, const char *host, uint16_t port, unsi
 	    lim->connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, lim->per_ip,
 	    MHD_OPTION_CONNECTION_TIMEOUT, lim->timeout_s, MHD_OPTION_URI_LOG_CALLBACK,
 	    http_uri_log, gw, MHD_OPTION_NOTIFY_COMPLETED, http_completed, gw,
-	    MHD_OPTION_NOTIFY_CONNECTION, http_connection, gw, MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_CONNECTION, http_connection, gw, MHD_OPTION_ARRAY, tls_opt,
+	    MHD_OPTION_END);
 	if (*out == NULL) {
 		log_warnx("http: cannot listen on %s port %u (%s)", host, (unsigned)port, what);
 		return ERR_IO;
 	}
 	info = MHD_get_daemon_info(*out, MHD_DAEMON_INFO_BIND_PORT);
-	log_info("http: %s listening on %s%s%s:%u threads=%u hsts=%s", what,
-	         ss.ss_family == AF_INET6 ? "[" : "", ip, ss.ss_family == AF_INET6 ? "]" : "",
+	log_info("http: %s listening on %s://%s%s%s:%u threads=%u hsts=%s", what,
+	         ntls > 0 ? "https" : "http", ss.ss_family == AF_INET6 ? "[" : "", ip,
+	         ss.ss_family == AF_INET6 ? "]" : "",
 	         info != NULL ? (unsigned)info->port : (unsigned)port, threads,
 	         gw->hsts ? "on" : "off");
 	return 0;
@@ -1004,8 +1011,13 @@ int http_start(struct gateway *gw)
 
 	if ((rv = http_sweeper_start(gw)) != 0)
 		return rv;
-	if ((rv = http_listen(gw, gw->svc.conf.http_host, gw->svc.conf.http_port,
-	                      gw->limits.threads, "main", &gw->mhd)) != 0)
+	/* TLS on the main listener; the key leaves our memory once MHD has it. */
+	if ((rv = tls_load(gw)) != 0)
+		return rv;
+	rv = http_listen(gw, gw->svc.conf.http_host, gw->svc.conf.http_port, gw->limits.threads,
+	                 "main", true, &gw->mhd);
+	tls_wipe(gw);
+	if (rv != 0)
 		return rv;
 	if (gw->svc.conf.metrics_addr != NULL) {
 		char host[256];
@@ -1013,7 +1025,7 @@ int http_start(struct gateway *gw)
 		if (http_split_addr(gw->svc.conf.metrics_addr, host, sizeof(host), &port) != 0)
 			return ERR_INVAL;
 		/* One thread: a scraper every few seconds, never the public. */
-		if ((rv = http_listen(gw, host, port, 1, "metrics", &gw->mhd_metrics)) != 0)
+		if ((rv = http_listen(gw, host, port, 1, "metrics", false, &gw->mhd_metrics)) != 0)
 			return rv;
 	}
 	return 0;

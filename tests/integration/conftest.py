@@ -101,6 +101,11 @@ class Stack:
             if k in os.environ:
                 self.env[k] = os.environ[k]
         self.env.update(extra_env or {})
+        # With MAGNETAR_TLS_CERT the gateway speaks only HTTPS; requests
+        # then checks the test's own certificate (self.verify).
+        self.verify = self.env.get("MAGNETAR_TLS_CERT", True)
+        if "MAGNETAR_TLS_CERT" in self.env:
+            self.url = f"https://127.0.0.1:{self.port}"
         sandbox_env(self.env)
         self.log_path = self.dir / "magnetar.log"
         self.proc = None
@@ -110,7 +115,8 @@ class Stack:
         self.proc = subprocess.Popen([str(BIN / "magnetar"), "up"], env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      cwd=self.dir)
-        ready = wait_until(lambda: requests.get(self.url + "/readyz", timeout=2)
+        ready = wait_until(lambda: requests.get(self.url + "/readyz", timeout=2,
+                                                verify=self.verify)
                            .status_code == 200, 30)
         if not ready:
             logs = self.logs()
