@@ -91,11 +91,13 @@ static void test_caller_masks_and_allow_list(void **state)
 	assert_int_equal(r.status, MAGNETAR__STATUS__STATUS_OK);
 	rpc_result_fini(&r);
 
-	/* Auth is not on this socket's allow-list: hung up on at the pipe,
+	/* Auth is not on this socket's allow-list: refused before decoding,
 	 * even for the method that would be its own. */
 	test_roles = RPC_BY(SVC_AUTH);
 	assert_int_equal(call(url, "Append", &r), 0);
-	assert_int_equal(r.status, MAGNETAR__STATUS__STATUS_UNAVAILABLE);
+	assert_int_equal(r.status, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED);
+	assert_string_equal(r.code, RPC_CODE_PEER_REFUSED);
+	rpc_result_fini(&r);
 
 	rpc_server_stop(srv);
 }
