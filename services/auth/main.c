@@ -13,6 +13,10 @@
 #include "common/workq.h"
 #include "services/auth/auth.h"
 
+/* The Op* methods are magctl's (uid 0): a gateway that is taken over must
+ * not create founders or read every session (docs/security.md). */
+#define OP RPC_F_CALLERS(SVC_BY_OPERATOR)
+
 static const struct rpc_method auth_methods[] = {
     {.name = "Ping", .handler = svc_handle_ping},
     {.name = "Stats", .handler = svc_handle_stats},
@@ -36,14 +40,14 @@ static const struct rpc_method auth_methods[] = {
     {.name = "TotpSetup", .handler = totp_setup, .flags = RPC_F_MUTATES},
     {.name = "TotpEnable", .handler = totp_enable, .flags = RPC_F_MUTATES},
     {.name = "TotpDisable", .handler = totp_disable, .flags = RPC_F_MUTATES},
-    {.name = "OpCreateUser", .handler = operator_create_user, .flags = RPC_F_MUTATES},
-    {.name = "OpListUsers", .handler = operator_list_users},
-    {.name = "OpDeleteUser", .handler = operator_delete_user, .flags = RPC_F_MUTATES},
-    {.name = "OpSetRole", .handler = operator_set_role, .flags = RPC_F_MUTATES},
-    {.name = "OpResetTotp", .handler = operator_reset_totp, .flags = RPC_F_MUTATES},
-    {.name = "OpListSessions", .handler = operator_list_sessions},
-    {.name = "OpRevokeSession", .handler = operator_revoke_session, .flags = RPC_F_MUTATES},
-    {.name = "OpRotateKeys", .handler = operator_rotate_keys, .flags = RPC_F_MUTATES},
+    {.name = "OpCreateUser", .handler = operator_create_user, .flags = OP | RPC_F_MUTATES},
+    {.name = "OpListUsers", .handler = operator_list_users, .flags = OP},
+    {.name = "OpDeleteUser", .handler = operator_delete_user, .flags = OP | RPC_F_MUTATES},
+    {.name = "OpSetRole", .handler = operator_set_role, .flags = OP | RPC_F_MUTATES},
+    {.name = "OpResetTotp", .handler = operator_reset_totp, .flags = OP | RPC_F_MUTATES},
+    {.name = "OpListSessions", .handler = operator_list_sessions, .flags = OP},
+    {.name = "OpRevokeSession", .handler = operator_revoke_session, .flags = OP | RPC_F_MUTATES},
+    {.name = "OpRotateKeys", .handler = operator_rotate_keys, .flags = OP | RPC_F_MUTATES},
 };
 
 static void auth_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)
