@@ -73,6 +73,15 @@ static void svc_sandbox_fs(struct svc *s)
 	(void)s;
 }
 
+int svc_own_user(const struct svc *s, uid_t *uid, gid_t *gid)
+{
+	if (!svc_ps.on || s->id >= SVC_SERVICES)
+		return ERR_NOTFOUND;
+	*uid = svc_ps.uid[s->id];
+	*gid = svc_ps.gid[s->id];
+	return 0;
+}
+
 void svc_lockdown(struct svc *s)
 {
 	char err[256];

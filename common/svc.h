@@ -76,6 +76,10 @@ void svc_serve(struct svc *s, const ProtobufCServiceDescriptor *desc,
  */
 void svc_lockdown(struct svc *s);
 
+/* As root (one user per service): 0 and this service's uid and gid, which
+ * svc_lockdown will drop to. ERR_NOTFOUND without root. */
+int svc_own_user(const struct svc *s, uid_t *uid, gid_t *gid);
+
 /* Caller masks for method rows (rpc.h RPC_F_CALLERS). */
 #define SVC_BY_OPERATOR RPC_BY(SVC_MAGCTL) /* root, or our own uid without root */
 #define SVC_BY_PRODUCERS                                                                           \

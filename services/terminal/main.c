@@ -103,6 +103,7 @@ int main(int argc, char **argv)
 	 * unsafe). The child gets a copy of the policy. */
 	sc.uid = x.shell_uid;
 	sc.gid = x.shell_gid;
+	sc.privileged = svc_own_user(&x.svc, &sc.self_uid, &sc.self_gid) == 0;
 	sc.policy = &x.policy;
 	if ((rv = spawner_start(&sc, &x.spawner)) != 0)
 		fatalx("cannot start the spawner: %s", err_str(rv));

@@ -2,10 +2,13 @@
  * spawner.c — the small process that starts shells, forked by the terminal
  * service before it has threads, a database or sockets. It keeps only the
  * socket to the service (SOCK_SEQPACKET: one request per packet, the PTY
- * master passed back with SCM_RIGHTS), and as root only CAP_SETUID,
- * CAP_SETGID and CAP_KILL, under a seccomp filter that lets setresuid and
- * setresgid reach the shell's ids and nothing else. Each shell: fork, drop
- * to the shell user, open its own PTY, chdir, fresh environment, execve.
+ * master passed back with SCM_RIGHTS). Started as root, it becomes the
+ * terminal service's user keeping only CAP_SETUID and CAP_SETGID, under a
+ * seccomp filter that lets setresuid and setresgid reach the shell's ids
+ * and nothing else (so never root again). Each shell: fork, drop to the
+ * shell user, open its own PTY, chdir, fresh environment, execve. Shells
+ * are signalled by a short-lived child that becomes the shell user (no
+ * CAP_KILL here).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -146,13 +149,14 @@ struct spawner_kid {
 };
 
 static struct spawner_kid spawner_kids[SPAWNER_MAX_CHILDREN];
+static const struct spawner_conf *spawner_sc; /* the spawner's own copy */
 static char spawner_home[PATH_MAX] = "/";
 static char spawner_user[64] = "shell";
 
 /* Signals every process of the shell's session: its process group first,
  * then whatever moved to another group of the same session (job control). A
  * process that made its own session escapes this; see docs/terminal.md. */
-static void spawner_signal_session(pid_t sid, int sig)
+static void spawner_signal_direct(pid_t sid, int sig)
 {
 	struct dirent *e;
 	DIR *d;
@@ -169,6 +173,60 @@ static void spawner_signal_session(pid_t sid, int sig)
 			kill((pid_t)pid, sig);
 	}
 	closedir(d);
+}
+
+/* Runs `fn(sid, sig)` as the shell user: the shells are another uid and
+ * the spawner holds no CAP_KILL. A fork of this small single-threaded
+ * process costs a fraction of a millisecond, and it happens per close. */
+static void spawner_as_shell_user(void (*fn)(pid_t, int), pid_t sid, int sig)
+{
+	pid_t pid;
+
+	if (!spawner_sc->privileged) {
+		fn(sid, sig); /* shells are our own uid */
+		return;
+	}
+	if ((pid = fork()) == 0) {
+		if (setresgid(spawner_sc->gid, spawner_sc->gid, spawner_sc->gid) == 0 &&
+		    setresuid(spawner_sc->uid, spawner_sc->uid, spawner_sc->uid) == 0)
+			fn(sid, sig);
+		_exit(0);
+	}
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+}
+
+static void spawner_signal_session(pid_t sid, int sig)
+{
+	spawner_as_shell_user(spawner_signal_direct, sid, sig);
+}
+
+/* Every process of the shell user, wherever it went (a process that made
+ * its own session escaped spawner_signal_session). Only when no terminal
+ * is open, and only with a dedicated shell uid (privileged). */
+static void spawner_kill_uid(pid_t unused, int sig)
+{
+	(void)unused;
+	kill(-1, sig); /* all the caller may signal: the shell uid's */
+}
+
+static void spawner_sweep_if_idle(void)
+{
+	for (int i = 0; i < SPAWNER_MAX_CHILDREN; i++)
+		if (spawner_kids[i].pid != 0)
+			return;
+	if (spawner_sc->privileged)
+		spawner_as_shell_user(spawner_kill_uid, 0, SIGKILL);
+}
+
+/* No capability at all from here: the shell starts with none. */
+static int spawner_caps_clear(void)
+{
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct d[2];
+
+	memset(d, 0, sizeof(d));
+	return syscall(SYS_capset, &h, d) == 0 ? 0 : ERR_PERM;
 }
 
 /* In the child: report `err` (and the master, when >= 0) to the spawner. */
@@ -213,10 +271,13 @@ static __attribute__((noreturn)) void spawner_child(const struct spawner_conf *s
 	if (setsid() < 0)
 		spawner_child_fail(chan, errno);
 	/* Identity: groups, then gid, then uid, each checked; never root. */
-	if (geteuid() == 0 && setgroups(0, NULL) != 0)
+	if (sc->privileged && setgroups(0, NULL) != 0)
 		spawner_child_fail(chan, errno);
 	if (setresgid(sc->gid, sc->gid, sc->gid) != 0 || setresuid(sc->uid, sc->uid, sc->uid) != 0)
 		spawner_child_fail(chan, errno);
+	/* A move between two non-zero uids keeps capabilities: drop them. */
+	if (sc->privileged && spawner_caps_clear() != 0)
+		spawner_child_fail(chan, EPERM);
 	if (getuid() == 0 || geteuid() == 0 || getgid() == 0 || getegid() == 0)
 		spawner_child_fail(chan, EPERM);
 	if (setrlimit(RLIMIT_NPROC, &nproc) != 0 || setrlimit(RLIMIT_FSIZE, &fsize) != 0 ||
@@ -330,7 +391,8 @@ fail:
 	if (*master >= 0)
 		close(*master);
 	*master = -1;
-	kill(pid, SIGKILL);
+	kill(pid, SIGKILL); /* still our uid, or else: */
+	spawner_signal_session(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	return rv;
 }
@@ -387,12 +449,11 @@ out:
 		close(master);
 }
 
-/* Root keeps CAP_SETUID and CAP_SETGID (to become the shell user) and
- * CAP_KILL (to signal the shells, which are another uid); everything else
- * leaves the bounding, permitted and effective sets. */
+/* CAP_SETUID and CAP_SETGID (to become the shell user) stay; everything
+ * else leaves the bounding, permitted and effective sets. */
 static int spawner_drop_caps(void)
 {
-	const uint32_t keep = (1u << CAP_SETUID) | (1u << CAP_SETGID) | (1u << CAP_KILL);
+	const uint32_t keep = (1u << CAP_SETUID) | (1u << CAP_SETGID);
 	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
 	struct __user_cap_data_struct d[2];
 
@@ -442,6 +503,24 @@ static int spawner_seccomp(uid_t uid, gid_t gid)
 	return rc == 0 ? 0 : ERR_PERM;
 }
 
+/* As root: keep the two capabilities, become the service's user (keeping
+ * them across the uid change), and check that root is gone. */
+static int spawner_become(const struct spawner_conf *sc)
+{
+	int rv;
+
+	if ((rv = spawner_drop_caps()) != 0) /* the bounding set needs root */
+		return rv;
+	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 || setgroups(0, NULL) != 0 ||
+	    setresgid(sc->self_gid, sc->self_gid, sc->self_gid) != 0 ||
+	    setresuid(sc->self_uid, sc->self_uid, sc->self_uid) != 0)
+		return ERR_PERM;
+	prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+	if (getuid() == 0 || geteuid() == 0 || getgid() == 0 || getegid() == 0)
+		return ERR_PERM;
+	return spawner_drop_caps(); /* the uid change emptied the effective set */
+}
+
 static void spawner_reap(int sock)
 {
 	int status;
@@ -460,6 +539,7 @@ static void spawner_reap(int sock)
 		m.pid = pid;
 		m.status = status;
 		spawner_send(sock, &m, -1);
+		spawner_sweep_if_idle();
 	}
 }
 
@@ -481,12 +561,16 @@ static __attribute__((noreturn)) void spawner_main(int sock, const struct spawne
 	sigprocmask(SIG_BLOCK, &chld, NULL);
 	if ((sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
 		fatal("spawner: signalfd");
-	if (geteuid() == 0 && (rv = spawner_drop_caps()) != 0)
-		fatalx("spawner: cannot drop capabilities: %s", err_str(rv));
+	spawner_sc = sc;
+	if (geteuid() == 0 && !sc->privileged)
+		fatalx("spawner: started as root without a service user to become");
+	if (sc->privileged && (rv = spawner_become(sc)) != 0)
+		fatalx("spawner: cannot become uid %u with CAP_SETUID/CAP_SETGID alone: %s",
+		       (unsigned)sc->self_uid, err_str(rv));
 	if ((rv = spawner_seccomp(sc->uid, sc->gid)) != 0)
 		fatalx("spawner: cannot load the seccomp filter: %s", err_str(rv));
-	log_info("spawner: ready pid=%d shell_uid=%u shell_gid=%u", (int)getpid(),
-	         (unsigned)sc->uid, (unsigned)sc->gid);
+	log_info("spawner: ready pid=%d uid=%u shell_uid=%u shell_gid=%u", (int)getpid(),
+	         (unsigned)getuid(), (unsigned)sc->uid, (unsigned)sc->gid);
 
 	for (;;) {
 		struct pollfd pfd[2] = {{.fd = sock, .events = POLLIN},
@@ -543,6 +627,8 @@ static __attribute__((noreturn)) void spawner_main(int sock, const struct spawne
 	for (int i = 0; i < SPAWNER_MAX_CHILDREN; i++)
 		if (spawner_kids[i].pid != 0)
 			spawner_signal_session(spawner_kids[i].pid, SIGKILL);
+	memset(spawner_kids, 0, sizeof(spawner_kids));
+	spawner_sweep_if_idle();
 	_exit(0);
 }
 

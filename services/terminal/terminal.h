@@ -91,6 +91,11 @@ struct spawner;
 struct spawner_conf {
 	uid_t uid; /* shells run as these; never 0 */
 	gid_t gid;
+	/* As root: the spawner's own ids (the service's user), to which it
+	 * drops keeping CAP_SETUID/CAP_SETGID alone. Unused without root. */
+	bool privileged;
+	uid_t self_uid;
+	gid_t self_gid;
 	const struct validate_policy *policy; /* re-checked in the spawner */
 };
 

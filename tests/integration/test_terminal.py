@@ -6,6 +6,7 @@ limits, roles, the shell's environment, the idle timeout, the audit trail.
 import json
 import os
 import pathlib
+import pwd
 import shutil
 import tempfile
 import time
@@ -404,3 +405,89 @@ def test_idle_timeout(tmp_path_factory):
         rc = stack.stop()
         shutil.rmtree(root, ignore_errors=True)
     assert rc == 0, stack.logs()
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the spawner drops privileges as root")
+CAP_SETGID, CAP_SETUID = 6, 7
+
+
+def proc_status(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.split()
+    return out
+
+
+def children_named(ppid, comm):
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{p}/stat").read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        parent = int(stat[stat.rindex(")") + 2:].split()[1])
+        if name == comm and parent == ppid:
+            found.append(int(p))
+    return found
+
+
+@needs_root
+def test_spawner_is_the_services_user_with_two_capabilities(env):
+    stack, _ = env
+    spawners = children_named(stack.service_pid("terminal"), "magnetar-spawn")
+    assert len(spawners) == 1, spawners
+    st = proc_status(spawners[0])
+    uid = pwd.getpwnam("magnetar-terminal").pw_uid
+    assert st["Uid"] == [str(uid)] * 4, st["Uid"]
+    assert st["Groups"] == [], st["Groups"]
+    two = (1 << CAP_SETUID) | (1 << CAP_SETGID)
+    for field in ("CapEff", "CapPrm", "CapBnd"):
+        assert int(st[field][0], 16) == two, (field, st[field])
+    assert int(st["CapAmb"][0], 16) == 0
+    assert st["NoNewPrivs"] == ["1"] and st["Seccomp"] == ["2"]
+
+
+@needs_root
+def test_the_shell_has_no_capability(env, founder):
+    stack, _ = env
+    t = open_term(stack, founder).json()
+    ws = connect(stack, t)
+    ws.send_binary(b"0grep -E '^Cap(Eff|Prm|Amb)' /proc/self/status; echo DONE''MARK\r")
+    out = read_until(ws, b"DONEMARK").decode(errors="replace")
+    ws.close()
+    for field in ("CapEff", "CapPrm", "CapAmb"):
+        assert f"{field}:\t0000000000000000" in out, out
+
+
+@needs_root
+def test_a_process_that_left_the_session_dies_with_the_last_terminal(env, founder):
+    stack, _ = env
+    shell_uid = pwd.getpwnam("magnetar-shell").pw_uid
+
+    def escapees():
+        found = []
+        for p in os.listdir("/proc"):
+            try:
+                if (p.isdigit() and os.stat(f"/proc/{p}").st_uid == shell_uid and
+                        open(f"/proc/{p}/cmdline", "rb").read() == b"sleep\x004242\x00"):
+                    found.append(int(p))
+            except OSError:
+                pass
+        return found
+
+    t = open_term(stack, founder).json()
+    ws = connect(stack, t)
+    ws.send_binary(b"0setsid sleep 4242 </dev/null >/dev/null 2>&1 & echo STAR''TED\r")
+    read_until(ws, b"STARTED")
+    pids = wait_until(escapees, 5)
+    assert pids, "the escapee did not start"
+    assert all(os.getsid(p) == p for p in pids)  # its own session: out of the shell's
+    ws.close()
+    requests.delete(stack.url + "/api/v1/terminal/sessions/" + t["id"], headers=founder,
+                    timeout=5)
+    assert wait_until(lambda: not escapees(), 10), escapees()
