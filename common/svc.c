@@ -36,15 +36,17 @@
  * (root, magctl) reaches everything. Methods narrow this in their rows. */
 static const unsigned svc_admit[SVC_SERVICES] = {
     [SVC_GATEWAY] = SVC_BY_OPERATOR,
-    [SVC_AUTH] = RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR,
+    /* The terminal only for Revoked (auth's rows narrow every method). */
+    [SVC_AUTH] = RPC_BY(SVC_GATEWAY) | RPC_BY(SVC_TERMINAL) | SVC_BY_OPERATOR,
     [SVC_AUDIT] = SVC_BY_PRODUCERS | SVC_BY_OPERATOR,
     /* The gateway only for Ping (readiness): Range is auth's (its row). */
     [SVC_BREACH] = RPC_BY(SVC_AUTH) | RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR,
     [SVC_TERMINAL] = RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR,
 };
 static const unsigned svc_admit_events[SVC_SERVICES] = {
-    [SVC_AUTH] = RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR, /* revocations */
-    [SVC_AUDIT] = SVC_BY_OPERATOR,                      /* magctl audit tail */
+    /* Revocations: the gateways, and the terminal (it closes terminals). */
+    [SVC_AUTH] = RPC_BY(SVC_GATEWAY) | RPC_BY(SVC_TERMINAL) | SVC_BY_OPERATOR,
+    [SVC_AUDIT] = SVC_BY_OPERATOR, /* magctl audit tail */
 };
 
 /* One process, one service: its identities and rules, set by svc_init. */

@@ -151,6 +151,7 @@ static int terminalroutes_open(struct http_request *req)
 		                     "cols and rows must be from 1 to 1000.");
 	}
 	in.user_id = c.sub;
+	in.session_id = c.sid; /* auth's session.revoked closes the terminal */
 	in.shell = (char *)shell;
 	in.cwd = (char *)(cwd != NULL ? cwd : "");
 	in.cols = (uint32_t)cols;

@@ -95,6 +95,7 @@ void control_open(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 		goto out;
 	}
 	o.user_id = r->user_id;
+	o.auth_session = r->session_id;
 	o.shell = r->shell;
 	o.exec_path = exec_path;
 	o.cwd = cwd;

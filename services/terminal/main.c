@@ -35,6 +35,7 @@ static void terminal_counters(struct svc *s, svc_counter_fn emit, void *emit_arg
 	emit("terminal.denied", atomic_load(&t->denied), emit_arg);
 	emit("terminal.bytes_in", atomic_load(&t->bytes_in), emit_arg);
 	emit("terminal.bytes_out", atomic_load(&t->bytes_out), emit_arg);
+	emit("terminal.revoked", atomic_load(&t->revoked), emit_arg);
 }
 
 /* Who shells run as (ARCHITECTURE.md §7): configured; as root a dedicated
@@ -111,10 +112,11 @@ int main(int argc, char **argv)
 	svc_open_db(&x.svc, "terminal.db", &store_schema);
 	svc_start_outbox(&x.svc);
 	if ((rv = session_start(&x)) != 0 ||
-	    (rv = spawner_run(x.spawner, session_on_exit, &x)) != 0)
+	    (rv = spawner_run(x.spawner, session_on_exit, &x)) != 0 || (rv = revoke_start(&x)) != 0)
 		fatalx("cannot start the terminal threads: %s", err_str(rv));
 	svc_serve(&x.svc, &magnetar__terminal__descriptor, terminal_methods,
 	          sizeof(terminal_methods) / sizeof(terminal_methods[0]), &x);
+	revoke_stop(&x);
 	session_stop(&x);
 	spawner_stop(x.spawner);
 	validate_policy_fini(&x.policy);

@@ -49,6 +49,7 @@ struct session {
 	int refs; /* under t->mu */
 	char id[TERMINAL_ID_LEN];
 	char user_id[TERMINAL_USER_MAX];
+	char auth_session[TERMINAL_USER_MAX]; /* its revocation closes us ("" = none) */
 	char shell[TERMINAL_SHELL_MAX];
 	char cwd[PATH_MAX];
 	unsigned cols, rows;
@@ -506,11 +507,14 @@ int session_open(struct terminal *t, const struct session_open *o,
 	s->master = -1;
 	s->refs = 1;
 	if (strlen(o->user_id) >= sizeof(s->user_id) || strlen(o->shell) >= sizeof(s->shell) ||
-	    strlen(o->cwd) >= sizeof(s->cwd)) {
+	    strlen(o->cwd) >= sizeof(s->cwd) ||
+	    (o->auth_session != NULL && strlen(o->auth_session) >= sizeof(s->auth_session))) {
 		free(s);
 		return ERR_INVAL;
 	}
 	strcpy(s->user_id, o->user_id);
+	if (o->auth_session != NULL)
+		strcpy(s->auth_session, o->auth_session);
 	strcpy(s->shell, o->shell);
 	strcpy(s->cwd, o->cwd);
 	s->cols = o->cols;
@@ -634,6 +638,37 @@ int session_close(struct terminal *t, const char *id, const char *user_id,
 		return ERR_NOTFOUND;
 	session_teardown(s);
 	return 0;
+}
+
+static bool session_sid_listed(const char *sid, const char *const *sids, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (sids[i] != NULL && strcmp(sid, sids[i]) == 0)
+			return true;
+	return false;
+}
+
+int session_close_revoked(struct terminal *t, const char *const *sids, size_t n)
+{
+	int closed = 0;
+
+	for (;;) {
+		struct session *s;
+		pthread_mutex_lock(&t->mu);
+		for (s = t->sessions; s != NULL; s = s->next)
+			if (!s->closing && s->state != S_STARTING && s->auth_session[0] != '\0' &&
+			    session_sid_listed(s->auth_session, sids, n))
+				break;
+		if (s != NULL)
+			session_doom_locked(s, "revoked");
+		pthread_mutex_unlock(&t->mu);
+		if (s == NULL)
+			break;
+		session_teardown(s);
+		atomic_fetch_add(&t->revoked, 1);
+		closed++;
+	}
+	return closed;
 }
 
 int session_attach(struct terminal *t, const char *id, const char *ticket, const char *user_id,

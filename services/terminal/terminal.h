@@ -141,8 +141,21 @@ struct terminal {
 	int nobjects;  /* allocated, listed or still tearing down */
 	bool stopping;
 	pthread_t reaper;
-	_Atomic uint64_t opened, closed, denied, bytes_in, bytes_out;
+	_Atomic uint64_t opened, closed, denied, bytes_in, bytes_out, revoked;
+	/* revoke.c: auth's events and the resync through its Revoked RPC. */
+	struct rpc_client *auth;
+	struct events_sub *revoke_sub;
+	pthread_mutex_t revoke_mu;
+	pthread_cond_t revoke_cv;
+	pthread_t revoke_thread;
+	bool revoke_stale, revoke_stop, revoke_running;
 };
+
+/* ---- revoke.c: a revoked auth session closes its terminals ----------------- */
+
+/* Subscribes to auth's session.revoked and starts the resync thread. */
+int revoke_start(struct terminal *t);
+void revoke_stop(struct terminal *t);
 
 /* Starts the reaper (idle, lifetime, detach and attach deadlines). */
 int session_start(struct terminal *t);
@@ -150,6 +163,10 @@ int session_start(struct terminal *t);
 void session_stop(struct terminal *t);
 /* The spawner's exit callback (spawner_exit_fn). */
 void session_on_exit(void *arg, pid_t pid, int status);
+
+/* Closes (reason "revoked") every terminal opened under one of the `n` auth
+ * session ids; returns how many. */
+int session_close_revoked(struct terminal *t, const char *const *sids, size_t n);
 
 /* ---- control.c: the RPC methods Open, List, Close, Attach ------------------ */
 
@@ -160,7 +177,7 @@ void control_attach(struct rpc_call *call, const ProtobufCMessage *in, void *arg
 
 /* What control.c asks of session.c. */
 struct session_open {
-	const char *user_id, *shell, *exec_path, *cwd;
+	const char *user_id, *auth_session, *shell, *exec_path, *cwd;
 	unsigned cols, rows;
 };
 /* Reserves a slot, spawns, listens on the stream, lists the session and

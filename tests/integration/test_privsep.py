@@ -143,7 +143,6 @@ def test_another_services_database_cannot_be_opened(stack, name):
 @needs_root
 @pytest.mark.parametrize("caller,callee", [
     ("breach", "auth"),      # only the gateway (and the operator) reach auth
-    ("terminal", "auth"),
     ("audit", "auth"),
     ("audit", "breach"),     # breach is auth's
     ("terminal", "breach"),
@@ -179,6 +178,7 @@ def test_refused_peers_never_wedge_the_listener(stack):
 @pytest.mark.parametrize("caller,callee", [
     ("gateway", "auth"), ("gateway", "terminal"), ("gateway", "audit"),
     ("auth", "breach"), ("breach", "audit"), ("terminal", "audit"),
+    ("terminal", "auth"),  # Revoked: a revoked session closes its terminals
 ])
 def test_allowed_peers_get_through(stack, caller, callee):
     # A generous deadline: a sanitizer build under load is slow to answer.
@@ -200,6 +200,7 @@ def test_the_shell_user_cannot_even_reach_a_socket(stack):
     ("terminal", ["audit", "verify"]),
     ("gateway", ["breach", "range", "5BAA6"]),  # Range is auth's
     ("auth", ["breach", "reload"]),           # Reload is the operator's
+    ("terminal", ["user", "list"]),           # the terminal may only ask Revoked
     # auth's Op* methods are magctl's: a gateway may not mint users,
     # read every session or rotate the signing keys.
     ("gateway", ["user", "list"]),

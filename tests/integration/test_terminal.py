@@ -491,3 +491,45 @@ def test_a_process_that_left_the_session_dies_with_the_last_terminal(env, founde
     requests.delete(stack.url + "/api/v1/terminal/sessions/" + t["id"], headers=founder,
                     timeout=5)
     assert wait_until(lambda: not escapees(), 10), escapees()
+
+
+def terminal_closes(ws, timeout=5):
+    """True when the server ends the WebSocket (close frame or EOF)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            opcode, _ = ws.recv_data(control_frame=True)
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            return True
+        except websocket.WebSocketTimeoutException:
+            continue
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return True
+    return False
+
+
+def test_logout_closes_the_sessions_terminals_and_no_other(env, founder):
+    """A revoked session's terminals close (auth's session.revoked reaches
+    the terminal service); a terminal of another session of the same user
+    stays."""
+    stack, _ = env
+    doomed = login(stack)
+    mine = open_term(stack, doomed).json()
+    other = open_term(stack, founder).json()
+    ws = connect(stack, mine)
+    ws_other = connect(stack, other)
+    ws.send_binary(b"0echo up\r")
+    read_until(ws, b"up\r\n")
+    t0 = time.monotonic()
+    r = requests.post(stack.url + "/api/v1/auth/logout", json={}, headers=doomed, timeout=5)
+    assert r.status_code == 204
+    assert terminal_closes(ws), "the revoked session's terminal stayed open"
+    assert time.monotonic() - t0 < 3
+    listed = {t["id"] for t in requests.get(stack.url + "/api/v1/terminal/sessions",
+                                            headers=founder).json()["terminals"]}
+    assert mine["id"] not in listed and other["id"] in listed
+    ws_other.send_binary(b"0echo still\r")
+    read_until(ws_other, b"still\r\n")
+    ws_other.close()
+    assert 'reason=revoked' in stack.log_path.read_text(errors="replace") or \
+        "revoked session" in stack.log_path.read_text(errors="replace")
