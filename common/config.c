@@ -297,11 +297,24 @@ static int conf_parse_addr(const char *addr, char **host, uint16_t *port)
 	return 0;
 }
 
+static bool conf_valid_one_url(const char *u, size_t n)
+{
+	return (n > 6 && strncmp(u, "ipc://", 6) == 0) ||
+	       (n > 6 && strncmp(u, "tcp://", 6) == 0 && memchr(u + 6, ':', n - 6) != NULL) ||
+	       (n > 9 && strncmp(u, "inproc://", 9) == 0);
+}
+
+/* One nng URL, or a comma-separated list of them (replicas: rpc.h). */
 static bool conf_valid_nng_url(const char *u)
 {
-	return (strncmp(u, "ipc://", 6) == 0 && u[6] != '\0') ||
-	       (strncmp(u, "tcp://", 6) == 0 && strchr(u + 6, ':') != NULL) ||
-	       (strncmp(u, "inproc://", 9) == 0 && u[9] != '\0');
+	for (size_t entries = 1;; entries++) {
+		size_t n = strcspn(u, ",");
+		if (entries > 8 || n >= 512 || !conf_valid_one_url(u, n))
+			return false;
+		if (u[n] == '\0')
+			return true;
+		u += n + 1;
+	}
 }
 
 static int conf_default(char **slot, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -451,18 +464,20 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 
 	for (i = 0; i < SVC_SERVICES; i++)
 		if (!conf_valid_nng_url(c->url[i]))
-			return conf_refuse(err, errlen,
-			                   "MAGNETAR_%s_URL must be an ipc://, tcp://host:port or "
-			                   "inproc:// URL",
-			                   i == SVC_GATEWAY  ? "GATEWAY"
-			                   : i == SVC_AUTH   ? "AUTH"
-			                   : i == SVC_AUDIT  ? "AUDIT"
-			                   : i == SVC_BREACH ? "BREACH"
-			                                     : "TERMINAL");
+			return conf_refuse(
+			    err, errlen,
+			    "MAGNETAR_%s_URL must be an ipc://, tcp://host:port or "
+			    "inproc:// URL, or a comma-separated list of up to 8 (replicas)",
+			    i == SVC_GATEWAY  ? "GATEWAY"
+			    : i == SVC_AUTH   ? "AUTH"
+			    : i == SVC_AUDIT  ? "AUDIT"
+			    : i == SVC_BREACH ? "BREACH"
+			                      : "TERMINAL");
 	if (!conf_valid_nng_url(c->auth_events_url) || !conf_valid_nng_url(c->audit_events_url))
-		return conf_refuse(err, errlen,
-		                   "MAGNETAR_*_EVENTS_URL must be an ipc://, "
-		                   "tcp://host:port or inproc:// URL");
+		return conf_refuse(
+		    err, errlen,
+		    "MAGNETAR_*_EVENTS_URL must be an ipc://, "
+		    "tcp://host:port or inproc:// URL, or a comma-separated list of up to 8");
 	if (conf_parse_addr(c->http_addr, &c->http_host, &c->http_port) != 0)
 		return conf_refuse(err, errlen, "MAGNETAR_HTTP_ADDR must be host:port");
 	if (c->metrics_addr != NULL) {

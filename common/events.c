@@ -189,7 +189,7 @@ struct events_peer {
 
 struct events_sub {
 	nng_socket sock;
-	struct rpc_dial dial; /* re-dialled after a uid drop (rpc.h) */
+	struct rpc_dials dials; /* re-dialled after a uid drop (rpc.h) */
 	struct events_handlers h;
 	char **topics; /* NULL-terminated prefixes; NULL = all */
 	int silence_ms;
@@ -335,7 +335,7 @@ static void *events_sub_main(void *arg)
 static void events_sub_pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 {
 	struct events_sub *s = arg;
-	rpc_dial_pipe_event(&s->dial, pipe, ev);
+	rpc_dials_pipe_event(&s->dials, pipe, ev);
 }
 
 int events_sub_open(const char *url, const char *const *topics, int silence_ms,
@@ -374,13 +374,13 @@ int events_sub_open(const char *url, const char *const *topics, int silence_ms,
 	nng_socket_set(s->sock, NNG_OPT_SUB_SUBSCRIBE, "", 0);
 	nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_POST, events_sub_pipe_cb, s);
 	nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, events_sub_pipe_cb, s);
-	if ((nv = rpc_dial_start(&s->dial, s->sock, url)) != 0) {
+	if ((nv = rpc_dials_start(&s->dials, s->sock, url, NULL, NULL)) != 0) {
 		log_warnx("events: cannot dial %s: %s", url, nng_strerror(nv));
 		nng_close(s->sock);
 		goto fail;
 	}
 	if (pthread_create(&s->thread, NULL, events_sub_main, s) != 0) {
-		rpc_dial_stop(&s->dial);
+		rpc_dials_stop(&s->dials);
 		nng_close(s->sock);
 		goto fail;
 	}
@@ -398,7 +398,7 @@ void events_sub_close(struct events_sub *s)
 	if (s == NULL)
 		return;
 	atomic_store(&s->closing, true);
-	rpc_dial_stop(&s->dial);
+	rpc_dials_stop(&s->dials);
 	nng_close(s->sock);
 	pthread_join(s->thread, NULL);
 	events_free_topics(s->topics);

@@ -68,8 +68,13 @@ int rpc_listen(nng_socket sock, const char *url, void (*pipe_cb)(nng_pipe, nng_p
                void *arg)
 {
 	nng_listener l;
+	char first[512];
 	int nv;
 
+	/* A replica listens on its own entry: the first (rpc.h). */
+	if (rpc_url_first(url, first, sizeof(first)) != 0)
+		return NNG_EINVAL;
+	url = first;
 	if (pipe_cb != NULL && (nv = nng_pipe_notify(sock, NNG_PIPE_EV_ADD_PRE, pipe_cb, arg)) != 0)
 		return nv;
 	if ((nv = nng_listener_create(&l, sock, url)) != 0)
@@ -646,6 +651,56 @@ void rpc_dial_stop(struct rpc_dial *d)
 	d->url = NULL;
 }
 
+int rpc_url_first(const char *urls, char *buf, size_t len)
+{
+	size_t n = strcspn(urls, ",");
+
+	if (n == 0 || n >= len)
+		return ERR_INVAL;
+	memcpy(buf, urls, n);
+	buf[n] = '\0';
+	return 0;
+}
+
+int rpc_dials_start(struct rpc_dials *ds, nng_socket sock, const char *urls,
+                    pthread_mutex_t *busy_mu, const int *busy)
+{
+	const char *p = urls;
+	char url[512];
+	int nv = 0;
+
+	memset(ds, 0, sizeof(*ds));
+	for (;;) {
+		if (ds->n == RPC_URLS_MAX || rpc_url_first(p, url, sizeof(url)) != 0) {
+			nv = NNG_EINVAL;
+			break;
+		}
+		ds->d[ds->n].busy_mu = busy_mu;
+		ds->d[ds->n].busy = busy;
+		if ((nv = rpc_dial_start(&ds->d[ds->n], sock, url)) != 0)
+			break;
+		ds->n++;
+		p += strlen(url);
+		if (*p++ != ',')
+			return 0;
+	}
+	rpc_dials_stop(ds);
+	return nv;
+}
+
+void rpc_dials_pipe_event(struct rpc_dials *ds, nng_pipe p, nng_pipe_ev ev)
+{
+	for (size_t i = 0; i < ds->n; i++)
+		rpc_dial_pipe_event(&ds->d[i], p, ev);
+}
+
+void rpc_dials_stop(struct rpc_dials *ds)
+{
+	for (size_t i = 0; i < ds->n; i++)
+		rpc_dial_stop(&ds->d[i]);
+	ds->n = 0;
+}
+
 /* True when every re-dialled socket that was connected is connected again. */
 static bool redial_settled(void)
 {
@@ -736,7 +791,7 @@ void rpc_redial_all(void)
 
 struct rpc_client {
 	nng_socket sock;
-	struct rpc_dial dial;
+	struct rpc_dials dials; /* one per URL of the list (replicas) */
 	_Atomic int pipes;
 	_Atomic uint64_t next_id;
 	char id_prefix[17];
@@ -767,7 +822,7 @@ struct rpc_pending {
 static void client_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	struct rpc_client *c = arg;
-	rpc_dial_pipe_event(&c->dial, p, ev);
+	rpc_dials_pipe_event(&c->dials, p, ev);
 	if (ev == NNG_PIPE_EV_ADD_POST)
 		atomic_fetch_add(&c->pipes, 1);
 	else if (ev == NNG_PIPE_EV_REM_POST)
@@ -797,9 +852,7 @@ int rpc_client_open(const char *url, size_t max_msg, struct rpc_client **out)
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 500);
 	nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, client_pipe_cb, c);
 	nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, client_pipe_cb, c);
-	c->dial.busy_mu = &c->mu;
-	c->dial.busy = &c->pending;
-	if ((nv = rpc_dial_start(&c->dial, c->sock, url)) != 0) {
+	if ((nv = rpc_dials_start(&c->dials, c->sock, url, &c->mu, &c->pending)) != 0) {
 		log_warnx("rpc: cannot dial %s: %s", url, nng_strerror(nv));
 		nng_close(c->sock);
 		pthread_rwlock_destroy(&c->lock);
@@ -819,7 +872,7 @@ void rpc_client_close(struct rpc_client *c)
 	pthread_rwlock_wrlock(&c->lock);
 	c->closed = true;
 	pthread_rwlock_unlock(&c->lock);
-	rpc_dial_stop(&c->dial);
+	rpc_dials_stop(&c->dials);
 	nng_close(c->sock); /* aborts the calls in flight; they finish below */
 	pthread_mutex_lock(&c->mu);
 	while (c->pending > 0)

@@ -184,6 +184,28 @@ void rpc_hold_dials(bool hold);
 int rpc_dial_start(struct rpc_dial *d, nng_socket sock, const char *url);
 /* Unregisters; call before closing the socket. Accepts a never-started one. */
 void rpc_dial_stop(struct rpc_dial *d);
+
+/*
+ * Replicas: a MAGNETAR_*_URL may be a comma-separated list. A client or a
+ * subscriber dials every entry (nng's req spreads requests over the live
+ * pipes and routes around one that is gone; a sub merges the publishers,
+ * whose instance ids keep their sequences apart); a server or publisher
+ * listens on the first entry alone, so each replica is given its own.
+ */
+#define RPC_URLS_MAX 8
+struct rpc_dials {
+	struct rpc_dial d[RPC_URLS_MAX];
+	size_t n;
+};
+/* rpc_dial_start on each entry; busy_mu/busy as in struct rpc_dial (may be
+ * NULL). 0, NNG_EINVAL for a malformed list, or the first nng error (then
+ * nothing stays registered). */
+int rpc_dials_start(struct rpc_dials *ds, nng_socket sock, const char *urls,
+                    pthread_mutex_t *busy_mu, const int *busy);
+void rpc_dials_pipe_event(struct rpc_dials *ds, nng_pipe p, nng_pipe_ev ev);
+void rpc_dials_stop(struct rpc_dials *ds);
+/* The first entry of a URL list into buf: 0 or ERR_INVAL (empty, too long). */
+int rpc_url_first(const char *urls, char *buf, size_t len);
 /* Dials every registered socket again and, once each new dialer whose old
  * one had a pipe has one too (at most 2 s: make before break), closes the
  * old dialers and their pipes, each at a moment its owner has no request in

@@ -5,6 +5,8 @@
  */
 #include "common/sandbox.h"
 
+#include "common/rpc.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -133,12 +135,14 @@ static long rules_url_port(const char *url, long def)
 }
 
 /* The dir of an ipc:// URL's socket, for a listener of ours. */
-static int rules_add_ipc_dir(struct sandbox_rules *r, const char *url)
+static int rules_add_ipc_dir(struct sandbox_rules *r, const char *urls)
 {
-	char dir[PATH_MAX];
+	char dir[PATH_MAX], url[PATH_MAX];
 	char *slash;
 
-	if (url == NULL || strncmp(url, "ipc://", 6) != 0)
+	/* A list (replicas): we listen on the first entry (rpc.h). */
+	if (urls == NULL || rpc_url_first(urls, url, sizeof(url)) != 0 ||
+	    strncmp(url, "ipc://", 6) != 0)
 		return 0;
 	snprintf(dir, sizeof(dir), "%s", url + 6);
 	if ((slash = strrchr(dir, '/')) == NULL)
@@ -227,14 +231,21 @@ int sandbox_rules(struct sandbox_rules *r, const struct conf *c, enum svc_id id,
 	for (int i = 0; i < SVC_SERVICES + 2; i++) {
 		bool own = i == (int)id || (i == SVC_SERVICES && id == SVC_AUTH) ||
 		           (i == SVC_SERVICES + 1 && id == SVC_AUDIT);
-		if (strncmp(tcp_urls[i], "tcp://", 6) != 0)
-			continue;
-		r->inet = true;
-		if (own)
-			rv |= rules_add_port(r->bind, &r->nbind, rules_url_port(tcp_urls[i], 0));
-		else
-			rv |= rules_add_port(r->connect, &r->nconnect,
-			                     rules_url_port(tcp_urls[i], 0));
+		/* A list (replicas, rpc.h): we listen on the first entry and may
+		 * dial every other one (another replica's, for our clients). */
+		for (const char *u = tcp_urls[i]; u != NULL;
+		     u = strchr(u, ',') ? strchr(u, ',') + 1 : NULL) {
+			char url[512];
+			if (rpc_url_first(u, url, sizeof(url)) != 0 ||
+			    strncmp(url, "tcp://", 6) != 0)
+				continue;
+			r->inet = true;
+			if (own && u == tcp_urls[i])
+				rv |= rules_add_port(r->bind, &r->nbind, rules_url_port(url, 0));
+			else
+				rv |= rules_add_port(r->connect, &r->nconnect,
+				                     rules_url_port(url, 0));
+		}
 	}
 	return rv != 0 ? ERR_INVAL : 0;
 }

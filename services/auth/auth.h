@@ -43,6 +43,8 @@ struct auth {
 	struct auth_key *keys;      /* keys.c; keys[nkeys - 1] is current */
 	size_t nkeys;
 	pthread_rwlock_t keys_lock;    /* rotate-keys replaces the array */
+	uint64_t keys_ino;             /* signing.keys as last read: a replica's */
+	int64_t keys_mtime_ns;         /* rewrite is noticed (keys_refresh) */
 	uint32_t argon_m_kib, argon_t; /* argon2id cost */
 	char dummy_hash[128];          /* verified against for unknown users */
 };
@@ -163,6 +165,8 @@ void keys_free(struct auth *a);
 /* A new signing key becomes current; the old one keeps verifying until its
  * last token has expired (rotate-keys). Its kid into kid[17]. */
 int keys_rotate(struct auth *a, char kid[17]);
+/* Reloads signing.keys when another replica rewrote it (one stat otherwise). */
+void keys_refresh(struct auth *a);
 
 /* ---- tokens.c -------------------------------------------------------------- */
 /* Username normalisation (docs/design.md): lowercase ASCII; NULL if invalid. */

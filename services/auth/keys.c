@@ -4,6 +4,11 @@
  * per key: kid, base64 private seed, created, retired (0 = current). The
  * newest key signs; retired keys keep verifying until their last token has
  * expired, then they are dropped from the file.
+ *
+ * Replicas share the data dir (docs/scaling.md): the file is read and
+ * written under an fcntl lock on `signing.keys.lock`, so two replicas
+ * starting together agree on one key, and each replica reloads the file
+ * when it changed (another replica rotated) before it signs or lists keys.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +27,7 @@
 #include "services/auth/auth.h"
 
 #define KEYS_FILE "signing.keys"
+#define KEYS_LOCK "signing.keys.lock"
 
 static int keys_path(struct auth *a, char *buf, size_t len)
 {
@@ -36,7 +42,7 @@ static int keys_write(struct auth *a)
 
 	if (keys_path(a, path, sizeof(path)) != 0)
 		return ERR_INVAL;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
 		return ERR_IO;
 	if ((f = fdopen(fd, "w")) == NULL) {
@@ -100,59 +106,150 @@ static int keys_generate(struct auth *a)
 	return rv;
 }
 
-int keys_load(struct auth *a)
+/* The cross-process lock of the key file: an fd to close, or -1. */
+static int keys_lock_file(struct auth *a)
 {
-	char path[600], line[256];
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	char path[600];
+	int fd;
+
+	if (svc_path(&a->svc, KEYS_LOCK, path, sizeof(path)) != 0 ||
+	    (fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0)
+		return -1;
+	while (fcntl(fd, F_SETLKW, &fl) != 0) {
+		if (errno != EINTR) {
+			close(fd);
+			return -1;
+		}
+	}
+	return fd;
+}
+
+/* The file's identity, to notice another replica's rewrite. */
+static void keys_stamp(struct auth *a, const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) == 0) {
+		a->keys_ino = st.st_ino;
+		a->keys_mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	}
+}
+
+/* Reads the file into a->keys (empty when it does not exist). */
+static int keys_read(struct auth *a, const char *path)
+{
+	char line[256];
+	int64_t now = (int64_t)time(NULL);
 	FILE *f;
 	int rv = 0;
-	int64_t now = (int64_t)time(NULL);
+
+	if ((f = fopen(path, "re")) == NULL)
+		return errno == ENOENT ? 0 : ERR_IO;
+	while (rv == 0 && fgets(line, sizeof(line), f) != NULL) {
+		char kid[32], b64[64];
+		unsigned char seed[48];
+		long long created, retired;
+		if (sscanf(line, "%31s %63s %lld %lld", kid, b64, &created, &retired) != 4 ||
+		    EVP_DecodeBlock(seed, (unsigned char *)b64, (int)strlen(b64)) < 32) {
+			log_warnx("keys: %s is malformed", KEYS_FILE);
+			rv = ERR_INVAL;
+		} else if (retired == 0 || retired + AUTH_ACCESS_TTL_S + 60 > now) {
+			rv = keys_add(a, seed, kid, created, retired);
+		}
+		OPENSSL_cleanse(seed, sizeof(seed));
+		OPENSSL_cleanse(b64, sizeof(b64));
+		OPENSSL_cleanse(line, sizeof(line));
+	}
+	fclose(f);
+	return rv;
+}
+
+static void keys_clear(struct auth *a)
+{
+	for (size_t i = 0; i < a->nkeys; i++)
+		EVP_PKEY_free(a->keys[i].pkey);
+	free(a->keys);
+	a->keys = NULL;
+	a->nkeys = 0;
+}
+
+int keys_load(struct auth *a)
+{
+	char path[600];
+	int rv, lock;
 
 	pthread_rwlock_init(&a->keys_lock, NULL);
 	if (keys_path(a, path, sizeof(path)) != 0)
 		return ERR_INVAL;
-	if ((f = fopen(path, "re")) != NULL) {
-		while (rv == 0 && fgets(line, sizeof(line), f) != NULL) {
-			char kid[32], b64[64];
-			unsigned char seed[48];
-			long long created, retired;
-			if (sscanf(line, "%31s %63s %lld %lld", kid, b64, &created, &retired) !=
-			        4 ||
-			    EVP_DecodeBlock(seed, (unsigned char *)b64, (int)strlen(b64)) < 32) {
-				log_warnx("keys: %s is malformed", KEYS_FILE);
-				rv = ERR_INVAL;
-			} else if (retired == 0 || retired + AUTH_ACCESS_TTL_S + 60 > now) {
-				rv = keys_add(a, seed, kid, created, retired);
-			}
-			OPENSSL_cleanse(seed, sizeof(seed));
-			OPENSSL_cleanse(b64, sizeof(b64));
-			OPENSSL_cleanse(line, sizeof(line));
-		}
-		fclose(f);
-		if (rv != 0)
-			return rv;
-	} else if (errno != ENOENT) {
+	if ((lock = keys_lock_file(a)) < 0)
 		return ERR_IO;
+	rv = keys_read(a, path);
+	if (rv == 0 && (a->nkeys == 0 || a->keys[a->nkeys - 1].retired_s != 0)) {
+		if ((rv = keys_generate(a)) == 0 && (rv = keys_write(a)) == 0)
+			log_info("keys: generated signing key kid=%s", a->keys[a->nkeys - 1].kid);
 	}
-	if (a->nkeys == 0 || a->keys[a->nkeys - 1].retired_s != 0) {
-		if ((rv = keys_generate(a)) != 0)
-			return rv;
-		log_info("keys: generated signing key kid=%s", a->keys[a->nkeys - 1].kid);
+	if (rv == 0)
+		keys_stamp(a, path);
+	close(lock);
+	return rv;
+}
+
+void keys_refresh(struct auth *a)
+{
+	char path[600];
+	struct stat st;
+	int lock;
+
+	if (keys_path(a, path, sizeof(path)) != 0 || stat(path, &st) != 0)
+		return;
+	pthread_rwlock_rdlock(&a->keys_lock);
+	bool same =
+	    st.st_ino == a->keys_ino &&
+	    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == a->keys_mtime_ns;
+	pthread_rwlock_unlock(&a->keys_lock);
+	if (same || (lock = keys_lock_file(a)) < 0)
+		return;
+	pthread_rwlock_wrlock(&a->keys_lock);
+	struct auth_key *old = a->keys;
+	size_t nold = a->nkeys;
+	a->keys = NULL;
+	a->nkeys = 0;
+	if (keys_read(a, path) == 0 && a->nkeys > 0 && a->keys[a->nkeys - 1].retired_s == 0) {
+		keys_stamp(a, path);
+		for (size_t i = 0; i < nold; i++)
+			EVP_PKEY_free(old[i].pkey);
+		free(old);
+		log_info("keys: reloaded (another replica rotated); signing with kid=%s",
+		         a->keys[a->nkeys - 1].kid);
+	} else {
+		keys_clear(a); /* unreadable meanwhile: keep what we had */
+		a->keys = old;
+		a->nkeys = nold;
 	}
-	return keys_write(a);
+	pthread_rwlock_unlock(&a->keys_lock);
+	close(lock);
 }
 
 int keys_rotate(struct auth *a, char kid[17])
 {
-	int rv;
+	char path[600];
+	int rv, lock;
+
+	keys_refresh(a); /* another replica's rotation first: never lost */
+	if (keys_path(a, path, sizeof(path)) != 0 || (lock = keys_lock_file(a)) < 0)
+		return ERR_IO;
 	pthread_rwlock_wrlock(&a->keys_lock);
 	a->keys[a->nkeys - 1].retired_s = (int64_t)time(NULL);
 	if ((rv = keys_generate(a)) == 0)
 		rv = keys_write(a);
 	if (rv == 0)
+		keys_stamp(a, path);
+	if (rv == 0)
 		memcpy(kid, a->keys[a->nkeys - 1].kid, 17);
 	else if (a->keys[a->nkeys - 1].retired_s != 0)
 		a->keys[a->nkeys - 1].retired_s = 0; /* nothing changed */
 	pthread_rwlock_unlock(&a->keys_lock);
+	close(lock);
 	if (rv == 0)
 		log_info("keys: rotated; signing with kid=%s", kid);
 	return rv;
@@ -160,10 +257,6 @@ int keys_rotate(struct auth *a, char kid[17])
 
 void keys_free(struct auth *a)
 {
-	for (size_t i = 0; i < a->nkeys; i++)
-		EVP_PKEY_free(a->keys[i].pkey);
-	free(a->keys);
-	a->keys = NULL;
-	a->nkeys = 0;
+	keys_clear(a);
 	pthread_rwlock_destroy(&a->keys_lock);
 }

@@ -253,6 +253,7 @@ void session_public_keys(struct rpc_call *call, const ProtobufCMessage *in, void
 	unsigned char raw[16][32];
 	char kids[16][17];
 	(void)in;
+	keys_refresh(a);
 	pthread_rwlock_rdlock(&a->keys_lock);
 	for (size_t i = 0; i < a->nkeys && i < 16; i++) {
 		size_t len = 32;

@@ -84,6 +84,7 @@ int tokens_issue(struct auth *a, const struct store_user *u, const struct store_
 	c.iat = (int64_t)time(NULL);
 	c.exp = c.iat + AUTH_ACCESS_TTL_S;
 	c.terminal = u->terminal;
+	keys_refresh(a);
 	pthread_rwlock_rdlock(&a->keys_lock);
 	k = &a->keys[a->nkeys - 1];
 	rv = jwt_sign(k->pkey, k->kid, &c, &tok);
