@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import Stack, free_port, wait_until
+from conftest import BIN, Stack, free_port, wait_until
 
 
 def make_cert(d):
@@ -79,6 +79,8 @@ def test_no_plaintext_http_on_the_tls_port(tls_stack):
         requests.get(f"http://127.0.0.1:{tls_stack.port}/healthz", timeout=5)
 
 
+@pytest.mark.skipif("sanitize" in str(BIN), reason="ASan reserves terabytes of rw memory: "
+                    "the scan is for the release build")
 def test_the_pem_key_is_not_left_in_the_gateways_memory(tls_stack):
     # The base64 body of the key file as our buffer held it (lines and all).
     body = "\n".join(l for l in tls_stack.key.read_text().splitlines() if "-----" not in l)
@@ -93,6 +95,8 @@ def test_the_pem_key_is_not_left_in_the_gateways_memory(tls_stack):
             if not perms.startswith("rw"):
                 continue
             lo, hi = (int(x, 16) for x in addr.split("-"))
+            if hi - lo > 1 << 30:
+                continue  # a reservation, not a heap
             try:
                 mem.seek(lo)
                 chunk = mem.read(hi - lo)
@@ -110,7 +114,6 @@ def test_a_missing_key_file_is_a_clear_refusal(tmp_path):
     cert, key = make_cert(tmp_path)
     env = Stack(tmp_path, {"MAGNETAR_TLS_CERT": str(cert),
                            "MAGNETAR_TLS_KEY": str(tmp_path / "missing.key")}).env
-    from conftest import BIN
     p = subprocess.run([str(BIN / "magnetar-gateway")], env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=20)
     assert p.returncode != 0
