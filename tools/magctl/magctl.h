@@ -45,5 +45,6 @@ int magctl_auth(struct magctl *m, int argc, char **argv);
 /* breach.c */
 int magctl_breach(struct magctl *m, int argc, char **argv);
 int magctl_terminal(struct magctl *m, int argc, char **argv); /* terminal.c */
+int magctl_backup(struct magctl *m, int argc, char **argv);   /* backup.c */
 
 #endif

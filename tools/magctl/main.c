@@ -28,6 +28,7 @@ static const struct magctl_command magctl_commands[] = {
     {"breach", "magctl breach check | range <5hex> | import [-o store] [-R] FILE|DIR... | reload",
      magctl_breach},
     {"terminal", "magctl terminal list | kill <id>", magctl_terminal},
+    {"backup", "magctl backup <service> <file>", magctl_backup},
 };
 
 #define MAGCTL_NCOMMANDS (sizeof(magctl_commands) / sizeof(magctl_commands[0]))
