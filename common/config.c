@@ -106,6 +106,13 @@ const struct conf_var conf_vars[] = {
      NULL},
     {"MAGNETAR_PERMISSIONS_POLICY", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
      "Permissions-Policy override", NULL},
+    /* The reliability suite (common/fault.c): MAGNETAR_ENV=test only. */
+    {"MAGNETAR_FAULT_SQLITE_IOERR", ALL, false, SIZE_MAX,
+     "test only: every Nth SQLite write or sync fails with an I/O error", NULL},
+    {"MAGNETAR_FAULT_SQLITE_BUSY", ALL, false, SIZE_MAX,
+     "test only: every Nth SQLite lock upgrade is busy", NULL},
+    {"MAGNETAR_FAULT_SQLITE_NOMEM", ALL, false, SIZE_MAX,
+     "test only: every Nth SQLite allocation fails", NULL},
     /* Everyone reads every user name: a service's peer allow-lists are uids. */
     {"MAGNETAR_GATEWAY_USER", ALL, false, F(user[SVC_GATEWAY]), "gateway's user (as root)", NULL},
     {"MAGNETAR_AUTH_USER", ALL, false, F(user[SVC_AUTH]), "auth's user (as root)", NULL},

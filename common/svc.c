@@ -27,6 +27,7 @@
 #include "common/log.h"
 #include "common/outbox.h"
 #include "common/pool.h"
+#include "common/fault.h"
 #include "common/privsep.h"
 #include "common/sandbox.h"
 
@@ -116,6 +117,7 @@ void svc_lockdown(struct svc *s)
 		         s->conf.sandbox == CONF_SANDBOX_ENFORCE ? "enforce"
 		         : s->conf.sandbox == CONF_SANDBOX_LOG   ? "log"
 		                                                 : "off");
+	fault_arm(); /* serving from here: injected faults may start (test only) */
 }
 
 /* The self-test's child: the whole lock-down in the order the service
@@ -234,6 +236,9 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 		fatalx("configuration refused: %s", err);
 	log_init(svc_name(id), s->conf.log_json ? LOG_JSON : LOG_TEXT,
 	         getenv("MAGNETAR_DEBUG") != NULL);
+	/* Before anything touches SQLite (the reliability suite, test only). */
+	if (fault_install(&s->conf, err, sizeof(err)) != 0)
+		fatalx("configuration refused: %s", err);
 	if (check_only) {
 		conf_print(&s->conf);
 		log_info("configuration ok");
@@ -467,6 +472,8 @@ void svc_handle_stats(struct rpc_call *call, const ProtobufCMessage *input, void
 		stats_add("outbox.batches", os.batches, &b);
 		stats_add("outbox.failures", os.failures, &b);
 	}
+	if (fault_injected() > 0)
+		stats_add("faults.injected", fault_injected(), &b);
 	if (s->counters != NULL)
 		s->counters(s, stats_add, &b);
 	out.service = (char *)svc_name(s->id);
