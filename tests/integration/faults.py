@@ -31,9 +31,18 @@ class Load:
         self.codes, self.latencies, self.revoked, self.hung = [], [], [], []
         self.users = [f"load{i}" for i in range(threads)]
         for u in self.users:
-            out = magctl(stack, "user", "create", u, "member", stdin=PW + "\n")
-            assert out.returncode == 0, out.stdout + out.stderr
+            self.create_user(u)
         self.threads = [threading.Thread(target=self.run, args=(u,)) for u in self.users]
+
+    def create_user(self, user):
+        """Faults are armed from the start, so the creation itself may meet
+        one: that is an error answer (and a rolled-back change), retried."""
+        for _ in range(20):
+            out = magctl(self.stack, "user", "create", user, "member", stdin=PW + "\n")
+            if out.returncode == 0 or "username_taken" in out.stdout + out.stderr:
+                return
+            assert "internal" in out.stdout + out.stderr, out.stdout + out.stderr
+        raise AssertionError(f"could not create {user}: {out.stdout + out.stderr}")
 
     def call(self, method, path, **kw):
         t0 = time.monotonic()
