@@ -61,10 +61,40 @@ static bool settings_header_ok(const char *v)
 	return true;
 }
 
+/* The value of the policy's first frame-ancestors directive, trimmed, or
+ * NULL when it has none. Directives are split at ';' and named by their
+ * first token (CSP3 §2.2.1): a "frame-ancestors" inside another directive's
+ * value is not one, and browsers ignore every repeat after the first. */
+static bool settings_csp_frame_ancestors(const char *csp, const char **val, size_t *vlen)
+{
+	static const char ws[] = " \t";
+
+	for (const char *d = csp; *d != '\0';) {
+		const char *end = d + strcspn(d, ";"); /* this directive is [d, end) */
+		const char *next = *end == ';' ? end + 1 : end;
+		const char *name_end;
+
+		d += strspn(d, ws);
+		while (end > d && strchr(ws, end[-1]) != NULL)
+			end--;
+		for (name_end = d; name_end < end && strchr(ws, *name_end) == NULL; name_end++)
+			;
+		if (name_end - d == 15 && strncasecmp(d, "frame-ancestors", 15) == 0) {
+			for (*val = name_end; *val < end && strchr(ws, **val) != NULL; (*val)++)
+				;
+			*vlen = (size_t)(end - *val);
+			return true;
+		}
+		d = next;
+	}
+	return false;
+}
+
 static int settings_csp(struct gateway *gw, char *err, size_t errlen)
 {
 	const char *v = getenv("MAGNETAR_CSP");
 	const char *fa;
+	size_t falen;
 
 	if (v == NULL) {
 		gw->csp = strdup(gw->svc.conf.env == CONF_ENV_DEVELOPMENT ? SETTINGS_CSP_DEV
@@ -74,9 +104,8 @@ static int settings_csp(struct gateway *gw, char *err, size_t errlen)
 	if (!settings_header_ok(v))
 		return settings_refuse(err, errlen, "MAGNETAR_CSP must be printable ASCII");
 	/* An override may say anything else, but not let the API be framed. */
-	if ((fa = strcasestr(v, "frame-ancestors")) != NULL) {
-		if (strncasecmp(fa, "frame-ancestors 'none'", 22) != 0 ||
-		    (fa[22] != '\0' && fa[22] != ';'))
+	if (settings_csp_frame_ancestors(v, &fa, &falen)) {
+		if (falen != 6 || strncasecmp(fa, "'none'", 6) != 0)
 			return settings_refuse(err, errlen,
 			                       "MAGNETAR_CSP may only say frame-ancestors 'none'");
 		gw->csp = strdup(v);

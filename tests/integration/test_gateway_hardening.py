@@ -89,6 +89,23 @@ def test_csp_and_permissions_overrides(tmp_path):
         g.stop()
 
 
+@pytest.mark.parametrize("csp,sent", [
+    # The words inside another directive's value are not the directive: the
+    # real one is still added.
+    ("default-src https://x.example frame-ancestors 'none'",
+     "default-src https://x.example frame-ancestors 'none'; frame-ancestors 'none'"),
+    # The real one, in any case and spacing, is kept as written.
+    ("default-src 'none' ;  Frame-Ancestors   'NONE' ", None),
+])
+def test_csp_override_frame_ancestors_is_a_directive(tmp_path, csp, sent):
+    g = Gateway(tmp_path, {"MAGNETAR_CSP": csp})
+    try:
+        h = requests.get(g.base + "/nope", timeout=5).headers
+        assert h["Content-Security-Policy"] == (sent or csp)
+    finally:
+        g.stop()
+
+
 def run_refused(tmp_path, env):
     """Starts the gateway expecting a refusal; returns its output."""
     full = {"PATH": "/usr/bin:/bin", "MAGNETAR_ENV": "test",
@@ -103,6 +120,8 @@ def run_refused(tmp_path, env):
 
 @pytest.mark.parametrize("env,needle", [
     ({"MAGNETAR_CSP": "default-src 'none'; frame-ancestors *"}, "MAGNETAR_CSP"),
+    ({"MAGNETAR_CSP": "default-src 'none';  FRAME-ANCESTORS 'none' https://evil.example"},
+     "MAGNETAR_CSP"),
     ({"MAGNETAR_TRUSTED_PROXIES": "10.0.0.0/33"}, "MAGNETAR_TRUSTED_PROXIES"),
     ({"MAGNETAR_CORS_ORIGINS": "null"}, "MAGNETAR_CORS_ORIGINS"),
     ({"MAGNETAR_CORS_ORIGINS": "https://a.example/"}, "MAGNETAR_CORS_ORIGINS"),
@@ -364,14 +383,13 @@ def test_keep_alive_requests_within_the_deadline_are_served(tmp_path):
 
 
 def check_prometheus_text(text):
-    """promtool when installed; a format check of 0.0.4 in any case."""
-    if shutil.which("promtool"):
-        p = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
-                           capture_output=True, timeout=30)
-        # promtool lints too (e.g. counters should end in _total); only
-        # errors of the format fail the check.
-        assert "error while linting" not in p.stderr.lower() and "parse" not in p.stderr.lower(), \
-            p.stdout + p.stderr
+    """promtool (make deps installs Debian's prometheus), lints included,
+    and a format check of 0.0.4 of our own."""
+    assert shutil.which("promtool"), "promtool is missing (Debian package prometheus; make deps)"
+    p = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
+                       capture_output=True, timeout=30)
+    assert p.returncode == 0 and p.stdout.strip() == "" and p.stderr.strip() == "", \
+        p.stdout + p.stderr
     families = {}
     sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*"'
                         r'(,[a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*")*)\})? (-?[0-9.e+-]+|\+Inf|NaN)$')
@@ -407,7 +425,7 @@ def test_metrics_format_and_content(tmp_path):
         assert "magnetar_http_inflight " in r.text
         assert 'magnetar_rate_limited_total{class="login"}' in r.text
         assert 'magnetar_service_up{service="auth"} 0' in r.text  # no service runs
-        assert 'magnetar_service_counter{service="gateway",name="http.requests"}' in r.text
+        assert 'magnetar_service_stat{service="gateway",name="http.requests"}' in r.text
     finally:
         g.stop()
 

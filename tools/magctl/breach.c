@@ -243,7 +243,8 @@ static int import_collect(struct import *im, const char *arg)
 		rv = import_add_src(im, path, p);
 	}
 	closedir(dir);
-	qsort(im->src + first, im->n - first, sizeof(*im->src), import_cmp);
+	if (im->n > first) /* qsort's base may not be NULL, even for no items */
+		qsort(im->src + first, im->n - first, sizeof(*im->src), import_cmp);
 	return rv;
 }
 
