@@ -18,6 +18,10 @@ PROTOS   := $(wildcard proto/*.proto)
 PROTO_C  := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
 COMMON   := $(wildcard common/*.c)
 TARGETS  := $(patsubst tests/fuzz/%.c,$(FB)/%,$(wildcard tests/fuzz/*_fuzz.c))
+# proto_dispatch_fuzz.c is one target per service (its rule is below).
+PROTO_SVCS := auth audit breach terminal
+TARGETS  := $(filter-out $(FB)/proto_dispatch_fuzz,$(TARGETS)) \
+            $(patsubst %,$(FB)/proto_%_fuzz,$(PROTO_SVCS))
 
 all: run
 
@@ -49,16 +53,22 @@ $(FB)/origin_fuzz: tests/fuzz/origin_fuzz.c $(GW_PARSE)
 build: $(TARGETS)
 
 # New inputs go to a scratch dir; the committed seeds stay as they are.
+# Every target runs even when one before it crashed (its artifact goes to
+# $(FB)/artifacts/<target>-crash-*); the run fails at the end if any did.
+# The last lines of each run are libFuzzer's final "DONE cov: ft:" (or the
+# crash) and its -print_final_stats numbers.
 run: build
-	@set -e; for t in $(TARGETS); do \
+	@failed=""; for t in $(TARGETS); do \
 		name=$$(basename $$t _fuzz); \
-		mkdir -p $(FB)/corpus/$$name; \
+		mkdir -p $(FB)/corpus/$$name $(FB)/artifacts; \
 		echo "== fuzz $$name for $(FUZZ_SECONDS)s"; \
 		$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
-			-print_final_stats=1 $(FB)/corpus/$$name tests/fuzz/corpus/$$name \
-			2>&1 | grep -E "^(#|stat::number_of_executed_units|stat::peak_rss|INFO: Seed|==|SUMMARY)|ERROR" | tail -6; \
-		test $${PIPESTATUS[0]} -eq 0; \
-	done
+			-print_final_stats=1 -artifact_prefix=$(FB)/artifacts/$$name- \
+			$(FB)/corpus/$$name tests/fuzz/corpus/$$name \
+			2>&1 | grep -E "^(#[0-9]|stat::|INFO: Seed|==|SUMMARY|artifact_prefix)|ERROR|_fuzz[(:]" | tail -10; \
+		test $${PIPESTATUS[0]} -eq 0 || failed="$$failed $$name"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== fuzz: crashed:$$failed"; exit 1; fi
 
 .PHONY: all build run
 SHELL := /bin/bash
@@ -73,3 +83,39 @@ $(FB)/terminal_validate_fuzz: tests/fuzz/terminal_validate_fuzz.c $(TERMINAL_PUR
 # terminal's parser.
 $(FB)/terminal_ws_fuzz: tests/fuzz/terminal_ws_fuzz.c gateway/wsframe.c $(TERMINAL_PURE) $(COMMON) $(PROTO_C)
 	$(FUZZ_CC) $(FCFLAGS) -o $@ $< gateway/wsframe.c $(TERMINAL_PURE) $(COMMON) $(PROTO_C) $(FLIBS) -lwslay
+
+# http_request runs the gateway's real daemons in-process: every gateway
+# object but main.c (docs/openapi.yaml is replaced by a small constant).
+# The targets below also depend on the headers of what they link.
+COMMON_H := $(wildcard common/*.h)
+GW_SRC := $(filter-out gateway/main.c,$(wildcard gateway/*.c))
+$(FB)/http_request_fuzz: tests/fuzz/http_request_fuzz.c $(GW_SRC) $(wildcard gateway/*.h) \
+                         $(COMMON) $(COMMON_H) $(PROTO_C)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(GW_SRC) $(COMMON) $(PROTO_C) $(FLIBS) -lwslay
+
+# proto_<svc>_fuzz: tests/fuzz/proto_dispatch_fuzz.c with -DPROTO_SVC_<SVC>,
+# linked with the service's objects (all but main.c, which the target
+# includes for its method table).
+proto_auth_LIBS   := -largon2 -loath
+proto_breach_LIBS := -lcurl
+svc_objs = $(filter-out services/$(1)/main.c,$(wildcard services/$(1)/*.c))
+.SECONDEXPANSION:
+$(FB)/proto_%_fuzz: tests/fuzz/proto_dispatch_fuzz.c $$(call svc_objs,%) services/%/main.c \
+                    $$(wildcard services/%/*.h) $(COMMON) $(COMMON_H) $(PROTO_C)
+	$(FUZZ_CC) $(FCFLAGS) -DPROTO_SVC_$(shell echo $* | tr a-z A-Z) -o $@ $< \
+		$(call svc_objs,$*) $(COMMON) $(PROTO_C) $(FLIBS) $(proto_$*_LIBS)
+
+# breach_import runs `magctl breach import` itself: magctl's objects (main.c
+# is included by the target, for magctl_call) and the breach store code.
+MAGCTL_SRC := $(filter-out tools/magctl/main.c,$(wildcard tools/magctl/*.c))
+BREACH_STORE := services/breach/hibp.c services/breach/pairs.c services/breach/pwstore.c
+$(FB)/breach_import_fuzz: tests/fuzz/breach_import_fuzz.c tools/magctl/main.c $(MAGCTL_SRC) \
+                          tools/magctl/magctl.h services/breach/breach.h $(BREACH_STORE) \
+                          $(COMMON) $(COMMON_H) $(PROTO_C)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(MAGCTL_SRC) $(BREACH_STORE) $(COMMON) $(PROTO_C) $(FLIBS)
+
+# gateway_settings links settings.c and the parsers it calls.
+GW_SETTINGS := gateway/settings.c gateway/netaddr.c gateway/origin.c gateway/ratelimit.c
+$(FB)/gateway_settings_fuzz: tests/fuzz/gateway_settings_fuzz.c $(GW_SETTINGS) \
+                             $(wildcard gateway/*.h) $(COMMON) $(COMMON_H) $(PROTO_C)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(GW_SETTINGS) $(COMMON) $(PROTO_C) $(FLIBS)
