@@ -203,7 +203,7 @@ struct metrics_emit {
 static void metrics_emit_counter(const char *name, uint64_t value, void *arg)
 {
 	struct metrics_emit *e = arg;
-	fputs("magnetar_service_counter{service=\"", e->f);
+	fputs("magnetar_service_stat{service=\"", e->f);
 	metrics_label(e->f, e->service);
 	fputs("\",name=\"", e->f);
 	metrics_label(e->f, name);
@@ -297,8 +297,8 @@ static void metrics_print(FILE *f, struct http_request *req)
 		        svc_name(metrics_services[i].svc),
 		        req->rpc[i].result.status == MAGNETAR__STATUS__STATUS_OK &&
 		            req->rpc[i].result.output != NULL);
-	fputs("# HELP magnetar_service_counter Each service's own Stats counters.\n"
-	      "# TYPE magnetar_service_counter untyped\n",
+	fputs("# HELP magnetar_service_stat Each service's own Stats counters.\n"
+	      "# TYPE magnetar_service_stat untyped\n",
 	      f);
 	if (gw->svc.counters != NULL)
 		gw->svc.counters(&gw->svc, metrics_emit_counter, &e);
