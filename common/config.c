@@ -102,6 +102,8 @@ const struct conf_var conf_vars[] = {
      "terminal opens per client IP: N/S or off", NULL},
     {"MAGNETAR_HEADER_TIMEOUT_S", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
      "seconds for a complete request header block", NULL},
+    {"MAGNETAR_ACCESS_LOG", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
+     "all (a line per request) or errors (only status >= 400)", NULL},
     {"MAGNETAR_CSP", B(SVC_GATEWAY) | SUP, false, SIZE_MAX, "Content-Security-Policy override",
      NULL},
     {"MAGNETAR_PERMISSIONS_POLICY", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,

@@ -75,7 +75,7 @@ struct gateway {
 	struct rpc_client *client[SVC_SERVICES]; /* indexed by SVC_*; [SVC_GATEWAY] unused */
 	struct http_limits limits;
 	bool hsts;           /* production or TLS: Strict-Transport-Security */
-	bool log_success;    /* access-log 2xx/3xx too (MAGNETAR_DEBUG), not only errors */
+	bool log_success;    /* access-log 2xx/3xx too (MAGNETAR_ACCESS_LOG=all), not only errors */
 	char rid_prefix[17]; /* random per start; request ids are prefix-counter */
 	_Atomic uint64_t rid_next;
 	struct MHD_Daemon *mhd;

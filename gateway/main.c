@@ -62,8 +62,6 @@ int main(int argc, char **argv)
 	svc_init(&gw.svc, SVC_GATEWAY, argc, argv);
 	gw.svc.counters = gateway_counters;
 	gw.hsts = gw.svc.conf.env == CONF_ENV_PRODUCTION || gw.svc.conf.tls_cert != NULL;
-	/* The same switch as log_debug's (svc_init). */
-	gw.log_success = getenv("MAGNETAR_DEBUG") != NULL;
 	if (ids_random_hex(gw.rid_prefix, 8) != 0)
 		fatalx("cannot read random bytes");
 	/* Issue 6: proxies, CORS, rate limits, header deadline, header policies. */

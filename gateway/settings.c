@@ -1,8 +1,8 @@
 /*
  * settings.c — the gateway's own MAGNETAR_* variables of issue 6: trusted
- * proxies, CORS origins, rate limits, the header deadline and the header
- * policies (CSP, Permissions-Policy). Their rows are in common/config.c's
- * table (so the supervisor passes them on); their meaning is decided here.
+ * proxies, CORS origins, rate limits, the header deadline, the header
+ * policies (CSP, Permissions-Policy) and how much the access log says. Their rows are in
+ * common/config.c's table (so the supervisor passes them on); their meaning is decided here.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -120,6 +120,15 @@ int settings_load(struct gateway *gw, char *err, size_t errlen)
 	bool prod = c->env == CONF_ENV_PRODUCTION;
 	const char *v;
 	int rv;
+
+	gw->log_success = true;
+	if ((v = getenv("MAGNETAR_ACCESS_LOG")) != NULL) {
+		if (strcmp(v, "errors") == 0)
+			gw->log_success = false;
+		else if (strcmp(v, "all") != 0)
+			return settings_refuse(err, errlen,
+			                       "MAGNETAR_ACCESS_LOG must be all or errors");
+	}
 
 	if (c->trusted_proxies != NULL &&
 	    netaddr_cidrs_parse(c->trusted_proxies, gw->trusted, NETADDR_MAX_CIDRS,

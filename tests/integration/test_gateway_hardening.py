@@ -123,6 +123,7 @@ def run_refused(tmp_path, env):
     ({"MAGNETAR_CSP": "default-src 'none';  FRAME-ANCESTORS 'none' https://evil.example"},
      "MAGNETAR_CSP"),
     ({"MAGNETAR_TRUSTED_PROXIES": "10.0.0.0/33"}, "MAGNETAR_TRUSTED_PROXIES"),
+    ({"MAGNETAR_ACCESS_LOG": "none"}, "MAGNETAR_ACCESS_LOG"),
     ({"MAGNETAR_CORS_ORIGINS": "null"}, "MAGNETAR_CORS_ORIGINS"),
     ({"MAGNETAR_CORS_ORIGINS": "https://a.example/"}, "MAGNETAR_CORS_ORIGINS"),
     ({"MAGNETAR_RATE_LOGIN": "ten"}, "MAGNETAR_RATE_LOGIN"),
@@ -326,6 +327,21 @@ def test_access_log_redacts_query_secrets(tmp_path):
         assert "ticket=<redacted>" in line and "page=2" in line, line
         assert "path=/nope " in line and "status=404" in line and "bytes=" in line, line
         assert re.search(r" us=\d+ ", line) and "user=-" in line, line
+    finally:
+        g.stop()
+
+
+@pytest.mark.parametrize("setting,logged", [(None, True), ("all", True), ("errors", False)])
+def test_access_log_has_a_line_per_request(tmp_path, setting, logged):
+    g = Gateway(tmp_path, {"MAGNETAR_ACCESS_LOG": setting} if setting else {})
+    try:
+        ok = requests.get(g.base + "/healthz", timeout=5).headers["X-Request-Id"]
+        bad = requests.get(g.base + "/nope", timeout=5).headers["X-Request-Id"]
+        time.sleep(0.3)
+        lines = [ln for ln in g.output().splitlines() if "http method" in ln]
+        assert any(bad in ln and "status=404" in ln for ln in lines), lines
+        assert any(ok in ln and "status=200" in ln and "path=/healthz " in ln
+                   for ln in lines) == logged, lines
     finally:
         g.stop()
 
