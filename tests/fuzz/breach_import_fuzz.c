@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tests/fuzz/support.h"
 #include "services/breach/breach.h"
 
 #define main magctl_main /* the real magctl_call etc.; its main is not ours */
@@ -60,26 +61,6 @@ static void die(const char *what, const uint8_t *data, size_t size)
 	abort();
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-static void rm_tree(const char *path)
-{
-	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void cleanup(void)
-{
-	if (root[0] != '\0')
-		rm_tree(root);
-}
-
 static void write_file(const char *path, const void *p, size_t n)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -89,28 +70,6 @@ static void write_file(const char *path, const void *p, size_t n)
 
 /* libFuzzer keeps its output on a duplicate of stderr; the importer's
  * progress (stdout) and complaints (stderr) go to /dev/null. */
-static void quiet(int *argc, char ***argv)
-{
-	static char flag[] = "-close_fd_mask=3";
-	int fd = dup(STDERR_FILENO);
-	char **nargv;
-
-	report = fd >= 0 ? fdopen(fd, "w") : NULL;
-	if (report == NULL)
-		report = stderr;
-	if (getenv("MAGNETAR_FUZZ_VERBOSE") != NULL)
-		return;
-	for (int i = 1; i < *argc; i++)
-		if (strncmp((*argv)[i], "-close_fd_mask=", 15) == 0)
-			return;
-	if ((nargv = calloc((size_t)*argc + 2, sizeof(*nargv))) == NULL)
-		return;
-	memcpy(nargv, *argv, (size_t)*argc * sizeof(*nargv));
-	nargv[(*argc)++] = flag;
-	nargv[*argc] = NULL;
-	*argv = nargv;
-}
-
 /* `magctl breach import -o STORE -R paths...`: 0 on success. */
 static int import(char **paths, int n)
 {
@@ -135,16 +94,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	                           "5BAA6FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF:2\n"
 	                           "0000000A1D4B746FAA3FD526FF6D5BC8052FDB38:16\n"
 	                           "FFFFF0000000000000000000000000000000000F:3\n";
-	const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
 	char src[300], *paths[1] = {src};
 	struct stat st;
 	int fd;
 
-	quiet(argc, argv);
-	snprintf(root, sizeof(root), "%s/magnetar-fuzz-import-XXXXXX", base);
-	if (mkdtemp(root) == NULL)
-		abort();
-	atexit(cleanup);
+	report = fuzz_quiet(argc, argv, "-close_fd_mask=3");
+	fuzz_scratch_dir("import", root, sizeof(root));
 	snprintf(store, sizeof(store), "%s/store", root);
 	snprintf(pristine, sizeof(pristine), "%s/pristine", root);
 	snprintf(src, sizeof(src), "%s/seed.txt", root);
@@ -237,7 +192,7 @@ static void run_import(const uint8_t *data, size_t size)
 	if ((lines = calloc(max, sizeof(*lines))) == NULL)
 		return;
 	snprintf(dir, sizeof(dir), "%s/in", root);
-	rm_tree(dir);
+	fuzz_rm_tree(dir);
 	unlink(store);
 	mkdir(dir, 0700);
 	switch (data[0] % 4) {

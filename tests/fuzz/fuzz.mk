@@ -16,7 +16,8 @@ FLIBS        += -lseccomp
 
 PROTOS   := $(wildcard proto/*.proto)
 PROTO_C  := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
-COMMON   := $(wildcard common/*.c)
+# tests/fuzz/support.c (the targets' shared set-up) rides along with common/.
+COMMON   := $(wildcard common/*.c) tests/fuzz/support.c
 TARGETS  := $(patsubst tests/fuzz/%.c,$(FB)/%,$(wildcard tests/fuzz/*_fuzz.c))
 # proto_dispatch_fuzz.c is one target per service (its rule is below).
 PROTO_SVCS := auth audit breach terminal

@@ -54,6 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/fuzz/support.h"
 #include "auth.pb-c.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -158,65 +159,23 @@ static char *make_token(char who)
 
 /* ---- set-up ---------------------------------------------------------------------- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-static void cleanup(void)
-{
-	if (data_root[0] != '\0')
-		nftw(data_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static void fz_setenv(const char *name, const char *value)
 {
 	if (setenv(name, value, 1) != 0)
 		abort();
 }
 
-/* libFuzzer keeps its own output and sanitizer reports on a duplicate of
- * stderr; the gateway's access log (a line per 4xx) goes to /dev/null. */
-static void quiet_logs(int *argc, char ***argv)
-{
-	static char flag[] = "-close_fd_mask=2";
-	char **nargv;
-
-	int fd = dup(STDERR_FILENO);
-
-	report = fd >= 0 ? fdopen(fd, "w") : NULL;
-	if (report == NULL)
-		report = stderr;
-	if (getenv("MAGNETAR_FUZZ_VERBOSE") != NULL)
-		return;
-	for (int i = 1; i < *argc; i++)
-		if (strncmp((*argv)[i], "-close_fd_mask=", 15) == 0)
-			return;
-	if ((nargv = calloc((size_t)*argc + 2, sizeof(*nargv))) == NULL)
-		return;
-	memcpy(nargv, *argv, (size_t)*argc * sizeof(*nargv));
-	nargv[(*argc)++] = flag;
-	nargv[*argc] = NULL;
-	*argv = nargv;
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char dir[300], err[256];
 	unsigned char seed[32];
-	const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
 
-	quiet_logs(argc, argv);
+	/* libFuzzer keeps its own output and sanitizer reports on a duplicate
+	 * of stderr; the gateway's access log goes to /dev/null. */
+	report = fuzz_quiet(argc, argv, "-close_fd_mask=2");
 	signal(SIGPIPE, SIG_IGN);
 	log_init("gateway", LOG_TEXT, false);
-	snprintf(data_root, sizeof(data_root), "%s/magnetar-fuzz-http-XXXXXX", base);
-	if (mkdtemp(data_root) == NULL)
-		abort();
-	atexit(cleanup);
+	fuzz_scratch_dir("http", data_root, sizeof(data_root));
 	snprintf(dir, sizeof(dir), "%s/run", data_root);
 	mkdir(dir, 0700);
 

@@ -48,6 +48,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tests/fuzz/support.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/ids.h"
@@ -113,45 +114,6 @@ static void die(const char *fmt, ...)
 	fflush(report);
 	va_end(ap);
 	abort();
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-static void cleanup(void)
-{
-	if (data_root[0] != '\0')
-		nftw(data_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* libFuzzer keeps its output and sanitizer reports on a duplicate of stderr
- * (-close_fd_mask=2); the service's log lines go to /dev/null. */
-static void quiet_logs(int *argc, char ***argv)
-{
-	static char flag[] = "-close_fd_mask=2";
-	int fd = dup(STDERR_FILENO);
-	char **nargv;
-
-	report = fd >= 0 ? fdopen(fd, "w") : NULL;
-	if (report == NULL)
-		report = stderr;
-	if (getenv("MAGNETAR_FUZZ_VERBOSE") != NULL)
-		return;
-	for (int i = 1; i < *argc; i++)
-		if (strncmp((*argv)[i], "-close_fd_mask=", 15) == 0)
-			return;
-	if ((nargv = calloc((size_t)*argc + 2, sizeof(*nargv))) == NULL)
-		return;
-	memcpy(nargv, *argv, (size_t)*argc * sizeof(*nargv));
-	nargv[(*argc)++] = flag;
-	nargv[*argc] = NULL;
-	*argv = nargv;
 }
 
 static void fz_setenv(const char *name, const char *value)
@@ -519,17 +481,15 @@ static void observe(const char *method, const ProtobufCMessage *out)
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	struct rpc_server_opts opts = {.contexts = 16, .workers = 4, .arg = &x};
-	const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
 	char run[300];
 
-	quiet_logs(argc, argv);
+	/* libFuzzer keeps its output and sanitizer reports on a duplicate of
+	 * stderr (-close_fd_mask=2); the service's log lines go to /dev/null. */
+	report = fuzz_quiet(argc, argv, "-close_fd_mask=2");
 	trace = getenv("MAGNETAR_FUZZ_TRACE") != NULL;
 	signal(SIGPIPE, SIG_IGN);
 	log_init(svc_name(SVC), LOG_TEXT, false);
-	snprintf(data_root, sizeof(data_root), "%s/magnetar-fuzz-%s-XXXXXX", base, svc_name(SVC));
-	if (mkdtemp(data_root) == NULL)
-		abort();
-	atexit(cleanup);
+	fuzz_scratch_dir(svc_name(SVC), data_root, sizeof(data_root));
 	snprintf(run, sizeof(run), "%s/run", data_root);
 	mkdir(run, 0700);
 	fz_setenv("MAGNETAR_ENV", "test");
