@@ -261,12 +261,12 @@ void rpc_reply_error_ex(struct rpc_call *call, Magnetar__Status status, const ch
 	slot_send(call, status, code, message, extra, NULL);
 }
 
-int rpc_decode(const ProtobufCServiceDescriptor *desc, const uint8_t *buf, size_t len,
-               Magnetar__RpcRequest **env, int *method, ProtobufCMessage **input)
+/* The envelope and the index of the method it names. */
+static int rpc_decode_envelope(const ProtobufCServiceDescriptor *desc, const uint8_t *buf,
+                               size_t len, Magnetar__RpcRequest **env, int *method)
 {
 	const ProtobufCMethodDescriptor *md;
 
-	*input = NULL;
 	*method = -1;
 	*env = magnetar__rpc_request__unpack(NULL, len, buf);
 	if (*env == NULL || (*env)->method == NULL || (*env)->method[0] == '\0')
@@ -274,9 +274,27 @@ int rpc_decode(const ProtobufCServiceDescriptor *desc, const uint8_t *buf, size_
 	if ((md = protobuf_c_service_descriptor_get_method_by_name(desc, (*env)->method)) == NULL)
 		return ERR_NOTFOUND;
 	*method = (int)(md - desc->methods);
-	*input =
-	    protobuf_c_message_unpack(md->input, NULL, (*env)->payload.len, (*env)->payload.data);
+	return 0;
+}
+
+/* The payload as the method's input message. */
+static int rpc_decode_input(const ProtobufCServiceDescriptor *desc, const Magnetar__RpcRequest *env,
+                            int method, ProtobufCMessage **input)
+{
+	*input = protobuf_c_message_unpack(desc->methods[method].input, NULL, env->payload.len,
+	                                   env->payload.data);
 	return *input == NULL ? ERR_PROTO : 0;
+}
+
+int rpc_decode(const ProtobufCServiceDescriptor *desc, const uint8_t *buf, size_t len,
+               Magnetar__RpcRequest **env, int *method, ProtobufCMessage **input)
+{
+	int rv;
+
+	*input = NULL;
+	if ((rv = rpc_decode_envelope(desc, buf, len, env, method)) != 0)
+		return rv;
+	return rpc_decode_input(desc, *env, *method, input);
 }
 
 /* The table's caller mask against the peer's roles. Only an ipc:// peer has
@@ -319,8 +337,8 @@ static void slot_dispatch(struct workq_job *job)
 		                RPC_CODE_PEER_REFUSED, "this peer may not use this socket");
 		return;
 	}
-	rv = rpc_decode(s->desc, nng_msg_body(call->msg), nng_msg_len(call->msg), &call->env,
-	                &call->method, &call->input);
+	rv = rpc_decode_envelope(s->desc, nng_msg_body(call->msg), nng_msg_len(call->msg),
+	                         &call->env, &call->method);
 	if (call->method >= 0)
 		atomic_fetch_add(&s->stats[call->method].calls, 1);
 	if (rv == ERR_NOTFOUND) {
@@ -331,11 +349,14 @@ static void slot_dispatch(struct workq_job *job)
 		                "no such method");
 		return;
 	}
+	/* A caller the method refuses gets no parse of its payload either. */
 	if (call->method >= 0 && !slot_permitted(call)) {
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED,
 		                RPC_CODE_PERMISSION_DENIED, "this caller may not call this method");
 		return;
 	}
+	if (rv == 0)
+		rv = rpc_decode_input(s->desc, call->env, call->method, &call->input);
 	if (rv != 0) {
 		atomic_fetch_add(&s->malformed, 1);
 		log_warnx("rpc: undecodable request len=%zu request_id=%s", nng_msg_len(call->msg),
