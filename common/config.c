@@ -50,6 +50,8 @@ const struct conf_var conf_vars[] = {
     {"MAGNETAR_HTTP_ADDR", B(SVC_GATEWAY) | SUP, false, F(http_addr), "gateway host:port", NULL},
     {"MAGNETAR_METRICS_ADDR", B(SVC_GATEWAY) | SUP, false, F(metrics_addr),
      "private /metrics listener host:port", NULL},
+    {"MAGNETAR_HTTP_REDIRECT_ADDR", B(SVC_GATEWAY) | SUP, false, F(redirect_addr),
+     "plain-HTTP host:port that redirects to https (needs TLS)", NULL},
     {"MAGNETAR_CORS_ORIGINS", B(SVC_GATEWAY) | SUP, false, F(cors_origins),
      "comma-separated exact origins", NULL},
     {"MAGNETAR_TRUSTED_PROXIES", B(SVC_GATEWAY) | SUP, false, F(trusted_proxies),
@@ -503,6 +505,19 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 	if ((c->tls_cert == NULL) != (c->tls_key == NULL))
 		return conf_refuse(err, errlen,
 		                   "MAGNETAR_TLS_CERT and MAGNETAR_TLS_KEY go together");
+	if (c->redirect_addr != NULL) {
+		char *h = NULL;
+		uint16_t p;
+		if (conf_parse_addr(c->redirect_addr, &h, &p) != 0)
+			return conf_refuse(err, errlen,
+			                   "MAGNETAR_HTTP_REDIRECT_ADDR must be host:port");
+		free(h);
+		if (c->tls_cert == NULL)
+			return conf_refuse(
+			    err, errlen,
+			    "MAGNETAR_HTTP_REDIRECT_ADDR redirects to https: it needs "
+			    "MAGNETAR_TLS_CERT and MAGNETAR_TLS_KEY");
+	}
 	if (prod && c->cors_origins != NULL && strchr(c->cors_origins, '*') != NULL)
 		return conf_refuse(err, errlen,
 		                   "MAGNETAR_CORS_ORIGINS may not contain * in production");

@@ -61,6 +61,7 @@ struct conf {
 	char *http_host; /* parsed from http_addr */
 	uint16_t http_port;
 	char *metrics_addr;
+	char *redirect_addr; /* MAGNETAR_HTTP_REDIRECT_ADDR: http -> https, with TLS only */
 	char *data_dir;
 	char *run_dir;
 	char *url[SVC_SERVICES]; /* RPC URL of each service */

@@ -194,6 +194,9 @@ int sandbox_rules(struct sandbox_rules *r, const struct conf *c, enum svc_id id,
 		if (c->metrics_addr != NULL)
 			rv |= rules_add_port(r->bind, &r->nbind,
 			                     strtol(strrchr(c->metrics_addr, ':') + 1, NULL, 10));
+		if (c->redirect_addr != NULL)
+			rv |= rules_add_port(r->bind, &r->nbind,
+			                     strtol(strrchr(c->redirect_addr, ':') + 1, NULL, 10));
 		r->inet = true;
 	}
 	if ((id == SVC_AUTH || id == SVC_GATEWAY) && c->fingerprint_key == NULL &&

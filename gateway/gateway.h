@@ -97,6 +97,7 @@ struct gateway {
 	unsigned header_timeout_ms;               /* MAGNETAR_HEADER_TIMEOUT_S */
 	char *csp, *permissions_policy;           /* per environment, or overridden */
 	struct MHD_Daemon *mhd_metrics;           /* MAGNETAR_METRICS_ADDR, or NULL */
+	struct MHD_Daemon *mhd_redirect;          /* MAGNETAR_HTTP_REDIRECT_ADDR, or NULL */
 	char *tls_cert, *tls_key;                 /* PEM, until MHD has loaded them (tls.c) */
 	struct metrics *metrics;                  /* metrics.c */
 	struct idem *idem;                        /* idem.c */
@@ -211,6 +212,15 @@ struct http_conn {
 
 /* Starts the daemon on conf.http_host:conf.http_port; logs the address. */
 int http_start(struct gateway *gw);
+/* "host:port" or "[v6]:port" split into `host` (no brackets) and `port`. */
+int http_split_addr(const char *addr, char *host, size_t hlen, uint16_t *port);
+/* A host (literal or name) and port as the address to bind. */
+int http_resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *sslen);
+
+/* redirect.c: the plain-HTTP listener of MAGNETAR_HTTP_REDIRECT_ADDR, which
+ * only redirects to https (nothing when unset); stop is idempotent. */
+int redirect_start(struct gateway *gw);
+void redirect_stop(struct gateway *gw);
 
 /* tls.c: read MAGNETAR_TLS_CERT/KEY (before the drop), the MHD options that
  * serve them (at most 3 filled of `n`; 0 without TLS), and the wipe once
@@ -440,8 +450,9 @@ void wsbridge_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, co
 /* Closes every bridge (1001) and waits for them: before MHD_stop_daemon. */
 void wsbridge_stop(struct gateway *gw);
 
-/* ---- health.c: /healthz and /readyz -------------------------------------- */
+/* ---- health.c: /, /healthz and /readyz ---------------------------------- */
 
+int health_root(struct http_request *req);
 int health_live(struct http_request *req);
 int health_ready(struct http_request *req);
 

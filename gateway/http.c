@@ -909,8 +909,7 @@ static void http_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* Resolves conf.http_host (IPv4 or IPv6 literal, or a name such as
  * "localhost") to the address to bind. */
-static int http_resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
-                        socklen_t *sslen)
+int http_resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *sslen)
 {
 	struct addrinfo hints = {0}, *res = NULL;
 	int gai;
@@ -985,7 +984,7 @@ static int http_listen(struct gateway *gw, const char *host, uint16_t port, unsi
 }
 
 /* "host:port" or "[v6]:port" (config.c has checked the shape). */
-static int http_split_addr(const char *addr, char *host, size_t hlen, uint16_t *port)
+int http_split_addr(const char *addr, char *host, size_t hlen, uint16_t *port)
 {
 	const char *colon = strrchr(addr, ':');
 	const char *h = addr;

@@ -93,6 +93,9 @@ int main(int argc, char **argv)
 		fatalx("cannot start authentication: %s", err_str(rv));
 	if ((rv = http_start(&gw)) != 0)
 		fatalx("cannot start HTTP on %s: %s", gw.svc.conf.http_addr, err_str(rv));
+	if ((rv = redirect_start(&gw)) != 0)
+		fatalx("cannot start the redirect listener on %s: %s", gw.svc.conf.redirect_addr,
+		       err_str(rv));
 	svc_lockdown(&gw.svc); /* listeners open, TLS key read: drop, seccomp */
 
 	sig = svc_wait_signal();
@@ -100,6 +103,7 @@ int main(int argc, char **argv)
 	/* HTTP first (it waits for the RPCs its requests made), then our own
 	 * RPC socket, then the clients nobody uses any more. */
 	wsbridge_stop(&gw); /* MHD may not stop with upgraded sockets open */
+	redirect_stop(&gw);
 	http_stop(&gw);
 	authn_stop(&gw);
 	rpc_server_stop(gw.svc.rpc);

@@ -11,6 +11,7 @@
 #include "gateway/gateway.h"
 
 static const struct route routes_table[] = {
+    {.path = "/", .methods = HTTP_M_GET, .handler = health_root},
     {.path = "/healthz", .methods = HTTP_M_GET, .handler = health_live},
     {.path = "/readyz", .methods = HTTP_M_GET, .handler = health_ready},
     {.path = "/metrics", .methods = HTTP_M_GET, .handler = metrics_serve, .flags = ROUTE_F_METRICS},

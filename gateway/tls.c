@@ -22,8 +22,13 @@
 
 #define TLS_PEM_MAX (1 << 20) /* a certificate chain is kilobytes */
 
-/* GnuTLS priority string: its secure defaults, minus everything before 1.2. */
-static const char tls_priorities[] = "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2";
+/* GnuTLS priority string: its secure defaults, minus everything before 1.2,
+ * minus every non-AEAD cipher (CBC with HMAC: Lucky13 and kin) and every key
+ * exchange without forward secrecy (static RSA). What is left is ECDHE with
+ * AES-GCM or ChaCha20-Poly1305 for 1.2, and 1.3's own suites. */
+static const char tls_priorities[] =
+    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:"
+    "+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA";
 
 /* Reads a whole PEM file into a NUL-terminated buffer. */
 static int tls_read_pem(const char *path, char **out)
