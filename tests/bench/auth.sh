@@ -18,47 +18,19 @@ BUILD=${BUILD:-${MAGNETAR_BUILD:-$REPO/build}}
 case $BUILD in /*) ;; *) BUILD=$REPO/$BUILD ;; esac
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
-PY=/usr/bin/python3
 for tool in wrk nginx curl; do
 	command -v "$tool" >/dev/null || { echo "auth bench: $tool is required" >&2; exit 2; }
 done
 
 TMP=$(mktemp -d /tmp/magnetar-auth-bench.XXXXXX)
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=tests/bench/lib.sh
+. "$REPO/tests/bench/lib.sh"
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
-port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-NGINX_PORT=$(port)
-mkdir -p "$TMP/nginx"
-cat > "$TMP/nginx/nginx.conf" <<NG
-worker_processes 1; daemon off; pid $TMP/nginx/pid; error_log $TMP/nginx/error.log;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$NGINX_PORT;
-  location / { return 200 '{"status":"ok"}'; } } }
-NG
-nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" & PIDS+=($!)
-
-GW_PORT=$(port)
-( cd "$TMP" && MAGNETAR_ENV=development MAGNETAR_HIBP_MODE=off MAGNETAR_HTTP_ADDR=127.0.0.1:$GW_PORT \
-	MAGNETAR_DATA_DIR=$TMP/var MAGNETAR_RUN_DIR=$TMP/run exec "$BUILD/bin/magnetar" up \
-	> "$TMP/stack.log" 2>&1 ) & PIDS+=($!)
-for i in $(seq 1 300); do
-	[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$GW_PORT/readyz)" = 200 ] && break
-	sleep 0.1
-done
-URL=http://127.0.0.1:$GW_PORT
-curl -s -o /dev/null $URL/api/v1/auth/register -H 'Content-Type: application/json' \
-	-d '{"username":"bench","password":"bench-password-123"}'
-TOKEN=$(curl -s $URL/api/v1/auth/login -H 'Content-Type: application/json' -H 'User-Agent: wrk' \
-	-d '{"username":"bench","password":"bench-password-123"}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
-# wrk sends this exact User-Agent, and no fingerprint headers: score 0.
+start_nginx
+start_stack development
+bench_token # wrk sends this exact User-Agent, and no fingerprint headers: score 0.
 cat > "$TMP/me.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $TOKEN"
 wrk.headers["User-Agent"] = "wrk"
@@ -68,8 +40,6 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"username":"bench","password":"wrong-password-x"}'
 LUA
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -H 'User-Agent: wrk' $URL/api/v1/auth/me)" = 200 ] || {
-	echo "auth bench: /me does not answer 200" >&2; exit 1; }
 
 rps() { wrk -t1 -c64 -d"$DURATION" "$@" | awk '/Requests\/sec/ {print $2}'; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

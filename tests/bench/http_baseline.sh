@@ -20,7 +20,6 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
-PY=/usr/bin/python3
 
 for tool in wrk nginx curl; do
 	command -v "$tool" >/dev/null || { echo "http_baseline: $tool is required" >&2; exit 2; }
@@ -31,64 +30,12 @@ done
 }
 
 TMP=$(mktemp -d /tmp/magnetar-bench.XXXXXX)
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do
-		kill -TERM "$p" 2>/dev/null || true
-	done
-	for p in "${PIDS[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=tests/bench/lib.sh
+. "$REPO/tests/bench/lib.sh"
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-	$PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits until `url` answers `code` (or gives up after ~15 s).
-wait_for() {
-	local url=$1 code=$2 i
-	for i in $(seq 1 300); do
-		if [ "$(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null)" = "$code" ]; then
-			return 0
-		fi
-		sleep 0.05
-	done
-	return 1
-}
-
-# ---- nginx: one worker, `return 200`, everything in $TMP ---------------------
-NGINX_PORT=$(free_port)
-mkdir -p "$TMP/nginx"
-cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log;
-events {}
-http {
-	access_log off;
-	client_body_temp_path $TMP/nginx/body;
-	proxy_temp_path $TMP/nginx/proxy;
-	fastcgi_temp_path $TMP/nginx/fastcgi;
-	uwsgi_temp_path $TMP/nginx/uwsgi;
-	scgi_temp_path $TMP/nginx/scgi;
-	server {
-		listen 127.0.0.1:$NGINX_PORT;
-		location / {
-			default_type application/json;
-			return 200 '{"status":"ok"}';
-		}
-	}
-}
-EOF
-nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" &
-PIDS+=($!)
-wait_for "http://127.0.0.1:$NGINX_PORT/" 200 || { echo "nginx did not start" >&2; cat "$TMP/nginx/error.log" >&2; exit 1; }
+start_nginx
 
 # ---- the gateway alone -------------------------------------------------------
 GW_PORT=$(free_port)
