@@ -8,6 +8,8 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "common/err.h"
 
@@ -17,6 +19,8 @@ struct workq {
 	struct workq_job *head, *tail;
 	size_t pending;
 	bool closing;
+	int nice;    /* each thread's own nice value (0: unchanged) */
+	int started; /* threads that have applied it, under mu */
 	int nthreads;
 	pthread_t threads[];
 };
@@ -24,6 +28,14 @@ struct workq {
 static void *workq_main(void *arg)
 {
 	struct workq *wq = arg;
+
+	/* Linux's nice is per thread; a failure only leaves the default. */
+	if (wq->nice != 0)
+		(void)setpriority(PRIO_PROCESS, (id_t)gettid(), wq->nice);
+	pthread_mutex_lock(&wq->mu);
+	wq->started++;
+	pthread_cond_broadcast(&wq->cv);
+	pthread_mutex_unlock(&wq->mu);
 	for (;;) {
 		struct workq_job *job;
 		pthread_mutex_lock(&wq->mu);
@@ -44,7 +56,7 @@ static void *workq_main(void *arg)
 	}
 }
 
-int workq_new(int threads, struct workq **out)
+int workq_new_nice(int threads, int nice, struct workq **out)
 {
 	struct workq *wq;
 	if (threads < 1 || threads > 256)
@@ -53,6 +65,7 @@ int workq_new(int threads, struct workq **out)
 		return ERR_NOMEM;
 	pthread_mutex_init(&wq->mu, NULL);
 	pthread_cond_init(&wq->cv, NULL);
+	wq->nice = nice;
 	for (int i = 0; i < threads; i++) {
 		if (pthread_create(&wq->threads[i], NULL, workq_main, wq) != 0) {
 			wq->nthreads = i;
@@ -61,8 +74,19 @@ int workq_new(int threads, struct workq **out)
 		}
 	}
 	wq->nthreads = threads;
+	/* Every thread has set its priority before we return: a service locks
+	 * down (seccomp) right after, and setpriority need not be allowed. */
+	pthread_mutex_lock(&wq->mu);
+	while (wq->started < threads)
+		pthread_cond_wait(&wq->cv, &wq->mu);
+	pthread_mutex_unlock(&wq->mu);
 	*out = wq;
 	return 0;
+}
+
+int workq_new(int threads, struct workq **out)
+{
+	return workq_new_nice(threads, 0, out);
 }
 
 int workq_submit(struct workq *wq, struct workq_job *job, size_t limit)

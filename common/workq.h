@@ -17,6 +17,9 @@ struct workq_job {
 
 /* Starts `threads` threads (1..256). 0, ERR_INVAL or ERR_NOMEM. */
 int workq_new(int threads, struct workq **out);
+/* The same, each thread at nice value `nice` (background work that must not
+ * take the CPU from the requests of other threads and processes). */
+int workq_new_nice(int threads, int nice, struct workq **out);
 
 /* Queues a job; run() is called once on a worker thread. ERR_CLOSED after
  * workq_free has begun (the job is then not run: the caller still owns it).

@@ -80,8 +80,11 @@ int main(int argc, char **argv)
 		fatalx("cannot load the TOTP key: %s", err_str(rv));
 	if ((rv = password_init(&x)) != 0)
 		fatalx("cannot initialise password hashing: %s", err_str(rv));
-	/* Two threads on two cores: argon2id is CPU-bound, more would only queue. */
-	if ((rv = workq_new(2, &x.hashing)) != 0)
+	/* Two threads on two cores: argon2id is CPU-bound, more would only queue.
+	 * At nice 19, so a login flood takes only the CPU nothing else wants:
+	 * measured (docs/performance.md), /me's p99 under 32 flooding clients
+	 * went from ~100 ms at nice 0 to the figure recorded there. */
+	if ((rv = workq_new_nice(2, 19, &x.hashing)) != 0)
 		fatalx("cannot start the hashing pool: %s", err_str(rv));
 	svc_start_outbox(&x.svc);
 	if ((rv = rpc_client_open(x.svc.conf.url[SVC_BREACH], 0, &x.breach)) != 0)

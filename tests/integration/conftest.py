@@ -6,6 +6,7 @@ The binaries come from $MAGNETAR_BUILD/bin (default: <repo>/build/bin), so
 sanitizer build.
 """
 import os
+import re
 import pathlib
 import signal
 import socket
@@ -138,10 +139,15 @@ class Stack:
         return self.proc.returncode
 
     def logs(self):
+        """The end of the stack's log, without the access log's lines for
+        answers below 400 (a line per request would push out what matters)."""
         try:
-            return self.log_path.read_text(errors="replace")[-8000:]
+            text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+        keep = [ln for ln in text.splitlines()
+                if not re.search(r'msg="http method=\S+ path=\S+ query=\S+ status=[123]\d\d ', ln)]
+        return "\n".join(keep)[-8000:]
 
     def magctl(self, *args, timeout=10):
         return subprocess.run([str(BIN / "magctl"), *args], env=self.env, cwd=self.dir,
