@@ -71,9 +71,16 @@ $(1)_OBJ  := $$(patsubst %.c,$(OBJ)/%.o,$$($(1)_SRC))
 $(1)_LIBO := $$(filter-out $(OBJ)/$(2)/main.o,$$($(1)_OBJ))
 $(BIN)/$(3): $$($(1)_OBJ) $(LIBCOMMON)
 	@mkdir -p $(BIN)
-	$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS) $$($(1)_LDLIBS)
+	$(CC) $(LDFLAGS) $$($(1)_LDFLAGS) -o $$@ $$^ $(LDLIBS) $$($(1)_LDLIBS)
 PROGRAMS += $(BIN)/$(3)
 endef
+# MAGNETAR_FAULT_ALLOC (test only): the services' own calls to these go to
+# common/fault_alloc.c, which can fail every Nth one; shared libraries keep
+# libc's. magctl, the supervisor and the tests are linked without it.
+ALLOC_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup \
+              -Wl,--wrap=asprintf,--wrap=vasprintf
+gateway_LDFLAGS := $(ALLOC_WRAP)
+$(foreach s,$(SERVICES),$(eval $(s)_LDFLAGS := $(ALLOC_WRAP)))
 # Libraries only one program needs stay out of the others.
 auth_LDLIBS := -largon2 -loath
 terminal_LDLIBS := -lseccomp

@@ -117,6 +117,8 @@ const struct conf_var conf_vars[] = {
      "test only: every Nth SQLite lock upgrade is busy", NULL},
     {"MAGNETAR_FAULT_SQLITE_NOMEM", ALL, false, SIZE_MAX,
      "test only: every Nth SQLite allocation fails", NULL},
+    {"MAGNETAR_FAULT_ALLOC", ALL, false, SIZE_MAX,
+     "test only: every Nth allocation by Magnetar's own code fails", NULL},
     /* Everyone reads every user name: a service's peer allow-lists are uids. */
     {"MAGNETAR_GATEWAY_USER", ALL, false, F(user[SVC_GATEWAY]), "gateway's user (as root)", NULL},
     {"MAGNETAR_AUTH_USER", ALL, false, F(user[SVC_AUTH]), "auth's user (as root)", NULL},

@@ -4,9 +4,11 @@
  * A shim VFS, registered as the default, forwards every call to the real
  * one and turns every Nth write or sync into SQLITE_IOERR and every Nth
  * exclusive WAL lock into SQLITE_BUSY; a wrapped allocator fails every Nth
- * SQLite allocation. Counting calls (not random draws) keeps a failing run
- * repeatable. Faults are armed only once the service serves (fault_arm):
- * a start that failed at the same count every time would never come up.
+ * SQLite allocation; fault_alloc_due tells the link-time wrappers of our
+ * own malloc and friends (fault_alloc.c) to fail every Nth one. Counting
+ * calls (not random draws) keeps a failing run repeatable. Faults are
+ * armed only once the service serves (fault_arm): a start that failed at
+ * the same count every time would never come up.
  * Nothing here runs unless a MAGNETAR_FAULT_* variable is set.
  */
 #include "common/fault.h"
@@ -20,8 +22,8 @@
 #include "common/err.h"
 #include "common/log.h"
 
-static unsigned fault_ioerr_every, fault_busy_every, fault_nomem_every;
-static _Atomic uint64_t fault_ioerr_n, fault_busy_n, fault_nomem_n, fault_count;
+static unsigned fault_ioerr_every, fault_busy_every, fault_nomem_every, fault_alloc_every;
+static _Atomic uint64_t fault_ioerr_n, fault_busy_n, fault_nomem_n, fault_alloc_n, fault_count;
 static _Atomic bool fault_armed;
 static sqlite3_vfs *fault_real;
 static sqlite3_vfs fault_vfs;
@@ -38,6 +40,11 @@ static bool fault_due(_Atomic uint64_t *n, unsigned every)
 void fault_arm(void)
 {
 	atomic_store(&fault_armed, true);
+}
+
+bool fault_alloc_due(void)
+{
+	return fault_due(&fault_alloc_n, fault_alloc_every);
 }
 
 uint64_t fault_injected(void)
@@ -178,7 +185,9 @@ int fault_install(const struct conf *c, char *err, size_t errlen)
 	fault_ioerr_every = fault_env("MAGNETAR_FAULT_SQLITE_IOERR");
 	fault_busy_every = fault_env("MAGNETAR_FAULT_SQLITE_BUSY");
 	fault_nomem_every = fault_env("MAGNETAR_FAULT_SQLITE_NOMEM");
-	if (fault_ioerr_every == 0 && fault_busy_every == 0 && fault_nomem_every == 0)
+	fault_alloc_every = fault_env("MAGNETAR_FAULT_ALLOC");
+	if (fault_ioerr_every == 0 && fault_busy_every == 0 && fault_nomem_every == 0 &&
+	    fault_alloc_every == 0)
 		return 0;
 	if (c->env != CONF_ENV_TEST) {
 		snprintf(err, errlen, "MAGNETAR_FAULT_* is for MAGNETAR_ENV=test only");
@@ -207,7 +216,8 @@ int fault_install(const struct conf *c, char *err, size_t errlen)
 		if (sqlite3_vfs_register(&fault_vfs, 1) != SQLITE_OK)
 			return ERR_CONFIG;
 	}
-	log_warnx("fault injection: SQLite ioerr every %u, busy every %u, nomem every %u",
-	          fault_ioerr_every, fault_busy_every, fault_nomem_every);
+	log_warnx("fault injection: SQLite ioerr every %u, busy every %u, nomem every %u; "
+	          "allocation failure every %u",
+	          fault_ioerr_every, fault_busy_every, fault_nomem_every, fault_alloc_every);
 	return 0;
 }

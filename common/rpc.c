@@ -197,8 +197,15 @@ static void slot_send(struct rpc_call *call, Magnetar__Status status, const char
 	} else if (output != NULL) {
 		reply.payload.len = protobuf_c_message_get_packed_size(output);
 		if (reply.payload.len > 0) {
-			if ((buf = malloc(reply.payload.len)) == NULL)
-				goto fail;
+			/* No memory for the answer: an internal error (it needs none),
+			 * not a silence the caller's deadline would turn into 504. */
+			if ((buf = malloc(reply.payload.len)) == NULL) {
+				log_warnx("rpc: no memory to reply method=%s",
+				          rpc_call_method(call));
+				slot_send(call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+				          "out of memory", NULL, NULL);
+				return;
+			}
 			protobuf_c_message_pack(output, buf);
 			reply.payload.data = buf;
 		}
@@ -226,7 +233,8 @@ static void slot_send(struct rpc_call *call, Magnetar__Status status, const char
 	slot_send_finished(call);
 	return;
 fail:
-	/* No memory for a reply: drop it; the caller's deadline answers for us. */
+	/* nng has no memory for the reply: drop it; the caller's deadline
+	 * answers for us. */
 	log_warnx("rpc: no memory to reply method=%s",
 	          call->method >= 0 ? call->srv->desc->methods[call->method].name : "?");
 drop:
@@ -711,7 +719,10 @@ int rpc_dials_start(struct rpc_dials *ds, nng_socket sock, const char *urls,
 
 void rpc_dials_pipe_event(struct rpc_dials *ds, nng_pipe p, nng_pipe_ev ev)
 {
-	for (size_t i = 0; i < ds->n; i++)
+	/* Every slot, not the first `n`: nng calls this on its own threads while
+	 * rpc_dials_start is still counting (a data race under TSan). A slot not
+	 * started has id 0, which no dialer has. */
+	for (size_t i = 0; i < RPC_URLS_MAX; i++)
 		rpc_dial_pipe_event(&ds->d[i], p, ev);
 }
 

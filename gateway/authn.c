@@ -112,8 +112,12 @@ static struct authn_entry *authn_slot_locked(struct authn *a, const char *sid)
 	if (2 * (a->used + 1) > a->cap) {
 		size_t ncap = a->cap != 0 ? 2 * a->cap : 1024;
 		struct authn_entry *n = calloc(ncap, sizeof(*n));
-		if (n == NULL)
-			return NULL; /* keeps the old table; auth still checks the session */
+		if (n == NULL) {
+			/* Keeps the old table, which now misses an entry: stale (fail
+			 * closed: no cached /me) until the refresher reloads it. */
+			atomic_store(&a->synced, false);
+			return NULL;
+		}
 		for (size_t k = 0; k < a->cap; k++) {
 			if (a->revoked[k].sid[0] == '\0')
 				continue;
@@ -226,6 +230,9 @@ static int authn_load_revoked(struct authn *a)
 	}
 	const Magnetar__RevokedReply *rr = (const Magnetar__RevokedReply *)r.output;
 	pthread_rwlock_wrlock(&a->lock);
+	/* Synced unless an entry finds no room (authn_slot_locked clears it):
+	 * set first, under the lock, so that such a failure wins. */
+	atomic_store(&a->synced, true);
 	/* Added to, never cleared: an event that arrived during the call stays. */
 	for (size_t i = 0; i < rr->n_session_ids; i++)
 		authn_revoked_add_locked(a, rr->session_ids[i]);
@@ -233,7 +240,6 @@ static int authn_load_revoked(struct authn *a)
 		authn_rebound_add_locked(a, rr->rebound[i]);
 	pthread_rwlock_unlock(&a->lock);
 	rpc_result_fini(&r);
-	atomic_store(&a->synced, true);
 	return 0;
 }
 
@@ -631,13 +637,19 @@ static void authn_report(struct authn *a, struct http_request *req, const struct
 	ref.session_id = (char *)c->sid;
 	in.session = &ref;
 	in.score = score;
-	if ((p = calloc(1, sizeof(*p))) == NULL)
-		return;
-	p->a = a;
-	memcpy(p->sid, c->sid, strlen(c->sid) + 1); /* fits: checked above */
-	if (rpc_call_async(a->gw->client[SVC_AUTH], &magnetar__auth__descriptor, "ReportRisk",
-	                   &in.base, &ctx, 2000, authn_reported, p) != 0)
+	if ((p = calloc(1, sizeof(*p))) != NULL) {
+		p->a = a;
+		memcpy(p->sid, c->sid, strlen(c->sid) + 1); /* fits: checked above */
+		if (rpc_call_async(a->gw->client[SVC_AUTH], &magnetar__auth__descriptor,
+		                   "ReportRisk", &in.base, &ctx, 2000, authn_reported, p) == 0)
+			return;
 		free(p);
+	}
+	/* Not sent: not reported either, so the next request tries again. */
+	pthread_mutex_lock(&a->report_mu);
+	if (strcmp(a->reported[slot].sid, c->sid) == 0 && a->reported[slot].score == score)
+		a->reported[slot].sid[0] = '\0';
+	pthread_mutex_unlock(&a->report_mu);
 }
 
 int authn_require_flags(struct http_request *req, struct jwt_claims *claims, unsigned flags)

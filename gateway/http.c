@@ -75,7 +75,7 @@ static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *con
 	atomic_fetch_add_explicit(&gw->ctr.requests, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&gw->ctr.inflight, 1, memory_order_relaxed);
 	if ((req = malloc(sizeof(*req))) == NULL)
-		return NULL; /* the access handler refuses a NULL state: connection closed */
+		return NULL; /* http_access answers a NULL state with a 503 */
 	/* Not memset: the struct is mostly the id buffer and pointers set here. */
 	req->gw = gw;
 	req->conn = conn;
@@ -696,8 +696,15 @@ static enum MHD_Result http_body(struct http_request *req, const char *data, siz
 			cap *= 2;
 		if (cap > lim->max_body)
 			cap = lim->max_body;
-		if ((p = realloc(req->body, cap)) == NULL)
-			return MHD_NO;
+		if ((p = realloc(req->body, cap)) == NULL) {
+			/* Answered once the body has been drained, like a limit. */
+			http_reject(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
+			            "Out of memory; try again later.");
+			free(req->body);
+			req->body = NULL;
+			req->body_len = req->body_cap = 0;
+			return MHD_YES;
+		}
 		req->body = p;
 		req->body_cap = cap;
 	}
@@ -752,17 +759,32 @@ static enum MHD_Result http_resumed(struct http_request *req)
 	return http_answer_internal(req, rv != 0 ? rv : ERR_INTERNAL);
 }
 
+/* http_uri_log had no memory for the request's state: a 503 built on a
+ * state that lives for this call only (the completion sees none). */
+static enum MHD_Result http_answer_stateless(struct gateway *gw, struct MHD_Connection *conn)
+{
+	struct http_request tmp;
+
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.gw = gw;
+	tmp.conn = conn;
+	http_request_id(gw, tmp.id);
+	log_warnx("http: no memory for a request request_id=%s", tmp.id);
+	if (respond_error(&tmp, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
+	                  "Out of memory; try again later.") != 0)
+		return MHD_NO; /* not even that: drop the connection */
+	return MHD_YES;
+}
+
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_data_size, void **req_cls)
 {
 	struct http_request *req = *req_cls;
-	(void)cls;
-	(void)conn;
 	(void)version;
 
 	if (req == NULL)
-		return MHD_NO; /* no memory for the state: drop the connection */
+		return http_answer_stateless((struct gateway *)cls, conn);
 	switch (req->phase) {
 	case HTTP_PHASE_NEW:
 		return http_first_call(req, url, method);

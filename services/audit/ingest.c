@@ -90,6 +90,7 @@ struct ingest {
 	unsigned char prev[AUDIT_HASH];
 	struct chain_ctx *cc; /* keyed with st->secrets.mac_key */
 	bool secrets_dirty;   /* audit.chain is behind st->secrets: write it again */
+	bool stale;           /* ingest_recover failed: the numbering above is unknown */
 };
 
 /* ---- sequencing --------------------------------------------------------- */
@@ -601,6 +602,7 @@ int ingest_recover(struct ingest *ing)
 	struct chain_ctx *cc;
 	int rv;
 
+	ing->stale = true; /* until this succeeds (ingest_run_group retries) */
 	if ((rv = store_state(st->pool, &s)) != 0)
 		return rv;
 	pthread_mutex_lock(&st->mu);
@@ -621,6 +623,7 @@ int ingest_recover(struct ingest *ing)
 	ing->nhwm = 0;
 	atomic_store(&st->events, s.events);
 	atomic_store(&st->epoch, ing->epoch);
+	ing->stale = false;
 	return 0;
 }
 
@@ -635,6 +638,14 @@ static void ingest_run_group(struct ingest *ing, struct group **cur, struct grou
 	bool flush;
 	int rv;
 
+	/* After a failed recovery the ids, chain and high-water marks are
+	 * those of groups that were not stored: nothing is numbered (or taken
+	 * for a duplicate) until a recovery succeeds. Nothing is in flight. */
+	if (ing->stale && (rv = ingest_recover(ing)) != 0) {
+		ingest_answer_all(ing, g, rv);
+		group_free(g);
+		return;
+	}
 	rv = ingest_plan(ing, g, &flush);
 	if (rv == ERR_EXISTS || flush) {
 		/* Only a committed database answers "stored already?". */

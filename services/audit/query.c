@@ -96,6 +96,10 @@ static int query_row(const struct audit_rec *r, void *arg)
 	if ((o = calloc(1, sizeof(*o))) == NULL)
 		return ERR_NOMEM;
 	magnetar__audit_record__init(o);
+	/* NULL until filled: init points every string at protobuf-c's shared
+	 * "", which query_record_free would free after a failure below. */
+	o->action = o->actor = o->target = o->ip = o->request_id = o->outcome = o->detail = NULL;
+	o->source = o->producer = o->key_id = NULL;
 	q->out->events[q->out->n_events++] = o;
 	fields[0] = &o->action, fields[1] = &o->actor, fields[2] = &o->target;
 	fields[3] = &o->ip, fields[4] = &o->request_id, fields[5] = &o->outcome;

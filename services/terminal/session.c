@@ -68,6 +68,7 @@ struct session {
 	int exit_code;
 	const char *reason;
 	/* Set once before the threads start. */
+	uint8_t *rbuf; /* the reader's: allocated by the open, which may fail */
 	nng_socket sock;
 	bool sock_open;
 	char url[128];
@@ -117,6 +118,7 @@ static void session_unref(struct session *s)
 	if (s->master >= 0)
 		close(s->master);
 	OPENSSL_cleanse(s->ticket, sizeof(s->ticket));
+	free(s->rbuf);
 	free(s);
 }
 
@@ -262,10 +264,10 @@ static void *session_reader(void *arg)
 {
 	struct session *s = arg;
 	struct terminal *t = s->t;
-	uint8_t *buf = malloc(1 + SESSION_READ_CHUNK);
+	uint8_t *buf = s->rbuf;
 	bool closing = false;
 
-	while (buf != NULL) {
+	for (;;) {
 		struct pollfd pfd = {.fd = s->master, .events = POLLIN};
 		ssize_t n;
 		pthread_mutex_lock(&t->mu);
@@ -298,7 +300,6 @@ static void *session_reader(void *arg)
 		if (nng_send(s->sock, buf, (size_t)n + 1, 0) != 0)
 			break;
 	}
-	free(buf);
 	if (!closing)
 		session_finish(s);
 	session_unref(s);
@@ -555,6 +556,11 @@ int session_open(struct terminal *t, const struct session_open *o,
 	SHA256((const unsigned char *)ticket, strlen(ticket), s->ticket);
 	OPENSSL_cleanse(raw, sizeof(raw));
 	s->ticket_until = clock_mono_ms() + TERMINAL_TICKET_TTL_MS;
+	/* Here, not in the reader: without it the terminal would open dead. */
+	if ((s->rbuf = malloc(1 + SESSION_READ_CHUNK)) == NULL) {
+		rv = ERR_NOMEM;
+		goto fail;
+	}
 
 	pthread_mutex_lock(&t->mu);
 	s->refs += 2;

@@ -787,17 +787,14 @@ int spawner_spawn(struct spawner *sp, const char *exec_path, const char *shell, 
 
 int spawner_kill(struct spawner *sp, pid_t pid)
 {
-	struct spawner_msg *m = calloc(1, sizeof(*m));
+	/* On the stack: a kill never fails for want of memory (the shell
+	 * would outlive its terminal). */
+	struct spawner_msg m = {.op = SP_KILL, .pid = pid};
 	int rv;
 
-	if (m == NULL)
-		return ERR_NOMEM;
-	m->op = SP_KILL;
-	m->pid = pid;
 	pthread_mutex_lock(&sp->mu);
-	rv = sp->dead ? ERR_UNAVAIL : spawner_send(sp->fd, m, -1);
+	rv = sp->dead ? ERR_UNAVAIL : spawner_send(sp->fd, &m, -1);
 	pthread_mutex_unlock(&sp->mu);
-	free(m);
 	return rv;
 }
 

@@ -16,8 +16,9 @@ FLIBS        += -lseccomp
 
 PROTOS   := $(wildcard proto/*.proto)
 PROTO_C  := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
-# tests/fuzz/support.c (the targets' shared set-up) rides along with common/.
-COMMON   := $(wildcard common/*.c) tests/fuzz/support.c
+# tests/fuzz/support.c (the targets' shared set-up) rides along with common/;
+# common/fault_alloc.c is only for programs linked with --wrap (Makefile).
+COMMON   := $(filter-out common/fault_alloc.c,$(wildcard common/*.c)) tests/fuzz/support.c
 TARGETS  := $(patsubst tests/fuzz/%.c,$(FB)/%,$(wildcard tests/fuzz/*_fuzz.c))
 # proto_dispatch_fuzz.c is one target per service (its rule is below).
 PROTO_SVCS := auth audit breach terminal

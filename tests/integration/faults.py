@@ -88,12 +88,17 @@ class Load:
         return sum(1 for c in self.codes if c == 200)
 
 
+PING_ERRORS = {}
+
+
 def pids(stack):
     out = {}
     for name in ("gateway",) + PRODUCERS[1:] + ("audit",):
         p = magctl(stack, "ping", name, timeout=15)
         if p.returncode == 0:
             out[name] = int(p.stdout.split("pid=")[1].split()[0])
+        else:
+            PING_ERRORS[name] = (p.stdout + p.stderr).strip()[-300:]
     return out
 
 
@@ -116,7 +121,10 @@ def check_invariants(stack, load):
     assert wait_until(lambda: requests.get(stack.url + "/readyz", timeout=5).status_code == 200,
                       60), stack.logs()
     # A ping waits behind a backlog (audit after a stop): give it time.
-    assert wait_until(lambda: len(pids(stack)) == 5, 60), stack.logs()
+    seen = {}
+    assert wait_until(lambda: len(seen.update(pids=pids(stack)) or seen["pids"]) == 5, 60), \
+        f"answering magctl ping: {sorted(seen['pids'])}, last errors {PING_ERRORS}\n" + \
+        stack.logs()
     assert not load.hung, load.hung
     assert load.ok() > 0, load.codes[-20:]
     for h in load.revoked[-50:]:
