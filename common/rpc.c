@@ -476,15 +476,6 @@ int rpc_server_start(const char *url, const ProtobufCServiceDescriptor *desc,
 		goto fail;
 	}
 	nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, s->opts.max_msg);
-	/* No pipe callback: a peer off the allow-list is refused per request
-	 * (slot_dispatch). nng 1.5 leaks the descriptor of a pipe closed from
-	 * its ADD_PRE/ADD_POST callback now and then; its poller then spins on
-	 * the hang-up and the listener stops accepting (docs/security.md). */
-	if ((nv = rpc_listen(s->sock, url, NULL, NULL)) != 0) {
-		log_warnx("rpc: cannot listen on %s: %s", url, nng_strerror(nv));
-		rv = ERR_IO;
-		goto fail_sock;
-	}
 	for (int i = 0; i < s->opts.contexts; i++) {
 		struct rpc_call *call = &s->slots[i];
 		call->srv = s;
@@ -496,8 +487,21 @@ int rpc_server_start(const char *url, const ProtobufCServiceDescriptor *desc,
 		}
 		s->nslots = i + 1;
 	}
+	/* Every context receives before the first peer can connect: a request
+	 * that reached nng 1.5's rep0 while no context was receiving left its
+	 * pipe unread for good (clients dial eagerly, every 50-500 ms; seen as
+	 * a service that never answered after its start, ~1 start in 8). */
 	for (int i = 0; i < s->nslots; i++)
 		slot_arm_recv(&s->slots[i]);
+	/* No pipe callback: a peer off the allow-list is refused per request
+	 * (slot_dispatch). nng 1.5 leaks the descriptor of a pipe closed from
+	 * its ADD_PRE/ADD_POST callback now and then; its poller then spins on
+	 * the hang-up and the listener stops accepting (docs/security.md). */
+	if ((nv = rpc_listen(s->sock, url, NULL, NULL)) != 0) {
+		log_warnx("rpc: cannot listen on %s: %s", url, nng_strerror(nv));
+		rv = ERR_IO;
+		goto fail_sock;
+	}
 	*out = s;
 	return 0;
 fail_sock:
