@@ -21,16 +21,15 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
 
 def start(tmp, **extra):
     """The stack with `extra`, started once more if the first start never
-    becomes ready: a service now and then stops reading its RPC socket at
-    start (nng 1.5, open: docs/reliability.md), which is not the fault
-    under test here."""
+    becomes ready: a service has stopped reading its RPC socket at start
+    (nng 1.5, docs/reliability.md), which is not the fault under test here."""
     env = dict(BASE)
     env.update(extra)
     try:
         return Stack(tmp, env).start()
     except AssertionError as first:
         print(f"faults.start: the stack did not become ready; starting it once more "
-              f"(docs/reliability.md, 'Open'): {str(first)[:300]}")
+              f"(docs/reliability.md, nng 1.5 stall): {str(first)[:300]}")
         return Stack(tmp, env).start()
 
 
