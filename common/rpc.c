@@ -25,6 +25,7 @@
 #include "common/err.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "common/replica.h"
 #include "common/workq.h"
 
 #define RPC_CODE_MALFORMED "malformed_request"
@@ -71,7 +72,7 @@ int rpc_listen(nng_socket sock, const char *url, void (*pipe_cb)(nng_pipe, nng_p
 	char first[512];
 	int nv;
 
-	/* A replica listens on its own entry: the first (rpc.h). */
+	/* A replica listens on its own entry (rpc.h): the first. */
 	if (rpc_url_first(url, first, sizeof(first)) != 0)
 		return NNG_EINVAL;
 	url = first;
@@ -686,25 +687,21 @@ void rpc_dial_stop(struct rpc_dial *d)
 
 int rpc_url_first(const char *urls, char *buf, size_t len)
 {
-	size_t n = strcspn(urls, ",");
-
-	if (n == 0 || n >= len)
-		return ERR_INVAL;
-	memcpy(buf, urls, n);
-	buf[n] = '\0';
-	return 0;
+	return replica_entry(urls, 1, buf, len);
 }
 
 int rpc_dials_start(struct rpc_dials *ds, nng_socket sock, const char *urls,
                     pthread_mutex_t *busy_mu, const int *busy)
 {
-	const char *p = urls;
+	size_t count = replica_count(urls);
 	char url[512];
 	int nv = 0;
 
 	memset(ds, 0, sizeof(*ds));
-	for (;;) {
-		if (ds->n == RPC_URLS_MAX || rpc_url_first(p, url, sizeof(url)) != 0) {
+	if (count > RPC_URLS_MAX)
+		return NNG_EINVAL;
+	for (size_t i = 1; i <= count; i++) {
+		if (replica_entry(urls, i, url, sizeof(url)) != 0) {
 			nv = NNG_EINVAL;
 			break;
 		}
@@ -713,10 +710,9 @@ int rpc_dials_start(struct rpc_dials *ds, nng_socket sock, const char *urls,
 		if ((nv = rpc_dial_start(&ds->d[ds->n], sock, url)) != 0)
 			break;
 		ds->n++;
-		p += strlen(url);
-		if (*p++ != ',')
-			return 0;
 	}
+	if (nv == 0)
+		return 0;
 	rpc_dials_stop(ds);
 	return nv;
 }

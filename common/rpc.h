@@ -190,7 +190,9 @@ void rpc_dial_stop(struct rpc_dial *d);
  * subscriber dials every entry (nng's req spreads requests over the live
  * pipes and routes around one that is gone; a sub merges the publishers,
  * whose instance ids keep their sequences apart); a server or publisher
- * listens on the first entry alone, so each replica is given its own.
+ * listens on one entry: svc_init has already replaced a service's own list
+ * with the entry its process claimed (replica.h), and rpc_listen takes the
+ * first of whatever it is given.
  */
 #define RPC_URLS_MAX 8
 struct rpc_dials {

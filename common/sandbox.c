@@ -140,7 +140,7 @@ static int rules_add_ipc_dir(struct sandbox_rules *r, const char *urls)
 	char dir[PATH_MAX], url[PATH_MAX];
 	char *slash;
 
-	/* A list (replicas): we listen on the first entry (rpc.h). */
+	/* Our own list holds our entry alone by now (svc_init, replica.h). */
 	if (urls == NULL || rpc_url_first(urls, url, sizeof(url)) != 0 ||
 	    strncmp(url, "ipc://", 6) != 0)
 		return 0;
@@ -234,8 +234,8 @@ int sandbox_rules(struct sandbox_rules *r, const struct conf *c, enum svc_id id,
 	for (int i = 0; i < SVC_SERVICES + 2; i++) {
 		bool own = i == (int)id || (i == SVC_SERVICES && id == SVC_AUTH) ||
 		           (i == SVC_SERVICES + 1 && id == SVC_AUDIT);
-		/* A list (replicas, rpc.h): we listen on the first entry and may
-		 * dial every other one (another replica's, for our clients). */
+		/* A list (replicas, rpc.h): our own holds our entry alone by now
+		 * (svc_init); we may dial every entry of the others'. */
 		for (const char *u = tcp_urls[i]; u != NULL;
 		     u = strchr(u, ',') ? strchr(u, ',') + 1 : NULL) {
 			char url[512];

@@ -29,6 +29,7 @@
 #include "common/pool.h"
 #include "common/fault.h"
 #include "common/privsep.h"
+#include "common/replica.h"
 #include "common/sandbox.h"
 
 /* Who may connect to each service's RPC socket and to its publisher
@@ -203,6 +204,48 @@ static int svc_mkdirs(const char *path, mode_t mode)
 	return 0;
 }
 
+/* Replicas (replica.h): given lists, take the first entry no running replica
+ * holds, and keep only that entry of each list we listen on, so that the
+ * listeners, the sandbox's rules and the logs see one URL. The lock stays
+ * open, unused, for the life of the process. */
+static void svc_claim_replica(struct svc *s)
+{
+	char **own[2] = {&s->conf.url[s->id], s->id == SVC_AUTH    ? &s->conf.auth_events_url
+	                                      : s->id == SVC_AUDIT ? &s->conf.audit_events_url
+	                                                           : NULL};
+	size_t count = replica_count(s->conf.url[s->id]);
+	char entry[512];
+	int fd, rv;
+
+	s->replica = 1;
+	if (count == 1)
+		return;
+	if (count > RPC_URLS_MAX)
+		fatalx("%s's URL lists %zu replicas: at most %d", svc_name(s->id), count,
+		       RPC_URLS_MAX);
+	if (own[1] != NULL && replica_count(*own[1]) != count)
+		fatalx(
+		    "%s's events URL lists %zu entries and its URL %zu: give each replica one of "
+		    "each",
+		    svc_name(s->id), replica_count(*own[1]), count);
+	rv = replica_claim(s->conf.run_dir, svc_name(s->id), count, &s->replica, &fd);
+	if (rv == ERR_EXISTS)
+		fatalx("all %zu entries of %s's URL are held by running replicas: list one more to "
+		       "start another",
+		       count, svc_name(s->id));
+	if (rv != 0)
+		fatal("cannot claim a replica's entry in %s", s->conf.run_dir);
+	for (size_t i = 0; i < 2 && own[i] != NULL; i++) {
+		char *one;
+		if (replica_entry(*own[i], s->replica, entry, sizeof(entry)) != 0 ||
+		    (one = strdup(entry)) == NULL)
+			fatalx("%s's URL list has an empty or too long entry", svc_name(s->id));
+		free(*own[i]);
+		*own[i] = one;
+	}
+	log_info("replica %zu of %zu: listening on %s", s->replica, count, s->conf.url[s->id]);
+}
+
 void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 {
 	static const struct option longopts[] = {{"sandbox-selftest", no_argument, NULL, 'S'},
@@ -275,6 +318,7 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 		if (privsep_prepare(&svc_ps, s->conf.data_dir, s->conf.run_dir) != 0 ||
 		    privsep_own(&svc_ps, id, s->data_dir) != 0)
 			fatal("cannot set the owners of %s and %s", s->data_dir, s->conf.run_dir);
+		svc_claim_replica(s);
 		/* SQLite's temporary files stay in our own dir, not a shared /tmp. */
 		setenv("SQLITE_TMPDIR", s->data_dir, 1);
 		policy = (struct rpc_peer_policy){.roles = svc_roles,
@@ -454,6 +498,7 @@ void svc_handle_stats(struct rpc_call *call, const ProtobufCMessage *input, void
 		goto out;
 	}
 	stats_add("uptime_ms", clock_mono_ms() - s->started_mono_ms, &b);
+	stats_add("replica", s->replica, &b);
 	rpc_server_counters(rpc_call_server(call), stats_add, &b);
 	if (s->pool != NULL) {
 		struct pool_stats ps;

@@ -33,6 +33,7 @@ struct svc {
 	struct pool *pool;        /* svc_open_db */
 	struct rpc_client *audit; /* svc_start_outbox: client of magnetar-audit */
 	struct outbox *outbox;    /* svc_start_outbox */
+	size_t replica;           /* our entry of our URL lists, 1-based (replica.h) */
 	/* Service-specific counters for Stats, or NULL. */
 	void (*counters)(struct svc *s, svc_counter_fn emit, void *emit_arg);
 };

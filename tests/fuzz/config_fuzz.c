@@ -1,7 +1,8 @@
 /*
  * config_fuzz.c — the MAGNETAR_* environment parser. Input is lines of
  * NAME=VALUE; each line's name is mapped onto one of the real variable names
- * (the first byte picks it) so every validator is reached.
+ * (the first byte picks it) so every validator is reached; the URL lists
+ * accepted are split as replicas split them (common/replica.c).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -10,6 +11,22 @@
 #include <string.h>
 
 #include "common/config.h"
+#include "common/replica.h"
+
+/* Every URL list splits into non-empty entries without commas, exactly
+ * replica_count of them (what svc_init and the clients rely on). */
+static void check_list(const char *urls)
+{
+	char entry[512];
+	size_t count = replica_count(urls);
+
+	for (size_t n = 1; n <= count + 1; n++) {
+		if (replica_entry(urls, n, entry, sizeof(entry)) != 0)
+			continue;
+		if (n > count || entry[0] == '\0' || strchr(entry, ',') != NULL)
+			__builtin_trap();
+	}
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -33,6 +50,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (conf_load(&c, (enum svc_id)who, err, sizeof(err)) == 0) {
 			if (c.http_host == NULL || c.data_dir == NULL || c.url[SVC_AUTH] == NULL)
 				__builtin_trap();
+			for (int i = 0; i < SVC_SERVICES; i++)
+				check_list(c.url[i]);
+			check_list(c.auth_events_url);
+			check_list(c.audit_events_url);
 			conf_fini(&c);
 		} else if (err[0] == '\0') {
 			__builtin_trap(); /* a refusal always says why */

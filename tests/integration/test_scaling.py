@@ -1,11 +1,15 @@
-"""Replicas (issue 9): three auth processes behind one gateway. Each
-replica listens on its own socket (the first entry of its MAGNETAR_AUTH_URL)
-and shares auth's data dir (SQLite WAL); the gateway dials every entry of
-the list, nng spreads requests over the live pipes, and a killed replica is
-routed around. Run without Docker: the processes are started by hand."""
+"""Replicas (issue 9): three auth processes behind one gateway, all started
+with the same environment, as `docker compose up --scale auth=3` starts
+them. MAGNETAR_AUTH_URL and MAGNETAR_AUTH_EVENTS_URL list three entries;
+each replica takes the first entry no running replica holds
+(common/replica.c) and shares auth's data dir (SQLite WAL); the gateway
+dials every entry, nng spreads requests over the live pipes, and a killed
+replica is routed around, its entry taken by the next replica started.
+Run without Docker: the processes are started by hand."""
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -33,21 +37,22 @@ def scaled(tmp_path_factory):
         "MAGNETAR_FOUNDER_PASSWORD": PASSWORD,
         "MAGNETAR_HIBP_MODE": "off",
     }
-    stack = Stack(d, env).start()
+    stack = Stack(d, env)
     extra = []
     try:
-        # Replicas 2 and 3: the same environment, their own first entries.
+        # Replicas 2 and 3, exactly the supervised replica's environment,
+        # started while it starts too, on a database none has made yet:
+        # `docker compose up --scale auth=3` on a new host.
+        starting = threading.Thread(target=stack.start)
+        starting.start()
+        assert wait_until(lambda: (d / "var" / "auth").exists(), 20)
         for i in range(2, REPLICAS + 1):
-            renv = dict(stack.env)
-            renv["MAGNETAR_AUTH_URL"] = f"ipc://{run}/auth-{i}.sock"
-            renv["MAGNETAR_AUTH_EVENTS_URL"] = f"ipc://{run}/auth-events-{i}.sock"
-            log = open(d / f"auth-{i}.log", "wb")
-            p = subprocess.Popen([str(BIN / "magnetar-auth")], env=renv, cwd=d,
-                                 stdout=log, stderr=subprocess.STDOUT)
-            extra.append((p, log, renv))
-        for i, (p, _, renv) in enumerate(extra, start=2):
-            assert wait_until(lambda: replica_stats(stack, renv) is not None, 20), \
-                (d / f"auth-{i}.log").read_text()
+            extra.append(start_replica(stack, f"auth-{i}"))
+        starting.join()
+        for i in range(1, REPLICAS + 1):
+            assert wait_until(lambda: replica_stats(stack, own_env(stack, i)) is not None,
+                              20), "\n".join((d / f"auth-{i}.log").read_text()
+                                             for i in range(2, REPLICAS + 1))
         yield stack, extra
     finally:
         for p, log, _ in extra:
@@ -59,6 +64,35 @@ def scaled(tmp_path_factory):
                     p.kill()
             log.close()
         assert stack.stop() == 0, stack.logs()
+
+
+def holder(stack, entry):
+    """The pid recorded in an entry's lock file ("<host> <pid>")."""
+    return int((stack.dir / "run" / f"auth.replica-{entry}.lock").read_text().split()[1])
+
+
+def entry_of(stack, pid):
+    return next(i for i in range(1, REPLICAS + 1) if holder(stack, i) == pid)
+
+
+def on_host(hostname, argv):
+    """argv as if on another host (a container): its own UTS namespace."""
+    return ["unshare", "--uts", "sh", "-c", f'hostname {hostname} && exec "$@"', "sh"] + argv
+
+
+def start_replica(stack, name, hostname=None):
+    """One more magnetar-auth with the stack's own environment."""
+    argv = [str(BIN / "magnetar-auth")]
+    log = open(stack.dir / f"{name}.log", "wb")
+    p = subprocess.Popen(on_host(hostname, argv) if hostname else argv, env=dict(stack.env),
+                         cwd=stack.dir, stdout=log, stderr=subprocess.STDOUT)
+    return p, log, name
+
+
+def ping_here(stack, hostname=None):
+    argv = [str(BIN / "magctl"), "ping", "auth", "--here"]
+    return subprocess.run(on_host(hostname, argv) if hostname else argv, env=dict(stack.env),
+                          capture_output=True, text=True, timeout=20)
 
 
 def replica_stats(stack, env):
@@ -89,15 +123,41 @@ def logins(stack, n):
     return codes
 
 
+def test_each_replica_took_its_own_entry(scaled):
+    stack, _ = scaled
+    for i in range(1, REPLICAS + 1):
+        assert replica_stats(stack, own_env(stack, i))["replica"] == i
+
+
+def test_a_replica_beyond_the_list_is_refused(scaled):
+    """A fourth replica has no entry to listen on: it says so and exits,
+    rather than fighting another replica for its socket."""
+    stack, _ = scaled
+    out = subprocess.run([str(BIN / "magnetar-auth")], env=dict(stack.env), cwd=stack.dir,
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode != 0
+    assert "all 3 entries of auth's URL are held by running replicas" in out.stderr, out.stderr
+    assert logins(stack, 3) == [200] * 3
+
+
 def test_every_replica_serves(scaled):
     stack, _ = scaled
-    before = [replica_stats(stack, own_env(stack, i))["rpc.Login.calls"]
-              for i in range(1, REPLICAS + 1)]
-    assert logins(stack, 30) == [200] * 30
-    after = [replica_stats(stack, own_env(stack, i))["rpc.Login.calls"]
-             for i in range(1, REPLICAS + 1)]
-    served = [a - b for a, b in zip(after, before)]
-    assert sum(served) == 30, served
+
+    def calls():
+        return [replica_stats(stack, own_env(stack, i))["rpc.Login.calls"]
+                for i in range(1, REPLICAS + 1)]
+
+    # The gateway's dialers find a replica that came up after them within
+    # their 500 ms back-off; then nng's req spreads logins over all three.
+    before, made = calls(), 0
+    for _ in range(20):
+        assert logins(stack, 15) == [200] * 15
+        made += 15
+        served = [a - b for a, b in zip(calls(), before)]
+        if all(n > 0 for n in served):
+            break
+        time.sleep(0.2)
+    assert sum(served) == made, served
     assert all(n > 0 for n in served), served  # spread over all three
 
 
@@ -117,9 +177,12 @@ def test_a_logout_on_any_replica_reaches_the_gateway(scaled):
                           .status_code == 401, 1)
 
 
-def test_a_killed_replica_is_routed_around(scaled):
+def test_a_killed_replica_is_routed_around_and_its_entry_reused(scaled):
     stack, extra = scaled
-    victim, _, venv = extra[0]
+    victim, log, name = extra[0]
+    v = entry_of(stack, victim.pid)
+    venv = own_env(stack, v)
+    assert replica_stats(stack, venv)["replica"] == v
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     t0 = time.monotonic()
@@ -127,3 +190,42 @@ def test_a_killed_replica_is_routed_around(scaled):
     assert codes == [200] * 20, codes
     assert time.monotonic() - t0 < 20
     assert replica_stats(stack, venv) is None  # gone, and nobody noticed
+    log.close()
+    # Its successor, started the same way, takes the entry it left.
+    extra[0] = start_replica(stack, name + "-again")
+    assert wait_until(lambda: replica_stats(stack, venv) is not None, 20), \
+        (stack.dir / f"{name}-again.log").read_text()
+    assert replica_stats(stack, venv)["replica"] == v
+    assert entry_of(stack, extra[0][0].pid) == v
+    # The gateway dials the entry again within its 500 ms back-off.
+    before = replica_stats(stack, venv)["rpc.Login.calls"]
+    assert wait_until(lambda: logins(stack, 3) == [200] * 3 and
+                      replica_stats(stack, venv)["rpc.Login.calls"] > before, 10)
+
+
+def test_ping_here_asks_this_hosts_replicas_only(scaled):
+    """The per-container health check: `magctl ping auth --here` pings the
+    entries whose replicas run under this host name, each by its own URL.
+    A replica in its own UTS namespace stands for one in a container."""
+    stack, extra = scaled
+    victim, log, name = extra[0]
+    v = entry_of(stack, victim.pid)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    log.close()
+    extra[0] = start_replica(stack, name + "-box", hostname="auth-box")
+    assert wait_until(lambda: replica_stats(stack, own_env(stack, v)) is not None, 20)
+    boxed = ping_here(stack, "auth-box")
+    assert boxed.returncode == 0, boxed.stdout + boxed.stderr
+    assert boxed.stdout.count(": up ") == 1 and f"replica {v}: auth: up" in boxed.stdout, \
+        boxed.stdout
+    local = ping_here(stack)
+    assert local.returncode == 0, local.stdout + local.stderr
+    assert local.stdout.count(": up ") == REPLICAS - 1, local.stdout
+    assert f"replica {v}" not in local.stdout, local.stdout
+    # Gone from that "container": its health check fails, nobody else's.
+    extra[0][0].send_signal(signal.SIGKILL)
+    extra[0][0].wait()
+    gone = ping_here(stack, "auth-box")
+    assert gone.returncode == 1 and "no replica on this host" in gone.stdout, gone.stdout
+    assert ping_here(stack).returncode == 0

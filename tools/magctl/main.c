@@ -19,7 +19,7 @@
 #include "tools/magctl/magctl.h"
 
 static const struct magctl_command magctl_commands[] = {
-    {"ping", "magctl ping <service>", magctl_ping},
+    {"ping", "magctl ping <service> [--here]", magctl_ping},
     {"stats", "magctl stats <service>", magctl_stats},
     {"user", "magctl user create|list|delete|set-role|grant-terminal|reset-totp ...", magctl_user},
     {"session", "magctl session list <user> | revoke <session-id>", magctl_session},
