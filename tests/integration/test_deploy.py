@@ -37,6 +37,8 @@ SANDBOX_C = REPO / "common" / "sandbox.c"
 SERVICES = ["gateway", "auth", "audit", "breach", "terminal"]
 # Start order: audit first (everyone sends it events), the gateway last.
 START_ORDER = ["audit", "breach", "auth", "terminal", "gateway"]
+# Services that scale with `--scale` (docs/scaling.md): their URLs are lists.
+SCALED = ["auth", "audit", "breach"]
 # What a service started as root needs until it drops to its own user
 # (docs/operations.md). The terminal needs no more: its spawner keeps SETUID
 # and SETGID of these (services/terminal/spawner.c).
@@ -182,8 +184,10 @@ def test_compose_has_one_hardened_container_per_service():
         hc = svc.get("healthcheck") or {}
         test = hc.get("test") or []
         assert not hc.get("disable") and test[:1] == ["CMD"], where + "healthcheck %r" % hc
-        assert os.path.basename(test[1]) == "magctl" and test[-2:] == ["ping", name], \
-            where + "healthcheck must be magctl ping %s: %r" % (name, test)
+        # A service that scales asks its own replica (magctl ping --here).
+        want = ["ping", name, "--here"] if name in SCALED else ["ping", name]
+        assert os.path.basename(test[1]) == "magctl" and test[-len(want):] == want, \
+            where + "healthcheck must be magctl %s: %r" % (" ".join(want), test)
         # Resource limits, in either spelling.
         limits = ((svc.get("deploy") or {}).get("resources") or {}).get("limits") or {}
         mem = svc.get("mem_limit") or limits.get("memory")
@@ -215,6 +219,22 @@ def test_compose_has_one_hardened_container_per_service():
     assert not run_volumes & set(data_volumes.values())
     # The terminal's shells need a scratch dir on a read-only root.
     assert any(t.split(":")[0] == "/tmp" for t in services["terminal"].get("tmpfs") or [])
+
+
+def test_compose_scaled_services_list_one_entry_per_replica():
+    """`docker compose up --scale auth=3`: every replica gets the same
+    environment and takes an entry of the lists (common/replica.c), so a
+    scaled service's URL and events URL list the same number of entries,
+    more than one; the others have one."""
+    for name, svc in compose()["services"].items():
+        env = environment(svc)
+        n = len(env["MAGNETAR_%s_URL" % name.upper()].split(","))
+        assert (n > 1) == (name in SCALED), "%s: %d entries" % (name, n)
+        events = env.get("MAGNETAR_%s_EVENTS_URL" % name.upper())
+        if name in SCALED and events:
+            assert len(events.split(",")) == n, name
+        assert not svc.get("hostname") and not svc.get("container_name"), \
+            name + ": replicas need their own names (ping --here tells them by host name)"
 
 
 def test_compose_ports_and_networks():
@@ -633,9 +653,12 @@ def test_capability_set_boots_the_stack(tmp_path):
         return [setpriv, caps_arg(caps[name]), "--inh-caps=-all", "--no-new-privs", *argv]
 
     def ping(name):
-        r = subprocess.run(confined(name, str(BIN / "magctl"), "-t", "2000", "ping", name),
-                           env=env_of(name), capture_output=True, text=True, timeout=10)
-        return r.returncode == 0 and r.stdout.startswith(name + ": up")
+        """The container's own health check, as Compose runs it."""
+        test = services[name]["healthcheck"]["test"][1:]
+        test[0] = str(BIN / "magctl")
+        r = subprocess.run(confined(name, *test), env=env_of(name), capture_output=True,
+                           text=True, timeout=10)
+        return r.returncode == 0 and (name + ": up") in r.stdout
 
     procs, logs = {}, {}
 
