@@ -93,7 +93,9 @@ int replica_claim(const char *run_dir, const char *service, size_t count, size_t
 	if (count == 0)
 		return ERR_INVAL;
 	for (size_t n = 1; n <= count; n++) {
-		int fd, r = snprintf(path, sizeof(path), "%s/%s.replica-%zu.lock", run_dir, service, n);
+		int fd, r;
+
+		r = snprintf(path, sizeof(path), "%s/%s.replica-%zu.lock", run_dir, service, n);
 
 		if (r < 0 || (size_t)r >= sizeof(path))
 			return ERR_INVAL;
