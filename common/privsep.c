@@ -9,11 +9,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -210,6 +212,26 @@ int privsep_prepare(const struct privsep *ps, const char *data_parent, const cha
 	    privsep_set(run_dir, 0, ps->group, 03770) != 0)
 		return ERR_IO;
 	return 0;
+}
+
+int privsep_socket_dir(const struct privsep *ps, const char *run_dir, const char *dir)
+{
+	char real_run[PATH_MAX], real_dir[PATH_MAX];
+	struct stat st;
+
+	if (!ps->on)
+		return 0;
+	if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+		return ERR_IO;
+	if (lstat(dir, &st) != 0)
+		return ERR_IO;
+	/* Made by root, or by nobody we trust: a dir someone else made may
+	 * already hold their sockets. Not the run dir itself, which every
+	 * service may write. */
+	if (!S_ISDIR(st.st_mode) || st.st_uid != 0 || realpath(run_dir, real_run) == NULL ||
+	    realpath(dir, real_dir) == NULL || strcmp(real_run, real_dir) == 0)
+		return ERR_PERM;
+	return privsep_set(dir, 0, ps->group, 02750);
 }
 
 /* chown -R without following a link; dirs 0700, regular files 0600. */

@@ -50,6 +50,16 @@ int privsep_prepare(const struct privsep *ps, const char *data_parent, const cha
 int privsep_own(const struct privsep *ps, enum svc_id id, const char *dir);
 
 /*
+ * As root: `dir`, which holds a replicated service's socket entries (free
+ * ones included), made if missing and set root:group 02750 (setgid: its sockets get the
+ * group, as in the run dir), so that only root creates sockets in it and no other service's user
+ * can listen on a free entry (docs/scaling.md). ERR_PERM when `dir` is the run dir itself
+ * (everyone's to write), not a directory, or not root's (someone else made
+ * it). Nothing without root.
+ */
+int privsep_socket_dir(const struct privsep *ps, const char *run_dir, const char *dir);
+
+/*
  * setgroups({group}), setresgid, setresuid to service `id`'s user, each
  * checked, then checks that root cannot be regained. The parent-death signal
  * (cleared by the kernel on a uid change) is set again. Without root: 0 and

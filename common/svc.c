@@ -204,6 +204,29 @@ static int svc_mkdirs(const char *path, mode_t mode)
 	return 0;
 }
 
+/* Under privilege separation, the dir of each ipc:// entry of a replicated
+ * service's list is root's alone (privsep_socket_dir): an entry no replica
+ * holds must not be free for another service's user to listen on. */
+static void svc_guard_entries(struct svc *s, const char *list)
+{
+	char entry[512], *slash;
+	size_t count = replica_count(list);
+
+	for (size_t n = 1; n <= count; n++) {
+		if (replica_entry(list, n, entry, sizeof(entry)) != 0 ||
+		    strncmp(entry, "ipc://", 6) != 0 || (slash = strrchr(entry + 6, '/')) == NULL)
+			continue;
+		*slash = '\0';
+		if (privsep_socket_dir(&svc_ps, s->conf.run_dir, entry + 6) != 0)
+			fatalx("%s's replica entries are in %s: under privilege separation they "
+			       "need a "
+			       "dir of their own under the run dir, made by root, so that no other "
+			       "user "
+			       "can listen on a free entry (ipc://%s/%s/1.sock,…; docs/scaling.md)",
+			       svc_name(s->id), entry + 6, s->conf.run_dir, svc_name(s->id));
+	}
+}
+
 /* Replicas (replica.h): given lists, take the first entry no running replica
  * holds, and keep only that entry of each list we listen on, so that the
  * listeners, the sandbox's rules and the logs see one URL. The lock stays
@@ -228,6 +251,8 @@ static void svc_claim_replica(struct svc *s)
 		    "%s's events URL lists %zu entries and its URL %zu: give each replica one of "
 		    "each",
 		    svc_name(s->id), replica_count(*own[1]), count);
+	for (size_t i = 0; i < 2 && own[i] != NULL; i++)
+		svc_guard_entries(s, *own[i]);
 	rv = replica_claim(s->conf.run_dir, svc_name(s->id), count, &s->replica, &fd);
 	if (rv == ERR_EXISTS)
 		fatalx("all %zu entries of %s's URL are held by running replicas: list one more to "
@@ -323,7 +348,8 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 		setenv("SQLITE_TMPDIR", s->data_dir, 1);
 		policy = (struct rpc_peer_policy){.roles = svc_roles,
 		                                  .arg = &svc_ps,
-		                                  .admit = svc_admit[id],
+		                                  /* Our own uid too: svc_self_check. */
+		                                  .admit = svc_admit[id] | RPC_BY(id),
 		                                  .admit_events = svc_admit_events[id]};
 		rpc_set_peer_policy(&policy);
 		/* auth and the gateways share a development fingerprint key beside
@@ -412,10 +438,10 @@ void svc_start_outbox(struct svc *s)
 /* One Ping to ourselves, once the drop is through. nng 1.5 now and then
  * stops reading a listener's connections right after a service starts
  * (docs/reliability.md: bytes sit unread in the kernel, every thread idle);
- * such a service would look up and answer nothing, for good. Any answer,
- * even "permission denied" (our own uid is on no allow-list), shows the
- * socket is read; no answer in 3 s exits, so that whoever started us (the
- * supervisor, Docker, systemd) starts us again. */
+ * such a service would look up and answer nothing, for good. Any answer
+ * shows the socket is read; no answer in 3 s exits, so that whoever started us (the
+ * supervisor, Docker, systemd) starts us again. Our own uid is on our
+ * allow-list for this (svc_init). */
 static void svc_self_check(struct svc *s, const ProtobufCServiceDescriptor *desc)
 {
 	Magnetar__PingRequest req = MAGNETAR__PING_REQUEST__INIT;

@@ -12,6 +12,7 @@ checked against each service's own allow-list in common/sandbox.c.
 import base64
 import hashlib
 import os
+import pathlib
 import re
 import secrets
 import shutil
@@ -705,8 +706,15 @@ def test_capability_set_boots_the_stack(tmp_path):
                 assert st_run.st_gid == magnetar_gid != 0, (name, st_run)
                 assert stat.S_IMODE(st_run.st_mode) == 0o3770, (name, oct(st_run.st_mode))
                 assert (st_data.st_gid, stat.S_IMODE(st_data.st_mode)) == (magnetar_gid, 0o710), name
-                sock = (run_dir / (name + ".sock")).stat()
+                # Its socket: the first entry of its URL (replicas: in its
+                # own root-owned dir, docs/scaling.md).
+                url = env_of(name)["MAGNETAR_%s_URL" % name.upper()].split(",")[0]
+                sock = pathlib.Path(url[len("ipc://"):]).stat()
                 assert (sock.st_gid, stat.S_IMODE(sock.st_mode)) == (magnetar_gid, 0o660), name
+                if name in SCALED:
+                    own = pathlib.Path(url[len("ipc://"):]).parent.stat()
+                    assert (own.st_uid, own.st_gid, stat.S_IMODE(own.st_mode)) == \
+                        (0, magnetar_gid, 0o2750), name
             assert wait_until(lambda: requests.get("http://127.0.0.1:%d/readyz" % http,
                                                    timeout=2).status_code == 200, 30, 0.25), \
                 all_logs()

@@ -6,6 +6,8 @@ each replica takes the first entry no running replica holds
 dials every entry, nng spreads requests over the live pipes, and a killed
 replica is routed around, its entry taken by the next replica started.
 Run without Docker: the processes are started by hand."""
+import grp
+import json
 import os
 import signal
 import subprocess
@@ -22,8 +24,8 @@ REPLICAS = 3
 
 
 def urls(run, stem):
-    return ",".join(f"ipc://{run}/{stem}{'' if i == 0 else '-%d' % (i + 1)}.sock"
-                    for i in range(REPLICAS))
+    """One entry per replica, in auth's own socket dir (docs/scaling.md)."""
+    return ",".join(f"ipc://{run}/auth/{stem}{i}.sock" for i in range(1, REPLICAS + 1))
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +33,8 @@ def scaled(tmp_path_factory):
     d = tmp_path_factory.mktemp("scale")
     run = d / "run"
     env = {
-        "MAGNETAR_AUTH_URL": urls(run, "auth"),
-        "MAGNETAR_AUTH_EVENTS_URL": urls(run, "auth-events"),
+        "MAGNETAR_AUTH_URL": urls(run, ""),
+        "MAGNETAR_AUTH_EVENTS_URL": urls(run, "events-"),
         "MAGNETAR_FOUNDER_USERNAME": "founder",
         "MAGNETAR_FOUNDER_PASSWORD": PASSWORD,
         "MAGNETAR_HIBP_MODE": "off",
@@ -120,8 +122,11 @@ def replica_stats(stack, env):
 def own_env(stack, i):
     env = dict(stack.env)
     run = stack.dir / "run"
-    env["MAGNETAR_AUTH_URL"] = f"ipc://{run}/auth.sock" if i == 1 else f"ipc://{run}/auth-{i}.sock"
+    env["MAGNETAR_AUTH_URL"] = f"ipc://{run}/auth/{i}.sock"
     return env
+
+
+SUCCEEDED = []  # every 200 login of this module, for the audit count
 
 
 def logins(stack, n):
@@ -130,6 +135,8 @@ def logins(stack, n):
         r = requests.post(stack.url + "/api/v1/auth/login", timeout=10,
                           json={"username": "founder", "password": PASSWORD})
         codes.append(r.status_code)
+        if r.status_code == 200:
+            SUCCEEDED.append(1)
         if r.status_code == 200:  # the session limit keeps the table small
             requests.post(stack.url + "/api/v1/auth/logout", json={}, timeout=10,
                           headers={"Authorization": "Bearer " + r.json()["access_token"]})
@@ -182,6 +189,7 @@ def test_a_logout_on_any_replica_reaches_the_gateway(scaled):
         r = requests.post(stack.url + "/api/v1/auth/login", timeout=10,
                           json={"username": "founder", "password": PASSWORD})
         assert r.status_code == 200
+        SUCCEEDED.append(1)
         h = {"Authorization": "Bearer " + r.json()["access_token"]}
         assert requests.get(stack.url + "/api/v1/auth/me", headers=h).status_code == 200
         assert requests.post(stack.url + "/api/v1/auth/logout", json={}, headers=h,
@@ -242,3 +250,52 @@ def test_ping_here_asks_this_hosts_replicas_only(scaled):
     gone = ping_here(stack, "auth-box")
     assert gone.returncode == 1 and "no replica on this host" in gone.stdout, gone.stdout
     assert ping_here(stack).returncode == 0
+
+
+def test_competing_outboxes_deliver_every_login_once(scaled):
+    """The replicas share auth.db and so its outbox: three senders (one of
+    them SIGKILLed twice above) race to ship the same rows, and audit keeps
+    each event once (UNIQUE(source, instance, seq), docs/audit.md). Every
+    login this module made is in the audit log exactly once."""
+    stack, _ = scaled
+
+    def logged():
+        out = stack.magctl("audit", "export", timeout=30)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return [json.loads(line) for line in out.stdout.splitlines()]
+
+    assert wait_until(lambda: sum(e["action"] == "auth.login.success" for e in logged())
+                      >= len(SUCCEEDED), 20)
+    events = logged()
+    keys = [(e["producer"], e["sequence"]) for e in events]
+    assert len(set(keys)) == len(keys), "an event stored twice"
+    assert sum(e["action"] == "auth.login.success" for e in events) == len(SUCCEEDED)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="privilege separation needs root")
+def test_a_free_entry_cannot_be_taken_by_another_user(scaled):
+    """Entries no replica holds are paths nobody listens on. They live in
+    auth's own socket dir, root:magnetar 02750, so another service's user
+    (in the IPC group, as breach's is) cannot listen there and be dialled
+    as a replica."""
+    stack, _ = scaled
+    d = stack.dir / "run" / "auth"
+    st = d.stat()
+    assert st.st_uid == 0 and st.st_mode & 0o7777 == 0o2750
+    squat = subprocess.run(
+        ["setpriv", "--reuid=magnetar-breach", "--regid=magnetar-breach",
+         "--groups=%d" % grp.getgrnam("magnetar").gr_gid,
+         "/usr/bin/python3", "-c",
+         "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])",
+         str(d / "4.sock")], capture_output=True, text=True, timeout=10)
+    assert squat.returncode != 0 and "Permission denied" in squat.stderr, squat.stderr
+    # Entries straight in the run dir (every service may create files there)
+    # are refused under privilege separation.
+    env = dict(stack.env)
+    run = stack.dir / "run"
+    env["MAGNETAR_AUTH_URL"] = f"ipc://{run}/a1.sock,ipc://{run}/a2.sock"
+    env["MAGNETAR_AUTH_EVENTS_URL"] = f"ipc://{run}/e1.sock,ipc://{run}/e2.sock"
+    out = subprocess.run([str(BIN / "magnetar-auth")], env=env, cwd=stack.dir,
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode != 0 and "need a dir of their own under the run dir" in out.stderr, \
+        out.stderr

@@ -11,6 +11,8 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -120,11 +122,43 @@ static void test_roles_without_root(void **state)
 	assert_int_equal(privsep_drop(&ps, SVC_AUTH, err, sizeof(err)), 0);
 }
 
+/* A replicated service's socket dir (docs/scaling.md): made root's 02750,
+ * and refused when it is the run dir, not a dir, or someone else's. */
+static void test_socket_dir(void **state)
+{
+	struct privsep ps = {.on = true, .group = getgid()};
+	char run[] = "/tmp/privsep_test.XXXXXX", dir[64], other[64], link_[64], cmd[96];
+	struct stat st;
+	(void)state;
+
+	if (geteuid() != 0)
+		skip(); /* chown needs root; CI runs the suite as root */
+	assert_non_null(mkdtemp(run));
+	snprintf(dir, sizeof(dir), "%s/auth", run);
+	assert_int_equal(privsep_socket_dir(&ps, run, dir), 0);
+	assert_int_equal(lstat(dir, &st), 0);
+	assert_true(S_ISDIR(st.st_mode) && st.st_uid == 0 && (st.st_mode & 07777) == 02750);
+	assert_int_equal(privsep_socket_dir(&ps, run, dir), 0); /* found as made */
+	assert_int_equal(privsep_socket_dir(&ps, run, run), ERR_PERM);
+	snprintf(other, sizeof(other), "%s/squatted", run);
+	assert_int_equal(mkdir(other, 0777), 0);
+	assert_int_equal(chown(other, 65534, 65534), 0);
+	assert_int_equal(privsep_socket_dir(&ps, run, other), ERR_PERM);
+	snprintf(link_, sizeof(link_), "%s/link", run);
+	assert_int_equal(symlink(dir, link_), 0);
+	assert_int_equal(privsep_socket_dir(&ps, run, link_), ERR_PERM);
+	ps.on = false; /* without root: nothing checked, nothing made */
+	assert_int_equal(privsep_socket_dir(&ps, run, run), 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", run);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_caller_masks_and_allow_list),
 	    cmocka_unit_test(test_roles_without_root),
+	    cmocka_unit_test(test_socket_dir),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
