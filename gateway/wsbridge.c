@@ -198,6 +198,14 @@ static void wsb_pump_output(struct wsbridge *b)
 		if (nng_recvmsg(b->sock, &m, NNG_FLAG_NONBLOCK) != 0)
 			return;
 		v = wsframe_server(nng_msg_body(m), nng_msg_len(m));
+		/* The terminal ended the stream (deleted, revoked, idle): said in
+		 * a frame, since the pipe's removal is not reported while nng's
+		 * reaper is stalled (see wsb_thread's end). Not for the client. */
+		if (v == WSFRAME_CLOSED) {
+			nng_msg_free(m);
+			wsb_close(b, 1000);
+			return;
+		}
 		if (v == WSFRAME_FORWARD || v == WSFRAME_EXIT) {
 			wm.opcode = WSLAY_BINARY_FRAME;
 			wm.msg = nng_msg_body(m);
@@ -312,11 +320,15 @@ out:
 		b->in_head = (b->in_head + 1) % WSB_IN_MAX;
 		b->in_n--;
 	}
-	if (b->sock_open)
-		nng_close(b->sock);
 	if (b->ws != NULL)
 		wslay_event_context_free(b->ws);
+	/* The client's connection first: nng 1.5's nng_close now and then never
+	 * returns (its reaper thread stalls: nanomsg/nng#1543, fixed after
+	 * 1.5.2; docs/reliability.md). Then this thread and its slot are lost,
+	 * but the client is not left hanging. */
 	MHD_upgrade_action(b->urh, MHD_UPGRADE_ACTION_CLOSE);
+	if (b->sock_open)
+		nng_close(b->sock); /* after: its pipe callback uses `b` */
 	free(b->extra);
 	free(b);
 	pthread_mutex_lock(&wsb_mu);

@@ -27,5 +27,7 @@ int wsframe_server(const uint8_t *msg, size_t len)
 		return WSFRAME_FORWARD;
 	if (msg[0] == '2' && len - 1 <= WSFRAME_RESIZE_MAX)
 		return WSFRAME_EXIT;
+	if (msg[0] == '9' && len == 1)
+		return WSFRAME_CLOSED;
 	return WSFRAME_REFUSE_POLICY;
 }

@@ -139,18 +139,27 @@ static bool session_doom_locked(struct session *s, const char *reason)
 static void session_teardown(struct session *s)
 {
 	struct terminal *t = s->t;
-	bool exited;
+	bool exited, attached;
 	int code;
 
 	pthread_mutex_lock(&t->mu);
 	exited = s->exited;
 	code = s->exit_code;
+	attached = s->state == S_ATTACHED;
 	pthread_cond_broadcast(&t->cv);
 	pthread_mutex_unlock(&t->mu);
 	if (!exited && s->pid > 0)
 		spawner_kill(t->spawner, s->pid);
-	if (s->sock_open)
+	if (s->sock_open) {
+		/* Tell the gateway in a frame, not only by the pipe's removal,
+		 * which nng 1.5 sometimes never reports to it (gateway/wsbridge.c).
+		 * A moment for the frame to leave before the close drops it. */
+		static const char closed = FRAME_CLOSED;
+		struct timespec nap = {0, 20 * 1000 * 1000};
+		if (attached && nng_send(s->sock, (void *)&closed, 1, NNG_FLAG_NONBLOCK) == 0)
+			nanosleep(&nap, NULL);
 		nng_close(s->sock); /* the reader's send and the writer's recv return */
+	}
 	atomic_fetch_add(&t->closed, 1);
 	log_info("terminal: closed id=%s user=%s reason=%s", s->id, s->user_id, s->reason);
 	if (store_closed(t->svc.pool, s->id, s->user_id, s->reason, exited ? code : -1) == 0)

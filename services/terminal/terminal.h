@@ -66,6 +66,8 @@ enum frame_kind {
 	FRAME_DATA = '0',   /* input (client→shell) or output (shell→client) */
 	FRAME_RESIZE = '1', /* client→shell: JSON {"cols","rows"} */
 	FRAME_EXIT = '2',   /* shell→client: JSON {"code"}, then close */
+	FRAME_CLOSED = '9', /* terminal→gateway only, no payload: the stream ends
+	                     * (deleted, revoked, idle); never reaches a client */
 };
 
 struct frame {
