@@ -325,7 +325,7 @@ int store_sessions_of(struct pool *pool, struct store_tx *tx, const char *user_i
 
 	snprintf(sql, sizeof(sql),
 	         "%s WHERE user_id = ? AND revoked_ms = 0 AND refreshed_ms > ? AND created_ms > ?"
-	         " ORDER BY created_ms, id LIMIT ?",
+	         " ORDER BY created_ms, rowid LIMIT ?",
 	         session_cols);
 	if (tx != NULL)
 		db = tx->db;
