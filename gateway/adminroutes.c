@@ -34,9 +34,9 @@ static int admin_call(struct http_request *req, struct rpc_client *client,
                       const ProtobufCServiceDescriptor *desc, const char *method,
                       const ProtobufCMessage *in, http_resume_fn done)
 {
-	if (http_async_begin(req, done) != 0)
-		return respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
-		                     "The gateway is shutting down.");
+	int rv;
+	if ((rv = http_async_begin(req, done)) != 0)
+		return http_async_refused(req, rv);
 	http_async_call(req, 0, client, desc, method, in);
 	http_async_end(req);
 	return 0;

@@ -68,9 +68,9 @@ static int authroutes_registered(struct http_request *req)
 static int authroutes_call(struct http_request *req, const char *method, const ProtobufCMessage *in,
                            http_resume_fn done)
 {
-	if (http_async_begin(req, done) != 0)
-		return respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
-		                     "The gateway is shutting down.");
+	int rv;
+	if ((rv = http_async_begin(req, done)) != 0)
+		return http_async_refused(req, rv);
 	http_async_call(req, 0, req->gw->client[SVC_AUTH], &magnetar__auth__descriptor, method, in);
 	http_async_end(req);
 	return 0;

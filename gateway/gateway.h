@@ -244,7 +244,8 @@ struct http_conn *http_conn_of(struct http_request *req);
 /*
  * Answering after RPCs, without blocking an MHD thread:
  *   http_async_begin(req, done)   suspends the connection (ERR_CLOSED while
- *                                 stopping: answer 503 then);
+ *                                 stopping, ERR_NOMEM: answer with
+ *                                 http_async_refused, a 503 that says which);
  *   http_async_call(req, i, ...)  starts RPC i (< HTTP_RPC_SLOTS); a call that
  *                                 cannot start records STATUS_UNAVAILABLE;
  *   http_async_end(req)           after the last call: when every RPC has
@@ -253,6 +254,7 @@ struct http_conn *http_conn_of(struct http_request *req);
  * The handler returns 0 after http_async_end.
  */
 int http_async_begin(struct http_request *req, http_resume_fn done);
+int http_async_refused(struct http_request *req, int rv);
 
 /* The client's address as text: the one value rate limits, logs, sessions
  * and risk scoring all use. The socket peer, or, when the peer is in

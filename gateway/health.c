@@ -80,11 +80,11 @@ static int health_ready_done(struct http_request *req)
 
 int health_ready(struct http_request *req)
 {
+	int rv;
 	Magnetar__PingRequest ping = MAGNETAR__PING_REQUEST__INIT;
 
-	if (http_async_begin(req, health_ready_done) != 0)
-		return respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
-		                     "The gateway is shutting down.");
+	if ((rv = http_async_begin(req, health_ready_done)) != 0)
+		return http_async_refused(req, rv);
 	for (size_t i = 0; i < HEALTH_NDEPS; i++) {
 		struct rpc_client *c = req->gw->client[health_deps[i].svc];
 		/* No pipe to the service: down now, rather than after the deadline

@@ -829,8 +829,10 @@ int http_async_begin(struct http_request *req, http_resume_fn done)
 	atomic_fetch_add(&gw->suspended, 1);
 	if (atomic_load(&gw->stopping))
 		goto fail;
-	if (req->rpc == NULL && (req->rpc = calloc(HTTP_RPC_SLOTS, sizeof(*req->rpc))) == NULL)
-		goto fail;
+	if (req->rpc == NULL && (req->rpc = calloc(HTTP_RPC_SLOTS, sizeof(*req->rpc))) == NULL) {
+		atomic_fetch_sub(&gw->suspended, 1);
+		return ERR_NOMEM;
+	}
 	req->resume = done;
 	/* The handler has checked the body and the caller: the moment to hold
 	 * the Idempotency-Key, if any (a blocking SQLite write, only then). */
@@ -844,6 +846,13 @@ int http_async_begin(struct http_request *req, http_resume_fn done)
 fail:
 	atomic_fetch_sub(&gw->suspended, 1);
 	return ERR_CLOSED;
+}
+
+int http_async_refused(struct http_request *req, int rv)
+{
+	return respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
+	                     rv == ERR_NOMEM ? "The gateway is short of memory: try again."
+	                                     : "The gateway is shutting down.");
 }
 
 static void http_rpc_done(struct rpc_result *r, void *arg)

@@ -346,11 +346,11 @@ static int metrics_done(struct http_request *req)
 
 int metrics_serve(struct http_request *req)
 {
+	int rv;
 	Magnetar__StatsRequest in = MAGNETAR__STATS_REQUEST__INIT;
 
-	if (http_async_begin(req, metrics_done) != 0)
-		return respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
-		                     "The gateway is shutting down.");
+	if ((rv = http_async_begin(req, metrics_done)) != 0)
+		return http_async_refused(req, rv);
 	for (size_t i = 0; i < METRICS_NSVC; i++) {
 		struct rpc_client *c = req->gw->client[metrics_services[i].svc];
 		/* Not connected: reported down now, not after the deadline. */

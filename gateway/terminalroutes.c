@@ -65,9 +65,9 @@ static int terminalroutes_caller(struct http_request *req, struct jwt_claims *c)
 static int terminalroutes_call(struct http_request *req, const char *method,
                                const ProtobufCMessage *in, http_resume_fn done)
 {
-	if (http_async_begin(req, done) != 0)
-		return respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
-		                     "The gateway is shutting down.");
+	int rv;
+	if ((rv = http_async_begin(req, done)) != 0)
+		return http_async_refused(req, rv);
 	http_async_call(req, 0, req->gw->client[SVC_TERMINAL], &magnetar__terminal__descriptor,
 	                method, in);
 	http_async_end(req);

@@ -29,6 +29,7 @@ class Load:
         self.stop_ev = threading.Event()
         self.lock = threading.Lock()
         self.codes, self.latencies, self.revoked, self.hung = [], [], [], []
+        self.misleading = []  # 503s saying "shutting down" while nothing was
         self.users = [f"load{i}" for i in range(threads)]
         for u in self.users:
             self.create_user(u)
@@ -57,6 +58,8 @@ class Load:
             self.latencies.append(took)
             if took > HANG_S:
                 self.hung.append((method, path, code, round(took, 1)))
+            if code == 503 and "shutting down" in r.text:
+                self.misleading.append((method, path, r.text[:200]))
         return r
 
     def run(self, user):
@@ -126,6 +129,8 @@ def check_invariants(stack, load):
         f"answering magctl ping: {sorted(seen['pids'])}, last errors {PING_ERRORS}\n" + \
         stack.logs()
     assert not load.hung, load.hung
+    # The gateway never stops during the load: a 503 says what it was.
+    assert not load.misleading, load.misleading
     assert load.ok() > 0, load.codes[-20:]
     for h in load.revoked[-50:]:
         assert requests.get(stack.url + "/api/v1/auth/me", headers=h, timeout=10) \
