@@ -442,7 +442,7 @@ void svc_start_outbox(struct svc *s)
  * shows the socket is read; no answer in 3 s exits, so that whoever started us (the
  * supervisor, Docker, systemd) starts us again. Our own uid is on our
  * allow-list for this (svc_init). */
-static void svc_self_check(struct svc *s, const ProtobufCServiceDescriptor *desc)
+static bool svc_ping_self(struct svc *s, const ProtobufCServiceDescriptor *desc)
 {
 	Magnetar__PingRequest req = MAGNETAR__PING_REQUEST__INIT;
 	struct rpc_client *self;
@@ -454,7 +454,7 @@ static void svc_self_check(struct svc *s, const ProtobufCServiceDescriptor *desc
 	 * (no memory, say, under MAGNETAR_FAULT_ALLOC) proves nothing. */
 	if ((rv = rpc_client_open(s->conf.url[s->id], 0, &self)) != 0) {
 		log_warnx("self-check skipped: cannot dial our own socket: %s", err_str(rv));
-		return;
+		return true;
 	}
 	rv = rpc_call_sync(self, desc, "Ping", &req.base, NULL, 3000, &r);
 	alive = rv != 0 || (r.status != MAGNETAR__STATUS__STATUS_UNAVAILABLE &&
@@ -464,16 +464,63 @@ static void svc_self_check(struct svc *s, const ProtobufCServiceDescriptor *desc
 	else
 		rpc_result_fini(&r);
 	rpc_client_close(self);
-	if (!alive)
+	return alive;
+}
+
+static void svc_self_check(struct svc *s, const ProtobufCServiceDescriptor *desc)
+{
+	if (!svc_ping_self(s, desc))
 		fatalx("our own RPC socket %s does not answer (nng's start-up stall, "
 		       "docs/reliability.md): exiting to be started again",
 		       s->conf.url[s->id]);
+}
+
+/* The same check every SVC_WATCH_MS while serving: the stall was also seen
+ * after a SIGSTOP/SIGCONT (test_faults, audit silent for a minute). Three
+ * silent checks in a row (about 15 s: a busy service answers a Ping within
+ * milliseconds) exit for a restart. */
+#define SVC_WATCH_MS 5000
+struct svc_watch {
+	struct svc *s;
+	const ProtobufCServiceDescriptor *desc;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop;
+};
+
+static void *svc_watch_main(void *arg)
+{
+	struct svc_watch *w = arg;
+	int silent = 0;
+
+	pthread_mutex_lock(&w->mu);
+	while (!w->stop) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += SVC_WATCH_MS / 1000;
+		pthread_cond_timedwait(&w->cv, &w->mu, &until);
+		if (w->stop)
+			break;
+		pthread_mutex_unlock(&w->mu);
+		silent = svc_ping_self(w->s, w->desc) ? 0 : silent + 1;
+		if (silent == 3)
+			fatalx("our own RPC socket %s stopped answering (nng's stall, "
+			       "docs/reliability.md): exiting to be started again",
+			       w->s->conf.url[w->s->id]);
+		pthread_mutex_lock(&w->mu);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
 }
 
 void svc_serve(struct svc *s, const ProtobufCServiceDescriptor *desc,
                const struct rpc_method *methods, size_t nmethods, void *arg)
 {
 	struct rpc_server_opts opts = {.arg = arg};
+	struct svc_watch watch = {
+	    .s = s, .desc = desc, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+	pthread_t watcher;
+	bool watching;
 	int rv, sig;
 
 	/* Bound as root, so that the socket file is root's and its name never
@@ -486,8 +533,15 @@ void svc_serve(struct svc *s, const ProtobufCServiceDescriptor *desc,
 	svc_lockdown(s);
 	svc_self_check(s, desc);
 	log_info("serving %s on %s instance=%s", desc->name, s->conf.url[s->id], s->instance);
+	watching = pthread_create(&watcher, NULL, svc_watch_main, &watch) == 0;
 	sig = svc_wait_signal();
 	log_info("signal %d: stopping", sig);
+	pthread_mutex_lock(&watch.mu);
+	watch.stop = true;
+	pthread_cond_signal(&watch.cv);
+	pthread_mutex_unlock(&watch.mu);
+	if (watching)
+		pthread_join(watcher, NULL);
 	rpc_server_stop(s->rpc);
 	s->rpc = NULL;
 }
