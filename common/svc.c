@@ -218,12 +218,11 @@ static void svc_guard_entries(struct svc *s, const char *list)
 			continue;
 		*slash = '\0';
 		if (privsep_socket_dir(&svc_ps, s->conf.run_dir, entry + 6) != 0)
-			fatalx("%s's replica entries are in %s: under privilege separation they "
-			       "need a "
-			       "dir of their own under the run dir, made by root, so that no other "
-			       "user "
-			       "can listen on a free entry (ipc://%s/%s/1.sock,…; docs/scaling.md)",
-			       svc_name(s->id), entry + 6, s->conf.run_dir, svc_name(s->id));
+			fatalx(
+			    "%s's replica entries are in %s: they need a root-owned dir of their "
+			    "own under the run dir, so that no other user can listen on a free "
+			    "entry (ipc://%s/%s/1.sock,…; docs/scaling.md)",
+			    svc_name(s->id), entry + 6, s->conf.run_dir, svc_name(s->id));
 	}
 }
 
@@ -435,13 +434,13 @@ void svc_start_outbox(struct svc *s)
 	outbox_kick(s->outbox);
 }
 
-/* One Ping to ourselves, once the drop is through. nng 1.5 now and then
- * stops reading a listener's connections right after a service starts
- * (docs/reliability.md: bytes sit unread in the kernel, every thread idle);
- * such a service would look up and answer nothing, for good. Any answer
- * shows the socket is read; no answer in 3 s exits, so that whoever started us (the
- * supervisor, Docker, systemd) starts us again. Our own uid is on our
- * allow-list for this (svc_init). */
+/* A Ping to ourselves: false only when the socket stays silent for 3 s.
+ * nng 1.5 now and then stops reading a listener's connections, after a
+ * start or a SIGCONT (docs/reliability.md: bytes sit unread in the kernel,
+ * every thread idle); such a service would look up and answer nothing, for
+ * good, so the callers exit for whoever started us (the supervisor, Docker,
+ * systemd) to start us again. Our own uid is on our allow-list for this
+ * (svc_init). */
 static bool svc_ping_self(struct svc *s, const ProtobufCServiceDescriptor *desc)
 {
 	Magnetar__PingRequest req = MAGNETAR__PING_REQUEST__INIT;

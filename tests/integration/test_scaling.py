@@ -302,5 +302,5 @@ def test_a_free_entry_cannot_be_taken_by_another_user(scaled):
     env["MAGNETAR_AUTH_EVENTS_URL"] = f"ipc://{run}/e1.sock,ipc://{run}/e2.sock"
     out = subprocess.run([str(BIN / "magnetar-auth")], env=env, cwd=stack.dir,
                          capture_output=True, text=True, timeout=20)
-    assert out.returncode != 0 and "need a dir of their own under the run dir" in out.stderr, \
+    assert out.returncode != 0 and "need a root-owned dir of their own under the run dir" in out.stderr, \
         out.stderr
