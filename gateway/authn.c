@@ -270,6 +270,20 @@ static void authn_me_drop_user(struct authn *a, const char *uid)
 	pthread_mutex_unlock(&a->me_mu);
 }
 
+void authn_session_ended(struct gateway *gw, const char *sid)
+{
+	struct authn *a = gw->authn;
+	pthread_rwlock_wrlock(&a->lock);
+	authn_revoked_add_locked(a, sid);
+	pthread_rwlock_unlock(&a->lock);
+	authn_me_drop(a, sid);
+}
+
+void authn_user_changed(struct gateway *gw, const char *uid)
+{
+	authn_me_drop_user(gw->authn, uid);
+}
+
 /* A session with a non-zero risk score reported: its /me is not cached,
  * since a score recorded after a cached answer would stay invisible. */
 static bool authn_risky(struct authn *a, const char *sid)

@@ -150,6 +150,22 @@ static int authroutes_done_empty(struct http_request *req)
 	return respond_no_content(req);
 }
 
+/* Logout and RevokeSession: req->param is the session that ended. */
+static int authroutes_session_ended(struct http_request *req)
+{
+	if (req->rpc[0].result.status == MAGNETAR__STATUS__STATUS_OK)
+		authn_session_ended(req->gw, req->param);
+	return authroutes_done_empty(req);
+}
+
+/* Every session of the user ended; the new one is in the answer. */
+static int authroutes_password_changed(struct http_request *req)
+{
+	if (req->rpc[0].result.status == MAGNETAR__STATUS__STATUS_OK)
+		authn_user_changed(req->gw, req->actor);
+	return authroutes_tokens(req);
+}
+
 /* Calls `method` with a SessionRef of the authenticated caller's user and
  * `sid` (the caller's own session when NULL). */
 static int authroutes_session_call_verified(struct http_request *req, const struct jwt_claims *c,
@@ -180,7 +196,7 @@ static int authroutes_session_call(struct http_request *req, const char *method,
 
 int authroutes_logout(struct http_request *req)
 {
-	return authroutes_session_call(req, "Logout", NULL, authroutes_done_empty);
+	return authroutes_session_call(req, "Logout", NULL, authroutes_session_ended);
 }
 
 static json_t *authroutes_session(const Magnetar__Session *s)
@@ -274,7 +290,7 @@ int authroutes_revoke_session(struct http_request *req)
 {
 	char sid[ROUTE_PARAM_MAX];
 	snprintf(sid, sizeof(sid), "%s", req->param);
-	return authroutes_session_call(req, "RevokeSession", sid, authroutes_done_empty);
+	return authroutes_session_call(req, "RevokeSession", sid, authroutes_session_ended);
 }
 
 static int authroutes_checked(struct http_request *req)
@@ -330,7 +346,7 @@ int authroutes_password(struct http_request *req)
 	authn_fingerprint(req, fp, sizeof(fp));
 	in.fingerprint = fp;
 	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
-	rv = authroutes_call(req, "ChangePassword", &in.base, authroutes_tokens);
+	rv = authroutes_call(req, "ChangePassword", &in.base, authroutes_password_changed);
 	authroutes_wipe(root);
 	return rv;
 }

@@ -406,6 +406,12 @@ int authn_require_flags(struct http_request *req, struct jwt_claims *claims, uns
 char *authn_me_get(struct gateway *gw, const char *sid);
 void authn_me_put(struct gateway *gw, const char *sid, const char *uid, const char *body);
 void authn_me_drop(struct authn *a, const char *sid);
+/* What this gateway itself just did through auth, applied at once rather
+ * than when auth's event arrives (which may be late, or lost until the next
+ * heartbeat shows the gap): the client that got a 204 for a logout must
+ * never see the session accepted again. */
+void authn_session_ended(struct gateway *gw, const char *sid);
+void authn_user_changed(struct gateway *gw, const char *uid);
 /* The fingerprint headers of API.md, joined by "\n" (missing = empty). */
 void authn_fingerprint(struct http_request *req, char *buf, size_t len);
 

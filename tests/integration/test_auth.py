@@ -256,6 +256,69 @@ def test_logout_reaches_a_second_gateway_within_100ms(stack, tmp_path):
         log.close()
 
 
+def heartbeat(publisher):
+    """A heartbeat of common/events.h, packed by hand: topic, NUL, and an
+    EventEnvelope {publisher = 1, topic = 3} (sequence 0, empty payload)."""
+    def field(num, value):
+        return bytes([num << 3 | 2, len(value)]) + value
+    return b"heartbeat\0" + field(1, publisher.encode()) + field(3, b"heartbeat")
+
+
+def test_own_logout_is_refused_at_once_even_when_auths_event_is_lost(stack, tmp_path):
+    """A gateway whose auth.events carry heartbeats but never a revocation
+    (an event lost, unnoticed until a later heartbeat): the logout and the
+    session revocation it answered itself with 204 are refused at once, and
+    the cached /me is not served again."""
+    fake = tmp_path / "fake-events.sock"
+    (tmp_path / "hb.bin").write_bytes(heartbeat("fake-auth-publisher"))
+    pub = subprocess.Popen(["nngcat", "--pub", "--listen", f"ipc://{fake}", "--file",
+                            str(tmp_path / "hb.bin"), "--interval", "0.2"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    env = dict(stack.env, MAGNETAR_HTTP_ADDR=f"127.0.0.1:{port}",
+               MAGNETAR_GATEWAY_URL="ipc://" + str(tmp_path / "gw3.sock"),
+               MAGNETAR_AUTH_EVENTS_URL=f"ipc://{fake}")
+    log = open(tmp_path / "gw3.log", "wb")
+    gw = subprocess.Popen([str(BIN / "magnetar-gateway")], env=env, stdout=log,
+                          stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def me(token):
+        return requests.get(url + "/api/v1/auth/me", timeout=5,
+                            headers={"Authorization": "Bearer " + token})
+    try:
+        assert wait_until(lambda: requests.get(url + "/readyz", timeout=2).status_code == 200,
+                          10)
+        register(stack, "olga")
+        first, second = (login(stack, "olga").json() for _ in range(2))
+        calls = lambda: stack.stats("auth")["rpc.Me.calls"]  # noqa: E731
+        # The cache fills once the fake publisher's heartbeats made the
+        # revocation set current: two answers without a Me call between.
+        def cached():
+            before = calls()
+            return me(first["access_token"]).status_code == 200 and \
+                me(first["access_token"]).status_code == 200 and calls() == before
+        assert wait_until(cached, 10), (tmp_path / "gw3.log").read_text(errors="replace")
+        r = requests.post(url + "/api/v1/auth/logout", json={}, timeout=5,
+                          headers={"Authorization": "Bearer " + first["access_token"]})
+        assert r.status_code == 204
+        r = me(first["access_token"])
+        assert r.status_code == 401, r.text  # not the cached 200
+        assert error_code(r) == "unauthorized"
+        assert me(second["access_token"]).status_code == 200
+        r = requests.delete(url + "/api/v1/auth/sessions/" + second["session_id"], timeout=5,
+                            headers={"Authorization": "Bearer " + second["access_token"]})
+        assert r.status_code == 204
+        r = me(second["access_token"])
+        assert r.status_code == 401, r.text
+    finally:
+        gw.terminate()
+        assert gw.wait(timeout=10) == 0
+        pub.kill()
+        pub.wait()
+        log.close()
+
+
 def test_no_secret_in_logs(stack):
     register(stack, "leo")
     body = login(stack, "leo").json()

@@ -5,6 +5,7 @@ nothing hung past its deadline, no revoked session is accepted, every audit
 event any producer emitted is stored exactly once, and the chain verifies
 (faults.py)."""
 import os
+import re
 import signal
 import subprocess
 import time
@@ -61,7 +62,11 @@ def test_audit_stopped_for_30_seconds(tmp_path):
                 os.kill(audit, signal.SIGCONT)
             time.sleep(2)
         check_invariants(stack, load)
-        assert pids(stack)["audit"] == audit  # it was stopped, not replaced
+        # It was stopped, not replaced: only its own watchdog may have
+        # restarted it, on nng's stall after a SIGCONT (docs/reliability.md).
+        if pids(stack)["audit"] != audit:
+            log = stack.log_path.read_text(errors="replace")
+            assert re.search(r"\[audit\] .*stopped answering \(nng's stall", log), stack.logs()
     finally:
         assert stack.stop() == 0, stack.logs()
 
