@@ -284,6 +284,12 @@ void authn_user_changed(struct gateway *gw, const char *uid)
 	authn_me_drop_user(gw->authn, uid);
 }
 
+void authn_events_stats(struct gateway *gw, struct events_sub_stats *st)
+{
+	if (gw->authn != NULL && gw->authn->sub != NULL)
+		events_sub_get_stats(gw->authn->sub, st);
+}
+
 /* A session with a non-zero risk score reported: its /me is not cached,
  * since a score recorded after a cached answer would stay invisible. */
 static bool authn_risky(struct authn *a, const char *sid)

@@ -412,6 +412,9 @@ void authn_me_drop(struct authn *a, const char *sid);
  * never see the session accepted again. */
 void authn_session_ended(struct gateway *gw, const char *sid);
 void authn_user_changed(struct gateway *gw, const char *uid);
+/* What the auth.events subscription saw (all zero before authn_start). */
+struct events_sub_stats;
+void authn_events_stats(struct gateway *gw, struct events_sub_stats *st);
 /* The fingerprint headers of API.md, joined by "\n" (missing = empty). */
 void authn_fingerprint(struct http_request *req, char *buf, size_t len);
 

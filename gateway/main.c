@@ -10,6 +10,7 @@
 #include "gateway.pb-c.h"
 
 #include "common/err.h"
+#include "common/events.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "gateway/gateway.h"
@@ -39,6 +40,13 @@ static void gateway_counters(struct svc *s, svc_counter_fn emit, void *arg)
 	emit("http.header_deadline_closed", http_header_deadline_cuts(gw), arg);
 	emit("http.rpc_calls", atomic_load(&gw->ctr.rpc_calls), arg);
 	emit("http.rpc_failures", atomic_load(&gw->ctr.rpc_failures), arg);
+	struct events_sub_stats ev = {0};
+	authn_events_stats(gw, &ev);
+	emit("auth_events.events", ev.events, arg);
+	emit("auth_events.heartbeats", ev.heartbeats, arg);
+	emit("auth_events.gaps", ev.gaps, arg);
+	emit("auth_events.silences", ev.silences, arg);
+	emit("auth_events.malformed", ev.malformed, arg);
 	for (int i = SVC_GATEWAY + 1; i < SVC_SERVICES; i++) {
 		char name[64];
 		snprintf(name, sizeof(name), "rpc_client.%s.connected", svc_name((enum svc_id)i));

@@ -340,5 +340,9 @@ def test_me_is_answered_without_an_rpc_and_invalidated_by_events(stack):
     # One RPC filled the gateway's cache; the other 49 needed none.
     assert stack.stats("auth")["rpc.Me.calls"] - before <= 2
     # Logout reaches the cache through auth.events: no stale 200.
+    heard = stack.stats("gateway")["auth_events.events"]
     assert post(stack, "/api/v1/auth/logout", {}, t).status_code == 204
     assert wait_until(lambda: get(stack, "/api/v1/auth/me", t).status_code == 401, 1)
+    # The gateway counts what its subscription heard (magctl stats).
+    assert wait_until(lambda: stack.stats("gateway")["auth_events.events"] > heard, 2)
+    assert wait_until(lambda: stack.stats("gateway")["auth_events.heartbeats"] > 0, 3)
