@@ -1,8 +1,12 @@
 /*
  * outbox.c — the transactional audit outbox and its sender (outbox.h).
- * The sender reads a batch with a reader connection, ships it with a
- * blocking Append on its own thread, and deletes it with the writer only
- * once audit answered OK; any failure leaves the rows for the next try.
+ * The sender claims the oldest unclaimed rows for its slot (one UPDATE with
+ * the writer), reads its claimed rows with a reader connection, ships them
+ * with a blocking Append on its own thread under its slot's instance id,
+ * and deletes them with the writer only once audit answered OK; any failure
+ * leaves the rows, still claimed, for the next try. Rows a dead replica had
+ * claimed are shipped by a live one under the dead one's instance id, while
+ * it holds the dead one's replica lock (outbox_opts.hold).
  */
 #include "common/outbox.h"
 
@@ -32,18 +36,33 @@ const char outbox_migration[] =
     " id INTEGER PRIMARY KEY CHECK (id = 1),"
     " instance TEXT NOT NULL);";
 
+/* One instance id per sender slot (a replica), and each row claimed by the
+ * slot that ships it; the id of the one sender before becomes slot 1's. */
+const char outbox_migration_slots[] =
+    "ALTER TABLE outbox ADD COLUMN sender INTEGER;" /* NULL: not claimed yet */
+    "CREATE INDEX outbox_by_sender ON outbox(sender, seq);"
+    "CREATE TABLE outbox_senders ("
+    " slot INTEGER PRIMARY KEY CHECK (slot >= 1),"
+    " instance TEXT NOT NULL UNIQUE);"
+    "INSERT INTO outbox_senders(slot, instance) SELECT 1, instance FROM outbox_meta;"
+    "DROP TABLE outbox_meta;";
+
 struct outbox {
 	struct pool *pool;
 	struct rpc_client *audit;
 	struct outbox_opts opts;
 	char source[33];
-	char instance[33];
+	int slot;
+	char instance[33]; /* our slot's */
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool kicked, stopping;
 	struct outbox_stats stats;
 };
+
+/* How often an idle sender looks for rows a dead replica had claimed. */
+#define OUTBOX_ADOPT_MS 1000
 
 /* One batch read from the table; strings owned by the batch. */
 struct outbox_batch {
@@ -97,11 +116,12 @@ static void outbox_batch_free(struct outbox_batch *b)
 	memset(b, 0, sizeof(*b));
 }
 
-/* Reads up to opts.batch of the oldest rows. 0 or an error. */
-static int outbox_read_batch(struct outbox *o, struct outbox_batch *b)
+/* Reads up to opts.batch of the oldest rows `slot` claimed. 0 or an error. */
+static int outbox_read_batch(struct outbox *o, int slot, struct outbox_batch *b)
 {
-	static const char sql[] = "SELECT seq, time_ms, action, actor, target, ip, request_id,"
-	                          " outcome, detail FROM outbox ORDER BY seq LIMIT ?";
+	static const char sql[] =
+	    "SELECT seq, time_ms, action, actor, target, ip, request_id,"
+	    " outcome, detail FROM outbox WHERE sender = ? ORDER BY seq LIMIT ?";
 	sqlite3 *db;
 	sqlite3_stmt *st = NULL;
 	int rc, rv = ERR_DB;
@@ -120,7 +140,8 @@ static int outbox_read_batch(struct outbox *o, struct outbox_batch *b)
 	rv = ERR_DB;
 	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
 		goto out;
-	sqlite3_bind_int(st, 1, o->opts.batch);
+	sqlite3_bind_int(st, 1, slot);
+	sqlite3_bind_int(st, 2, o->opts.batch);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		Magnetar__AuditEvent *e = &b->events[b->n];
 		magnetar__audit_event__init(e);
@@ -151,7 +172,8 @@ out:
 	return rv;
 }
 
-static int outbox_delete_upto(struct outbox *o, uint64_t last)
+/* Runs one statement with the writer, binding the integers `v`. */
+static int outbox_write(struct outbox *o, const char *sql, const int64_t *v, int nv)
 {
 	sqlite3 *db;
 	sqlite3_stmt *st;
@@ -160,9 +182,9 @@ static int outbox_delete_upto(struct outbox *o, uint64_t last)
 	if ((rv = pool_writer_get(o->pool, &db)) != 0)
 		return rv;
 	rv = ERR_DB;
-	if (sqlite3_prepare_v2(db, "DELETE FROM outbox WHERE seq <= ?", -1, &st, NULL) ==
-	    SQLITE_OK) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)last);
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+		for (int i = 0; i < nv; i++)
+			sqlite3_bind_int64(st, i + 1, v[i]);
 		rc = sqlite3_step(st);
 		sqlite3_finalize(st);
 		if (rc == SQLITE_DONE)
@@ -172,23 +194,42 @@ static int outbox_delete_upto(struct outbox *o, uint64_t last)
 	return rv;
 }
 
-/* Ships one batch. Returns the number of rows acknowledged (0: nothing to
- * send) or a negative error. */
-static int outbox_ship(struct outbox *o)
+/* Claims the oldest unclaimed rows for our slot: from here on only our
+ * slot's sender ships them, under our instance id. Writers are serialised,
+ * so a row with a smaller seq can never commit after a claim passed it:
+ * each slot ships its rows in increasing order. */
+static int outbox_claim(struct outbox *o)
+{
+	const int64_t v[2] = {o->slot, o->opts.batch};
+	return outbox_write(o,
+	                    "UPDATE outbox SET sender = ?1 WHERE seq IN (SELECT seq FROM outbox"
+	                    " WHERE sender IS NULL ORDER BY seq LIMIT ?2)",
+	                    v, 2);
+}
+
+/* Ships one batch of `slot`'s claimed rows under `instance`, claiming new
+ * rows first when it is our own slot and it has none. Returns the number of
+ * rows acknowledged (0: nothing to send) or a negative error. */
+static int outbox_ship(struct outbox *o, int slot, const char *instance)
 {
 	Magnetar__AppendRequest req = MAGNETAR__APPEND_REQUEST__INIT;
 	struct outbox_batch b;
 	struct rpc_result r;
 	int rv;
 
-	if ((rv = outbox_read_batch(o, &b)) != 0)
+	if ((rv = outbox_read_batch(o, slot, &b)) != 0)
 		return rv;
+	if (b.n == 0 && slot == o->slot) {
+		outbox_batch_free(&b);
+		if ((rv = outbox_claim(o)) != 0 || (rv = outbox_read_batch(o, slot, &b)) != 0)
+			return rv;
+	}
 	if (b.n == 0) {
 		outbox_batch_free(&b);
 		return 0;
 	}
 	req.source = o->source;
-	req.instance = o->instance;
+	req.instance = (char *)instance;
 	req.n_events = b.n;
 	req.events = b.ptrs;
 	rv = rpc_call_sync(o->audit, &magnetar__audit__descriptor, "Append", &req.base, NULL,
@@ -201,12 +242,100 @@ static int outbox_ship(struct outbox *o)
 	rpc_result_fini(&r);
 	/* Only an acknowledged batch is deleted; a lost ack means a re-send,
 	 * which audit recognises by (source, instance, sequence). */
-	if (rv == 0)
-		rv = outbox_delete_upto(o, b.events[b.n - 1].sequence);
+	if (rv == 0) {
+		const int64_t v[2] = {slot, (int64_t)b.events[b.n - 1].sequence};
+		rv = outbox_write(o, "DELETE FROM outbox WHERE sender = ? AND seq <= ?", v, 2);
+	}
 	if (rv == 0)
 		rv = (int)b.n;
 	outbox_batch_free(&b);
 	return rv;
+}
+
+/* Slot `slot`'s instance id, drawn (and stored) on its first use. */
+static int outbox_slot_instance(struct outbox *o, int slot, char instance[33])
+{
+	char fresh[33];
+	sqlite3 *db;
+	sqlite3_stmt *st = NULL;
+	int rv;
+
+	if ((rv = ids_random_hex(fresh, 16)) != 0)
+		return rv;
+	if ((rv = pool_writer_get(o->pool, &db)) != 0)
+		return rv;
+	rv = ERR_DB;
+	if (sqlite3_prepare_v2(db,
+	                       "INSERT OR IGNORE INTO outbox_senders(slot, instance) VALUES (?, ?)",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_int(st, 1, slot);
+	sqlite3_bind_text(st, 2, fresh, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		goto out;
+	sqlite3_finalize(st);
+	if (sqlite3_prepare_v2(db, "SELECT instance FROM outbox_senders WHERE slot = ?", -1, &st,
+	                       NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_int(st, 1, slot);
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 32) {
+		memcpy(instance, sqlite3_column_text(st, 0), 32);
+		instance[32] = '\0';
+		rv = 0;
+	}
+out:
+	sqlite3_finalize(st);
+	pool_writer_put(o->pool, db);
+	return rv;
+}
+
+/* Other slots with claimed rows left (at most `max`), from the reader. */
+static int outbox_orphan_slots(struct outbox *o, int *slots, int max)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int n = 0;
+
+	if (pool_reader_get(o->pool, &db) != 0)
+		return 0;
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT DISTINCT sender FROM outbox WHERE sender IS NOT NULL"
+	                       " AND sender != ? ORDER BY sender",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_int(st, 1, o->slot);
+		while (n < max && sqlite3_step(st) == SQLITE_ROW)
+			slots[n++] = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(o->pool, db);
+	return n;
+}
+
+/* Rows claimed by a slot whose sender is gone (killed, or scaled away)
+ * would wait for good: when we can take that slot's replica lock, nobody
+ * else sends for it, so we ship them under its own instance id — a batch
+ * it had sent before dying is then recognised by audit as a re-send. */
+static void outbox_adopt(struct outbox *o)
+{
+	int slots[16], n = outbox_orphan_slots(o, slots, 16);
+
+	for (int i = 0; i < n; i++) {
+		char instance[33];
+		int sent;
+		if (o->opts.hold != NULL && !o->opts.hold(o->opts.hold_arg, slots[i]))
+			continue; /* alive: its own sender ships them */
+		if (outbox_slot_instance(o, slots[i], instance) == 0) {
+			while ((sent = outbox_ship(o, slots[i], instance)) > 0) {
+				pthread_mutex_lock(&o->mu);
+				o->stats.sent += (uint64_t)sent;
+				o->stats.adopted += (uint64_t)sent;
+				o->stats.batches++;
+				pthread_mutex_unlock(&o->mu);
+			}
+		}
+		if (o->opts.release != NULL)
+			o->opts.release(o->opts.hold_arg, slots[i]);
+	}
 }
 
 static void outbox_wait(struct outbox *o, int ms)
@@ -230,6 +359,7 @@ static void outbox_wait(struct outbox *o, int ms)
 static void *outbox_main(void *arg)
 {
 	struct outbox *o = arg;
+	uint64_t adopt_at = 0;
 	int backoff = 0;
 
 	for (;;) {
@@ -239,7 +369,11 @@ static void *outbox_main(void *arg)
 		pthread_mutex_unlock(&o->mu);
 		if (stop)
 			break;
-		n = outbox_ship(o);
+		n = outbox_ship(o, o->slot, o->instance);
+		if (n >= 0 && n < o->opts.batch && clock_mono_ms() >= adopt_at) {
+			outbox_adopt(o);
+			adopt_at = clock_mono_ms() + OUTBOX_ADOPT_MS;
+		}
 		pthread_mutex_lock(&o->mu);
 		if (n > 0) {
 			o->stats.sent += (uint64_t)n;
@@ -260,40 +394,6 @@ static void *outbox_main(void *arg)
 		/* A full batch: more may wait, go again at once. */
 	}
 	return NULL;
-}
-
-/* Reads the instance id, drawing it on first use. */
-static int outbox_load_instance(struct outbox *o)
-{
-	char fresh[33];
-	sqlite3 *db;
-	sqlite3_stmt *st = NULL;
-	int rv;
-
-	if ((rv = ids_random_hex(fresh, 16)) != 0)
-		return rv;
-	if ((rv = pool_writer_get(o->pool, &db)) != 0)
-		return rv;
-	rv = ERR_DB;
-	if (sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO outbox_meta(id, instance) VALUES (1, ?)",
-	                       -1, &st, NULL) != SQLITE_OK)
-		goto out;
-	sqlite3_bind_text(st, 1, fresh, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) != SQLITE_DONE)
-		goto out;
-	sqlite3_finalize(st);
-	if (sqlite3_prepare_v2(db, "SELECT instance FROM outbox_meta WHERE id = 1", -1, &st,
-	                       NULL) != SQLITE_OK)
-		goto out;
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 32) {
-		memcpy(o->instance, sqlite3_column_text(st, 0), 32);
-		o->instance[32] = '\0';
-		rv = 0;
-	}
-out:
-	sqlite3_finalize(st);
-	pool_writer_put(o->pool, db);
-	return rv;
 }
 
 int outbox_start(struct pool *pool, const char *source, struct rpc_client *audit,
@@ -319,9 +419,10 @@ int outbox_start(struct pool *pool, const char *source, struct rpc_client *audit
 		o->opts.idle_ms = 250;
 	if (o->opts.max_backoff_ms <= 0)
 		o->opts.max_backoff_ms = 2000;
+	o->slot = o->opts.slot > 0 ? o->opts.slot : 1;
 	pthread_mutex_init(&o->mu, NULL);
 	pthread_cond_init(&o->cv, NULL);
-	if ((rv = outbox_load_instance(o)) != 0)
+	if ((rv = outbox_slot_instance(o, o->slot, o->instance)) != 0)
 		goto fail;
 	if (pthread_create(&o->thread, NULL, outbox_main, o) != 0) {
 		rv = ERR_NOMEM;

@@ -6,13 +6,20 @@
  * exists exactly when the change does. A sender thread ships the oldest
  * rows in batches to magnetar-audit (Append) and deletes them only after
  * audit acknowledged them. Audit de-duplicates by (source, instance,
- * sequence): a batch re-sent after a lost ack is stored once. The instance
- * id is random, drawn once per producer database; the sequence is the
- * row's AUTOINCREMENT key, never reused even after deletes.
+ * sequence): a batch re-sent after a lost ack is stored once. The sequence
+ * is the row's AUTOINCREMENT key, never reused even after deletes.
+ *
+ * Replicas of a service share its database (docs/scaling.md) but not a
+ * sender: each replica's sender has its own slot (its replica number) and
+ * that slot's own random instance id, and ships only the rows it claimed,
+ * so no two live senders ever ship the same row. A slot's id outlives its
+ * process: the replica that takes the slot next ships what the dead one
+ * had claimed, or another replica does, holding the dead slot's lock.
  */
 #ifndef MAGNETAR_OUTBOX_H
 #define MAGNETAR_OUTBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +30,8 @@ struct rpc_client;
 /* The migration that creates the outbox tables: add it to the producer's
  * schema (struct pool_schema) as one of its numbered migrations. */
 extern const char outbox_migration[];
+/* The second one (sender slots), numbered after the producer's own. */
+extern const char outbox_migration_slots[];
 
 /* One audit event; NULL strings are stored as empty. */
 struct outbox_event {
@@ -47,6 +56,13 @@ struct outbox_opts {
 	int timeout_ms;     /* Append deadline (default 2000) */
 	int idle_ms;        /* poll period when nothing is kicked (default 250) */
 	int max_backoff_ms; /* after failures (default 2000) */
+	int slot;           /* our replica number (default 1) */
+	/* Takes slot n's replica lock without waiting: true when no live
+	 * process holds it (then `release` is called). NULL: every other slot
+	 * is taken to be dead (an unreplicated service). */
+	bool (*hold)(void *arg, int n);
+	void (*release)(void *arg, int n);
+	void *hold_arg;
 };
 
 struct outbox;
@@ -65,7 +81,7 @@ void outbox_kick(struct outbox *o);
 /* Stops the sender (an Append in flight finishes first). Accepts NULL. */
 void outbox_stop(struct outbox *o);
 
-/* This producer database's instance id (32 hex). */
+/* Our slot's instance id (32 hex). */
 const char *outbox_instance(struct outbox *o);
 
 struct outbox_stats {
@@ -73,6 +89,7 @@ struct outbox_stats {
 	uint64_t sent;    /* rows acknowledged by audit */
 	uint64_t batches;
 	uint64_t failures; /* Appends that failed or timed out */
+	uint64_t adopted;  /* rows shipped for a dead replica's slot */
 };
 void outbox_get_stats(struct outbox *o, struct outbox_stats *st);
 

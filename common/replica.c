@@ -85,25 +85,30 @@ bool replica_held_here(const char *run_dir, const char *service, size_t n)
 	return here;
 }
 
+int replica_open(const char *run_dir, const char *service, size_t n)
+{
+	char path[4096];
+	int r = snprintf(path, sizeof(path), "%s/%s.replica-%zu.lock", run_dir, service, n);
+
+	if (r < 0 || (size_t)r >= sizeof(path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	/* 0600: under privilege separation root makes it, before the drop,
+	 * and no other user can open it to hold an entry hostage. */
+	return open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+}
+
 int replica_claim(const char *run_dir, const char *service, size_t count, size_t *index,
                   int *lock_fd)
 {
-	char path[4096];
-
 	if (count == 0)
 		return ERR_INVAL;
 	for (size_t n = 1; n <= count; n++) {
 		int fd, r;
 
-		r = snprintf(path, sizeof(path), "%s/%s.replica-%zu.lock", run_dir, service, n);
-
-		if (r < 0 || (size_t)r >= sizeof(path))
-			return ERR_INVAL;
-		/* 0600: under privilege separation root makes it, before the drop,
-		 * and no other user can open it to hold an entry hostage. */
-		fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (fd < 0)
-			return ERR_IO;
+		if ((fd = replica_open(run_dir, service, n)) < 0)
+			return errno == ENAMETOOLONG ? ERR_INVAL : ERR_IO;
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
 			replica_sign(fd);
 			*index = n;

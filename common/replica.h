@@ -28,6 +28,15 @@ int replica_claim(const char *run_dir, const char *service, size_t count, size_t
                   int *lock_fd);
 
 /*
+ * Opens (creating it) the lock file of entry n of `service`, without locking
+ * it: a descriptor, or -1 with errno set (ENAMETOOLONG for a too long path).
+ * flock(LOCK_EX | LOCK_NB) on it then tells whether a live replica holds n,
+ * and keeps a new one from taking n until LOCK_UN (the outbox's adoption of
+ * a dead replica's rows, outbox.h).
+ */
+int replica_open(const char *run_dir, const char *service, size_t n);
+
+/*
  * Whether entry n of `service` is held, by a process whose host name is
  * ours: on a container, the replica the container runs (the file records
  * "<hostname> <pid>"). For `magctl ping <service> --here`, a per-container

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -239,7 +240,9 @@ static void svc_claim_replica(struct svc *s)
 	char entry[512];
 	int fd, rv;
 
-	s->replica = 1;
+	s->replica = s->replicas = 1;
+	for (size_t n = 0; n <= RPC_URLS_MAX; n++)
+		s->replica_lock[n] = -1;
 	if (count == 1)
 		return;
 	if (count > RPC_URLS_MAX)
@@ -267,6 +270,13 @@ static void svc_claim_replica(struct svc *s)
 		free(*own[i]);
 		*own[i] = one;
 	}
+	/* The others' lock files, opened now (as root, before the sandbox) for
+	 * the outbox to tell a dead replica's claimed rows from a live one's. */
+	s->replicas = count;
+	for (size_t n = 1; n <= count; n++)
+		if (n != s->replica &&
+		    (s->replica_lock[n] = replica_open(s->conf.run_dir, svc_name(s->id), n)) < 0)
+			fatal("cannot open a replica lock in %s", s->conf.run_dir);
 	log_info("replica %zu of %zu: listening on %s", s->replica, count, s->conf.url[s->id]);
 }
 
@@ -407,8 +417,30 @@ void svc_open_db(struct svc *s, const char *file, const struct pool_schema *sche
 		fatalx("cannot open database %s: %s", path, err_str(rv));
 }
 
+/* outbox_opts.hold: a slot beyond our lists has no live sender under this
+ * configuration (scaled down); one within them is dead when its lock is
+ * free, and stays ours until svc_release_slot. */
+static bool svc_hold_slot(void *arg, int n)
+{
+	struct svc *s = arg;
+	if (n < 1 || (size_t)n > s->replicas)
+		return true;
+	return s->replica_lock[n] >= 0 && flock(s->replica_lock[n], LOCK_EX | LOCK_NB) == 0;
+}
+
+static void svc_release_slot(void *arg, int n)
+{
+	struct svc *s = arg;
+	if (n >= 1 && (size_t)n <= s->replicas && s->replica_lock[n] >= 0)
+		flock(s->replica_lock[n], LOCK_UN);
+}
+
 void svc_start_outbox(struct svc *s)
 {
+	const struct outbox_opts opts = {.slot = (int)s->replica,
+	                                 .hold = svc_hold_slot,
+	                                 .release = svc_release_slot,
+	                                 .hold_arg = s};
 	struct outbox_event ev = {.action = "service.started",
 	                          .actor = svc_name(s->id),
 	                          .target = s->instance,
@@ -423,7 +455,7 @@ void svc_start_outbox(struct svc *s)
 	rpc_hold_dials(false);
 	if (rv != 0)
 		fatalx("cannot open a client of magnetar-audit: %s", err_str(rv));
-	if ((rv = outbox_start(s->pool, svc_name(s->id), s->audit, NULL, &s->outbox)) != 0)
+	if ((rv = outbox_start(s->pool, svc_name(s->id), s->audit, &opts, &s->outbox)) != 0)
 		fatalx("cannot start the audit outbox: %s", err_str(rv));
 	if ((rv = pool_writer_get(s->pool, &db)) != 0)
 		fatalx("cannot record the start: %s", err_str(rv));
@@ -631,6 +663,7 @@ void svc_handle_stats(struct rpc_call *call, const ProtobufCMessage *input, void
 		stats_add("outbox.sent", os.sent, &b);
 		stats_add("outbox.batches", os.batches, &b);
 		stats_add("outbox.failures", os.failures, &b);
+		stats_add("outbox.adopted", os.adopted, &b);
 	}
 	if (fault_injected() > 0)
 		stats_add("faults.injected", fault_injected(), &b);

@@ -26,6 +26,7 @@ static const char *const store_migrations[] = {
     " response BLOB,"
     " expires_ms INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX idempotency_expires ON idempotency(expires_ms);",
+    outbox_migration_slots,
 };
 
 const struct pool_schema store_schema = {store_migrations,

@@ -48,6 +48,7 @@ static const char *const store_migrations[] = {
     "ALTER TABLE users ADD COLUMN totp_secret BLOB;"
     "ALTER TABLE users ADD COLUMN totp_pending BLOB;"
     "ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;",
+    outbox_migration_slots,
 };
 
 const struct pool_schema store_schema = {store_migrations,

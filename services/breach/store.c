@@ -25,6 +25,7 @@ static const char *const store_migrations[] = {
     " suffixes BLOB NOT NULL," /* n x 18 bytes */
     " counts BLOB NOT NULL);"  /* n x u32, host order */
     "CREATE INDEX ranges_fetched ON ranges(fetched_ms);",
+    outbox_migration_slots,
 };
 
 const struct pool_schema store_schema = {store_migrations,

@@ -26,6 +26,7 @@ static const char *const store_migrations[] = {
     " close_reason TEXT NOT NULL DEFAULT '',"
     " exit_code INTEGER NOT NULL DEFAULT -1);"
     "CREATE INDEX terminals_user ON terminals(user_id, created_ms);",
+    outbox_migration_slots,
 };
 
 const struct pool_schema store_schema = {store_migrations,

@@ -106,15 +106,16 @@ def pids(stack):
 
 
 def outbox_state(path):
-    """(instance, highest sequence ever assigned, rows still waiting)."""
+    """(every sender slot's instance id, highest sequence ever assigned,
+    rows still waiting)."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        inst = db.execute("SELECT instance FROM outbox_meta WHERE id = 1").fetchone()
+        insts = [r[0] for r in db.execute("SELECT instance FROM outbox_senders ORDER BY slot")]
         top = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
         waiting = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
     finally:
         db.close()
-    return (inst[0] if inst else None), (top[0] if top else 0), waiting
+    return insts, (top[0] if top else 0), waiting
 
 
 def check_invariants(stack, load):
@@ -143,12 +144,13 @@ def check_invariants(stack, load):
     audit = sqlite3.connect(f"file:{var / 'audit' / 'audit.db'}?mode=ro", uri=True, timeout=10)
     try:
         for p in PRODUCERS:
-            inst, top, _ = outbox_state(var / p / f"{p}.db")
-            if inst is None:
+            insts, top, _ = outbox_state(var / p / f"{p}.db")
+            if not insts:
                 continue
-            seqs = [r[0] for r in audit.execute(
-                "SELECT seq FROM records WHERE kind = 0 AND instance = ? ORDER BY seq", (inst,))]
-            # Exactly once: 1..top, each once (UNIQUE forbids a second copy).
+            seqs = sorted(r[0] for inst in insts for r in audit.execute(
+                "SELECT seq FROM records WHERE kind = 0 AND instance = ?", (inst,)))
+            # Exactly once: 1..top, each once over every sender slot's id
+            # (UNIQUE forbids a second copy under one id; claims, one under two).
             assert seqs == list(range(1, top + 1)), (p, top, len(seqs),
                                                      sorted(set(range(1, top + 1)) - set(seqs))[:10])
     finally:

@@ -10,6 +10,7 @@ import grp
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -257,11 +258,53 @@ def test_ping_here_asks_this_hosts_replicas_only(scaled):
     assert ping_here(stack).returncode == 0
 
 
+def claimed(stack):
+    """Rows of auth's outbox per claiming replica slot (None: unclaimed)."""
+    db = sqlite3.connect(f"file:{stack.dir / 'var' / 'auth' / 'auth.db'}?mode=ro", uri=True,
+                         timeout=10)
+    try:
+        return dict(db.execute("SELECT sender, count(*) FROM outbox GROUP BY sender"))
+    finally:
+        db.close()
+
+
+def test_a_dead_replicas_claimed_rows_are_shipped_by_another(scaled):
+    """Each replica's sender ships only the rows it claimed, under its own
+    instance id. A replica killed while audit cannot take its batch leaves
+    rows claimed by its slot: a live replica ships them, under the dead
+    slot's id, once the dead one's lock is free (common/outbox.c)."""
+    stack, extra = scaled
+    _, log, name = extra[0]  # killed by the test above: its entry is free
+    extra[0] = start_replica(stack, name + "-claims")
+    assert wait_until(lambda: restart_exited(stack, extra) or
+                      any(holder(stack, i) == extra[0][0].pid for i in range(1, 4)), 20)
+    v = entry_of(stack, extra[0][0].pid)
+    assert wait_until(lambda: replica_stats(stack, own_env(stack, v)) is not None, 20)
+    audit = int(stack.magctl("ping", "audit").stdout.split("pid=")[1].split()[0])
+    os.kill(audit, signal.SIGSTOP)
+    try:
+        # Logins until the new replica's sender holds a claim it cannot ship.
+        assert wait_until(lambda: logins(stack, 3) and claimed(stack).get(v, 0) > 0, 20), \
+            claimed(stack)
+        victim = extra[0][0]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    finally:
+        os.kill(audit, signal.SIGCONT)
+    assert claimed(stack).get(v, 0) > 0
+    assert wait_until(lambda: claimed(stack) == {}, 30), claimed(stack)
+    adopted = sum((replica_stats(stack, own_env(stack, i)) or {}).get("outbox.adopted", 0)
+                  for i in range(1, REPLICAS + 1) if i != v)
+    assert adopted > 0
+
+
 def test_competing_outboxes_deliver_every_login_once(scaled):
-    """The replicas share auth.db and so its outbox: three senders (one of
-    them SIGKILLed twice above) race to ship the same rows, and audit keeps
-    each event once (UNIQUE(source, instance, seq), docs/audit.md). Every
-    login this module made is in the audit log exactly once."""
+    """The replicas share auth.db and so its outbox table, but not a sender:
+    each ships the rows it claimed under its own slot's instance id, and
+    rows a killed replica had claimed are shipped under its id by another
+    (the test above). Every login this module made is in the audit log
+    exactly once (audit also refuses a second copy: UNIQUE(source, instance,
+    seq), docs/audit.md), and the replicas shipped under distinct ids."""
     stack, _ = scaled
 
     def logged():
@@ -274,6 +317,18 @@ def test_competing_outboxes_deliver_every_login_once(scaled):
     events = logged()
     keys = [(e["producer"], e["sequence"]) for e in events]
     assert len(set(keys)) == len(keys), "an event stored twice"
+    # The instance ids are not exported; audit.db holds them in the clear.
+    db = sqlite3.connect(f"file:{stack.dir / 'var' / 'audit' / 'audit.db'}?mode=ro", uri=True,
+                         timeout=10)
+    try:
+        rows = db.execute("SELECT instance, seq FROM records WHERE kind = 0 AND producer = 'auth'"
+                          ).fetchall()
+    finally:
+        db.close()
+    assert len({inst for inst, _ in rows}) >= 2  # the replicas' own ids
+    # One sequence space per database: no row shipped under two ids.
+    seqs = [seq for _, seq in rows]
+    assert len(set(seqs)) == len(seqs), "a row shipped by two senders"
     assert sum(e["action"] == "auth.login.success" for e in events) == len(SUCCEEDED)
 
 

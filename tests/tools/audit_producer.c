@@ -25,8 +25,10 @@ static const char *const producer_migrations[] = {
     outbox_migration,
     "CREATE TABLE emitted (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);"
     "INSERT INTO emitted VALUES (1, 0);",
+    outbox_migration_slots,
 };
-static const struct pool_schema producer_schema = {producer_migrations, 2};
+static const struct pool_schema producer_schema = {
+    producer_migrations, sizeof(producer_migrations) / sizeof(producer_migrations[0])};
 
 static long producer_emitted(struct pool *p)
 {

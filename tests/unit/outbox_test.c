@@ -17,6 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "common/clock.h"
 #include "common/outbox.h"
 #include "common/pool.h"
@@ -25,8 +27,9 @@
 
 #define URL "inproc://outbox_test"
 
-static const char *const producer_migrations[] = {outbox_migration};
-static const struct pool_schema producer_schema = {producer_migrations, 1};
+static const char *const producer_migrations[] = {outbox_migration, outbox_migration_slots};
+static const struct pool_schema producer_schema = {
+    producer_migrations, sizeof(producer_migrations) / sizeof(producer_migrations[0])};
 
 static struct audit audit;
 static _Atomic int die_on_call; /* the Append call number that dies, 0 = none */
@@ -218,12 +221,184 @@ static void test_instance_id_is_stable(void **state)
 	env_down(&e);
 }
 
+/* Per-slot instances in the store: the distinct instances audit recorded. */
+static int stored_instances(char out[][33], int max)
+{
+	struct sqlite3 *db;
+	struct sqlite3_stmt *st;
+	int n = 0;
+	assert_int_equal(pool_reader_get(audit.svc.pool, &db), 0);
+	assert_int_equal(sqlite3_prepare_v2(db,
+	                                    "SELECT DISTINCT instance FROM records WHERE kind = 0",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	while (n < max && sqlite3_step(st) == SQLITE_ROW)
+		snprintf(out[n++], 33, "%s", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	pool_reader_put(audit.svc.pool, db);
+	return n;
+}
+
+static _Atomic bool slot2_alive = true;
+static _Atomic int released;
+
+/* Slot 1 asks about slot 2 and the other way round: slot 1 is alive for
+ * the whole test, slot 2 until the test says it died. */
+static bool hold_slot(void *arg, int n)
+{
+	(void)arg;
+	return n == 2 && !atomic_load(&slot2_alive);
+}
+
+static void release_slot(void *arg, int n)
+{
+	(void)arg;
+	(void)n;
+	atomic_fetch_add(&released, 1);
+}
+
+/* Two replicas' senders on one database: each ships under its own slot's
+ * instance id, and no row twice; rows the second had claimed when it died
+ * are shipped by the first under the second's id, and only once the
+ * second's lock is free. */
+static void test_replica_slots_and_adoption(void **state)
+{
+	struct env e;
+	struct rpc_server *srv;
+	struct outbox *ob[2];
+	struct outbox_stats st[2];
+	struct outbox_opts opts = {.batch = 10,
+	                           .timeout_ms = 300,
+	                           .idle_ms = 20,
+	                           .max_backoff_ms = 100,
+	                           .hold = hold_slot,
+	                           .release = release_slot};
+	char inst[4][33];
+	(void)state;
+
+	env_up(&e);
+	outbox_stop(e.ob); /* env_up's has no hold: it would adopt slot 2's rows */
+	for (int i = 0; i < 2; i++) {
+		opts.slot = i + 1;
+		assert_int_equal(outbox_start(e.producer, "tester", e.cli, &opts, &ob[i]), 0);
+	}
+	e.ob = ob[0];
+	assert_string_not_equal(outbox_instance(ob[0]), outbox_instance(ob[1]));
+	srv = start_audit();
+	for (int i = 0; i < 20; i++) {
+		enqueue(e.producer, i * 10, 10);
+		outbox_kick(ob[i % 2]);
+		assert_true(wait_stored((uint64_t)(i + 1) * 10, 5000));
+	}
+	usleep(100 * 1000);
+	assert_int_equal(stored_count(), 200);
+	assert_int_equal(stored_instances(inst, 4), 2);
+	for (int i = 0; i < 2; i++)
+		outbox_get_stats(ob[i], &st[i]);
+	/* Without a failed Append nothing was re-sent: nobody shipped a row the
+	 * other had claimed. */
+	if (st[0].failures + st[1].failures == 0)
+		assert_int_equal(st[0].sent + st[1].sent, 200);
+
+	/* The second dies holding a claim: audit is away, so its batch stays. */
+	rpc_server_stop(srv);
+	outbox_stop(ob[0]); /* or it might claim them first */
+	enqueue(e.producer, 200, 10);
+	outbox_kick(ob[1]);
+	usleep(100 * 1000);
+	outbox_stop(ob[1]);
+	opts.slot = 1;
+	assert_int_equal(outbox_start(e.producer, "tester", e.cli, &opts, &ob[0]), 0);
+	e.ob = ob[0];
+	srv = start_audit();
+	usleep(1500 * 1000); /* slot 2's lock still held: not ours to ship */
+	assert_int_equal(stored_count(), 200);
+	atomic_store(&slot2_alive, false);
+	assert_true(wait_stored(210, 5000));
+	usleep(100 * 1000);
+	assert_int_equal(stored_count(), 210);
+	assert_int_equal(stored_instances(inst, 4), 2); /* under slot 2's id */
+	outbox_get_stats(ob[0], &st[0]);
+	assert_int_equal(st[0].adopted, 10);
+	assert_int_equal(st[0].pending, 0);
+	assert_true(atomic_load(&released) >= 1);
+	rpc_server_stop(srv);
+	env_down(&e);
+}
+
+/* A database of the release before replica slots (outbox_meta, rows not
+ * claimed) upgrades in place: slot 1 keeps the old instance id, so audit's
+ * de-duplication still recognises a re-sent batch, and the waiting rows go
+ * out under it. */
+static void test_upgrade_keeps_the_instance_and_the_rows(void **state)
+{
+	static const struct pool_schema old_schema = {producer_migrations, 1};
+	char dir[64], path[128], old_id[33];
+	struct pool *p, *a;
+	struct rpc_client *cli;
+	struct rpc_server *srv;
+	struct outbox *ob;
+	struct sqlite3 *db;
+	struct sqlite3_stmt *st;
+	char inst[4][33];
+	(void)state;
+
+	snprintf(dir, sizeof(dir), "/tmp/outbox_test.XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/producer.db", dir);
+	assert_int_equal(pool_open(path, &old_schema, NULL, &p), 0);
+	assert_int_equal(pool_writer_get(p, &db), 0);
+	assert_int_equal(sqlite3_exec(db,
+	                              "INSERT INTO outbox_meta VALUES "
+	                              "(1, '0123456789abcdef0123456789abcdef')",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	pool_writer_put(p, db);
+	enqueue(p, 0, 7);
+	pool_close(p);
+	snprintf(old_id, sizeof(old_id), "0123456789abcdef0123456789abcdef");
+
+	snprintf(path, sizeof(path), "%s/audit.db", dir);
+	memset(&audit, 0, sizeof(audit));
+	audit.svc.id = SVC_AUDIT;
+	assert_int_equal(pool_open(path, &store_schema, NULL, &a), 0);
+	audit.svc.pool = a;
+	snprintf(path, sizeof(path), "%s/producer.db", dir);
+	assert_int_equal(pool_open(path, &producer_schema, NULL, &p), 0);
+	assert_int_equal(pool_reader_get(p, &db), 0);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM outbox WHERE sender IS NULL",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 7);
+	sqlite3_finalize(st);
+	pool_reader_put(p, db);
+	assert_int_equal(rpc_client_open(URL, 0, &cli), 0);
+	atomic_store(&die_on_call, 0);
+	assert_int_equal(outbox_start(p, "tester", cli, NULL, &ob), 0);
+	assert_string_equal(outbox_instance(ob), old_id);
+	srv = start_audit();
+	outbox_kick(ob);
+	assert_true(wait_stored(7, 5000));
+	assert_int_equal(stored_instances(inst, 4), 1);
+	assert_string_equal(inst[0], old_id);
+	rpc_server_stop(srv);
+	outbox_stop(ob);
+	rpc_client_close(cli);
+	pool_close(p);
+	pool_close(a);
+	snprintf(path, sizeof(path), "rm -rf %s", dir);
+	assert_int_equal(system(path), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_exactly_once_when_audit_dies_mid_batch),
 	    cmocka_unit_test(test_audit_down_then_up),
 	    cmocka_unit_test(test_instance_id_is_stable),
+	    cmocka_unit_test(test_replica_slots_and_adoption),
+	    cmocka_unit_test(test_upgrade_keeps_the_instance_and_the_rows),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
