@@ -337,10 +337,17 @@ static void slot_dispatch(struct workq_job *job)
 	uint64_t uid;
 	int rv;
 
-	call->has_peer_uid = nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_UID, &uid) == 0;
+	rv = nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_UID, &uid);
+	call->has_peer_uid = rv == 0;
 	call->peer_uid = call->has_peer_uid ? (uid_t)uid : (uid_t)-1;
-	/* Off the socket's allow-list: refused before a byte is decoded. */
-	if (call->has_peer_uid && !rpc_peer_admitted(call->peer_uid, false)) {
+	/* Off the socket's allow-list: refused before a byte is decoded. Only
+	 * a transport without credentials (tcp, inproc) answers ENOTSUP; any
+	 * other failure is an ipc pipe already gone (its peer closed it, or
+	 * died, after sending), whose sender is unknown now: refused too, or a
+	 * caller off the allow-list could send and hang up to skip every check,
+	 * and audit would file a dead producer's batch under a claimed name. */
+	if ((rv != 0 && rv != NNG_ENOTSUP) ||
+	    (call->has_peer_uid && !rpc_peer_admitted(call->peer_uid, false))) {
 		atomic_fetch_add(&s->refused, 1);
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED,
 		                RPC_CODE_PEER_REFUSED, "this peer may not use this socket");

@@ -1,7 +1,8 @@
 /*
  * rpc_test.c — common/rpc over inproc://: the happy path, an unknown method,
  * garbage bytes and payloads, deadline expiry, a service that is down,
- * 64 calls in flight, and a handler table that does not match its service.
+ * 64 calls in flight, a handler table that does not match its service, and
+ * (over ipc://) a request whose sender hung up before it was dispatched.
  * The Audit service descriptor serves as the test contract.
  */
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
@@ -385,6 +387,48 @@ static void test_close_client_with_call_in_flight(void **state)
 	pthread_mutex_destroy(&m.mu);
 }
 
+/* A request whose ipc pipe is gone by the time a worker takes it (its
+ * sender hung up, or died) has no identity left to check: it is refused,
+ * never run. Here the one worker is busy with a slow call while a second
+ * client sends a Ping and closes. */
+static void test_request_from_a_closed_ipc_pipe_is_not_run(void **state)
+{
+	struct rpc_server_opts opts = {.contexts = 8, .workers = 1};
+	Magnetar__StatsRequest slow = MAGNETAR__STATS_REQUEST__INIT;
+	Magnetar__PingRequest ping = MAGNETAR__PING_REQUEST__INIT;
+	struct many m = {.done = 0, .ok = 0};
+	struct one o1 = {.m = &m, .expect = 0}, o2 = {.m = &m, .expect = 0};
+	struct rpc_server *srv;
+	struct rpc_client *busy, *gone;
+	char url[64];
+	(void)state;
+
+	snprintf(url, sizeof(url), "ipc:///tmp/rpc_test.%d.sock", (int)getpid());
+	pthread_mutex_init(&m.mu, NULL);
+	pthread_cond_init(&m.cv, NULL);
+	assert_int_equal(
+	    rpc_server_start(url, &magnetar__audit__descriptor, methods, 3, &opts, &srv), 0);
+	assert_int_equal(rpc_client_open(url, 0, &busy), 0);
+	assert_int_equal(rpc_client_open(url, 0, &gone), 0);
+	usleep(100 * 1000); /* both dialled */
+	atomic_store(&handler_calls, 0);
+	assert_int_equal(rpc_call_async(busy, &magnetar__audit__descriptor, "Stats", &slow.base,
+	                                NULL, 5000, many_done, &o1),
+	                 0);
+	usleep(50 * 1000); /* the worker is in the slow handler */
+	assert_int_equal(rpc_call_async(gone, &magnetar__audit__descriptor, "Ping", &ping.base,
+	                                NULL, 5000, many_done, &o2),
+	                 0);
+	usleep(50 * 1000); /* received, waiting for the worker */
+	rpc_client_close(gone);
+	usleep(600 * 1000);
+	assert_int_equal(atomic_load(&handler_calls), 0);
+	rpc_client_close(busy);
+	rpc_server_stop(srv);
+	pthread_cond_destroy(&m.cv);
+	pthread_mutex_destroy(&m.mu);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -399,6 +443,7 @@ int main(void)
 	    cmocka_unit_test(test_service_down),
 	    cmocka_unit_test(test_table_mismatch),
 	    cmocka_unit_test(test_stop_with_calls_in_flight),
+	    cmocka_unit_test(test_request_from_a_closed_ipc_pipe_is_not_run),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
