@@ -37,9 +37,12 @@ const char outbox_migration[] =
     " instance TEXT NOT NULL);";
 
 /* One instance id per sender slot (a replica), and each row claimed by the
- * slot that ships it; the id of the one sender before becomes slot 1's. */
+ * slot that ships it. The one sender before becomes slot 1, with its id and
+ * every row still waiting: a batch it had sent before the upgrade must go
+ * out again under the same id, for audit to recognise it. */
 const char outbox_migration_slots[] =
     "ALTER TABLE outbox ADD COLUMN sender INTEGER;" /* NULL: not claimed yet */
+    "UPDATE outbox SET sender = 1;"
     "CREATE INDEX outbox_by_sender ON outbox(sender, seq);"
     "CREATE TABLE outbox_senders ("
     " slot INTEGER PRIMARY KEY CHECK (slot >= 1),"
@@ -311,6 +314,14 @@ static int outbox_orphan_slots(struct outbox *o, int *slots, int max)
 	return n;
 }
 
+static bool outbox_stopping(struct outbox *o)
+{
+	pthread_mutex_lock(&o->mu);
+	bool stop = o->stopping;
+	pthread_mutex_unlock(&o->mu);
+	return stop;
+}
+
 /* Rows claimed by a slot whose sender is gone (killed, or scaled away)
  * would wait for good: when we can take that slot's replica lock, nobody
  * else sends for it, so we ship them under its own instance id — a batch
@@ -325,7 +336,8 @@ static void outbox_adopt(struct outbox *o)
 		if (o->opts.hold != NULL && !o->opts.hold(o->opts.hold_arg, slots[i]))
 			continue; /* alive: its own sender ships them */
 		if (outbox_slot_instance(o, slots[i], instance) == 0) {
-			while ((sent = outbox_ship(o, slots[i], instance)) > 0) {
+			while (!outbox_stopping(o) &&
+			       (sent = outbox_ship(o, slots[i], instance)) > 0) {
 				pthread_mutex_lock(&o->mu);
 				o->stats.sent += (uint64_t)sent;
 				o->stats.adopted += (uint64_t)sent;
@@ -359,15 +371,14 @@ static void outbox_wait(struct outbox *o, int ms)
 static void *outbox_main(void *arg)
 {
 	struct outbox *o = arg;
-	uint64_t adopt_at = 0;
+	/* Not at once: replicas restarted together take their own slots back
+	 * first, rather than find them held by an adopter. */
+	uint64_t adopt_at = clock_mono_ms() + 3 * OUTBOX_ADOPT_MS;
 	int backoff = 0;
 
 	for (;;) {
 		int n;
-		pthread_mutex_lock(&o->mu);
-		bool stop = o->stopping;
-		pthread_mutex_unlock(&o->mu);
-		if (stop)
+		if (outbox_stopping(o))
 			break;
 		n = outbox_ship(o, o->slot, o->instance);
 		if (n >= 0 && n < o->opts.batch && clock_mono_ms() >= adopt_at) {

@@ -255,7 +255,13 @@ static void svc_claim_replica(struct svc *s)
 		    svc_name(s->id), replica_count(*own[1]), count);
 	for (size_t i = 0; i < 2 && own[i] != NULL; i++)
 		svc_guard_entries(s, *own[i]);
-	rv = replica_claim(s->conf.run_dir, svc_name(s->id), count, &s->replica, &fd);
+	/* Every entry held may be a moment's: another replica's outbox holds a
+	 * dead entry's lock while it ships that entry's rows. */
+	for (int tries = 0; (rv = replica_claim(s->conf.run_dir, svc_name(s->id), count,
+	                                        &s->replica, &fd)) == ERR_EXISTS &&
+	                    tries < 30;
+	     tries++)
+		usleep(100 * 1000);
 	if (rv == ERR_EXISTS)
 		fatalx("all %zu entries of %s's URL are held by running replicas: list one more to "
 		       "start another",
@@ -271,9 +277,11 @@ static void svc_claim_replica(struct svc *s)
 		*own[i] = one;
 	}
 	/* The others' lock files, opened now (as root, before the sandbox) for
-	 * the outbox to tell a dead replica's claimed rows from a live one's. */
-	s->replicas = count;
-	for (size_t n = 1; n <= count; n++)
+	 * the outbox to tell a dead replica's claimed rows from a live one's:
+	 * every possible entry, for a replica of a longer list may still run
+	 * while the lists are being shortened. */
+	s->replicas = RPC_URLS_MAX;
+	for (size_t n = 1; n <= RPC_URLS_MAX; n++)
 		if (n != s->replica &&
 		    (s->replica_lock[n] = replica_open(s->conf.run_dir, svc_name(s->id), n)) < 0)
 			fatal("cannot open a replica lock in %s", s->conf.run_dir);
@@ -417,9 +425,10 @@ void svc_open_db(struct svc *s, const char *file, const struct pool_schema *sche
 		fatalx("cannot open database %s: %s", path, err_str(rv));
 }
 
-/* outbox_opts.hold: a slot beyond our lists has no live sender under this
- * configuration (scaled down); one within them is dead when its lock is
- * free, and stays ours until svc_release_slot. */
+/* outbox_opts.hold: a slot is dead when its lock is free, and stays ours
+ * until svc_release_slot. An unreplicated service (one URL) holds no locks:
+ * rows of other slots are left from when it was replicated, and it ships
+ * them itself. */
 static bool svc_hold_slot(void *arg, int n)
 {
 	struct svc *s = arg;

@@ -28,13 +28,15 @@ struct svc {
 	struct conf conf;
 	char instance[33]; /* random hex per process start */
 	uint64_t started_mono_ms;
-	char data_dir[512];                 /* <MAGNETAR_DATA_DIR>/<name>, created 0700 */
-	struct rpc_server *rpc;             /* while svc_serve runs */
-	struct pool *pool;                  /* svc_open_db */
-	struct rpc_client *audit;           /* svc_start_outbox: client of magnetar-audit */
-	struct outbox *outbox;              /* svc_start_outbox */
-	size_t replica;                     /* our entry of our URL lists, 1-based (replica.h) */
-	size_t replicas;                    /* how many entries the lists have */
+	char data_dir[512];       /* <MAGNETAR_DATA_DIR>/<name>, created 0700 */
+	struct rpc_server *rpc;   /* while svc_serve runs */
+	struct pool *pool;        /* svc_open_db */
+	struct rpc_client *audit; /* svc_start_outbox: client of magnetar-audit */
+	struct outbox *outbox;    /* svc_start_outbox */
+	size_t replica;           /* our entry of our URL lists, 1-based (replica.h) */
+	/* Replicated: RPC_URLS_MAX, each entry's lock file open (the outbox
+	 * tells dead replicas from live ones by them); else 1. */
+	size_t replicas;
 	int replica_lock[RPC_URLS_MAX + 1]; /* per entry; -1 for ours and unopened */
 	/* Service-specific counters for Stats, or NULL. */
 	void (*counters)(struct svc *s, svc_counter_fn emit, void *emit_arg);
