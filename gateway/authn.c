@@ -63,6 +63,7 @@ struct authn {
 	/* GET /api/v1/auth/me answers, per session: the authenticated hot path
 	 * needs no RPC. Dropped when auth says the session changed. */
 	pthread_mutex_t me_mu;
+	_Atomic uint64_t me_epoch; /* bumped by every drop: see authn_me_put */
 	struct {
 		char sid[AUTHN_SID_LEN];
 		char uid[AUTHN_SID_LEN];
@@ -247,6 +248,7 @@ void authn_me_drop(struct authn *a, const char *sid)
 {
 	size_t slot = authn_hash(sid) % AUTHN_ME_SLOTS;
 	pthread_mutex_lock(&a->me_mu);
+	atomic_fetch_add(&a->me_epoch, 1);
 	if (strcmp(a->me[slot].sid, sid) == 0) {
 		free(a->me[slot].body);
 		a->me[slot].body = NULL;
@@ -260,6 +262,7 @@ void authn_me_drop(struct authn *a, const char *sid)
 static void authn_me_drop_user(struct authn *a, const char *uid)
 {
 	pthread_mutex_lock(&a->me_mu);
+	atomic_fetch_add(&a->me_epoch, 1);
 	for (size_t i = 0; i < AUTHN_ME_SLOTS; i++) {
 		if (a->me[i].body == NULL || strcmp(a->me[i].uid, uid) != 0)
 			continue;
@@ -286,8 +289,9 @@ void authn_user_changed(struct gateway *gw, const char *uid)
 
 void authn_events_stats(struct gateway *gw, struct events_sub_stats *st)
 {
-	if (gw->authn != NULL && gw->authn->sub != NULL)
-		events_sub_get_stats(gw->authn->sub, st);
+	struct authn *a = atomic_load(&gw->authn);
+	if (a != NULL)
+		events_sub_get_stats(a->sub, st);
 }
 
 /* A session with a non-zero risk score reported: its /me is not cached,
@@ -302,12 +306,13 @@ static bool authn_risky(struct authn *a, const char *sid)
 	return risky;
 }
 
-char *authn_me_get(struct gateway *gw, const char *sid)
+char *authn_me_get(struct gateway *gw, const char *sid, uint64_t *epoch)
 {
 	struct authn *a = gw->authn;
 	size_t slot = authn_hash(sid) % AUTHN_ME_SLOTS;
 	char *copy = NULL;
 
+	*epoch = atomic_load(&a->me_epoch);
 	/* While the revocation set may be stale, auth is asked every time. */
 	if (!atomic_load(&a->synced) || authn_risky(a, sid))
 		return NULL;
@@ -319,7 +324,8 @@ char *authn_me_get(struct gateway *gw, const char *sid)
 	return copy;
 }
 
-void authn_me_put(struct gateway *gw, const char *sid, const char *uid, const char *body)
+void authn_me_put(struct gateway *gw, const char *sid, const char *uid, const char *body,
+                  uint64_t epoch)
 {
 	struct authn *a = gw->authn;
 	size_t slot = authn_hash(sid) % AUTHN_ME_SLOTS;
@@ -329,6 +335,13 @@ void authn_me_put(struct gateway *gw, const char *sid, const char *uid, const ch
 	    (copy = strdup(body)) == NULL)
 		return;
 	pthread_mutex_lock(&a->me_mu);
+	if (atomic_load(&a->me_epoch) != epoch) {
+		/* Something was dropped while the RPC ran: this answer may be from
+		 * before it. The next /me asks auth again. */
+		pthread_mutex_unlock(&a->me_mu);
+		free(copy);
+		return;
+	}
 	free(a->me[slot].body);
 	strcpy(a->me[slot].sid, sid);
 	strcpy(a->me[slot].uid, uid);

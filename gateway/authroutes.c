@@ -236,7 +236,7 @@ static int authroutes_me_done(struct http_request *req)
 		return ERR_NOMEM;
 	}
 	json_decref(body);
-	authn_me_put(req->gw, me->session->id, me->user->id, text);
+	authn_me_put(req->gw, me->session->id, me->user->id, text, req->me_epoch);
 	return http_queue(req, MHD_HTTP_OK,
 	                  respond_new(req, text, strlen(text), MHD_RESPMEM_MUST_FREE, true));
 }
@@ -250,7 +250,7 @@ int authroutes_me(struct http_request *req)
 		return 0;
 	/* The authenticated hot path: verified locally, answered from the cache
 	 * that auth's events keep honest; one RPC fills it. */
-	if ((cached = authn_me_get(req->gw, c.sid)) != NULL)
+	if ((cached = authn_me_get(req->gw, c.sid, &req->me_epoch)) != NULL)
 		return http_queue(
 		    req, MHD_HTTP_OK,
 		    respond_new(req, cached, strlen(cached), MHD_RESPMEM_MUST_FREE, true));

@@ -86,7 +86,8 @@ struct gateway {
 	_Atomic int suspended;   /* connections suspended on RPCs */
 	_Atomic int rpc_pending; /* RPC completion callbacks not yet returned */
 	struct gateway_counters ctr;
-	struct authn *authn; /* authn.c */
+	/* authn.c; atomic: Stats (authn_events_stats) may run before it is set. */
+	struct authn *_Atomic authn;
 	/* Issue 6 (docs/gateway.md): settings.c fills these at start. */
 	struct netaddr_cidr trusted[NETADDR_MAX_CIDRS]; /* MAGNETAR_TRUSTED_PROXIES */
 	size_t ntrusted;
@@ -175,6 +176,7 @@ struct http_request {
 	char param[ROUTE_PARAM_MAX];
 	char actor[JWT_CLAIM_MAX];
 	int rpc_timeout_ms;
+	uint64_t me_epoch; /* authroutes_me: authn_me_get's epoch, for authn_me_put */
 	/* Issue 6: set by http.c's first call. */
 	const struct route *route; /* NULL: 404 */
 	struct netaddr client;     /* http_client_ip's value, as bytes */
@@ -402,9 +404,12 @@ int authn_require(struct http_request *req, struct jwt_claims *claims);
 #define AUTHN_ALLOW_STEP_UP 1u
 int authn_require_flags(struct http_request *req, struct jwt_claims *claims, unsigned flags);
 /* The /me answer cached for a session (a malloc'd copy), or NULL; never
- * while the revocation set is stale. authn_me_put stores one (30 s). */
-char *authn_me_get(struct gateway *gw, const char *sid);
-void authn_me_put(struct gateway *gw, const char *sid, const char *uid, const char *body);
+ * while the revocation set is stale. authn_me_put stores one (30 s), unless
+ * an answer was dropped since the authn_me_get that set *epoch: the RPC's
+ * answer may predate that logout or password change. */
+char *authn_me_get(struct gateway *gw, const char *sid, uint64_t *epoch);
+void authn_me_put(struct gateway *gw, const char *sid, const char *uid, const char *body,
+                  uint64_t epoch);
 void authn_me_drop(struct authn *a, const char *sid);
 /* What this gateway itself just did through auth, applied at once rather
  * than when auth's event arrives (which may be late, or lost until the next

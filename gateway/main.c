@@ -109,13 +109,14 @@ int main(int argc, char **argv)
 	sig = svc_wait_signal();
 	log_info("signal %d: stopping", sig);
 	/* HTTP first (it waits for the RPCs its requests made), then our own
-	 * RPC socket, then the clients nobody uses any more. */
+	 * RPC socket (its Stats reads authn's counters), then authn, then the
+	 * clients nobody uses any more. */
 	wsbridge_stop(&gw); /* MHD may not stop with upgraded sockets open */
 	redirect_stop(&gw);
 	http_stop(&gw);
-	authn_stop(&gw);
 	rpc_server_stop(gw.svc.rpc);
 	gw.svc.rpc = NULL;
+	authn_stop(&gw);
 	for (int i = SVC_GATEWAY + 1; i < SVC_SERVICES; i++) {
 		rpc_client_close(gw.client[i]);
 		gw.client[i] = NULL;
