@@ -83,8 +83,10 @@ def restart_exited(stack, extra):
 
 
 def holder(stack, entry):
-    """The pid recorded in an entry's lock file ("<host> <pid>")."""
-    return int((stack.dir / "run" / f"auth.replica-{entry}.lock").read_text().split()[1])
+    """The pid recorded in an entry's lock file ("<host> <pid>"), or None
+    while the file is empty or being rewritten by a replica taking it."""
+    parts = (stack.dir / "run" / f"auth.replica-{entry}.lock").read_text().split()
+    return int(parts[1]) if len(parts) == 2 and parts[1].isdigit() else None
 
 
 def entry_of(stack, pid):
