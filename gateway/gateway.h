@@ -105,7 +105,6 @@ struct gateway {
 	struct http_sweeper *sweeper;             /* http.c: the header deadline */
 	const unsigned char *openapi;             /* docs/openapi.yaml, embedded by main.c */
 	size_t openapi_len;
-	struct health_rounds *ready; /* health.c */
 };
 
 /* ---- http.c: the libmicrohttpd daemon and the life of one request -------- */
@@ -178,10 +177,6 @@ struct http_request {
 	char actor[JWT_CLAIM_MAX];
 	int rpc_timeout_ms;
 	uint64_t me_epoch; /* authroutes_me: authn_me_get's epoch, for authn_me_put */
-	/* health.c: the next request waiting for the same /readyz round, and
-	 * the round's answer (bit i: dependency i answered). */
-	struct http_request *ready_next;
-	unsigned ready_up;
 	/* Issue 6: set by http.c's first call. */
 	const struct route *route; /* NULL: 404 */
 	struct netaddr client;     /* http_client_ip's value, as bytes */
@@ -272,11 +267,6 @@ void http_async_call(struct http_request *req, int slot, struct rpc_client *clie
                      const ProtobufCServiceDescriptor *desc, const char *method,
                      const ProtobufCMessage *input);
 void http_async_end(struct http_request *req);
-/* For an answer that something other than the request's own RPCs brings
- * (health.c's shared /readyz round): hold keeps the request suspended like
- * one more RPC of its own; release, from any thread, is that RPC's end. */
-void http_async_hold(struct http_request *req);
-void http_async_release(struct http_request *req);
 
 /* ---- routes.c: the route table ------------------------------------------- */
 
@@ -503,10 +493,6 @@ int cors_preflight(struct http_request *req);
 struct idem_state;
 /* Loads or creates the per-install HMAC key (<data dir>/idempotency.key,
  * 0600) and forgets keys left "in progress" by an earlier run. */
-/* health.c: the /readyz rounds. */
-int health_start(struct gateway *gw);
-void health_stop(struct gateway *gw);
-
 int idem_start(struct gateway *gw);
 void idem_stop(struct gateway *gw);
 /* Dispatch, before the handler of a ROUTE_F_IDEMPOTENT POST: notes the key.

@@ -923,22 +923,6 @@ void http_async_end(struct http_request *req)
 	http_async_put(req);
 }
 
-void http_async_hold(struct http_request *req)
-{
-	atomic_fetch_add(&req->gw->rpc_pending, 1);
-	atomic_fetch_add(&req->pending, 1);
-	atomic_fetch_add(&req->refs, 1);
-}
-
-void http_async_release(struct http_request *req)
-{
-	struct gateway *gw = req->gw;
-	http_async_put(req);
-	http_request_unref(req);
-	/* Last touch of the gateway: http_stop waits for this to reach 0. */
-	atomic_fetch_sub(&gw->rpc_pending, 1);
-}
-
 /* ---- daemon ---------------------------------------------------------------- */
 
 static void http_mhd_log(void *cls, const char *fmt, va_list ap)

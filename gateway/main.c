@@ -93,8 +93,6 @@ int main(int argc, char **argv)
 	         gw.svc.instance);
 	svc_open_db(&gw.svc, "gateway.db", &store_schema);
 	svc_start_outbox(&gw.svc);
-	if ((rv = health_start(&gw)) != 0)
-		fatalx("cannot start /readyz: %s", err_str(rv));
 	if ((rv = idem_start(&gw)) != 0)
 		fatalx("cannot load or create the idempotency key in %s: %s", gw.svc.data_dir,
 		       err_str(rv));
@@ -124,7 +122,6 @@ int main(int argc, char **argv)
 		gw.client[i] = NULL;
 	}
 	idem_stop(&gw);
-	health_stop(&gw);
 	svc_fini(&gw.svc);
 	metrics_free(gw.metrics);
 	settings_fini(&gw);
