@@ -15,8 +15,20 @@ CC       ?= cc
 PYTHON   ?= /usr/bin/python3
 
 PKGS      := libmicrohttpd libprotobuf-c jansson sqlite3 openssl libcurl
+# Asked once per make run, when this file is read. `make run` and `make test`
+# install the packages first and then build in a fresh make (see below), so
+# a first run on a fresh machine reads them after they exist; a build with
+# packages missing stops here with the reason, not at the link.
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+NEEDS_PKGS := $(filter-out deps format format-check clean,$(or $(MAKECMDGOALS),all))
+ifneq ($(NEEDS_PKGS),)
+ifeq ($(filter run test,$(MAKECMDGOALS)),)
+ifeq ($(PKG_LIBS),)
+$(error build dependencies are missing (pkg-config knows none of: $(PKGS)); run `make deps` first)
+endif
+endif
+endif
 
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c17 -Wall -Wextra -Werror -D_GNU_SOURCE -MMD -MP -pthread \
@@ -61,15 +73,28 @@ $(LIBCOMMON): $(COMMON_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+# ---- libraries shared by programs (lib/<name>/) ---------------------------
+# Code two programs need is a library of its own, never one program's
+# objects linked into another (tests/structure/check.sh checks the binaries).
+# pwstore: the Pwned Passwords formats, for magnetar-breach and magctl.
+PWSTORE_SRC := $(wildcard lib/pwstore/*.c)
+PWSTORE_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(PWSTORE_SRC))
+LIBPWSTORE  := $(BUILD)/lib/libmagnetar-pwstore.a
+
+$(LIBPWSTORE): $(PWSTORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
 # ---- programs ------------------------------------------------------------
 # Each program is a folder; its main.c is kept out of the objects that tests
 # link, so a unit test exercises exactly the code the service runs.
+# <program>_LIBS: the lib/ archives it links (before libmagnetar-common.a).
 SERVICES := auth audit breach terminal
 define program
 $(1)_SRC  := $(wildcard $(2)/*.c)
 $(1)_OBJ  := $$(patsubst %.c,$(OBJ)/%.o,$$($(1)_SRC))
 $(1)_LIBO := $$(filter-out $(OBJ)/$(2)/main.o,$$($(1)_OBJ))
-$(BIN)/$(3): $$($(1)_OBJ) $(LIBCOMMON)
+$(BIN)/$(3): $$($(1)_OBJ) $$($(1)_LIBS) $(LIBCOMMON)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) $$($(1)_LDFLAGS) -o $$@ $$^ $(LDLIBS) $$($(1)_LDLIBS)
 PROGRAMS += $(BIN)/$(3)
@@ -85,6 +110,10 @@ $(foreach s,$(SERVICES),$(eval $(s)_LDFLAGS := $(ALLOC_WRAP)))
 auth_LDLIBS := -largon2 -loath
 terminal_LDLIBS := -lseccomp
 gateway_LDLIBS := -lwslay
+# `magctl breach import` writes the store the service reads: both link the
+# library, neither links the other's objects.
+breach_LIBS := $(LIBPWSTORE)
+magctl_LIBS := $(LIBPWSTORE)
 $(eval $(call program,gateway,gateway,magnetar-gateway))
 $(foreach s,$(SERVICES),$(eval $(call program,$(s),services/$(s),magnetar-$(s))))
 $(eval $(call program,magctl,tools/magctl,magctl))
@@ -99,11 +128,13 @@ UNIT_SRC   := $(wildcard tests/unit/*_test.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 outbox_test_LINK := $(audit_LIBO)
 auth_test_LINK := $(auth_LIBO)
+# The signer's own round-trip tests; it is auth's, so the test links it alone.
+jwt_test_LINK := $(OBJ)/services/auth/jwtsign.o
 auth_test_LDLIBS := -largon2 -loath
-audit_store_test_LINK := $(audit_LIBO)
+auth_throttle_test_LINK := $(auth_LIBO)
+auth_throttle_test_LDLIBS := -largon2 -loath
 audit_log_test_LINK := $(audit_LIBO)
 audit_crypto_test_LINK := $(audit_LIBO)
-gateway_http_test_LINK := $(gateway_LIBO)
 gateway_netaddr_test_LINK := $(gateway_LIBO)
 gateway_origin_test_LINK := $(gateway_LIBO)
 gateway_ratelimit_test_LINK := $(gateway_LIBO)
@@ -114,35 +145,34 @@ $(GEN)/openapi_yaml.c: docs/openapi.yaml
 	@mkdir -p $(GEN)
 	xxd -i $< >$@
 $(BIN)/magnetar-gateway: $(OBJ)/gen/openapi_yaml.o
-breach_hibp_test_LINK := $(breach_LIBO)
-breach_cache_test_LINK := $(breach_LIBO)
-breach_pwstore_test_LINK := $(breach_LIBO)
-breach_range_test_LINK := $(breach_LIBO)
+# The parsers' and the store's tests need only the library; the service's
+# own tests link its objects and the library they call.
+breach_hibp_test_LINK := $(LIBPWSTORE)
+breach_pwstore_test_LINK := $(LIBPWSTORE)
+breach_cache_test_LINK := $(breach_LIBO) $(LIBPWSTORE)
+breach_range_test_LINK := $(breach_LIBO) $(LIBPWSTORE)
 terminal_validate_test_LINK := $(terminal_LIBO)
 terminal_validate_test_LDLIBS := -lseccomp
+terminal_spawner_test_LINK := $(terminal_LIBO)
+terminal_spawner_test_LDLIBS := -lseccomp
 # Tests linking the gateway's objects link wsbridge.o, hence libwslay.
-gateway_http_test_LDLIBS := -lwslay
 gateway_netaddr_test_LDLIBS := -lwslay
 gateway_origin_test_LDLIBS := -lwslay
 gateway_ratelimit_test_LDLIBS := -lwslay
 gateway_idem_test_LDLIBS := -lwslay
-# `magctl breach import` builds the offline store with the service's own
-# parser and writer (self-contained objects: libc only).
-$(BIN)/magctl: $(OBJ)/services/breach/hibp.o $(OBJ)/services/breach/pairs.o \
-               $(OBJ)/services/breach/pwstore.o
 
 .SECONDEXPANSION:
 $(BUILD)/tests/%: $(OBJ)/tests/unit/%.o $$(%_LINK) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $($*_LDLIBS) -lcmocka
 
-# ---- test programs: tests/tools/<name>.c -> $(BUILD)/tests/<name> -----------
-TOOLS_SRC := $(wildcard tests/tools/*.c)
-TOOLS_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TOOLS_SRC))
-$(TOOLS_BIN): $(BUILD)/tests/%: $(OBJ)/tests/tools/%.o $(LIBCOMMON)
+# ---- stand-in programs: tests/producers/<name>.c -> $(BUILD)/tests/<name> ---
+PRODUCERS_SRC := $(wildcard tests/producers/*.c)
+PRODUCERS_BIN := $(patsubst tests/producers/%.c,$(BUILD)/tests/%,$(PRODUCERS_SRC))
+$(PRODUCERS_BIN): $(BUILD)/tests/%: $(OBJ)/tests/producers/%.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-integration: $(TOOLS_BIN)
+integration: $(PRODUCERS_BIN)
 # The audit ingest benchmark links the audit service's objects (plain baseline).
 $(BUILD)/tests/audit_ingest: $(OBJ)/tests/bench/audit_ingest.o $(audit_LIBO) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
@@ -154,9 +184,17 @@ unit: $(UNIT_BIN)
 integration: all
 	MAGNETAR_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
 
-test: deps all
+# deps first, then a fresh make: this one read pkg-config before deps ran.
+test: deps
+	$(MAKE) all
+	$(MAKE) structure
 	$(MAKE) unit
 	$(MAKE) integration
+
+# The design's boundaries, checked on the sources and the binaries
+# (tests/structure/check.sh says which).
+structure: all
+	sh tests/structure/check.sh $(BIN)
 
 # ---- fuzzing (clang libFuzzer) ---------------------------------------------
 FUZZ_SECONDS ?= 10
@@ -167,7 +205,8 @@ fuzz:
 deps:
 	@sh tools/deps.sh
 
-run: deps all
+run: deps
+	$(MAKE) all
 	$(BIN)/magnetar up
 
 format:
@@ -179,7 +218,8 @@ format-check:
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all unit integration test fuzz deps run format format-check clean
+.DELETE_ON_ERROR:
+.PHONY: all structure unit integration test fuzz deps run format format-check clean
 .PRECIOUS: $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h $(OBJ)/%.o $(OBJ)/gen/%.o
 
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)

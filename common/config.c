@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,8 +80,8 @@ const struct conf_var conf_vars[] = {
      "allowed absolute shell paths", NULL},
     {"MAGNETAR_TERMINAL_ROOTS", B(SVC_TERMINAL) | SUP, false, F(terminal_roots),
      "dirs a terminal may start in", NULL},
-    {"MAGNETAR_TERMINAL_UID", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "uid shells run as", NULL},
-    {"MAGNETAR_TERMINAL_GID", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "gid shells run as", NULL},
+    {"MAGNETAR_TERMINAL_UIDS", B(SVC_TERMINAL) | SUP, false, SIZE_MAX,
+     "uid range first-last for shells, one uid per user", NULL},
     {"MAGNETAR_TERMINAL_IDLE_S", B(SVC_TERMINAL) | SUP, false, SIZE_MAX,
      "seconds without a byte before a terminal closes", NULL},
     {"MAGNETAR_TERMINAL_LIFETIME_S", B(SVC_TERMINAL) | SUP, false, SIZE_MAX,
@@ -104,6 +105,8 @@ const struct conf_var conf_vars[] = {
      "terminal opens per client IP: N/S or off", NULL},
     {"MAGNETAR_HEADER_TIMEOUT_S", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
      "seconds for a complete request header block", NULL},
+    {"MAGNETAR_BODY_TIMEOUT_S", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
+     "seconds for a request body, from complete headers to its last byte", NULL},
     {"MAGNETAR_ACCESS_LOG", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
      "all (a line per request) or errors (only status >= 400)", NULL},
     {"MAGNETAR_CSP", B(SVC_GATEWAY) | SUP, false, SIZE_MAX, "Content-Security-Policy override",
@@ -410,21 +413,26 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 			                   "MAGNETAR_BREACH_FAIL must be open or closed");
 		c->breach_fail_closed = i == 1;
 	}
-	c->terminal_uid = (uid_t)-1;
-	c->terminal_gid = (gid_t)-1;
-	if (c->who == SVC_TERMINAL || c->who == SVC_SUPERVISOR) {
-		if ((s = getenv("MAGNETAR_TERMINAL_UID")) != NULL) {
-			if (conf_int(s, 1, INT_MAX - 1, &n) != 0)
-				return conf_refuse(err, errlen,
-				                   "MAGNETAR_TERMINAL_UID must be a non-zero uid");
-			c->terminal_uid = (uid_t)n;
-		}
-		if ((s = getenv("MAGNETAR_TERMINAL_GID")) != NULL) {
-			if (conf_int(s, 1, INT_MAX - 1, &n) != 0)
-				return conf_refuse(err, errlen,
-				                   "MAGNETAR_TERMINAL_GID must be a non-zero gid");
-			c->terminal_gid = (gid_t)n;
-		}
+	c->terminal_uid_first = c->terminal_uid_last = 0;
+	if ((c->who == SVC_TERMINAL || c->who == SVC_SUPERVISOR) &&
+	    (s = getenv("MAGNETAR_TERMINAL_UIDS")) != NULL) {
+		/* "first-last": whether it holds an account or a service's uid
+		 * is the terminal service's check at start (it reads passwd). */
+		const char *dash = strchr(s, '-');
+		char first[16];
+		long lo, hi;
+		if (dash == NULL || (size_t)(dash - s) >= sizeof(first))
+			return conf_refuse(err, errlen,
+			                   "MAGNETAR_TERMINAL_UIDS must be a uid range first-last");
+		memcpy(first, s, (size_t)(dash - s));
+		first[dash - s] = '\0';
+		if (conf_int(first, 1, (long)UINT32_MAX - 1, &lo) != 0 ||
+		    conf_int(dash + 1, 1, (long)UINT32_MAX - 1, &hi) != 0 || lo > hi)
+			return conf_refuse(err, errlen,
+			                   "MAGNETAR_TERMINAL_UIDS must be a uid range first-last "
+			                   "of non-zero uids, first <= last");
+		c->terminal_uid_first = (uid_t)lo;
+		c->terminal_uid_last = (uid_t)hi;
 	}
 
 	{

@@ -49,8 +49,9 @@ struct conf {
 	bool breach_fail_closed;
 	enum conf_hibp_mode hibp_mode;
 	int max_sessions;
-	uid_t terminal_uid; /* (uid_t)-1 when unset: the service decides */
-	gid_t terminal_gid;
+	/* MAGNETAR_TERMINAL_UIDS: one uid per user from first..last, never 0;
+	 * both 0 when unset (the service picks its default). */
+	uid_t terminal_uid_first, terminal_uid_last;
 	int terminal_idle_s;     /* MAGNETAR_TERMINAL_IDLE_S: no byte either way (900) */
 	int terminal_lifetime_s; /* MAGNETAR_TERMINAL_LIFETIME_S: absolute (43200) */
 	int terminal_per_user;   /* MAGNETAR_TERMINAL_MAX_PER_USER (3) */

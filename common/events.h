@@ -1,7 +1,7 @@
 /*
  * events.h — pub/sub with loss detection.
  *
- * nng pub/sub drops messages by design (FACTS.md), so every event carries
+ * nng pub/sub drops messages by design (docs/dependencies.md), so every event carries
  * its publisher's random instance id and a per-publisher sequence number,
  * and every publisher sends a heartbeat with its current sequence each
  * second. A subscriber that sees a jump in sequence, a publisher it has not
@@ -24,7 +24,8 @@
 
 struct events_pub;
 
-/* Listens on `url` and starts the heartbeat (every heartbeat_ms; 0 = 1000).
+/* Listens on `url` (its first entry) and starts the heartbeat (every
+ * heartbeat_ms; 0 = 1000) and the listener's self-check.
  * `publisher` is copied (a random instance id, at most 64 bytes). */
 int events_pub_open(const char *url, const char *publisher, int heartbeat_ms,
                     struct events_pub **out);
@@ -36,6 +37,15 @@ int events_publish(struct events_pub *p, const char *topic, const void *payload,
 
 /* The last sequence number assigned (0 before the first event). */
 uint64_t events_pub_sequence(struct events_pub *p);
+
+/* How often the publisher listened again: every 500 ms it checks that its
+ * listener still takes new subscribers within 500 ms (nng 1.5's listener
+ * stall, docs/reliability.md) and re-listens when it does not. */
+uint64_t events_pub_relistens(struct events_pub *p);
+
+/* Called before the process exits because a publisher can listen no more
+ * (svc counts it as a watchdog exit). NULL: none. */
+void events_set_exit_hook(void (*fn)(void));
 
 /* Stops the heartbeat and closes. Accepts NULL. */
 void events_pub_close(struct events_pub *p);
@@ -63,15 +73,27 @@ struct events_sub;
  * starts with one of the NULL-terminated prefixes (NULL = everything), but
  * sequence numbers are tracked over all of the publisher's topics.
  * silence_ms: how long without any message before EVENTS_RESYNC_SILENCE
- * (0 = 3000). */
+ * (0 = 3000); reported again each silence_ms while it lasts.
+ * server_roles: who may publish to us (rpc.h roles, checked with
+ * rpc_peer_is on an ipc:// publisher's uid before any message is read;
+ * SVC_SERVER_ROLES(svc) for a service's publisher; 0: anyone). A publisher
+ * outside them (a process holding the socket's name) is hung up on and
+ * counted in `refused`: it could otherwise fake events and heartbeats. */
 int events_sub_open(const char *url, const char *const *topics, int silence_ms,
-                    const struct events_handlers *h, struct events_sub **out);
+                    unsigned server_roles, const struct events_handlers *h,
+                    struct events_sub **out);
 
 /* Stops the thread and closes. No callback runs after it returns. */
 void events_sub_close(struct events_sub *s);
 
+/* When (clock_mono_ms) anything was last heard from `publisher`, 0 if
+ * never, or if a connection to a publisher dropped since (until the next
+ * message, which shows any gap): a consumer holding state loaded from that publisher knows the
+ * state is current only while this is recent. Any thread. */
+uint64_t events_sub_heard_ms(struct events_sub *s, const char *publisher);
+
 struct events_sub_stats {
-	uint64_t events, heartbeats, gaps, new_publishers, silences, malformed;
+	uint64_t events, heartbeats, gaps, new_publishers, silences, malformed, refused;
 };
 void events_sub_get_stats(struct events_sub *s, struct events_sub_stats *st);
 

@@ -1,7 +1,7 @@
 /*
  * ids.h — random identifiers: instance ids, request ids, record ids.
  * Backed by getrandom(2), which is several times cheaper per call than
- * OpenSSL's RAND_bytes here (FACTS.md) and needs no initialisation.
+ * OpenSSL's RAND_bytes here (docs/dependencies.md) and needs no initialisation.
  */
 #ifndef MAGNETAR_IDS_H
 #define MAGNETAR_IDS_H

@@ -16,6 +16,8 @@
 #include <stdint.h>
 
 #define JWT_MAX_TOKEN 4096
+/* An Ed25519 signature. */
+#define JWT_SIG_LEN 64
 #define JWT_KID_MAX 32
 #define JWT_CLAIM_MAX 128
 
@@ -39,13 +41,6 @@ struct jwt_key {
 	char kid[JWT_KID_MAX];
 	EVP_PKEY *pub; /* Ed25519 public key, owned by the caller */
 };
-
-/*
- * Signs `claims` with the Ed25519 private key `priv` under `kid`. On success
- * *out is a NUL-terminated token the caller frees. 0, ERR_INVAL, ERR_NOMEM
- * or ERR_INTERNAL.
- */
-int jwt_sign(EVP_PKEY *priv, const char *kid, const struct jwt_claims *claims, char **out);
 
 /*
  * Verifies `token` (len bytes) against `keys` at time `now` (unix seconds;

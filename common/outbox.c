@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -80,6 +81,35 @@ static char *outbox_col(sqlite3_stmt *st, int col)
 	return strdup(t != NULL ? (const char *)t : "");
 }
 
+int outbox_event_row(sqlite3_stmt *st, int col, Magnetar__AuditEvent *e)
+{
+	magnetar__audit_event__init(e);
+	e->sequence = (uint64_t)sqlite3_column_int64(st, col);
+	e->time_unix_ms = (uint64_t)sqlite3_column_int64(st, col + 1);
+	e->action = outbox_col(st, col + 2);
+	e->actor = outbox_col(st, col + 3);
+	e->target = outbox_col(st, col + 4);
+	e->ip = outbox_col(st, col + 5);
+	e->request_id = outbox_col(st, col + 6);
+	e->outcome = outbox_col(st, col + 7);
+	e->detail = outbox_col(st, col + 8);
+	return e->action && e->actor && e->target && e->ip && e->request_id && e->outcome &&
+	               e->detail
+	           ? 0
+	           : ERR_NOMEM;
+}
+
+void outbox_event_free(Magnetar__AuditEvent *e)
+{
+	free(e->action);
+	free(e->actor);
+	free(e->target);
+	free(e->ip);
+	free(e->request_id);
+	free(e->outcome);
+	free(e->detail);
+}
+
 int outbox_enqueue(struct sqlite3 *db, const struct outbox_event *ev)
 {
 	static const char sql[] =
@@ -104,16 +134,8 @@ int outbox_enqueue(struct sqlite3 *db, const struct outbox_event *ev)
 
 static void outbox_batch_free(struct outbox_batch *b)
 {
-	for (size_t i = 0; i < b->n; i++) {
-		Magnetar__AuditEvent *e = &b->events[i];
-		free(e->action);
-		free(e->actor);
-		free(e->target);
-		free(e->ip);
-		free(e->request_id);
-		free(e->outcome);
-		free(e->detail);
-	}
+	for (size_t i = 0; i < b->n; i++)
+		outbox_event_free(&b->events[i]);
 	free(b->events);
 	free(b->ptrs);
 	memset(b, 0, sizeof(*b));
@@ -147,20 +169,8 @@ static int outbox_read_batch(struct outbox *o, int slot, struct outbox_batch *b)
 	sqlite3_bind_int(st, 2, o->opts.batch);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		Magnetar__AuditEvent *e = &b->events[b->n];
-		magnetar__audit_event__init(e);
-		e->sequence = (uint64_t)sqlite3_column_int64(st, 0);
-		e->time_unix_ms = (uint64_t)sqlite3_column_int64(st, 1);
-		e->action = outbox_col(st, 2);
-		e->actor = outbox_col(st, 3);
-		e->target = outbox_col(st, 4);
-		e->ip = outbox_col(st, 5);
-		e->request_id = outbox_col(st, 6);
-		e->outcome = outbox_col(st, 7);
-		e->detail = outbox_col(st, 8);
-		b->ptrs[b->n] = e;
-		b->n++;
-		if (!e->action || !e->actor || !e->target || !e->ip || !e->request_id ||
-		    !e->outcome || !e->detail) {
+		b->ptrs[b->n++] = e;
+		if (outbox_event_row(st, 0, e) != 0) {
 			rv = ERR_NOMEM;
 			goto out;
 		}
@@ -210,14 +220,60 @@ static int outbox_claim(struct outbox *o)
 	                    v, 2);
 }
 
+/*
+ * Draws a new instance id for `slot` (whose id is `instance`, updated in
+ * place). Our sequence went backwards — the database was restored from an
+ * older copy, and AUTOINCREMENT hands out numbers audit already holds under
+ * this id — so the numbers to come are only unique under a fresh id.
+ */
+static int outbox_rekey(struct outbox *o, int slot, char instance[33], const char *why)
+{
+	char fresh[33];
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int rv;
+
+	if ((rv = ids_random_hex(fresh, 16)) != 0)
+		return rv;
+	if ((rv = pool_writer_get(o->pool, &db)) != 0)
+		return rv;
+	rv = ERR_DB;
+	if (sqlite3_prepare_v2(db,
+	                       "UPDATE outbox_senders SET instance = ?1 WHERE slot = ?2 AND"
+	                       " instance = ?3",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, fresh, -1, SQLITE_STATIC);
+		sqlite3_bind_int(st, 2, slot);
+		sqlite3_bind_text(st, 3, instance, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db) == 1)
+			rv = 0;
+		sqlite3_finalize(st);
+	}
+	pool_writer_put(o->pool, db);
+	if (rv != 0)
+		return rv;
+	log_warnx("outbox: %s slot %d: our sequence went backwards (%s; a database restored "
+	          "from an older copy?): instance %s is replaced by %s",
+	          o->source, slot, why, instance, fresh);
+	pthread_mutex_lock(&o->mu);
+	memcpy(instance, fresh, sizeof(fresh));
+	o->stats.rekeyed++;
+	pthread_mutex_unlock(&o->mu);
+	return 0;
+}
+
 /* Ships one batch of `slot`'s claimed rows under `instance`, claiming new
  * rows first when it is our own slot and it has none. Returns the number of
- * rows acknowledged (0: nothing to send) or a negative error. */
-static int outbox_ship(struct outbox *o, int slot, const char *instance)
+ * rows acknowledged (0: nothing to send) or a negative error. When audit
+ * says our sequence went backwards, draws a new instance id (in place). */
+static int outbox_ship(struct outbox *o, int slot, char instance[33])
 {
 	Magnetar__AppendRequest req = MAGNETAR__APPEND_REQUEST__INIT;
 	struct outbox_batch b;
 	struct rpc_result r;
+	uint64_t high_water = 0;
+	bool conflict = false;
+	char why[96];
 	int rv;
 
 	if ((rv = outbox_read_batch(o, slot, &b)) != 0)
@@ -232,24 +288,48 @@ static int outbox_ship(struct outbox *o, int slot, const char *instance)
 		return 0;
 	}
 	req.source = o->source;
-	req.instance = (char *)instance;
+	req.instance = instance;
 	req.n_events = b.n;
 	req.events = b.ptrs;
 	rv = rpc_call_sync(o->audit, &magnetar__audit__descriptor, "Append", &req.base, NULL,
 	                   o->opts.timeout_ms, &r);
-	if (rv == 0 && r.status != MAGNETAR__STATUS__STATUS_OK) {
+	if (rv == 0 && r.status == MAGNETAR__STATUS__STATUS_CONFLICT &&
+	    strcmp(r.code, "sequence_conflict") == 0) {
+		conflict = true; /* nothing of the batch was stored */
+		rv = ERR_EXISTS;
+	} else if (rv == 0 && r.status != MAGNETAR__STATUS__STATUS_OK) {
 		log_debug("outbox: Append refused status=%s code=%s", rpc_status_name(r.status),
 		          r.code);
 		rv = ERR_UNAVAIL;
+	} else if (rv == 0 && r.output != NULL) {
+		high_water = ((const Magnetar__AppendReply *)r.output)->high_water;
 	}
 	rpc_result_fini(&r);
 	/* Only an acknowledged batch is deleted; a lost ack means a re-send,
-	 * which audit recognises by (source, instance, sequence). */
+	 * which audit recognises by (source, instance, sequence) and content. */
 	if (rv == 0) {
 		const int64_t v[2] = {slot, (int64_t)b.events[b.n - 1].sequence};
 		rv = outbox_write(o, "DELETE FROM outbox WHERE sender = ? AND seq <= ?", v, 2);
 	}
-	if (rv == 0)
+	if (conflict) {
+		/* Audit refused the batch: our numbers name other events there.
+		 * The rows stay, and go again under the new id. */
+		snprintf(why, sizeof(why), "audit refused sequence %llu..%llu: sequence_conflict",
+		         (unsigned long long)b.events[0].sequence,
+		         (unsigned long long)b.events[b.n - 1].sequence);
+		if (outbox_rekey(o, slot, instance, why) == 0) {
+			rv = 0; /* nothing sent; go again at once */
+			outbox_kick(o);
+		}
+	} else if (rv == 0 && high_water > b.events[b.n - 1].sequence) {
+		/* Stored, but audit holds higher numbers under this id than we
+		 * have sent: the next ones we draw would collide. */
+		snprintf(why, sizeof(why), "audit holds up to %llu, we sent up to %llu",
+		         (unsigned long long)high_water,
+		         (unsigned long long)b.events[b.n - 1].sequence);
+		outbox_rekey(o, slot, instance, why);
+	}
+	if (rv == 0 && !conflict)
 		rv = (int)b.n;
 	outbox_batch_free(&b);
 	return rv;
@@ -332,21 +412,25 @@ static void outbox_adopt(struct outbox *o)
 
 	for (int i = 0; i < n; i++) {
 		char instance[33];
-		int sent;
-		if (o->opts.hold != NULL && !o->opts.hold(o->opts.hold_arg, slots[i]))
-			continue; /* alive: its own sender ships them */
-		if (outbox_slot_instance(o, slots[i], instance) == 0) {
-			while (!outbox_stopping(o) &&
-			       (sent = outbox_ship(o, slots[i], instance)) > 0) {
+		int sent = 1;
+		/* One batch per hold of the lock: a replica restarting into this
+		 * slot (svc_claim_replica) then waits at most one batch, never
+		 * the whole backlog, before the entry is free for it. */
+		while (sent > 0 && !outbox_stopping(o)) {
+			if (o->opts.hold != NULL && !o->opts.hold(o->opts.hold_arg, slots[i]))
+				break; /* alive again: its own sender ships them */
+			sent = 0;
+			if (outbox_slot_instance(o, slots[i], instance) == 0 &&
+			    (sent = outbox_ship(o, slots[i], instance)) > 0) {
 				pthread_mutex_lock(&o->mu);
 				o->stats.sent += (uint64_t)sent;
 				o->stats.adopted += (uint64_t)sent;
 				o->stats.batches++;
 				pthread_mutex_unlock(&o->mu);
 			}
+			if (o->opts.release != NULL)
+				o->opts.release(o->opts.hold_arg, slots[i]);
 		}
-		if (o->opts.release != NULL)
-			o->opts.release(o->opts.hold_arg, slots[i]);
 	}
 }
 

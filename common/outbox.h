@@ -1,5 +1,5 @@
 /*
- * outbox.h — the transactional audit outbox (ARCHITECTURE.md §3).
+ * outbox.h — the transactional audit outbox (docs/architecture.md, "Data").
  *
  * A producer writes each audit event into its own database's `outbox`
  * table in the same transaction as the change it describes, so the event
@@ -7,7 +7,11 @@
  * rows in batches to magnetar-audit (Append) and deletes them only after
  * audit acknowledged them. Audit de-duplicates by (source, instance,
  * sequence): a batch re-sent after a lost ack is stored once. The sequence
- * is the row's AUTOINCREMENT key, never reused even after deletes.
+ * is the row's AUTOINCREMENT key, never reused even after deletes — unless
+ * the database is restored from an older copy: then audit refuses a batch
+ * whose numbers it holds with other content (sequence_conflict), or tells
+ * us its high-water mark is above what we sent, and the slot draws a new
+ * instance id, so the events to come are not taken for old ones.
  *
  * Replicas of a service share its database (docs/scaling.md) but not a
  * sender: each replica's sender has its own slot (its replica number) and
@@ -90,7 +94,20 @@ struct outbox_stats {
 	uint64_t batches;
 	uint64_t failures; /* Appends that failed or timed out */
 	uint64_t adopted;  /* rows shipped for a dead replica's slot */
+	uint64_t rekeyed;  /* new instance ids drawn: our sequence went backwards */
 };
 void outbox_get_stats(struct outbox *o, struct outbox_stats *st);
+
+/*
+ * One AuditEvent from a row whose columns, from `col` on, are the outbox's
+ * own layout: sequence, time_ms, action, actor, target, ip, request_id,
+ * outcome, detail (audit's import of its legacy table reads the same). The
+ * strings are copies: outbox_event_free them, after an error too. 0 or
+ * ERR_NOMEM.
+ */
+struct sqlite3_stmt;
+struct Magnetar__AuditEvent;
+int outbox_event_row(struct sqlite3_stmt *st, int col, struct Magnetar__AuditEvent *e);
+void outbox_event_free(struct Magnetar__AuditEvent *e);
 
 #endif

@@ -690,6 +690,30 @@ void pool_writer_put(struct pool *p, struct sqlite3 *db)
 	pool_checkin(p, false, db);
 }
 
+int pool_tx_begin(struct pool *p, struct sqlite3 **db)
+{
+	int rv;
+
+	if ((rv = pool_writer_get(p, db)) != 0)
+		return rv;
+	if (sqlite3_exec(*db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		pool_writer_put(p, *db);
+		*db = NULL;
+		return ERR_DB;
+	}
+	return 0;
+}
+
+int pool_tx_end(struct pool *p, struct sqlite3 *db, int rv)
+{
+	if (rv == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		rv = ERR_DB;
+	if (rv != 0)
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	pool_writer_put(p, db);
+	return rv;
+}
+
 int pool_reader_get(struct pool *p, struct sqlite3 **db)
 {
 	return pool_checkout(p, true, db);

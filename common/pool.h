@@ -11,8 +11,11 @@
  * replaced if it fails or has outlived `max_lifetime_ms`. Migrations are
  * numbered (PRAGMA user_version) and run once, in order, at open.
  *
- * Only common/pool.c, common/outbox.c and each service's store.c include
- * sqlite3.h; everyone else sees `struct sqlite3` as an opaque pointer.
+ * Who includes sqlite3.h, and why: common/pool.c; common/outbox.c (the
+ * outbox's own tables, in the producer's database); common/fault.c (it
+ * injects SQLite errors by their codes); each service's store.c;
+ * gateway/store.c; and tools/magctl/backup.c (the online backup API). Every
+ * other file sees `struct sqlite3` as an opaque pointer.
  */
 #ifndef MAGNETAR_POOL_H
 #define MAGNETAR_POOL_H
@@ -54,6 +57,19 @@ void pool_close(struct pool *p);
 /* The writer, exclusive until pool_writer_put. 0, ERR_CLOSED or ERR_DB. */
 int pool_writer_get(struct pool *p, struct sqlite3 **db);
 void pool_writer_put(struct pool *p, struct sqlite3 *db);
+
+/*
+ * The writer inside BEGIN IMMEDIATE: the one way a store starts a write
+ * transaction. 0 with *db ours until pool_tx_end; on failure (ERR_CLOSED,
+ * ERR_DB) nothing is held.
+ */
+int pool_tx_begin(struct pool *p, struct sqlite3 **db);
+/*
+ * Ends what pool_tx_begin began: COMMIT when rv is 0, else (or when the
+ * commit fails) ROLLBACK; the writer goes back either way. Returns rv, or
+ * ERR_DB when rv was 0 and the commit failed.
+ */
+int pool_tx_end(struct pool *p, struct sqlite3 *db, int rv);
 
 /* A reader. Blocks up to checkout_timeout_ms when max_readers are out:
  * then ERR_TIMEOUT. 0, ERR_CLOSED, ERR_TIMEOUT or ERR_DB. */

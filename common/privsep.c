@@ -169,11 +169,11 @@ int privsep_init(struct privsep *ps, const struct conf *c, bool create, char *er
 				                      "needs its own user",
 				                      ps->name[j], ps->name[i]);
 	}
-	/* The shell user is in no group of ours: a shell cannot reach a socket. */
-	if (create && c->terminal_uid == (uid_t)-1 &&
-	    privsep_user(PRIVSEP_SHELL_USER, NULL, true, &shell_uid, &shell_gid) != 0)
-		log_warnx("cannot create the user %s: shells would run as nobody",
-		          PRIVSEP_SHELL_USER);
+	/* An account in no group of ours. Shells no longer run as it (each
+	 * user has a uid of MAGNETAR_TERMINAL_UIDS, docs/terminal.md); it
+	 * stays the deployments' name for an outsider without any access. */
+	if (create && privsep_user(PRIVSEP_SHELL_USER, NULL, true, &shell_uid, &shell_gid) != 0)
+		log_warnx("cannot create the user %s", PRIVSEP_SHELL_USER);
 	return 0;
 }
 

@@ -1,7 +1,7 @@
 /*
- * privsep.h — one system user per service (ARCHITECTURE.md §1, §4): the
- * users and the IPC group, the data and run dirs they own, the uid drop, and
- * the roles a peer uid holds (what common/rpc.c's allow-lists check).
+ * privsep.h — one system user per service (docs/architecture.md, "Processes" and "Security model"):
+ * the users and the IPC group, the data and run dirs they own, the uid drop, and the roles a peer
+ * uid holds (what common/rpc_server.c's allow-lists check).
  *
  * As root, each service starts as root, opens what is privileged, then drops
  * to its own user (privsep_drop). Without root there is nothing to separate:

@@ -41,7 +41,7 @@ struct rpc_call;
  */
 typedef void (*rpc_handler_fn)(struct rpc_call *call, const ProtobufCMessage *input, void *arg);
 
-/* Per-method flags, beside the handler (CONVENTIONS.md: dispatch by table). */
+/* Per-method flags, beside the handler (docs/conventions.md: dispatch by table). */
 enum rpc_method_flags {
 	RPC_F_NONE = 0,
 	RPC_F_MUTATES = 1u << 0, /* changes state: must be idempotent per request id */
@@ -80,6 +80,11 @@ void rpc_set_peer_policy(const struct rpc_peer_policy *p);
 /* True when `uid` may connect under the process policy (`events`: as a
  * subscriber of our publisher); logs a refusal. No policy: true. */
 bool rpc_peer_admitted(uid_t uid, bool events);
+/* The same, silent: for a caller that rate-limits its own refusal lines. */
+bool rpc_peer_admits(uid_t uid, bool events);
+/* True when `uid` holds one of `roles` under the process policy; true too
+ * without a policy, or for roles 0. */
+bool rpc_peer_is(uid_t uid, unsigned roles);
 
 struct rpc_method {
 	const char *name; /* exactly as in the .proto service block */
@@ -87,8 +92,12 @@ struct rpc_method {
 	unsigned flags;
 };
 
+/* Requests a server receives concurrently unless told otherwise. A request
+ * holds its context until it is answered, asynchronous ones included. */
+#define RPC_CONTEXTS_DEFAULT 64
+
 struct rpc_server_opts {
-	int contexts;   /* requests received concurrently (default 64) */
+	int contexts;   /* requests received concurrently (default RPC_CONTEXTS_DEFAULT) */
 	int workers;    /* handler threads (default 4) */
 	size_t max_msg; /* NNG_OPT_RECVMAXSZ (default RPC_MAX_MSG_DEFAULT) */
 	void *arg;      /* passed to every handler */
@@ -105,15 +114,41 @@ int rpc_server_start(const char *url, const ProtobufCServiceDescriptor *desc,
 
 /* nng_listen with what every listening socket of ours sets: on ipc:// the
  * socket file's mode (0660) and, when `pipe_cb` is given, a pipe-add
- * (NNG_PIPE_EV_ADD_PRE) callback. An nng error code. */
+ * (NNG_PIPE_EV_ADD_PRE) callback. The listener goes to *out (for
+ * rpc_listen_again). An nng error code. */
 int rpc_listen(nng_socket sock, const char *url, void (*pipe_cb)(nng_pipe, nng_pipe_ev, void *),
-               void *arg);
+               void *arg, nng_listener *out);
+/* Closes *l and listens again on `url` into *l (nng 1.5's listener stall;
+ * rpc_server_relisten says what it costs). An nng error code: then nothing
+ * listens any more. */
+int rpc_listen_again(nng_socket sock, const char *url, nng_listener *l);
+/* Calls fn with the path of every ipc:// socket this process listens on
+ * (its RPC server's, its publishers'): svc_lockdown gives them to the
+ * service's user, who must be able to bind them again. */
+void rpc_listen_paths(void (*fn)(const char *path, void *arg), void *arg);
 
 /* Closes the socket, waits until every dispatched call has replied, frees. */
 void rpc_server_stop(struct rpc_server *s);
 
+/* How many pipes the server's socket ever accepted (NNG_PIPE_EV_ADD_POST):
+ * a connection nng's transport took but its listener never accepted (nng
+ * 1.5's listener stall) does not count. */
+uint64_t rpc_server_pipes(struct rpc_server *s);
+
+/* Closes the listener and listens again on the same URL (nng 1.5's
+ * listener stall, docs/reliability.md). nng closes the listener's pipes
+ * with it: calls in flight on them fail (service_unavailable) unless their
+ * clients may send them again, and their clients dial again. On ipc:// the
+ * socket file is unlinked and bound again, so the process must be allowed
+ * to (svc_lockdown gives the file to the service's user). Counted as
+ * "rpc.relisten". Not concurrent with itself or rpc_server_stop. 0, or
+ * ERR_EXISTS (the name was taken in between), ERR_PERM or ERR_IO: then
+ * nothing listens any more. */
+int rpc_server_relisten(struct rpc_server *s);
+
 /* Calls fn for each counter ("rpc.<Method>.calls", "rpc.<Method>.errors",
- * "rpc.malformed", "rpc.unknown_method", "rpc.expired"). */
+ * "rpc.malformed", "rpc.unknown_method", "rpc.expired", "rpc.refused",
+ * "rpc.relisten"). */
 void rpc_server_counters(struct rpc_server *s,
                          void (*fn)(const char *name, uint64_t value, void *arg), void *arg);
 
@@ -237,10 +272,36 @@ typedef void (*rpc_done_fn)(struct rpc_result *r, void *arg);
 
 /* Opens a req0 socket dialing `url` in the background. */
 int rpc_client_open(const char *url, size_t max_msg, struct rpc_client **out);
+/*
+ * The same, and every ipc:// pipe whose server is not a uid holding one of
+ * `server_roles` under the process policy (rpc_peer_is) is closed before a
+ * request can go out on it: a process that binds the service's socket name
+ * while it is free (the service down, or between a re-listen's close and
+ * bind) receives nothing. Counted by rpc_client_refused. tcp:// carries no
+ * uid and is not checked.
+ */
+int rpc_client_open_for(const char *url, size_t max_msg, unsigned server_roles,
+                        struct rpc_client **out);
+/* Pipes closed because their server was not who rpc_client_open_for named. */
+uint64_t rpc_client_refused(struct rpc_client *c);
 /* Closes; calls still pending complete with STATUS_UNAVAILABLE first. */
 void rpc_client_close(struct rpc_client *c);
 /* True while at least one pipe to the service is connected. */
 bool rpc_client_connected(struct rpc_client *c);
+/*
+ * Methods of this client's service that are safe to run twice (reads, and
+ * any the caller decides may be), as a NULL-terminated list that outlives
+ * the client; set before the first call. A call of one of them whose pipe
+ * closed after it was sent (the server crashed or hung up, so it may or may
+ * not have run) is sent again, to another pipe when there is one, within
+ * its deadline, at most RPC_RESENDS times. A call of any other method fails
+ * STATUS_UNAVAILABLE then: nng does not re-send on its own (its resend
+ * timer is off here, so a state-changing call never runs twice by itself).
+ */
+#define RPC_RESENDS 2
+void rpc_client_resend_on_reset(struct rpc_client *c, const char *const *methods);
+/* Calls sent again by rpc_client_resend_on_reset's rule since open. */
+uint64_t rpc_client_resent(struct rpc_client *c);
 
 /*
  * Starts a call of `method` (looked up in `desc`). `ctx` may be NULL; its

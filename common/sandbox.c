@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/list.h"
 #include "common/log.h"
 
 /* ---- Landlock (uapi, ABI 1..6) ------------------------------------------- */
@@ -226,7 +227,8 @@ int sandbox_rules(struct sandbox_rules *r, const struct conf *c, enum svc_id id,
 		}
 		r->inet = r->netlink = true;
 	}
-	/* Configured tcp:// endpoints: ours to bind, everyone's to dial. */
+	/* Configured tcp:// endpoints: ours to bind, everyone's to dial, ours
+	 * too (the self-checks of the RPC socket and the publisher dial it). */
 	for (int i = 0; i < SVC_SERVICES; i++)
 		tcp_urls[i] = c->url[i];
 	tcp_urls[SVC_SERVICES] = c->auth_events_url;
@@ -236,18 +238,18 @@ int sandbox_rules(struct sandbox_rules *r, const struct conf *c, enum svc_id id,
 		           (i == SVC_SERVICES + 1 && id == SVC_AUDIT);
 		/* A list (replicas, rpc.h): our own holds our entry alone by now
 		 * (svc_init); we may dial every entry of the others'. */
-		for (const char *u = tcp_urls[i]; u != NULL;
-		     u = strchr(u, ',') ? strchr(u, ',') + 1 : NULL) {
+		const char *cur = tcp_urls[i], *item;
+		size_t len;
+		for (bool first = true; list_next(&cur, &item, &len); first = false) {
 			char url[512];
-			if (rpc_url_first(u, url, sizeof(url)) != 0 ||
-			    strncmp(url, "tcp://", 6) != 0)
+			if (len >= sizeof(url) || len < 6 || strncmp(item, "tcp://", 6) != 0)
 				continue;
+			memcpy(url, item, len);
+			url[len] = '\0';
 			r->inet = true;
-			if (own && u == tcp_urls[i])
+			if (own && first)
 				rv |= rules_add_port(r->bind, &r->nbind, rules_url_port(url, 0));
-			else
-				rv |= rules_add_port(r->connect, &r->nconnect,
-				                     rules_url_port(url, 0));
+			rv |= rules_add_port(r->connect, &r->nconnect, rules_url_port(url, 0));
 		}
 	}
 	return rv != 0 ? ERR_INVAL : 0;
@@ -619,7 +621,7 @@ int sandbox_seccomp(const struct sandbox_rules *r, char *err, size_t errlen)
 
 /* ---- self-test ---------------------------------------------------------- */
 
-enum probe { PROBE_OPEN, PROBE_CONNECT, PROBE_EXEC };
+enum probe { PROBE_OPEN, PROBE_CONNECT, PROBE_EXEC, PROBE_KILL };
 
 /* In the child: 0 refused, 1 allowed, 2 the lock-down itself failed. */
 static int selftest_child(enum probe what, const char *path, uint16_t port)
@@ -654,6 +656,14 @@ static int selftest_child(enum probe what, const char *path, uint16_t port)
 		dprintf(STDERR_FILENO, "selftest: execve /bin/sh: %s\n", strerror(errno));
 		return 0;
 	}
+	case PROBE_KILL:
+		/* Signal 0 to another process (the one that forked us): harmless
+		 * if allowed, and exactly what signals-to-ourselves-only forbids. */
+		if (kill(getppid(), 0) == 0)
+			return 1;
+		dprintf(STDERR_FILENO, "selftest: kill(%d, 0): %s\n", (int)getppid(),
+		        strerror(errno));
+		return 0;
 	}
 	return 2;
 }
@@ -723,6 +733,7 @@ int sandbox_selftest(int (*apply)(void *arg), void *arg, const char *const *path
 	if (lfd >= 0)
 		close(lfd);
 	bad |= selftest_one(apply, arg, PROBE_EXEC, NULL, 0, "execve /bin/sh");
+	bad |= selftest_one(apply, arg, PROBE_KILL, NULL, 0, "kill another process");
 	printf("selftest: %s\n", bad ? "FAILED: something forbidden was allowed"
 	                             : "ok: every forbidden operation was refused");
 	fflush(stdout);

@@ -19,10 +19,13 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/events.h"
+#include "common/mkdirs.h"
 #include "common/fingerprint.h"
 #include "common/ids.h"
 #include "common/log.h"
@@ -34,7 +37,7 @@
 #include "common/sandbox.h"
 
 /* Who may connect to each service's RPC socket and to its publisher
- * (ARCHITECTURE.md §1): the gateway fronts auth and terminal, auth alone
+ * (docs/architecture.md, "Processes"): the gateway fronts auth and terminal, auth alone
  * asks breach, every producer ships its outbox to audit; the operator
  * (root, magctl) reaches everything. Methods narrow this in their rows. */
 static const unsigned svc_admit[SVC_SERVICES] = {
@@ -87,6 +90,35 @@ int svc_own_user(const struct svc *s, uid_t *uid, gid_t *gid)
 	return 0;
 }
 
+/* Our sockets' files (RPC, events), bound as root, become our user's (group and mode
+ * unchanged: magnetar, 0660), so that we can listen again after the drop
+ * (rpc_server_relisten, svc_watch_main): in the sticky run dir only the
+ * file's owner may unlink it. The price, a name free for a few
+ * microseconds during a re-listen, is in docs/reliability.md. Replicas'
+ * entries sit in a root-owned dir (svc_guard_entries) where we cannot bind
+ * at all: they keep root's file, and a stall still exits for a restart. */
+static void svc_own_path(const char *path, void *arg)
+{
+	const struct svc *s = arg;
+	char dir[512], *slash;
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((slash = strrchr(dir, '/')) != NULL)
+		*slash = '\0';
+	if (slash == NULL || stat(dir, &st) != 0 || st.st_uid != 0 || (st.st_mode & S_IWGRP) == 0)
+		return;
+	if (lchown(path, svc_ps.uid[s->id], (gid_t)-1) != 0)
+		fatal("cannot give our socket %s to %s", path, svc_ps.name[s->id]);
+}
+
+/* Every ipc:// socket we listen on (RPC, events): rpc_listen_paths. */
+static void svc_own_socket(struct svc *s)
+{
+	if (svc_ps.on)
+		rpc_listen_paths(svc_own_path, s);
+}
+
 void svc_lockdown(struct svc *s)
 {
 	char err[256];
@@ -96,6 +128,7 @@ void svc_lockdown(struct svc *s)
 	 * becomes the service's before it stops being root. */
 	if (privsep_own(&svc_ps, s->id, s->data_dir) != 0)
 		fatal("cannot give %s to %s", s->data_dir, svc_ps.name[s->id]);
+	svc_own_socket(s);
 	if (privsep_drop(&svc_ps, s->id, err, sizeof(err)) != 0)
 		fatalx("cannot drop privileges to %s: %s", svc_ps.name[s->id], err);
 	/* Peers learnt our uid when we connected: connect again as ourselves. */
@@ -184,27 +217,6 @@ static void svc_usage(const char *prog)
 	        prog);
 }
 
-/* mkdir -p with a final mode; existing dirs are left as they are. */
-static int svc_mkdirs(const char *path, mode_t mode)
-{
-	char buf[512];
-	size_t len = strlen(path);
-	if (len == 0 || len >= sizeof(buf))
-		return ERR_INVAL;
-	memcpy(buf, path, len + 1);
-	for (char *p = buf + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-			return ERR_IO;
-		*p = '/';
-	}
-	if (mkdir(buf, mode) != 0 && errno != EEXIST)
-		return ERR_IO;
-	return 0;
-}
-
 /* Under privilege separation, the dir of each ipc:// entry of a replicated
  * service's list is root's alone (privsep_socket_dir): an entry no replica
  * holds must not be free for another service's user to listen on. */
@@ -256,16 +268,23 @@ static void svc_claim_replica(struct svc *s)
 	for (size_t i = 0; i < 2 && own[i] != NULL; i++)
 		svc_guard_entries(s, *own[i]);
 	/* Every entry held may be a moment's: another replica's outbox holds a
-	 * dead entry's lock while it ships that entry's rows. */
+	 * dead entry's lock while it ships one batch of that entry's rows
+	 * (outbox_adopt releases it between batches). 15 s covers a batch sent
+	 * to a slow audit; only then is the entry taken for good, and a
+	 * restarted replica that gave up sooner would exit 0 and stay down. */
 	for (int tries = 0; (rv = replica_claim(s->conf.run_dir, svc_name(s->id), count,
 	                                        &s->replica, &fd)) == ERR_EXISTS &&
-	                    tries < 30;
+	                    tries < 150;
 	     tries++)
 		usleep(100 * 1000);
-	if (rv == ERR_EXISTS)
-		fatalx("all %zu entries of %s's URL are held by running replicas: list one more to "
-		       "start another",
-		       count, svc_name(s->id));
+	/* Exit 0, a status `restart: on-failure` (Compose, systemd) does not
+	 * retry: a restart would find the same entries held. */
+	if (rv == ERR_EXISTS) {
+		log_warnx("all %zu entries of %s's URL are held by running replicas: list one "
+		          "more to start another; exiting",
+		          count, svc_name(s->id));
+		exit(0);
+	}
 	if (rv != 0)
 		fatal("cannot claim a replica's entry in %s", s->conf.run_dir);
 	for (size_t i = 0; i < 2 && own[i] != NULL; i++) {
@@ -288,6 +307,56 @@ static void svc_claim_replica(struct svc *s)
 	log_info("replica %zu of %zu: listening on %s", s->replica, count, s->conf.url[s->id]);
 }
 
+/* The watchdog's exits, counted across them: one line appended per exit to
+ * <data dir>/watchdog-exits (shared by the service's replicas: the count is
+ * the service's), counted by Stats as "svc.watchdog_exits" (hence in the
+ * gateway's /metrics). The exit is the last resort behind the re-listen;
+ * an alert on this counter finds a stall the re-listen could not cure. */
+#define SVC_WATCHDOG_FILE "watchdog-exits"
+static const struct svc *svc_self; /* for the events publisher's exit hook */
+
+static uint64_t svc_watchdog_exits(const struct svc *s)
+{
+	char path[600], buf[4096];
+	uint64_t n = 0;
+	ssize_t got;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", s->data_dir, SVC_WATCHDOG_FILE);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	while ((got = read(fd, buf, sizeof(buf))) > 0)
+		for (ssize_t i = 0; i < got; i++)
+			n += buf[i] == '\n';
+	close(fd);
+	return n;
+}
+
+/* Before the watchdog's exit: one line, appended (replicas may do the same
+ * at once: each O_APPEND write lands whole). */
+static void svc_watchdog_count(const struct svc *s)
+{
+	char path[600], line[64];
+	int fd, n;
+
+	snprintf(path, sizeof(path), "%s/%s", s->data_dir, SVC_WATCHDOG_FILE);
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0)
+		return;
+	n = snprintf(line, sizeof(line), "%llu replica=%zu\n", (unsigned long long)clock_unix_ms(),
+	             s->replica);
+	if (write(fd, line, (size_t)n) != n)
+		log_warn("cannot count the watchdog's exit in %s", path);
+	fsync(fd);
+	close(fd);
+}
+
+/* events.c's hook: a publisher that cannot listen again exits the same way. */
+static void svc_watchdog_count_self(void)
+{
+	if (svc_self != NULL)
+		svc_watchdog_count(svc_self);
+}
+
 void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 {
 	static const struct option longopts[] = {{"sandbox-selftest", no_argument, NULL, 'S'},
@@ -303,6 +372,8 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 	memset(s, 0, sizeof(*s));
 	s->id = id;
 	s->started_mono_ms = clock_mono_ms();
+	svc_self = s;
+	events_set_exit_hook(svc_watchdog_count_self);
 	log_init(svc_name(id), LOG_TEXT, getenv("MAGNETAR_DEBUG") != NULL);
 	while ((opt = getopt_long(argc, argv, "nh", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -349,9 +420,9 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 	if (id < SVC_SERVICES) {
 		if (conf_service_dir(&s->conf, id, s->data_dir, sizeof(s->data_dir)) != 0)
 			fatalx("MAGNETAR_DATA_DIR is too long");
-		if (svc_mkdirs(s->data_dir, 0700) != 0)
+		if (mkdirs(s->data_dir, 0700) != 0)
 			fatal("cannot create data dir %s", s->data_dir);
-		if (svc_mkdirs(s->conf.run_dir, 0755) != 0)
+		if (mkdirs(s->conf.run_dir, 0755) != 0)
 			fatal("cannot create run dir %s", s->conf.run_dir);
 		/* As root: our user (created when missing, for a service started
 		 * without the supervisor), the dirs' owners and modes. */
@@ -365,7 +436,7 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 		setenv("SQLITE_TMPDIR", s->data_dir, 1);
 		policy = (struct rpc_peer_policy){.roles = svc_roles,
 		                                  .arg = &svc_ps,
-		                                  /* Our own uid too: svc_self_check. */
+		                                  /* Our own uid too: svc_check. */
 		                                  .admit = svc_admit[id] | RPC_BY(id),
 		                                  .admit_events = svc_admit_events[id]};
 		rpc_set_peer_policy(&policy);
@@ -460,7 +531,7 @@ void svc_start_outbox(struct svc *s)
 	/* Audit takes the producer's identity from its uid: dial as ourselves,
 	 * after svc_lockdown, never as root. Events wait in the outbox. */
 	rpc_hold_dials(svc_ps.on);
-	rv = rpc_client_open(s->conf.url[SVC_AUDIT], 0, &s->audit);
+	rv = rpc_client_open_for(s->conf.url[SVC_AUDIT], 0, SVC_SERVER_ROLES(SVC_AUDIT), &s->audit);
 	rpc_hold_dials(false);
 	if (rv != 0)
 		fatalx("cannot open a client of magnetar-audit: %s", err_str(rv));
@@ -475,58 +546,128 @@ void svc_start_outbox(struct svc *s)
 	outbox_kick(s->outbox);
 }
 
-/* A Ping to ourselves: false only when the socket stays silent for 3 s.
- * nng 1.5 now and then stops reading a listener's connections, after a
- * start or a SIGCONT (docs/reliability.md: bytes sit unread in the kernel,
- * every thread idle); such a service would look up and answer nothing, for
- * good, so the callers exit for whoever started us (the supervisor, Docker,
- * systemd) to start us again. Our own uid is on our allow-list for this
+/* The self-check: nng 1.5 now and then stops serving its listener, after a
+ * start, a SIGCONT, or a peer that hung up before our handshake (nng issue
+ * 1518, which anyone in the magnetar group can trigger at will):
+ * docs/reliability.md. Connections made after that are taken by nng's
+ * transport and never accepted by the listener (bytes sit unread in the
+ * kernel, every thread idle); the service looks up and answers nothing new,
+ * for good. Two proofs that it serves, each over a new connection (pipes
+ * accepted before the stall keep working, so an old one proves nothing):
+ * its listener accepts a pipe within SVC_ACCEPT_MS (nng's own threads do
+ * that, however busy our workers are: usually well under 1 ms), and a Ping
+ * is answered within SVC_PING_MS (through the workers; the start-up stall
+ * left accepted pipes unread). Our own uid is on our allow-list for this
  * (svc_init). */
-static bool svc_ping_self(struct svc *s, const ProtobufCServiceDescriptor *desc)
+#define SVC_ACCEPT_MS 500
+#define SVC_PING_MS 3000
+
+/* Dials our own socket: false when no pipe at all was accepted within
+ * SVC_ACCEPT_MS. The client is handed back open, for the Ping (NULL if it
+ * could not be made: then true, as a check that could not even start, for
+ * want of memory say, proves nothing). */
+static bool svc_accepts(struct svc *s, struct rpc_client **self)
+{
+	uint64_t before = rpc_server_pipes(s->rpc), until = clock_mono_ms() + SVC_ACCEPT_MS;
+	const struct timespec tick = {.tv_nsec = 2000000};
+	int rv;
+
+	if ((rv = rpc_client_open_for(s->conf.url[s->id], 0, SVC_SERVER_ROLES(s->id), self)) != 0) {
+		log_warnx("self-check skipped: cannot dial our own socket: %s", err_str(rv));
+		*self = NULL;
+		return true;
+	}
+	while (rpc_server_pipes(s->rpc) == before) {
+		if (clock_mono_ms() >= until)
+			return false;
+		nanosleep(&tick, NULL);
+	}
+	return true;
+}
+
+/* False only when `self` got no answer within SVC_PING_MS. */
+static bool svc_pings(const ProtobufCServiceDescriptor *desc, struct rpc_client *self)
 {
 	Magnetar__PingRequest req = MAGNETAR__PING_REQUEST__INIT;
-	struct rpc_client *self;
 	struct rpc_result r;
 	bool alive;
 	int rv;
 
-	/* Only silence proves the stall: a call that could not even start
-	 * (no memory, say, under MAGNETAR_FAULT_ALLOC) proves nothing. */
-	if ((rv = rpc_client_open(s->conf.url[s->id], 0, &self)) != 0) {
-		log_warnx("self-check skipped: cannot dial our own socket: %s", err_str(rv));
+	if (self == NULL)
 		return true;
-	}
-	rv = rpc_call_sync(self, desc, "Ping", &req.base, NULL, 3000, &r);
+	rv = rpc_call_sync(self, desc, "Ping", &req.base, NULL, SVC_PING_MS, &r);
 	alive = rv != 0 || (r.status != MAGNETAR__STATUS__STATUS_UNAVAILABLE &&
 	                    r.status != MAGNETAR__STATUS__STATUS_DEADLINE_EXCEEDED);
 	if (rv != 0)
 		log_warnx("self-check skipped: %s", err_str(rv));
 	else
 		rpc_result_fini(&r);
-	rpc_client_close(self);
 	return alive;
 }
 
-static void svc_self_check(struct svc *s, const ProtobufCServiceDescriptor *desc)
+/* One check; on failure, listen again (rpc_server_relisten: nng closes the
+ * old listener's pipes, stuck ones included) and check once more. False
+ * when even that fails; exits at once, saying `stall`, when we could not
+ * listen again (nothing listens any more: only a restart helps). */
+static bool svc_check(struct svc *s, const ProtobufCServiceDescriptor *desc, const char *stall)
 {
-	if (!svc_ping_self(s, desc))
-		fatalx("our own RPC socket %s does not answer (nng's start-up stall, "
-		       "docs/reliability.md): exiting to be started again",
-		       s->conf.url[s->id]);
+	struct rpc_client *self;
+	bool accepted;
+	int rv;
+
+	accepted = svc_accepts(s, &self);
+	if (accepted && svc_pings(desc, self)) {
+		rpc_client_close(self);
+		return true;
+	}
+	/* Closed before the re-listen: its connection belongs to the old
+	 * listener, which has written its handshake already (nng's transport
+	 * still negotiates during the stall). Closed after it, a dialer that
+	 * had just reconnected to the new listener would be cut mid-handshake:
+	 * the trigger itself. */
+	rpc_client_close(self);
+	rv = rpc_server_relisten(s->rpc);
+	if (rv != 0) {
+		svc_watchdog_count(s);
+		fatalx("our own RPC socket %s %s, and we cannot listen on it again (%s): exiting "
+		       "to be started again",
+		       s->conf.url[s->id], stall, err_str(rv));
+	}
+	if (accepted)
+		log_warnx(
+		    "our own RPC socket %s did not answer a Ping within %d ms: listening again "
+		    "(nng 1.5's stall, docs/reliability.md)",
+		    s->conf.url[s->id], SVC_PING_MS);
+	else
+		log_warnx("our own RPC socket %s accepted no connection within %d ms: listening "
+		          "again (nng 1.5's listener stall, docs/reliability.md)",
+		          s->conf.url[s->id], SVC_ACCEPT_MS);
+	accepted = svc_accepts(s, &self);
+	accepted = accepted && svc_pings(desc, self);
+	rpc_client_close(self);
+	return accepted;
 }
 
-/* The same check every SVC_WATCH_MS while serving: the stall was also seen
- * after a SIGSTOP/SIGCONT (test_faults, audit silent for a minute). Three
- * silent checks in a row (about 15 s: a busy service answers a Ping within
- * milliseconds) exit for a restart. */
-#define SVC_WATCH_MS 5000
-struct svc_watch {
+/* The same check every SVC_WATCH_MS while serving, so that a listener
+ * stall lasts at most SVC_WATCH_MS + SVC_ACCEPT_MS (1 s): it was also seen
+ * after a SIGSTOP/SIGCONT (test_faults, audit silent for a minute), and any
+ * member of the magnetar group can cause it at will (test_listener_stall).
+ * A check costs a connection and a Ping, about 100 µs of CPU. Three checks in a
+ * row that fail even after a re-listen (up to about 15 s) exit for a
+ * restart. */
+#define SVC_WATCH_MS 500
+/* What the exits say (test_faults and test_scaling look for them). */
+#define SVC_STALL "stopped answering (nng's stall, docs/reliability.md)"
+#define SVC_START_STALL "does not answer (nng's start-up stall, docs/reliability.md)"
+static struct svc_watch {
 	struct svc *s;
 	const ProtobufCServiceDescriptor *desc;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stop;
-};
+	pthread_t thread;
+	bool running;
+} svc_watch = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static void *svc_watch_main(void *arg)
 {
@@ -537,51 +678,88 @@ static void *svc_watch_main(void *arg)
 	while (!w->stop) {
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += SVC_WATCH_MS / 1000;
+		until.tv_nsec += (long)(SVC_WATCH_MS % 1000) * 1000000L;
+		until.tv_sec += SVC_WATCH_MS / 1000 + until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
 		pthread_cond_timedwait(&w->cv, &w->mu, &until);
 		if (w->stop)
 			break;
 		pthread_mutex_unlock(&w->mu);
-		silent = svc_ping_self(w->s, w->desc) ? 0 : silent + 1;
-		if (silent == 3)
-			fatalx("our own RPC socket %s stopped answering (nng's stall, "
-			       "docs/reliability.md): exiting to be started again",
-			       w->s->conf.url[w->s->id]);
+		silent = svc_check(w->s, w->desc, SVC_STALL) ? 0 : silent + 1;
+		if (silent == 3) {
+			svc_watchdog_count(w->s);
+			fatalx("our own RPC socket %s %s: exiting to be started again",
+			       w->s->conf.url[w->s->id], SVC_STALL);
+		}
 		pthread_mutex_lock(&w->mu);
 	}
 	pthread_mutex_unlock(&w->mu);
 	return NULL;
 }
 
+void svc_watch_start(struct svc *s, const ProtobufCServiceDescriptor *desc)
+{
+	char entry[512];
+
+	/* A socket our own user cannot connect to (an ipc:// URL outside the
+	 * run dir, in a dir closed to it) would fail every check, and the
+	 * re-listen there too: nobody but root can use it, a stall included.
+	 * access(), not a test connection: a connect-then-close is the very
+	 * hang-up that stalls nng 1.5's listener. */
+	if (rpc_url_first(s->conf.url[s->id], entry, sizeof(entry)) == 0 &&
+	    strncmp(entry, "ipc://", 6) == 0 && access(entry + 6, W_OK) != 0) {
+		log_warnx(
+		    "self-check off: our own socket %s is closed to us (%s), so nng's listener "
+		    "stall would go unnoticed (docs/reliability.md)",
+		    entry + 6, strerror(errno));
+		return;
+	}
+	/* Right after the drop: the start-up stall (docs/reliability.md). */
+	if (!svc_check(s, desc, SVC_START_STALL)) {
+		svc_watchdog_count(s);
+		fatalx("our own RPC socket %s %s: exiting to be started again", s->conf.url[s->id],
+		       SVC_START_STALL);
+	}
+	svc_watch.s = s;
+	svc_watch.desc = desc;
+	svc_watch.stop = false;
+	svc_watch.running =
+	    pthread_create(&svc_watch.thread, NULL, svc_watch_main, &svc_watch) == 0;
+	if (!svc_watch.running)
+		log_warnx("self-check: cannot start its thread: the socket goes unwatched");
+}
+
+void svc_watch_stop(void)
+{
+	pthread_mutex_lock(&svc_watch.mu);
+	svc_watch.stop = true;
+	pthread_cond_signal(&svc_watch.cv);
+	pthread_mutex_unlock(&svc_watch.mu);
+	if (svc_watch.running)
+		pthread_join(svc_watch.thread, NULL);
+	svc_watch.running = false;
+}
+
 void svc_serve(struct svc *s, const ProtobufCServiceDescriptor *desc,
                const struct rpc_method *methods, size_t nmethods, void *arg)
 {
 	struct rpc_server_opts opts = {.arg = arg};
-	struct svc_watch watch = {
-	    .s = s, .desc = desc, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-	pthread_t watcher;
-	bool watching;
 	int rv, sig;
 
-	/* Bound as root, so that the socket file is root's and its name never
-	 * goes free for another user to squat (privsep.h). Requests that come
-	 * in the few milliseconds before the drop are served as root: holding
-	 * them back (contexts not yet receiving) stalled nng 1.5's rep0 pipes. */
+	/* Bound as root, so that no other user can take the name first
+	 * (privsep.h); svc_lockdown then gives the file to our user for the
+	 * re-listen. Requests that come in the few milliseconds before the drop
+	 * are served as root: holding them back (contexts not yet receiving)
+	 * stalled nng 1.5's rep0 pipes. */
 	if ((rv = rpc_server_start(s->conf.url[s->id], desc, methods, nmethods, &opts, &s->rpc)) !=
 	    0)
 		fatalx("cannot serve %s on %s: %s", desc->name, s->conf.url[s->id], err_str(rv));
 	svc_lockdown(s);
-	svc_self_check(s, desc);
+	svc_watch_start(s, desc);
 	log_info("serving %s on %s instance=%s", desc->name, s->conf.url[s->id], s->instance);
-	watching = pthread_create(&watcher, NULL, svc_watch_main, &watch) == 0;
 	sig = svc_wait_signal();
 	log_info("signal %d: stopping", sig);
-	pthread_mutex_lock(&watch.mu);
-	watch.stop = true;
-	pthread_cond_signal(&watch.cv);
-	pthread_mutex_unlock(&watch.mu);
-	if (watching)
-		pthread_join(watcher, NULL);
+	svc_watch_stop();
 	rpc_server_stop(s->rpc);
 	s->rpc = NULL;
 }
@@ -655,6 +833,7 @@ void svc_handle_stats(struct rpc_call *call, const ProtobufCMessage *input, void
 	}
 	stats_add("uptime_ms", clock_mono_ms() - s->started_mono_ms, &b);
 	stats_add("replica", s->replica, &b);
+	stats_add("svc.watchdog_exits", svc_watchdog_exits(s), &b);
 	rpc_server_counters(rpc_call_server(call), stats_add, &b);
 	if (s->pool != NULL) {
 		struct pool_stats ps;
@@ -673,6 +852,7 @@ void svc_handle_stats(struct rpc_call *call, const ProtobufCMessage *input, void
 		stats_add("outbox.batches", os.batches, &b);
 		stats_add("outbox.failures", os.failures, &b);
 		stats_add("outbox.adopted", os.adopted, &b);
+		stats_add("outbox.rekeyed", os.rekeyed, &b);
 	}
 	if (fault_injected() > 0)
 		stats_add("faults.injected", fault_injected(), &b);

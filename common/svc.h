@@ -69,8 +69,20 @@ void svc_start_outbox(struct svc *s);
 void svc_serve(struct svc *s, const ProtobufCServiceDescriptor *desc,
                const struct rpc_method *methods, size_t nmethods, void *arg);
 
+/* Checks our own socket (s->rpc) over a new connection, right away and
+ * then every 500 ms from a thread of its own: the listener must accept it
+ * within 500 ms and a Ping on it be answered within 3 s. A failed check
+ * makes the server listen again (rpc_server_relisten: nng 1.5's listener
+ * stall, docs/reliability.md); when the check after that fails too, at
+ * start or three times in a row while serving, the process exits for a
+ * restart. svc_serve does both; a program with its own serve
+ * path (the gateway) calls them after svc_lockdown and before
+ * rpc_server_stop. */
+void svc_watch_start(struct svc *s, const ProtobufCServiceDescriptor *desc);
+void svc_watch_stop(void);
+
 /*
- * Gives up what the service no longer needs, in CONVENTIONS.md §7's order:
+ * Gives up what the service no longer needs, in docs/conventions.md §7's order:
  * everything in the data dir becomes the service user's, setgroups/
  * setresgid/setresuid to it (as root; each checked, and root must not come
  * back), PR_SET_NO_NEW_PRIVS, the seccomp allow-list. Landlock came earlier
@@ -87,6 +99,10 @@ int svc_own_user(const struct svc *s, uid_t *uid, gid_t *gid);
 
 /* Caller masks for method rows (rpc.h RPC_F_CALLERS). */
 #define SVC_BY_OPERATOR RPC_BY(SVC_MAGCTL) /* root, or our own uid without root */
+/* Who may answer on service `id`'s socket (rpc_client_open_for): its user,
+ * or root (a service binds its socket before it drops to its user, and
+ * only re-binds it as that user). */
+#define SVC_SERVER_ROLES(id) (RPC_BY(id) | SVC_BY_OPERATOR)
 #define SVC_BY_PRODUCERS                                                                           \
 	(RPC_BY(SVC_GATEWAY) | RPC_BY(SVC_AUTH) | RPC_BY(SVC_BREACH) | RPC_BY(SVC_TERMINAL))
 

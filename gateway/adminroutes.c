@@ -1,8 +1,10 @@
 /*
- * adminroutes.c — the administrators' routes (API.md "Users" and "Audit"):
+ * adminroutes.c — the administrators' routes (docs/api.md "Users" and "Audit"):
  * role admin or founder, read from the verified token here and checked
- * again by auth from the caller's session for the user methods. Audit
- * queries go to magnetar-audit's AuditLog service, decrypted there.
+ * again by auth, on that same token, for the user methods. Audit queries go
+ * to magnetar-audit's AuditLog service, decrypted there, once auth has
+ * confirmed the session (authn_confirm): the gateway's revoked set may be
+ * behind.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +113,7 @@ int adminroutes_users(struct http_request *req)
 			return body_invalid(req);
 		}
 		in.caller = &caller;
+		in.access_token = (char *)authn_bearer(req);
 		req->rpc_timeout_ms = ADMIN_HASHING_TIMEOUT_MS;
 		rv = admin_call(req, req->gw->client[SVC_AUTH], &magnetar__auth__descriptor,
 		                "CreateUser", &in.base, admin_created_done);
@@ -119,6 +122,7 @@ int adminroutes_users(struct http_request *req)
 	}
 	Magnetar__UserRequest in = MAGNETAR__USER_REQUEST__INIT;
 	in.caller = &caller;
+	in.access_token = (char *)authn_bearer(req);
 	in.user_id = "";
 	return admin_call(req, req->gw->client[SVC_AUTH], &magnetar__auth__descriptor, "ListUsers",
 	                  &in.base, admin_users_done);
@@ -135,6 +139,7 @@ static int admin_user_change(struct http_request *req, const char *method)
 	caller.user_id = c.sub;
 	caller.session_id = c.sid;
 	in.caller = &caller;
+	in.access_token = (char *)authn_bearer(req);
 	in.user_id = req->param;
 	return admin_call(req, req->gw->client[SVC_AUTH], &magnetar__auth__descriptor, method,
 	                  &in.base, admin_empty_done);
@@ -175,7 +180,7 @@ static int admin_parse_time(const char *s, uint64_t *ms)
 
 static int admin_events_done(struct http_request *req)
 {
-	const struct rpc_result *r = &req->rpc[0].result;
+	const struct rpc_result *r = &req->rpc[1].result; /* 0 was auth's Me */
 	const Magnetar__QueryReply *q = (const Magnetar__QueryReply *)r->output;
 	json_t *arr;
 
@@ -208,37 +213,78 @@ static const char *admin_arg(struct http_request *req, const char *name)
 	return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
+/* The query's arguments as Query's input (MHD's memory). 0, or 1 when
+ * answered (400). */
+static int admin_events_input(struct http_request *req, Magnetar__QueryRequest *in)
+{
+	const char *v;
+	char *end;
+
+	in->action = (char *)((v = admin_arg(req, "action")) != NULL ? v : "");
+	in->actor = (char *)((v = admin_arg(req, "actor")) != NULL ? v : "");
+	in->cursor = (char *)((v = admin_arg(req, "cursor")) != NULL ? v : "");
+	if (((v = admin_arg(req, "since")) != NULL &&
+	     admin_parse_time(v, &in->since_unix_ms) != 0) ||
+	    ((v = admin_arg(req, "until")) != NULL &&
+	     admin_parse_time(v, &in->until_unix_ms) != 0)) {
+		respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
+		              "since and until are RFC 3339 UTC times.");
+		return 1;
+	}
+	if ((v = admin_arg(req, "limit")) != NULL) {
+		unsigned long n = strtoul(v, &end, 10);
+		if (*end != '\0' || n < 1 || n > 1000 || v[0] == '-' || v[0] == '+') {
+			respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
+			              "limit is an integer from 1 to 1000.");
+			return 1;
+		}
+		in->limit = (uint32_t)n;
+	}
+	return 0;
+}
+
+/* Round two of the audit routes: auth has confirmed the session and that
+ * its user is (still) an administrator; then the audit service. */
+static int admin_audit_confirmed(struct http_request *req, const char *method,
+                                 const ProtobufCMessage *in, http_resume_fn done)
+{
+	const Magnetar__MeReply *me = authn_confirmed(req);
+	int rv;
+
+	if (me == NULL)
+		return 0;
+	if (strcmp(me->user->role, "admin") != 0 && strcmp(me->user->role, "founder") != 0)
+		return respond_error(req, MHD_HTTP_FORBIDDEN, "forbidden",
+		                     "This needs the admin or founder role.");
+	if ((rv = http_async_again(req, done)) != 0)
+		return http_async_refused(req, rv);
+	http_async_call(req, 1, req->gw->client[SVC_AUDIT], &magnetar__audit_log__descriptor,
+	                method, in);
+	http_async_end(req);
+	return 0;
+}
+
+static int admin_events_confirmed(struct http_request *req)
+{
+	Magnetar__QueryRequest in = MAGNETAR__QUERY_REQUEST__INIT;
+	if (admin_events_input(req, &in) != 0)
+		return 0; /* checked in round one */
+	return admin_audit_confirmed(req, "Query", &in.base, admin_events_done);
+}
+
 int adminroutes_audit_events(struct http_request *req)
 {
 	Magnetar__QueryRequest in = MAGNETAR__QUERY_REQUEST__INIT;
-	const char *v;
 	struct jwt_claims c;
-	char *end;
 
-	if (!admin_require(req, &c))
+	if (!admin_require(req, &c) || admin_events_input(req, &in) != 0)
 		return 0;
-	in.action = (char *)((v = admin_arg(req, "action")) != NULL ? v : "");
-	in.actor = (char *)((v = admin_arg(req, "actor")) != NULL ? v : "");
-	in.cursor = (char *)((v = admin_arg(req, "cursor")) != NULL ? v : "");
-	if (((v = admin_arg(req, "since")) != NULL &&
-	     admin_parse_time(v, &in.since_unix_ms) != 0) ||
-	    ((v = admin_arg(req, "until")) != NULL && admin_parse_time(v, &in.until_unix_ms) != 0))
-		return respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
-		                     "since and until are RFC 3339 UTC times.");
-	if ((v = admin_arg(req, "limit")) != NULL) {
-		unsigned long n = strtoul(v, &end, 10);
-		if (*end != '\0' || n < 1 || n > 1000 || v[0] == '-' || v[0] == '+')
-			return respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
-			                     "limit is an integer from 1 to 1000.");
-		in.limit = (uint32_t)n;
-	}
-	return admin_call(req, req->gw->client[SVC_AUDIT], &magnetar__audit_log__descriptor,
-	                  "Query", &in.base, admin_events_done);
+	return authn_confirm(req, &c, admin_events_confirmed);
 }
 
 static int admin_verify_done(struct http_request *req)
 {
-	const struct rpc_result *r = &req->rpc[0].result;
+	const struct rpc_result *r = &req->rpc[1].result; /* 0 was auth's Me */
 	const Magnetar__VerifyReply *v = (const Magnetar__VerifyReply *)r->output;
 
 	if (r->status != MAGNETAR__STATUS__STATUS_OK)
@@ -253,16 +299,20 @@ static int admin_verify_done(struct http_request *req)
 	                              (json_int_t)v->first_bad_id, "reason", v->reason));
 }
 
-int adminroutes_audit_verify(struct http_request *req)
+static int admin_verify_confirmed(struct http_request *req)
 {
 	Magnetar__VerifyRequest in = MAGNETAR__VERIFY_REQUEST__INIT;
+	in.anchor = "";
+	/* Verify walks the whole log: give it longer than a lookup. */
+	req->rpc_timeout_ms = 30000;
+	return admin_audit_confirmed(req, "Verify", &in.base, admin_verify_done);
+}
+
+int adminroutes_audit_verify(struct http_request *req)
+{
 	struct jwt_claims c;
 
 	if (!admin_require(req, &c))
 		return 0;
-	in.anchor = "";
-	/* Verify walks the whole log: give it longer than a lookup. */
-	req->rpc_timeout_ms = 30000;
-	return admin_call(req, req->gw->client[SVC_AUDIT], &magnetar__audit_log__descriptor,
-	                  "Verify", &in.base, admin_verify_done);
+	return authn_confirm(req, &c, admin_verify_confirmed);
 }

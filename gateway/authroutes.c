@@ -1,7 +1,7 @@
 /*
  * authroutes.c — the /api/v1/auth routes: each route checks its body or token, makes
  * one RPC to magnetar-auth with the connection suspended, and shapes the
- * answer exactly as API.md's "Auth" table says. Passwords and tokens pass
+ * answer exactly as docs/api.md's "Auth" table says. Passwords and tokens pass
  * through here but are never logged; JSON bodies holding them are wiped.
  */
 #include <openssl/crypto.h>
@@ -38,7 +38,7 @@ static json_t *authroutes_user(const Magnetar__User *u, bool with_totp)
 	return o;
 }
 
-/* The login shape of API.md. */
+/* The login shape of docs/api.md. */
 static int authroutes_tokens(struct http_request *req)
 {
 	const struct rpc_result *r = &req->rpc[0].result;
@@ -231,7 +231,10 @@ static int authroutes_me_done(struct http_request *req)
 		json_object_set_new(session, "risk_score",
 		                    json_real(me->session->risk_score / 100.0));
 	body = json_pack("{s:o, s:o}", "user", authroutes_user(me->user, true), "session", session);
-	if (body == NULL || (text = json_dumps(body, JSON_COMPACT)) == NULL) {
+	/* The score is integer hundredths: 15 significant digits print 30 as
+	 * 0.3, where jansson's default 17 print the double nearest it in full. */
+	if (body == NULL ||
+	    (text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15))) == NULL) {
 		json_decref(body);
 		return ERR_NOMEM;
 	}
@@ -365,7 +368,7 @@ int authroutes_step_up(struct http_request *req)
 		return 0;
 	if ((root = body_json(req)) == NULL)
 		return 0;
-	/* Exactly one of the two (API.md). */
+	/* Exactly one of the two (docs/api.md). */
 	if (json_unpack_ex(root, &err, JSON_STRICT, "{s?:s, s?:s}", "password", &password, "totp",
 	                   &totp) != 0 ||
 	    (password == NULL) == (totp == NULL)) {

@@ -1,5 +1,5 @@
 /*
- * body.c — JSON request bodies, parsed strictly (API.md Conventions): the
+ * body.c — JSON request bodies, parsed strictly (docs/api.md Conventions): the
  * right Content-Type, one object, no duplicated key; the route then unpacks
  * it with JSON_STRICT so an unknown field or a wrong type is a 400 too.
  */

@@ -9,7 +9,7 @@
 #include "common/err.h"
 #include "gateway/gateway.h"
 
-/* What a browser client may send: API.md's headers plus the fingerprint
+/* What a browser client may send: docs/api.md's headers plus the fingerprint
  * headers of "Session risk". */
 #define CORS_ALLOW_HEADERS                                                                         \
 	"Authorization, Content-Type, Idempotency-Key, Accept-Language, Accept-Encoding, "         \

@@ -14,15 +14,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/events.h"
 #include "common/jwt.h"
 #include "common/rpc.h"
 #include "common/svc.h"
 #include "gateway/policy.h"
 
 /*
- * Request limits (API.md, Conventions). The gateway decides them itself so
+ * Request limits (docs/api.md, Conventions). The gateway decides them itself so
  * its headers are on every 413/414/431; libmicrohttpd gets a memory limit
- * well above them so it never answers an overflow on its own (FACTS.md).
+ * well above them so it never answers an overflow on its own (docs/dependencies.md).
  * One place, so configuration can set them later.
  */
 struct http_limits {
@@ -86,8 +87,9 @@ struct gateway {
 	_Atomic int suspended;   /* connections suspended on RPCs */
 	_Atomic int rpc_pending; /* RPC completion callbacks not yet returned */
 	struct gateway_counters ctr;
-	/* authn.c; atomic: Stats (authn_events_stats) may run before it is set. */
+	/* authn.c; atomic: Stats (authn_get_stats) may run before it is set. */
 	struct authn *_Atomic authn;
+	struct health *health; /* health.c: /readyz's probe */
 	/* Issue 6 (docs/gateway.md): settings.c fills these at start. */
 	struct netaddr_cidr trusted[NETADDR_MAX_CIDRS]; /* MAGNETAR_TRUSTED_PROXIES */
 	size_t ntrusted;
@@ -96,6 +98,7 @@ struct gateway {
 	struct ratelimit *rl;
 	struct ratelimit_rule rate[RATE_CLASSES]; /* MAGNETAR_RATE_* */
 	unsigned header_timeout_ms;               /* MAGNETAR_HEADER_TIMEOUT_S */
+	unsigned body_timeout_ms;                 /* MAGNETAR_BODY_TIMEOUT_S */
 	char *csp, *permissions_policy;           /* per environment, or overridden */
 	struct MHD_Daemon *mhd_metrics;           /* MAGNETAR_METRICS_ADDR, or NULL */
 	struct MHD_Daemon *mhd_redirect;          /* MAGNETAR_HTTP_REDIRECT_ADDR, or NULL */
@@ -186,6 +189,8 @@ struct http_request {
 	size_t resp_bytes;         /* body bytes of the queued response */
 	struct idem_state *idem;   /* idem.c: the request's Idempotency-Key, or NULL */
 	bool idem_skip;            /* idem_claim said no: the RPCs are not made */
+	bool body_timed;           /* under the body deadline (http_conn.body_since) */
+	bool again;                /* the resume function began another round */
 	/* Asynchronous part (http_async_*). */
 	atomic_int pending; /* RPCs in flight + the starter's guard */
 	http_resume_fn resume;
@@ -207,6 +212,13 @@ struct http_conn {
 	/* The header deadline (http.c's sweeper): the monotonic ms at which a
 	 * header block began to be awaited, 0 while none is. */
 	_Atomic uint64_t awaiting_since;
+	/* The body deadline: the monotonic ms at which a request's body began
+	 * to be awaited, 0 while none is, HTTP_BODY_CUT once the sweeper has
+	 * answered 408. body_rid and tls are set before it, for the sweeper. */
+	_Atomic uint64_t body_since;
+#define HTTP_BODY_CUT UINT64_MAX
+	char body_rid[HTTP_ID_LEN];
+	bool tls;
 	int fd;
 	bool upgraded;                 /* a 101 was sent: no deadline any more */
 	struct http_conn *prev, *next; /* the sweeper's list, under its lock */
@@ -234,6 +246,8 @@ void tls_wipe(struct gateway *gw);
 void http_stop(struct gateway *gw);
 /* Connections shut down by the header deadline since start. */
 uint64_t http_header_deadline_cuts(struct gateway *gw);
+/* Requests answered 408 (or, over TLS, shut down) by the body deadline. */
+uint64_t http_body_deadline_cuts(struct gateway *gw);
 
 /* Queues `resp` (consumed in all cases) with `status` for `req`. Only from a
  * route handler or a resume function. 0 or ERR_NOMEM/ERR_INTERNAL. */
@@ -254,8 +268,12 @@ struct http_conn *http_conn_of(struct http_request *req);
  *                                 completed the connection resumes and `done`
  *                                 runs on an MHD thread, reading req->rpc[i].
  * The handler returns 0 after http_async_end.
+ *   http_async_again(req, done)   from a resume function: one more round of
+ *                                 RPCs (in other slots), then `done`; the
+ *                                 resume function returns 0 after its end.
  */
 int http_async_begin(struct http_request *req, http_resume_fn done);
+int http_async_again(struct http_request *req, http_resume_fn done);
 int http_async_refused(struct http_request *req, int rv);
 
 /* The client's address as text: the one value rate limits, logs, sessions
@@ -317,7 +335,12 @@ int respond_json(struct http_request *req, unsigned status, json_t *body);
 int respond_static(struct http_request *req, unsigned status, const char *json);
 /* The same through the connection's cached response (hot paths). */
 int respond_static_cached(struct http_request *req, unsigned status, const char *json);
-/* The error body of API.md: {"error":{"code","message","request_id"}}; NULL on
+/* The header lines ("Name: value\r\n" each) every JSON response of `gw`
+ * carries whatever the request: the security headers, Vary: Origin with
+ * CORS on, the JSON Content-Type. For an answer written to the socket
+ * without libmicrohttpd (http.c's body deadline). malloc'd; NULL on failure. */
+char *respond_raw_headers(const struct gateway *gw);
+/* The error body of docs/api.md: {"error":{"code","message","request_id"}}; NULL on
  * allocation failure. The caller may add headers before http_queue. */
 struct MHD_Response *respond_error_new(struct http_request *req, const char *code,
                                        const char *message);
@@ -333,7 +356,7 @@ struct respond_mapping {
  * message pass through for 4xx; 5xx answers are always generic. */
 void respond_map_rpc(const struct rpc_result *r, struct respond_mapping *out);
 /* Queues the error for an RPC outcome (adds WWW-Authenticate / Retry-After
- * where API.md wants them). */
+ * where docs/api.md wants them). */
 int respond_rpc_error(struct http_request *req, const struct rpc_result *r);
 
 /* ---- store.c: gateway.db (the only file that includes sqlite3.h) -------- */
@@ -398,11 +421,29 @@ void authn_stop(struct gateway *gw);
  * and returns ERR_PERM. */
 int authn_require(struct http_request *req, struct jwt_claims *claims);
 /* The same, and scores the request against the session's fingerprint
- * (API.md "Session risk"): ≥ 70 answers 401 step_up_required unless `flags`
+ * (docs/api.md "Session risk"): ≥ 70 answers 401 step_up_required unless `flags`
  * has AUTHN_ALLOW_STEP_UP (the step-up route itself); ≥ 90 answers 401
  * session_terminated. Non-zero scores are reported to auth. */
 #define AUTHN_ALLOW_STEP_UP 1u
 int authn_require_flags(struct http_request *req, struct jwt_claims *claims, unsigned flags);
+/* The token after "Bearer " (MHD's memory), for auth to verify itself; ""
+ * when there is none. Call after authn_require. */
+const char *authn_bearer(struct http_request *req);
+/* Round one of a route that must not rest on the local revoked set at all
+ * (opening a shell, reading the audit log): asks auth's Me for the caller's
+ * session in rpc slot 0, then `done` runs. In `done`, authn_confirmed gives
+ * auth's answer (user and session as auth has them now), or NULL after it
+ * has answered 401 (the session has ended) or the RPC's error itself. */
+struct Magnetar__MeReply;
+int authn_confirm(struct http_request *req, const struct jwt_claims *claims, http_resume_fn done);
+const struct Magnetar__MeReply *authn_confirmed(struct http_request *req);
+/* True while the local revoked set is provably current (loaded since the
+ * last resync, and auth's heartbeat heard within 3 s from the publisher it
+ * was loaded from). A route whose RPCs do not have auth check the session
+ * (listing or closing terminals) may rest on the set only then; otherwise
+ * it confirms with auth first (authn_confirm). False also asks for a
+ * reload. */
+bool authn_set_current(struct gateway *gw);
 /* The /me answer cached for a session (a malloc'd copy), or NULL; never
  * while the revocation set is stale. authn_me_put stores one (30 s), unless
  * an answer was dropped since the authn_me_get that set *epoch: the RPC's
@@ -417,10 +458,16 @@ void authn_me_drop(struct authn *a, const char *sid);
  * never see the session accepted again. */
 void authn_session_ended(struct gateway *gw, const char *sid);
 void authn_user_changed(struct gateway *gw, const char *uid);
-/* What the auth.events subscription saw (all zero before authn_start). */
-struct events_sub_stats;
-void authn_events_stats(struct gateway *gw, struct events_sub_stats *st);
-/* The fingerprint headers of API.md, joined by "\n" (missing = empty). */
+/* What the auth.events subscription saw, and the revoked set's state (all
+ * zero before authn_start). */
+struct authn_stats {
+	struct events_sub_stats events;
+	uint64_t current;  /* 1 while the set is current (authn_set_current) */
+	uint64_t sessions; /* revoked sessions in the set */
+	uint64_t confirms; /* local-set routes that asked auth: the set was not current */
+};
+void authn_get_stats(struct gateway *gw, struct authn_stats *st);
+/* The fingerprint headers of docs/api.md, joined by "\n" (missing = empty). */
 void authn_fingerprint(struct http_request *req, char *buf, size_t len);
 
 /* ---- authroutes.c: the /api/v1/auth routes ------------------------------------------ */
@@ -453,11 +500,14 @@ int terminalroutes_sessions(struct http_request *req); /* GET list, POST open */
 int terminalroutes_close(struct http_request *req);
 int terminalroutes_ws(struct http_request *req);
 
-/* ---- wsbridge.c: a terminal's WebSocket relayed to its nng pair ----------- */
+/* ---- wsbridge.c: a terminal's WebSocket relayed to its stream ------------- */
 
 struct wsbridge;
 /* A bridge to the stream at `url`, for MHD_create_response_for_upgrade. */
-struct wsbridge *wsbridge_new(struct gateway *gw, const char *url);
+/* A bridge to the terminal `id`'s stream socket at `path`, to be shown
+ * `key` (Attach's answer); NULL for sizes no terminal gives. */
+struct wsbridge *wsbridge_new(struct gateway *gw, const char *path, const char *id,
+                              const uint8_t *key, size_t key_len);
 void wsbridge_free(struct wsbridge *b); /* only if never handed to MHD */
 /* The MHD_UpgradeHandler; `cls` is the wsbridge (owned from then on). */
 void wsbridge_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, const char *extra_in,
@@ -471,6 +521,10 @@ void wsbridge_stop(struct gateway *gw);
 int health_root(struct http_request *req);
 int health_live(struct http_request *req);
 int health_ready(struct http_request *req);
+/* The probe thread /readyz answers from; stop it before the clients close
+ * (it waits for a Ping still out). */
+int health_start(struct gateway *gw);
+void health_stop(struct gateway *gw);
 
 /* ---- settings.c: the gateway's own MAGNETAR_* variables (issue 6) -------- */
 
@@ -488,7 +542,7 @@ bool cors_is_preflight(struct http_request *req);
 /* Answers a preflight for req->route. */
 int cors_preflight(struct http_request *req);
 
-/* ---- idem.c: Idempotency-Key (API.md Conventions) ------------------------ */
+/* ---- idem.c: Idempotency-Key (docs/api.md Conventions) ------------------------ */
 
 struct idem_state;
 /* Loads or creates the per-install HMAC key (<data dir>/idempotency.key,

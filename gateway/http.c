@@ -6,7 +6,7 @@
  *
  * MHD calls the access handler several times per request. The first call
  * only checks and returns MHD_YES: answering there makes 0.9.75 close every
- * connection (FACTS.md). Later calls carry the body; the last, with no data,
+ * connection (docs/dependencies.md). Later calls carry the body; the last, with no data,
  * answers. A response may be queued only on the first or the last call, so
  * an error found in the middle of a body waits for its end (or hangs up).
  */
@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -108,6 +109,7 @@ static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *con
 	req->resp_bytes = 0;
 	req->idem = NULL;
 	req->idem_skip = false;
+	req->body_timed = false;
 	http_request_id(gw, req->id);
 	return req;
 }
@@ -220,6 +222,12 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cl
 	*req_cls = NULL;
 	if (req->idem != NULL)
 		idem_release(req); /* a key still held (died unanswered) is free again */
+	c = http_conn_of_mhd(conn);
+	/* A request that died in its body leaves no deadline behind; one the
+	 * sweeper answered is logged and counted with the 408 it got. */
+	if (req->body_timed && c != NULL && atomic_exchange(&c->body_since, 0) == HTTP_BODY_CUT &&
+	    req->status == 0)
+		req->status = MHD_HTTP_REQUEST_TIMEOUT;
 	us = clock_mono_us() - req->start_us;
 	klass = req->status / 100;
 	atomic_fetch_add_explicit(&gw->ctr.responses[klass < 6 ? klass : 0], 1,
@@ -227,7 +235,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cl
 	metrics_request(gw, req->route, req->status, us);
 	/* The next header block on this connection is awaited from now on
 	 * (the sweeper's deadline), unless the socket left HTTP (101). */
-	if ((c = http_conn_of_mhd(conn)) != NULL) {
+	if (c != NULL) {
 		if (req->status == MHD_HTTP_SWITCHING_PROTOCOLS)
 			c->upgraded = true;
 		if (!c->upgraded)
@@ -288,16 +296,24 @@ struct http_conn *http_conn_of(struct http_request *req)
 	return http_conn_of_mhd(req->conn);
 }
 
-/* ---- the header deadline (slowloris) -------------------------------------- */
+/* ---- the header and body deadlines (slowloris) ---------------------------- */
 
 /*
  * libmicrohttpd's own timeout restarts on every byte read, so a client that
- * sends one header byte per second holds a connection forever (FACTS.md).
+ * sends one header byte per second holds a connection forever (docs/dependencies.md).
  * Every connection is on a list with the time since which a header block is
  * awaited (its start, or the end of its previous request); a thread looks
  * at the list 4 times a second and shuts down (shutdown(2)) the socket of
  * any connection still waiting past MAGNETAR_HEADER_TIMEOUT_S. MHD then sees
  * the end of the stream and closes it as usual, in its own thread.
+ * The same holds for a body dripped after complete headers (issue 16): from
+ * the first call of a request with a body until its last, the connection
+ * has a body deadline (MAGNETAR_BODY_TIMEOUT_S). Past it the sweeper writes
+ * a 408 itself (MHD 0.9.75 queues no response in the middle of a body, and
+ * has nothing of its own to write then), then shuts the socket down. Over
+ * TLS it cannot write (the session is MHD's): the socket is only shut down.
+ * The sweeper and the request's last call race for the deadline with one
+ * atomic swap, so either the 408 or the route's answer is written, never both.
  * The fd cannot be reused under us: MHD tells us a connection closed
  * (NOTIFY_CONNECTION, which unlinks it under the same lock) before it closes
  * the socket.
@@ -309,32 +325,75 @@ struct http_sweeper {
 	bool stop;
 	pthread_t thread;
 	struct http_conn *head;
-	_Atomic uint64_t cut;
+	_Atomic uint64_t cut, body_cut;
+	char *head408; /* the 408's status line and constant headers */
+	size_t head408_len;
 };
+
+/* The 408 of a body deadline, written to the socket, then the socket shut. */
+static void http_sweep_body(struct http_sweeper *sw, struct http_conn *c)
+{
+	char tail[512];
+	int n;
+
+	if (!c->tls && sw->head408 != NULL) {
+		char body[256];
+		int blen =
+		    snprintf(body, sizeof(body),
+		             "{\"error\":{\"code\":\"request_timeout\",\"message\":\"The "
+		             "request body did not arrive in time.\",\"request_id\":\"%s\"}}",
+		             c->body_rid);
+		n = snprintf(tail, sizeof(tail), "X-Request-Id: %s\r\nContent-Length: %d\r\n\r\n%s",
+		             c->body_rid, blen, body);
+		if (blen > 0 && (size_t)blen < sizeof(body) && n > 0 && (size_t)n < sizeof(tail)) {
+			struct iovec iov[2] = {{sw->head408, sw->head408_len}, {tail, (size_t)n}};
+			struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+			/* Best effort: a peer that reads nothing still loses the socket. */
+			(void)sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		}
+	}
+	shutdown(c->fd, SHUT_RDWR);
+}
 
 static void *http_sweep(void *arg)
 {
 	struct http_sweeper *sw = arg;
+	const struct gateway *gw = sw->gw;
 
 	pthread_mutex_lock(&sw->mu);
 	while (!sw->stop) {
 		struct timespec until;
-		uint64_t now = clock_mono_ms(), n = 0;
+		uint64_t now = clock_mono_ms(), n = 0, nb = 0;
 		for (struct http_conn *c = sw->head; c != NULL; c = c->next) {
 			uint64_t since =
 			    atomic_load_explicit(&c->awaiting_since, memory_order_relaxed);
-			if (since == 0 || now < since || now - since < sw->gw->header_timeout_ms)
+			if (since != 0 && now >= since && now - since >= gw->header_timeout_ms) {
+				shutdown(c->fd, SHUT_RDWR);
+				atomic_store_explicit(&c->awaiting_since, 0, memory_order_relaxed);
+				n++;
+			}
+			since = atomic_load(&c->body_since);
+			if (since == 0 || since == HTTP_BODY_CUT || now < since ||
+			    now - since < gw->body_timeout_ms)
 				continue;
-			shutdown(c->fd, SHUT_RDWR);
-			atomic_store_explicit(&c->awaiting_since, 0, memory_order_relaxed);
-			n++;
+			/* Lost: the body ended in the meantime and its answer is ours. */
+			if (!atomic_compare_exchange_strong(&c->body_since, &since, HTTP_BODY_CUT))
+				continue;
+			http_sweep_body(sw, c);
+			nb++;
 		}
 		if (n > 0) {
 			atomic_fetch_add(&sw->cut, n);
 			log_info("http: closed %" PRIu64
 			         " connection(s) that sent no complete header "
 			         "block within %u s",
-			         n, sw->gw->header_timeout_ms / 1000);
+			         n, gw->header_timeout_ms / 1000);
+		}
+		if (nb > 0) {
+			atomic_fetch_add(&sw->body_cut, nb);
+			log_info("http: answered 408 and closed %" PRIu64
+			         " connection(s) whose request body did not arrive within %u s",
+			         nb, gw->body_timeout_ms / 1000);
 		}
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_nsec += 250 * 1000000L;
@@ -351,15 +410,30 @@ static void *http_sweep(void *arg)
 static int http_sweeper_start(struct gateway *gw)
 {
 	struct http_sweeper *sw = calloc(1, sizeof(*sw));
+	char *hdrs;
+	int n;
 
 	if (sw == NULL)
 		return ERR_NOMEM;
 	sw->gw = gw;
+	/* Built once: the sweeper must not allocate per connection it cuts. */
+	if ((hdrs = respond_raw_headers(gw)) == NULL) {
+		free(sw);
+		return ERR_NOMEM;
+	}
+	n = asprintf(&sw->head408, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n%s", hdrs);
+	free(hdrs);
+	if (n < 0) {
+		free(sw);
+		return ERR_NOMEM;
+	}
+	sw->head408_len = (size_t)n;
 	pthread_mutex_init(&sw->mu, NULL);
 	pthread_cond_init(&sw->cv, NULL);
 	if (pthread_create(&sw->thread, NULL, http_sweep, sw) != 0) {
 		pthread_cond_destroy(&sw->cv);
 		pthread_mutex_destroy(&sw->mu);
+		free(sw->head408);
 		free(sw);
 		return ERR_NOMEM;
 	}
@@ -383,6 +457,11 @@ uint64_t http_header_deadline_cuts(struct gateway *gw)
 	return gw->sweeper != NULL ? atomic_load(&gw->sweeper->cut) : 0;
 }
 
+uint64_t http_body_deadline_cuts(struct gateway *gw)
+{
+	return gw->sweeper != NULL ? atomic_load(&gw->sweeper->body_cut) : 0;
+}
+
 /* MHD_OPTION_NOTIFY_CONNECTION: a connection opens or closes. */
 static void http_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                             enum MHD_ConnectionNotificationCode toe)
@@ -402,6 +481,7 @@ static void http_connection(void *cls, struct MHD_Connection *conn, void **socke
 			return;
 		c->fd = ci->connect_fd;
 		atomic_init(&c->awaiting_since, clock_mono_ms());
+		atomic_init(&c->body_since, 0);
 		pthread_mutex_lock(&sw->mu);
 		c->next = sw->head;
 		if (sw->head != NULL)
@@ -466,9 +546,14 @@ static enum MHD_Result http_answer_internal(struct http_request *req, int rv)
 
 /* ---- first call: limits, before any body byte is read ---------------------- */
 
+/* The framing headers as libmicrohttpd reads them: it frames the body by
+ * the FIRST Content-Length or Transfer-Encoding, so the checks below look at
+ * that one, and a second one (which a proxy in front may have read instead)
+ * is refused outright rather than guessed at. */
 struct http_header_sum {
 	size_t total;
-	bool has_length, has_encoding;
+	unsigned n_length, n_encoding;
+	bool spaced_name; /* whitespace in a name: "Transfer-Encoding :" */
 	const char *length, *encoding;
 };
 
@@ -480,12 +565,17 @@ static enum MHD_Result http_sum_header(void *cls, enum MHD_ValueKind kind, const
 
 	/* As on the wire: "name: value\r\n". */
 	sum->total += key_size + value_size + 4;
+	/* MHD keeps a space or tab before the colon as part of the name, so
+	 * it ignores "Transfer-Encoding : chunked" where a lenient proxy may
+	 * frame by it (RFC 9112 5.1: a server MUST answer 400). */
+	if (memchr(key, ' ', key_size) != NULL || memchr(key, '\t', key_size) != NULL)
+		sum->spaced_name = true;
 	if (key_size == 14 && strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
-		sum->has_length = true;
-		sum->length = value;
+		if (sum->n_length++ == 0)
+			sum->length = value;
 	} else if (key_size == 17 && strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
-		sum->has_encoding = true;
-		sum->encoding = value;
+		if (sum->n_encoding++ == 0)
+			sum->encoding = value;
 	}
 	return MHD_YES;
 }
@@ -611,6 +701,27 @@ static bool http_rate_limited(struct http_request *req)
 	return true;
 }
 
+/* From the headers to the last call, the body has MAGNETAR_BODY_TIMEOUT_S.
+ * The id and the transport are noted first, for the sweeper's 408. */
+static void http_body_deadline_start(struct http_request *req, struct http_conn *c)
+{
+	memcpy(c->body_rid, req->id, sizeof(c->body_rid));
+	c->tls = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_GNUTLS_SESSION) != NULL;
+	req->body_timed = true;
+	atomic_store(&c->body_since, clock_mono_ms());
+}
+
+/* The body is in: the deadline ends. False when the sweeper got there first
+ * and has answered 408 on the socket: nothing more may be written. */
+static bool http_body_deadline_stop(struct http_request *req)
+{
+	struct http_conn *c;
+
+	if (!req->body_timed || (c = http_conn_of(req)) == NULL)
+		return true;
+	return atomic_exchange(&c->body_since, 0) != HTTP_BODY_CUT;
+}
+
 static enum MHD_Result http_first_call(struct http_request *req, const char *url,
                                        const char *method)
 {
@@ -633,7 +744,9 @@ static enum MHD_Result http_first_call(struct http_request *req, const char *url
 		req->cors_allowed = req->gw->cors.any ||
 		                    origin_listed(&req->gw->cors, req->origin, strlen(req->origin));
 	MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, http_sum_header, &sum);
-	has_body = sum.has_encoding || (sum.has_length && strcmp(sum.length, "0") != 0);
+	/* Doubtful framing counts as a body: answered now, and closed. */
+	has_body = sum.n_encoding > 0 || sum.n_length > 1 || sum.spaced_name ||
+	           (sum.n_length > 0 && strcmp(sum.length, "0") != 0);
 
 	if (req->target_len > lim->max_target)
 		http_reject(req, MHD_HTTP_URI_TOO_LONG, "uri_too_long",
@@ -641,20 +754,32 @@ static enum MHD_Result http_first_call(struct http_request *req, const char *url
 	else if (sum.total > lim->max_headers)
 		http_reject(req, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large",
 		            "The request headers are too large.");
-	else if (sum.has_length && sum.has_encoding)
+	else if (sum.n_length > 1 || sum.n_encoding > 1)
+		/* Repeated framing (smuggling): MHD reads the first, a proxy may
+		 * have read the last. Even equal values are refused: no guessing. */
+		http_reject(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
+		            "Content-Length and Transfer-Encoding may appear only once.");
+	else if (sum.spaced_name)
+		http_reject(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
+		            "A header name may not contain whitespace.");
+	else if (sum.n_length > 0 && sum.n_encoding > 0)
 		/* Two framings: the classic request-smuggling shape. Refuse both. */
 		http_reject(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
 		            "Content-Length and Transfer-Encoding may not be combined.");
-	else if (sum.has_encoding && strcasecmp(sum.encoding, "chunked") != 0)
-		/* MHD would read any other coding until the peer closes. */
+	else if (sum.n_encoding > 0 && strcasecmp(sum.encoding, "chunked") != 0)
+		/* MHD would read any other coding (or list: "gzip, chunked")
+		 * until the peer closes. */
 		http_reject(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
 		            "Only the chunked transfer encoding is accepted.");
-	else if (sum.has_length && strtoull(sum.length, NULL, 10) > lim->max_body)
+	else if (sum.n_length > 0 && strtoull(sum.length, NULL, 10) > lim->max_body)
 		/* MHD has already checked that the value is a plain number. */
 		http_reject(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
 		            "The request body is too large.");
-	else if (!http_rate_limited(req))
+	else if (!http_rate_limited(req)) {
+		if (has_body && c != NULL)
+			http_body_deadline_start(req, c);
 		return MHD_YES;
+	}
 	/* With a body announced, answer now: MHD then reads none of it (and
 	 * sends no 100 Continue) and closes after the answer. Without one, wait
 	 * for the next call so the connection may stay open. */
@@ -751,10 +876,12 @@ static enum MHD_Result http_dispatch(struct http_request *req)
 
 static enum MHD_Result http_resumed(struct http_request *req)
 {
-	/* An Idempotency-Key already used: its answer instead of the route's. */
-	int rv = req->idem_skip ? idem_answer(req) : req->resume(req);
+	int rv;
 
-	if (req->status != 0)
+	req->again = false;
+	/* An Idempotency-Key already used: its answer instead of the route's. */
+	rv = req->idem_skip ? idem_answer(req) : req->resume(req);
+	if (req->status != 0 || req->again)
 		return MHD_YES;
 	return http_answer_internal(req, rv != 0 ? rv : ERR_INTERNAL);
 }
@@ -794,6 +921,8 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
 			*upload_data_size = 0;
 			return http_body(req, upload_data, len);
 		}
+		if (!http_body_deadline_stop(req))
+			return MHD_NO; /* answered 408 by the sweeper: close */
 		return http_dispatch(req);
 	case HTTP_PHASE_SUSPENDED:
 		return http_resumed(req);
@@ -846,6 +975,25 @@ int http_async_begin(struct http_request *req, http_resume_fn done)
 fail:
 	atomic_fetch_sub(&gw->suspended, 1);
 	return ERR_CLOSED;
+}
+
+int http_async_again(struct http_request *req, http_resume_fn done)
+{
+	struct gateway *gw = req->gw;
+
+	/* As http_async_begin, without its Idempotency-Key claim: the first
+	 * round made it. */
+	atomic_fetch_add(&gw->suspended, 1);
+	if (atomic_load(&gw->stopping)) {
+		atomic_fetch_sub(&gw->suspended, 1);
+		return ERR_CLOSED;
+	}
+	req->resume = done;
+	req->again = true;
+	atomic_store(&req->pending, 1);
+	req->phase = HTTP_PHASE_SUSPENDED;
+	MHD_suspend_connection(req->conn);
+	return 0;
 }
 
 int http_async_refused(struct http_request *req, int rv)
@@ -1101,6 +1249,7 @@ void http_stop(struct gateway *gw)
 	if (gw->sweeper != NULL) {
 		pthread_cond_destroy(&gw->sweeper->cv);
 		pthread_mutex_destroy(&gw->sweeper->mu);
+		free(gw->sweeper->head408);
 		free(gw->sweeper);
 		gw->sweeper = NULL;
 	}

@@ -1,6 +1,6 @@
 /*
  * idem.c — Idempotency-Key for POST routes that create (ROUTE_F_IDEMPOTENT;
- * API.md Conventions): the key is claimed in gateway.db when the handler is
+ * docs/api.md Conventions): the key is claimed in gateway.db when the handler is
  * about to make its RPCs, the answer stored for 24 h and replayed with
  * Idempotent-Replayed: true. Scope, key and body are stored only as HMACs
  * under a per-install key (<data dir>/idempotency.key, 0600).
@@ -266,7 +266,7 @@ void idem_capture(struct http_request *req, const char *body, size_t len)
 	s->len = len;
 }
 
-/* A token in an answer is never written to disk (API.md): such a key is
+/* A token in an answer is never written to disk (docs/api.md): such a key is
  * released instead, and a retry runs again. */
 static bool idem_holds_token(const char *body)
 {

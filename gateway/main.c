@@ -38,21 +38,43 @@ static void gateway_counters(struct svc *s, svc_counter_fn emit, void *arg)
 	emit("http.suspended", (uint64_t)atomic_load(&gw->suspended), arg);
 	emit("http.rejected_limits", atomic_load(&gw->ctr.rejected), arg);
 	emit("http.header_deadline_closed", http_header_deadline_cuts(gw), arg);
+	emit("http.body_deadline_closed", http_body_deadline_cuts(gw), arg);
 	emit("http.rpc_calls", atomic_load(&gw->ctr.rpc_calls), arg);
 	emit("http.rpc_failures", atomic_load(&gw->ctr.rpc_failures), arg);
-	struct events_sub_stats ev = {0};
-	authn_events_stats(gw, &ev);
-	emit("auth_events.events", ev.events, arg);
-	emit("auth_events.heartbeats", ev.heartbeats, arg);
-	emit("auth_events.gaps", ev.gaps, arg);
-	emit("auth_events.silences", ev.silences, arg);
-	emit("auth_events.malformed", ev.malformed, arg);
+	struct authn_stats au = {0};
+	authn_get_stats(gw, &au);
+	emit("auth_events.events", au.events.events, arg);
+	emit("auth_events.heartbeats", au.events.heartbeats, arg);
+	emit("auth_events.gaps", au.events.gaps, arg);
+	emit("auth_events.silences", au.events.silences, arg);
+	emit("auth_events.refused", au.events.refused, arg);
+	emit("auth_events.malformed", au.events.malformed, arg);
+	emit("revoked.current", au.current, arg);
+	emit("revoked.sessions", au.sessions, arg);
+	emit("revoked.confirms", au.confirms, arg);
 	for (int i = SVC_GATEWAY + 1; i < SVC_SERVICES; i++) {
 		char name[64];
 		snprintf(name, sizeof(name), "rpc_client.%s.connected", svc_name((enum svc_id)i));
 		emit(name, gw->client[i] != NULL && rpc_client_connected(gw->client[i]), arg);
+		snprintf(name, sizeof(name), "rpc_client.%s.resent", svc_name((enum svc_id)i));
+		emit(name, gw->client[i] != NULL ? rpc_client_resent(gw->client[i]) : 0, arg);
 	}
 }
+
+/* What may run twice when a replica dies under a call (rpc.h,
+ * rpc_client_resend_on_reset): reads, and Login, whose second run only
+ * makes the session the client gets (the first, if it ran, is never handed
+ * out and ages out like any other; a TOTP code it spent is refused the
+ * second time, and the client asks for the next). Never Refresh (a second
+ * run is a reuse that revokes the session), registration or any other
+ * write: those answer 503 and the client decides. */
+static const char *const gateway_resend_auth[] = {
+    "Ping",    "Stats",       "Login",         "Me",        "ListSessions", "PublicKeys",
+    "Revoked", "RevokedPage", "PasswordCheck", "ListUsers", "OpListUsers",  "OpListSessions",
+    NULL};
+static const char *const gateway_resend_audit[] = {"Ping", "Stats", "Query", "Verify", NULL};
+static const char *const gateway_resend_breach[] = {"Ping", "Stats", "Range", NULL};
+static const char *const gateway_resend_terminal[] = {"Ping", "Stats", "List", NULL};
 
 static const struct rpc_method gateway_methods[] = {
     {.name = "Ping", .handler = svc_handle_ping},
@@ -81,9 +103,14 @@ int main(int argc, char **argv)
 	gw.openapi_len = docs_openapi_yaml_len;
 
 	for (int i = SVC_GATEWAY + 1; i < SVC_SERVICES; i++)
-		if ((rv = rpc_client_open(gw.svc.conf.url[i], 0, &gw.client[i])) != 0)
+		if ((rv = rpc_client_open_for(gw.svc.conf.url[i], 0, SVC_SERVER_ROLES(i),
+		                              &gw.client[i])) != 0)
 			fatalx("cannot open a client of magnetar-%s at %s: %s",
 			       svc_name((enum svc_id)i), gw.svc.conf.url[i], err_str(rv));
+	rpc_client_resend_on_reset(gw.client[SVC_AUTH], gateway_resend_auth);
+	rpc_client_resend_on_reset(gw.client[SVC_AUDIT], gateway_resend_audit);
+	rpc_client_resend_on_reset(gw.client[SVC_BREACH], gateway_resend_breach);
+	rpc_client_resend_on_reset(gw.client[SVC_TERMINAL], gateway_resend_terminal);
 	if ((rv = rpc_server_start(
 	         gw.svc.conf.url[SVC_GATEWAY], &magnetar__gateway__descriptor, gateway_methods,
 	         sizeof(gateway_methods) / sizeof(gateway_methods[0]), &opts, &gw.svc.rpc)) != 0)
@@ -99,12 +126,15 @@ int main(int argc, char **argv)
 	/* Keys and revocations before the first request (authn.c). */
 	if ((rv = authn_start(&gw)) != 0)
 		fatalx("cannot start authentication: %s", err_str(rv));
+	if ((rv = health_start(&gw)) != 0)
+		fatalx("cannot start the readiness probe: %s", err_str(rv));
 	if ((rv = http_start(&gw)) != 0)
 		fatalx("cannot start HTTP on %s: %s", gw.svc.conf.http_addr, err_str(rv));
 	if ((rv = redirect_start(&gw)) != 0)
 		fatalx("cannot start the redirect listener on %s: %s", gw.svc.conf.redirect_addr,
 		       err_str(rv));
 	svc_lockdown(&gw.svc); /* listeners open, TLS key read: drop, seccomp */
+	svc_watch_start(&gw.svc, &magnetar__gateway__descriptor);
 
 	sig = svc_wait_signal();
 	log_info("signal %d: stopping", sig);
@@ -114,9 +144,11 @@ int main(int argc, char **argv)
 	wsbridge_stop(&gw); /* MHD may not stop with upgraded sockets open */
 	redirect_stop(&gw);
 	http_stop(&gw);
+	svc_watch_stop();
 	rpc_server_stop(gw.svc.rpc);
 	gw.svc.rpc = NULL;
 	authn_stop(&gw);
+	health_stop(&gw);
 	for (int i = SVC_GATEWAY + 1; i < SVC_SERVICES; i++) {
 		rpc_client_close(gw.client[i]);
 		gw.client[i] = NULL;

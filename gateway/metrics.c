@@ -285,9 +285,14 @@ static void metrics_print(FILE *f, struct http_request *req)
 	        "# HELP magnetar_header_deadline_closed_total Connections shut down for no "
 	        "complete header block in time.\n"
 	        "# TYPE magnetar_header_deadline_closed_total counter\n"
-	        "magnetar_header_deadline_closed_total %llu\n",
+	        "magnetar_header_deadline_closed_total %llu\n"
+	        "# HELP magnetar_body_deadline_closed_total Requests answered 408 and closed "
+	        "for no complete body in time.\n"
+	        "# TYPE magnetar_body_deadline_closed_total counter\n"
+	        "magnetar_body_deadline_closed_total %llu\n",
 	        (unsigned long long)(gw->rl != NULL ? ratelimit_evictions(gw->rl) : 0),
-	        (unsigned long long)http_header_deadline_cuts(gw));
+	        (unsigned long long)http_header_deadline_cuts(gw),
+	        (unsigned long long)http_body_deadline_cuts(gw));
 
 	fputs("# HELP magnetar_service_up 1 when the service answered Stats for this scrape.\n"
 	      "# TYPE magnetar_service_up gauge\n",

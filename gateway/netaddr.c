@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "common/err.h"
+#include "common/list.h"
 #include "gateway/policy.h"
 
 static const uint8_t netaddr_v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -146,24 +147,14 @@ static int netaddr_cidr_parse(const char *s, size_t len, struct netaddr_cidr *ou
 
 int netaddr_cidrs_parse(const char *list, struct netaddr_cidr *out, size_t max, size_t *n)
 {
-	const char *p = list;
+	const char *p;
+	size_t len;
 
 	*n = 0;
-	while (*p != '\0') {
-		const char *end;
-		size_t len;
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		if (*p == '\0')
-			break;
-		end = p + strcspn(p, ",");
-		len = (size_t)(end - p);
-		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-			len--;
+	while (list_next(&list, &p, &len)) {
 		if (*n >= max || netaddr_cidr_parse(p, len, &out[*n]) != 0)
 			return ERR_INVAL;
 		(*n)++;
-		p = end;
 	}
 	return 0;
 }
@@ -177,6 +168,15 @@ bool netaddr_cidrs_match(const struct netaddr_cidr *c, size_t n, const struct ne
 			return true;
 	}
 	return false;
+}
+
+void netaddr_rate_key(const struct netaddr *a, struct netaddr *out)
+{
+	*out = *a;
+	/* IPv4 is held IPv4-mapped, inside ::/64: it must not be masked, or
+	 * every IPv4 client (and ::1) would share one bucket. */
+	if (memcmp(a->b, netaddr_v4_prefix, 12) != 0)
+		netaddr_mask(out, 64);
 }
 
 /* ---- proxy headers --------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "common/err.h"
+#include "common/list.h"
 #include "gateway/policy.h"
 
 static bool origin_host_char(char c)
@@ -88,28 +89,17 @@ static bool origin_equal(const struct origin *a, const struct origin *b)
 
 int origin_list_parse(const char *list, struct origin_list *out)
 {
-	const char *p = list;
-	size_t cap = 1;
+	const char *p;
+	size_t cap, len;
 
 	memset(out, 0, sizeof(*out));
 	if (list == NULL)
 		return 0;
 	out->enabled = true;
-	for (const char *q = list; *q != '\0'; q++)
-		cap += *q == ',';
+	cap = list_count(list) + 1;
 	if ((out->v = calloc(cap, sizeof(*out->v))) == NULL)
 		return ERR_NOMEM;
-	while (*p != '\0') {
-		const char *end;
-		size_t len;
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		if (*p == '\0')
-			break;
-		end = p + strcspn(p, ",");
-		len = (size_t)(end - p);
-		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-			len--;
+	while (list_next(&list, &p, &len)) {
 		if (len == 1 && p[0] == '*')
 			out->any = true;
 		else if (out->n >= cap || origin_parse(p, len, &out->v[out->n]) != 0) {
@@ -117,7 +107,6 @@ int origin_list_parse(const char *list, struct origin_list *out)
 			return ERR_INVAL;
 		} else
 			out->n++;
-		p = end;
 	}
 	return 0;
 }

@@ -46,6 +46,11 @@ void netaddr_format(const struct netaddr *a, char out[NETADDR_STRLEN]);
  * 0 with *n set, or ERR_INVAL (a bad entry, or more than `max`). */
 int netaddr_cidrs_parse(const char *list, struct netaddr_cidr *out, size_t max, size_t *n);
 bool netaddr_cidrs_match(const struct netaddr_cidr *c, size_t n, const struct netaddr *a);
+/* The one client a per-IP limit counts `a` as: an IPv4 address whole, an
+ * IPv6 address by its /64 (the host bits cleared). A site gets a /64 at the
+ * least and picks the low 64 bits at will (privacy addresses, RFC 8981),
+ * so a limit per full IPv6 address is no limit. */
+void netaddr_rate_key(const struct netaddr *a, struct netaddr *out);
 /*
  * The client address of a request that came from `peer` carrying the proxy
  * header `value` (len bytes; NULL when absent). The header is believed only
@@ -103,7 +108,8 @@ struct ratelimit;
  * hashed with a random key so no client can aim at another's bucket. */
 int ratelimit_new(size_t entries, struct ratelimit **out);
 void ratelimit_free(struct ratelimit *rl);
-/* Takes one token from the bucket of (klass, key). 0 when allowed, else the
+/* Takes one token from the bucket of (klass, netaddr_rate_key(key)): every
+ * address of one IPv6 /64 shares a bucket. 0 when allowed, else the
  * seconds (>= 1) until a token is back: the Retry-After. O(1): one lock,
  * one set of 8 entries. */
 unsigned ratelimit_take(struct ratelimit *rl, unsigned klass, const struct ratelimit_rule *rule,
@@ -111,7 +117,7 @@ unsigned ratelimit_take(struct ratelimit *rl, unsigned klass, const struct ratel
 /* Buckets taken over from another key since start (table pressure). */
 uint64_t ratelimit_evictions(const struct ratelimit *rl);
 
-/* ---- idem.c: Idempotency-Key syntax (API.md: 1-255 printable ASCII) ------- */
+/* ---- idem.c: Idempotency-Key syntax (docs/api.md: 1-255 printable ASCII) ------- */
 
 bool idem_key_valid(const char *key);
 

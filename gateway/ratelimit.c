@@ -1,7 +1,8 @@
 /*
- * ratelimit.c — token buckets per (class, client address) in one table of
- * fixed size: memory is bounded whatever addresses attackers choose. The table
- * is 8-way set associative; a bucket that has refilled completely holds no
+ * ratelimit.c — token buckets per (class, client) in one table of fixed size:
+ * memory is bounded whatever addresses attackers choose. A client is an IPv4
+ * address or an IPv6 /64 (netaddr_rate_key). The table is 8-way set
+ * associative; a bucket that has refilled completely holds no
  * information and is free, otherwise the fullest bucket of the set is evicted.
  *
  * Each bucket is one number, GCRA style: the time at which it would be full
@@ -17,6 +18,7 @@
 
 #include "common/err.h"
 #include "common/ids.h"
+#include "common/siphash.h"
 #include "gateway/policy.h"
 
 #define RATELIMIT_WAYS 8
@@ -30,7 +32,7 @@ struct ratelimit_entry {
 
 struct ratelimit {
 	size_t nsets; /* a power of two */
-	uint64_t seed[2];
+	uint8_t seed[SIPHASH_KEY_LEN];
 	pthread_mutex_t locks[RATELIMIT_LOCKS];
 	_Atomic uint64_t evictions;
 	struct ratelimit_entry *e; /* nsets * RATELIMIT_WAYS */
@@ -103,23 +105,15 @@ uint64_t ratelimit_evictions(const struct ratelimit *rl)
 	return atomic_load_explicit(&((struct ratelimit *)rl)->evictions, memory_order_relaxed);
 }
 
-/* A keyed mix (murmur3's finaliser over key words xor'ed with a random seed):
- * not a MAC, but without the seed no one can aim many addresses at one set. */
+/* SipHash-2-4 of (class, address) under a key drawn at start: without the
+ * key no one can aim many addresses at one set. */
 static uint64_t ratelimit_hash(const struct ratelimit *rl, unsigned klass, const struct netaddr *k)
 {
-	uint64_t a, b, h;
-	memcpy(&a, k->b, 8);
-	memcpy(&b, k->b + 8, 8);
-	h = rl->seed[0] ^ klass;
-	for (int i = 0; i < 2; i++) {
-		h ^= (i == 0 ? a : b) + rl->seed[1];
-		h ^= h >> 33;
-		h *= 0xff51afd7ed558ccdull;
-		h ^= h >> 33;
-		h *= 0xc4ceb9fe1a85ec53ull;
-		h ^= h >> 33;
-	}
-	return h;
+	uint8_t in[4 + sizeof(k->b)];
+	uint32_t c = (uint32_t)klass;
+	memcpy(in, &c, 4);
+	memcpy(in + 4, k->b, sizeof(k->b));
+	return siphash24(rl->seed, in, sizeof(in));
 }
 
 unsigned ratelimit_take(struct ratelimit *rl, unsigned klass, const struct ratelimit_rule *rule,
@@ -127,6 +121,7 @@ unsigned ratelimit_take(struct ratelimit *rl, unsigned klass, const struct ratel
 {
 	uint64_t set, now = now_ms * 1000, interval, tolerance, tat;
 	struct ratelimit_entry *s, *slot = NULL, *victim = NULL;
+	struct netaddr k;
 	pthread_mutex_t *lock;
 	unsigned retry = 0;
 
@@ -136,13 +131,14 @@ unsigned ratelimit_take(struct ratelimit *rl, unsigned klass, const struct ratel
 	if (interval == 0)
 		interval = 1;
 	tolerance = interval * (rule->burst - 1);
-	set = ratelimit_hash(rl, klass, key) & (rl->nsets - 1);
+	netaddr_rate_key(key, &k);
+	set = ratelimit_hash(rl, klass, &k) & (rl->nsets - 1);
 	s = &rl->e[set * RATELIMIT_WAYS];
 	lock = &rl->locks[set % RATELIMIT_LOCKS];
 
 	pthread_mutex_lock(lock);
 	for (int i = 0; i < RATELIMIT_WAYS; i++) {
-		if (s[i].klass == klass + 1 && memcmp(s[i].key.b, key->b, 16) == 0) {
+		if (s[i].klass == klass + 1 && memcmp(s[i].key.b, k.b, 16) == 0) {
 			slot = &s[i];
 			break;
 		}
@@ -158,7 +154,7 @@ unsigned ratelimit_take(struct ratelimit *rl, unsigned klass, const struct ratel
 		if (victim->klass != 0 && victim->tat_us > now)
 			atomic_fetch_add_explicit(&rl->evictions, 1, memory_order_relaxed);
 		slot = victim;
-		slot->key = *key;
+		slot->key = k;
 		slot->klass = klass + 1;
 		slot->tat_us = 0;
 	}

@@ -13,7 +13,7 @@
 #include "common/err.h"
 #include "gateway/gateway.h"
 
-/* API.md: frame-ancestors 'none' in every variant. Development relaxes the
+/* docs/api.md: frame-ancestors 'none' in every variant. Development relaxes the
  * rest only as far as a local dev UI served from the same origin needs. */
 #define SETTINGS_CSP_STRICT "default-src 'none'; frame-ancestors 'none'"
 #define SETTINGS_CSP_DEV                                                                           \
@@ -182,6 +182,18 @@ int settings_load(struct gateway *gw, char *err, size_t errlen)
 			    err, errlen,
 			    "MAGNETAR_HEADER_TIMEOUT_S must be an integer from 1 to 300");
 		gw->header_timeout_ms = (unsigned)n * 1000;
+	}
+	/* The body's own deadline, from complete headers to the last byte
+	 * (docs/gateway.md): 64 KiB in 30 s is about 2 KiB/s. */
+	gw->body_timeout_ms = 30000;
+	if ((v = getenv("MAGNETAR_BODY_TIMEOUT_S")) != NULL) {
+		char *end;
+		long n = strtol(v, &end, 10);
+		if (v[0] < '1' || v[0] > '9' || *end != '\0' || n < 1 || n > 300)
+			return settings_refuse(
+			    err, errlen,
+			    "MAGNETAR_BODY_TIMEOUT_S must be an integer from 1 to 300");
+		gw->body_timeout_ms = (unsigned)n * 1000;
 	}
 
 	if ((rv = settings_csp(gw, err, errlen)) != 0)

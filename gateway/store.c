@@ -64,17 +64,13 @@ int store_idem_claim(struct pool *p, const uint8_t id[STORE_IDEM_ID_LEN],
 {
 	sqlite3 *db;
 	sqlite3_stmt *st = NULL;
-	bool began = false;
 	int rv, step;
 
 	memset(out, 0, sizeof(*out));
-	if ((rv = pool_writer_get(p, &db)) != 0)
+	/* One transaction: of two requests with one key, exactly one inserts. */
+	if ((rv = pool_tx_begin(p, &db)) != 0)
 		return rv;
 	rv = ERR_DB;
-	/* One transaction: of two requests with one key, exactly one inserts. */
-	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-		goto fail;
-	began = true;
 	if (sqlite3_prepare_v2(db,
 	                       "SELECT body_mac, state, status, response FROM idempotency"
 	                       " WHERE id = ?1 AND expires_ms > ?2",
@@ -122,18 +118,16 @@ int store_idem_claim(struct pool *p, const uint8_t id[STORE_IDEM_ID_LEN],
 	} else
 		goto fail;
 	sqlite3_finalize(st);
-	st = NULL;
-	if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-		goto fail;
-	pool_writer_put(p, db);
-	return 0;
+	if ((rv = pool_tx_end(p, db, 0)) == 0)
+		return 0;
+	free(out->body);
+	out->body = NULL;
+	return rv;
 fail:
 	if (rv == ERR_DB)
 		log_warnx("gateway store: idempotency: %s", sqlite3_errmsg(db));
 	sqlite3_finalize(st);
-	if (began)
-		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-	pool_writer_put(p, db);
+	pool_tx_end(p, db, rv);
 	free(out->body);
 	out->body = NULL;
 	return rv;

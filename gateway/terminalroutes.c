@@ -1,8 +1,12 @@
 /*
- * terminalroutes.c — /api/v1/terminal (API.md "Terminal"): open, list and
+ * terminalroutes.c — /api/v1/terminal (docs/api.md "Terminal"): open, list and
  * close terminals through magnetar-terminal, and the WebSocket upgrade,
  * decided before any 101: an allowed Origin (or none), then a single-use
- * ticket that the terminal service consumes atomically. Refusals here (role,
+ * ticket that the terminal service consumes atomically. Open asks auth to
+ * confirm the session first (authn_confirm); List, Close and an upgrade
+ * with a token rest on the gateway's revoked set while it is current, and
+ * ask auth first too while it is not (authn_set_current): the call to the
+ * terminal service is then round two, in rpc slot 1. Refusals here (role,
  * Origin) are audited through the gateway's outbox; the service audits its
  * own.
  */
@@ -13,7 +17,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth.pb-c.h"
 #include "common/err.h"
+#include "common/list.h"
 #include "common/jwt.h"
 #include "common/log.h"
 #include "common/outbox.h"
@@ -48,30 +54,58 @@ static void terminalroutes_audit(struct http_request *req, const char *actor, co
 	outbox_kick(req->gw->svc.outbox);
 }
 
-/* Authenticated, and founder, admin or holder of the terminal grant. 0, or
- * 1 when the request has been answered (401/403). */
-static int terminalroutes_caller(struct http_request *req, struct jwt_claims *c)
+/* May `user` (of `role`, with or without the grant) have terminals? If not,
+ * audited and answered 403. */
+static bool terminalroutes_allowed(struct http_request *req, const char *user, const char *role,
+                                   bool grant)
 {
-	if (authn_require_flags(req, c, 0) != 0)
-		return 1;
-	if (strcmp(c->role, "founder") == 0 || strcmp(c->role, "admin") == 0 || c->terminal)
-		return 0;
-	terminalroutes_audit(req, c->sub, "", "reason=role");
+	if (strcmp(role, "founder") == 0 || strcmp(role, "admin") == 0 || grant)
+		return true;
+	terminalroutes_audit(req, user, "", "reason=role");
 	respond_error(req, MHD_HTTP_FORBIDDEN, "forbidden",
 	              "Terminals need the founder or admin role or the terminal grant.");
-	return 1;
+	return false;
 }
 
-static int terminalroutes_call(struct http_request *req, const char *method,
+/* Authenticated, and founder, admin or holder of the terminal grant by the
+ * token. 0, or 1 when the request has been answered (401/403). */
+static int terminalroutes_caller(struct http_request *req, struct jwt_claims *c)
+{
+	if (authn_require(req, c) != 0)
+		return 1;
+	return terminalroutes_allowed(req, c->sub, c->role, c->terminal) ? 0 : 1;
+}
+
+/* In a round two after authn_confirm: the user as auth has them now (role
+ * and grant from auth, not the token), or NULL when answered (401/403 or
+ * auth's error). */
+static const char *terminalroutes_confirmed_user(struct http_request *req)
+{
+	const Magnetar__MeReply *me = authn_confirmed(req);
+	if (me == NULL ||
+	    !terminalroutes_allowed(req, me->user->id, me->user->role, me->user->terminal))
+		return NULL;
+	return me->user->id;
+}
+
+/* The terminal service's call in `slot`: 0 as the request's only round, 1
+ * as round two after auth confirmed the session in slot 0. */
+static int terminalroutes_call(struct http_request *req, int slot, const char *method,
                                const ProtobufCMessage *in, http_resume_fn done)
 {
-	int rv;
-	if ((rv = http_async_begin(req, done)) != 0)
+	int rv = slot == 0 ? http_async_begin(req, done) : http_async_again(req, done);
+	if (rv != 0)
 		return http_async_refused(req, rv);
-	http_async_call(req, 0, req->gw->client[SVC_TERMINAL], &magnetar__terminal__descriptor,
+	http_async_call(req, slot, req->gw->client[SVC_TERMINAL], &magnetar__terminal__descriptor,
 	                method, in);
 	http_async_end(req);
 	return 0;
+}
+
+/* The terminal service's answer: slot 1 when auth was asked first. */
+static const struct rpc_result *terminalroutes_result(struct http_request *req)
+{
+	return &req->rpc[req->rpc[1].method != NULL ? 1 : 0].result;
 }
 
 static json_t *terminalroutes_info(const Magnetar__TerminalInfo *t)
@@ -86,13 +120,13 @@ static json_t *terminalroutes_info(const Magnetar__TerminalInfo *t)
 
 static int terminalroutes_opened(struct http_request *req)
 {
-	const struct rpc_result *r = &req->rpc[0].result;
+	const struct rpc_result *r = &req->rpc[1].result; /* 0 was auth's Me */
 	const Magnetar__TerminalOpenReply *o = (const Magnetar__TerminalOpenReply *)r->output;
 	char url[160];
 	json_t *body;
 
 	if (r->status != MAGNETAR__STATUS__STATUS_OK) {
-		/* API.md: too_many_terminals is a 429 (the mapping gives it). */
+		/* docs/api.md: too_many_terminals is a 429 (the mapping gives it). */
 		return respond_rpc_error(req, r);
 	}
 	if (o->terminal == NULL)
@@ -109,7 +143,7 @@ static int terminalroutes_opened(struct http_request *req)
 
 static int terminalroutes_listed(struct http_request *req)
 {
-	const struct rpc_result *r = &req->rpc[0].result;
+	const struct rpc_result *r = terminalroutes_result(req);
 	const Magnetar__TerminalListReply *l = (const Magnetar__TerminalListReply *)r->output;
 	json_t *arr;
 
@@ -125,52 +159,102 @@ static int terminalroutes_listed(struct http_request *req)
 	return respond_json(req, MHD_HTTP_OK, json_pack("{s:o}", "terminals", arr));
 }
 
-static int terminalroutes_open(struct http_request *req)
+/* The request's body as Open's input (strings point into *root, which the
+ * caller frees after the call). 0, or 1 when answered (400). */
+static int terminalroutes_open_input(struct http_request *req, json_t **root,
+                                     Magnetar__TerminalOpenRequest *in)
 {
-	Magnetar__TerminalOpenRequest in = MAGNETAR__TERMINAL_OPEN_REQUEST__INIT;
 	const char *shell = NULL, *cwd = NULL;
 	json_int_t cols = 80, rows = 24;
-	struct jwt_claims c;
 	json_error_t err;
-	json_t *root;
-	int rv;
 
-	if (terminalroutes_caller(req, &c) != 0)
-		return 0;
-	if ((root = body_json(req)) == NULL)
-		return 0;
-	if (json_unpack_ex(root, &err, JSON_STRICT, "{s:s, s?:s, s?:I, s?:I}", "shell", &shell,
+	if ((*root = body_json(req)) == NULL)
+		return 1;
+	if (json_unpack_ex(*root, &err, JSON_STRICT, "{s:s, s?:s, s?:I, s?:I}", "shell", &shell,
 	                   "cwd", &cwd, "cols", &cols, "rows", &rows) != 0) {
-		json_decref(root);
-		return body_invalid(req);
+		json_decref(*root);
+		body_invalid(req);
+		return 1;
 	}
 	if (cols < 1 || cols > TERMINALROUTES_SIZE_MAX || rows < 1 ||
 	    rows > TERMINALROUTES_SIZE_MAX) {
-		json_decref(root);
-		return respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
-		                     "cols and rows must be from 1 to 1000.");
+		json_decref(*root);
+		respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
+		              "cols and rows must be from 1 to 1000.");
+		return 1;
 	}
-	in.user_id = c.sub;
-	in.session_id = c.sid; /* auth's session.revoked closes the terminal */
-	in.shell = (char *)shell;
-	in.cwd = (char *)(cwd != NULL ? cwd : "");
-	in.cols = (uint32_t)cols;
-	in.rows = (uint32_t)rows;
+	in->shell = (char *)shell;
+	in->cwd = (char *)(cwd != NULL ? cwd : "");
+	in->cols = (uint32_t)cols;
+	in->rows = (uint32_t)rows;
+	return 0;
+}
+
+/* Round two of Open: auth has confirmed the session (the gateway's revoked
+ * set may be behind, and a shell is the last thing to give a revoked
+ * token), and its view of the user decides the role, not the token's. */
+static int terminalroutes_open_confirmed(struct http_request *req)
+{
+	Magnetar__TerminalOpenRequest in = MAGNETAR__TERMINAL_OPEN_REQUEST__INIT;
+	const char *user = terminalroutes_confirmed_user(req);
+	json_t *root;
+	int rv;
+
+	if (user == NULL)
+		return 0;
+	if (terminalroutes_open_input(req, &root, &in) != 0)
+		return 0; /* checked in round one: cannot happen */
+	in.user_id = (char *)user;
+	/* auth's session.revoked closes the terminal */
+	in.session_id = authn_confirmed(req)->session->id;
 	req->rpc_timeout_ms = TERMINALROUTES_SPAWN_TIMEOUT_MS;
-	rv = terminalroutes_call(req, "Open", &in.base, terminalroutes_opened);
+	if ((rv = http_async_again(req, terminalroutes_opened)) != 0) {
+		json_decref(root);
+		return http_async_refused(req, rv);
+	}
+	http_async_call(req, 1, req->gw->client[SVC_TERMINAL], &magnetar__terminal__descriptor,
+	                "Open", &in.base);
+	http_async_end(req);
 	json_decref(root); /* after the call: it packed its own copy */
-	return rv;
+	return 0;
+}
+
+static int terminalroutes_open(struct http_request *req)
+{
+	Magnetar__TerminalOpenRequest in = MAGNETAR__TERMINAL_OPEN_REQUEST__INIT;
+	struct jwt_claims c;
+	json_t *root;
+
+	if (terminalroutes_caller(req, &c) != 0)
+		return 0;
+	if (terminalroutes_open_input(req, &root, &in) != 0)
+		return 0;
+	json_decref(root);
+	return authn_confirm(req, &c, terminalroutes_open_confirmed);
+}
+
+static int terminalroutes_list_call(struct http_request *req, const char *user, int slot)
+{
+	Magnetar__TerminalListRequest in = MAGNETAR__TERMINAL_LIST_REQUEST__INIT;
+	in.user_id = (char *)user;
+	return terminalroutes_call(req, slot, "List", &in.base, terminalroutes_listed);
+}
+
+static int terminalroutes_list_confirmed(struct http_request *req)
+{
+	const char *user = terminalroutes_confirmed_user(req);
+	return user == NULL ? 0 : terminalroutes_list_call(req, user, 1);
 }
 
 static int terminalroutes_list(struct http_request *req)
 {
-	Magnetar__TerminalListRequest in = MAGNETAR__TERMINAL_LIST_REQUEST__INIT;
 	struct jwt_claims c;
 
 	if (terminalroutes_caller(req, &c) != 0)
 		return 0;
-	in.user_id = c.sub;
-	return terminalroutes_call(req, "List", &in.base, terminalroutes_listed);
+	if (!authn_set_current(req->gw))
+		return authn_confirm(req, &c, terminalroutes_list_confirmed);
+	return terminalroutes_list_call(req, c.sub, 0);
 }
 
 int terminalroutes_sessions(struct http_request *req)
@@ -180,24 +264,38 @@ int terminalroutes_sessions(struct http_request *req)
 
 static int terminalroutes_closed(struct http_request *req)
 {
-	const struct rpc_result *r = &req->rpc[0].result;
+	const struct rpc_result *r = terminalroutes_result(req);
 	if (r->status != MAGNETAR__STATUS__STATUS_OK)
 		return respond_rpc_error(req, r);
 	return respond_no_content(req);
 }
 
-int terminalroutes_close(struct http_request *req)
+static int terminalroutes_close_call(struct http_request *req, const char *user, int slot)
 {
 	Magnetar__TerminalCloseRequest in = MAGNETAR__TERMINAL_CLOSE_REQUEST__INIT;
 	char id[ROUTE_PARAM_MAX];
-	struct jwt_claims c;
 
 	snprintf(id, sizeof(id), "%s", req->param);
+	in.user_id = (char *)user; /* never empty: an empty user means "any" to the service */
+	in.id = id;
+	return terminalroutes_call(req, slot, "Close", &in.base, terminalroutes_closed);
+}
+
+static int terminalroutes_close_confirmed(struct http_request *req)
+{
+	const char *user = terminalroutes_confirmed_user(req);
+	return user == NULL ? 0 : terminalroutes_close_call(req, user, 1);
+}
+
+int terminalroutes_close(struct http_request *req)
+{
+	struct jwt_claims c;
+
 	if (terminalroutes_caller(req, &c) != 0)
 		return 0;
-	in.user_id = c.sub; /* never empty: an empty user means "any" to the service */
-	in.id = id;
-	return terminalroutes_call(req, "Close", &in.base, terminalroutes_closed);
+	if (!authn_set_current(req->gw))
+		return authn_confirm(req, &c, terminalroutes_close_confirmed);
+	return terminalroutes_close_call(req, c.sub, 0);
 }
 
 /* ---- the WebSocket upgrade --------------------------------------------------- */
@@ -210,50 +308,27 @@ static const char *terminalroutes_header(struct http_request *req, const char *n
 /* True when the comma-separated header value holds `token` (any case). */
 static bool terminalroutes_has_token(const char *v, const char *token)
 {
-	size_t n = strlen(token);
-	while (v != NULL && *v != '\0') {
-		while (*v == ' ' || *v == '\t' || *v == ',')
-			v++;
-		if (strncasecmp(v, token, n) == 0 &&
-		    (v[n] == '\0' || v[n] == ',' || v[n] == ' ' || v[n] == '\t'))
+	size_t n = strlen(token), len;
+	const char *item;
+
+	while (list_next(&v, &item, &len))
+		if (len == n && strncasecmp(item, token, n) == 0)
 			return true;
-		v = strchr(v, ',');
-	}
 	return false;
 }
 
-/* The Origin check: none (not a browser), or exactly one of
- * MAGNETAR_CORS_ORIGINS, byte for byte. "*" never admits a WebSocket.
- * Written here while issue 6's origin matching lands (docs/terminal.md). */
+/* The Origin check: none (not a browser), or one of MAGNETAR_CORS_ORIGINS
+ * (gateway/origin.c's comparison). "*" never admits a WebSocket, nor does
+ * the opaque origin "null". */
 static bool terminalroutes_origin_ok(struct http_request *req)
 {
 	const char *origin = terminalroutes_header(req, "Origin");
-	const char *list = req->gw->svc.conf.cors_origins;
-	size_t olen;
-
-	if (origin == NULL)
-		return true;
-	olen = strlen(origin);
-	while (list != NULL && *list != '\0') {
-		const char *e = strchr(list, ',');
-		size_t len = e != NULL ? (size_t)(e - list) : strlen(list);
-		while (len > 0 && *list == ' ') {
-			list++;
-			len--;
-		}
-		while (len > 0 && list[len - 1] == ' ')
-			len--;
-		if (len == olen && len > 0 && memcmp(list, origin, len) == 0 &&
-		    strcmp(origin, "*") != 0 && strcmp(origin, "null") != 0)
-			return true;
-		list = e != NULL ? e + 1 : NULL;
-	}
-	return false;
+	return origin == NULL || origin_listed(&req->gw->cors, origin, strlen(origin));
 }
 
 static int terminalroutes_attached(struct http_request *req)
 {
-	const struct rpc_result *r = &req->rpc[0].result;
+	const struct rpc_result *r = terminalroutes_result(req);
 	const Magnetar__TerminalAttachReply *a = (const Magnetar__TerminalAttachReply *)r->output;
 	const char *key = terminalroutes_header(req, "Sec-WebSocket-Key");
 	unsigned char digest[SHA_DIGEST_LENGTH];
@@ -268,7 +343,11 @@ static int terminalroutes_attached(struct http_request *req)
 	snprintf(buf, sizeof(buf), "%s%s", key, TERMINALROUTES_WS_GUID);
 	SHA1((const unsigned char *)buf, strlen(buf), digest);
 	EVP_EncodeBlock((unsigned char *)accept, digest, SHA_DIGEST_LENGTH);
-	if ((b = wsbridge_new(req->gw, a->stream_url)) == NULL)
+	b = wsbridge_new(req->gw, a->stream_path, req->param, a->stream_key.data,
+	                 a->stream_key.len);
+	/* The bridge holds the key now; the reply's copy goes. */
+	OPENSSL_cleanse(a->stream_key.data, a->stream_key.len);
+	if (b == NULL)
 		return ERR_NOMEM;
 	resp = MHD_create_response_for_upgrade(wsbridge_upgraded, b);
 	if (resp == NULL) {
@@ -287,19 +366,37 @@ static int terminalroutes_attached(struct http_request *req)
 	return http_queue(req, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
 }
 
-int terminalroutes_ws(struct http_request *req)
+/* Attach with the request's ticket; `user` is "" when no token was sent
+ * (the ticket alone is the credential). */
+static int terminalroutes_attach_call(struct http_request *req, const char *user, int slot)
 {
 	Magnetar__TerminalAttachRequest in = MAGNETAR__TERMINAL_ATTACH_REQUEST__INIT;
+	char id[ROUTE_PARAM_MAX];
+
+	snprintf(id, sizeof(id), "%s", req->param);
+	in.id = id;
+	in.ticket = (char *)MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "ticket");
+	in.user_id = (char *)user;
+	return terminalroutes_call(req, slot, "Attach", &in.base, terminalroutes_attached);
+}
+
+static int terminalroutes_attach_confirmed(struct http_request *req)
+{
+	const char *user = terminalroutes_confirmed_user(req);
+	return user == NULL ? 0 : terminalroutes_attach_call(req, user, 1);
+}
+
+int terminalroutes_ws(struct http_request *req)
+{
 	const char *upgrade = terminalroutes_header(req, "Upgrade");
 	const char *connection = terminalroutes_header(req, "Connection");
 	const char *version = terminalroutes_header(req, "Sec-WebSocket-Version");
 	const char *key = terminalroutes_header(req, "Sec-WebSocket-Key");
 	const char *ticket =
 	    MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "ticket");
-	char id[ROUTE_PARAM_MAX], user[JWT_CLAIM_MAX] = "";
+	bool token = terminalroutes_header(req, MHD_HTTP_HEADER_AUTHORIZATION) != NULL;
 	struct jwt_claims c;
 
-	snprintf(id, sizeof(id), "%s", req->param);
 	if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0 ||
 	    !terminalroutes_has_token(connection, "upgrade") || version == NULL ||
 	    strcmp(version, "13") != 0 || key == NULL || strlen(key) != 24)
@@ -308,22 +405,20 @@ int terminalroutes_ws(struct http_request *req)
 	/* Cross-site WebSocket hijacking: a foreign page may open this socket
 	 * with the user's ticket-less cookies, never with our answer. */
 	if (!terminalroutes_origin_ok(req)) {
-		terminalroutes_audit(req, "", id, "reason=origin");
+		terminalroutes_audit(req, "", req->param, "reason=origin");
 		return respond_error(req, MHD_HTTP_FORBIDDEN, "forbidden",
 		                     "This origin may not open terminals.");
 	}
 	/* Browsers cannot send headers on a WebSocket: the ticket is the
 	 * credential. A token, when sent anyway, must be the owner's. */
-	if (terminalroutes_header(req, MHD_HTTP_HEADER_AUTHORIZATION) != NULL) {
-		if (terminalroutes_caller(req, &c) != 0)
-			return 0;
-		snprintf(user, sizeof(user), "%s", c.sub);
-	}
+	if (token && terminalroutes_caller(req, &c) != 0)
+		return 0;
 	if (ticket == NULL || ticket[0] == '\0' || strlen(ticket) > 128)
 		return respond_error(req, MHD_HTTP_UNAUTHORIZED, "invalid_ticket",
 		                     "A valid ticket is required.");
-	in.id = id;
-	in.ticket = (char *)ticket;
-	in.user_id = user;
-	return terminalroutes_call(req, "Attach", &in.base, terminalroutes_attached);
+	if (!token)
+		return terminalroutes_attach_call(req, "", 0);
+	if (!authn_set_current(req->gw))
+		return authn_confirm(req, &c, terminalroutes_attach_confirmed);
+	return terminalroutes_attach_call(req, c.sub, 0);
 }

@@ -1,38 +1,50 @@
 /*
- * wsbridge.c — one upgraded WebSocket relayed to one terminal's nng pair,
- * on a thread of its own (bounded in number) running poll() over the
- * socket and the pair's send/receive descriptors, with libwslay framing.
- * Backpressure, never buffers: output from the pair is received only while
- * wslay holds less than WSB_OUT_HIGH bytes for the client, and the socket
- * is read only while fewer than WSB_IN_HIGH client messages wait for the
- * pair (docs/terminal.md).
+ * wsbridge.c — one upgraded WebSocket relayed to one terminal's stream (a
+ * Unix stream connection to the terminal service, docs/terminal.md), on a
+ * thread of its own (bounded in number) running poll() over both sockets,
+ * with libwslay framing on the client's side and length-prefixed frames
+ * (common/lenframe.h) on the terminal's. Backpressure, never buffers:
+ * output is read from the stream only while wslay holds less than
+ * WSB_OUT_HIGH bytes for the client, and the client's socket is read only
+ * while less than WSB_IN_HIGH bytes of its messages wait for the stream.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <nng/nng.h>
-#include <nng/protocol/pair0/pair.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <wslay/wslay.h>
 
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/lenframe.h"
 #include "common/log.h"
 #include "gateway/gateway.h"
 #include "gateway/wsframe.h"
 
 #define WSB_MAX 256               /* bridges (threads) at once */
-#define WSB_OUT_HIGH (256u << 10) /* bytes queued for the client before the pair waits */
-#define WSB_IN_HIGH 32            /* client messages waiting before the socket waits */
-#define WSB_IN_MAX 1024           /* hard cap: one wslay read can hold many tiny frames */
+#define WSB_OUT_HIGH (256u << 10) /* bytes queued for the client before the stream waits */
+#define WSB_IN_HIGH (64u << 10)   /* bytes for the terminal before the client waits */
+/* One wslay read (4 KiB) past the mark can finish one largest message and
+ * many tiny ones; more than this is refused (1008). */
+#define WSB_IN_CAP (WSB_IN_HIGH + 2 * (LENFRAME_HDR + WSFRAME_DATA_MAX + 1))
 #define WSB_POLL_MS 250
+#define WSB_OUT_MSGS 4096       /* messages queued for the client (pongs have no bytes) */
 #define WSB_CLOSE_GRACE_MS 2000 /* after our close frame, for the client's */
+#define WSB_STALL_MS 10000      /* the terminal gone, a client that takes nothing */
+#define WSB_CONNECT_MS 2000     /* connect and hello, to the terminal service */
+#define WSB_ID_LEN 32           /* a terminal id: 16 bytes in hex */
+#define WSB_KEY_LEN 32          /* the stream key from Attach */
+#define WSB_HELLO (LENFRAME_HDR + 1 + WSB_ID_LEN + WSB_KEY_LEN)
 
 struct wsbridge {
 	struct gateway *gw;
@@ -40,16 +52,20 @@ struct wsbridge {
 	struct MHD_UpgradeResponseHandle *urh;
 	char *extra;
 	size_t extra_len, extra_off;
-	char url[160];
-	nng_socket sock;
-	bool sock_open;
-	_Atomic bool pipe_gone;
+	char path[108];
+	uint8_t hello[WSB_HELLO]; /* holds the key until sent */
+	int sfd;                  /* the terminal's stream */
+	bool stream_end;          /* read to its end (or it broke) */
+	bool stream_hup;          /* the terminal hung up; its last bytes may wait */
+	bool input_dead;          /* the terminal takes no more input */
+	struct lenframe_reader out;
+	uint8_t *in; /* framed client messages for the terminal */
+	size_t in_off, in_len;
 	wslay_event_context_ptr ws;
-	nng_msg *inq[WSB_IN_MAX]; /* ring: client messages for the pair */
-	size_t in_head, in_n;
 	bool closing, close_queued;
 	uint16_t close_code;
-	uint64_t closing_since;
+	uint64_t close_queued_mono;
+	uint64_t progress_mono; /* the client last took bytes */
 };
 
 static pthread_mutex_t wsb_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -58,6 +74,24 @@ static int wsb_active;
 static bool wsb_stopping;
 
 /* ---- wslay callbacks --------------------------------------------------------- */
+
+/* Enough output waits for the client: the stream is not read meanwhile.
+ * Bytes and messages: many tiny frames must not reach the client mark
+ * below on output alone. */
+static bool wsb_output_full(const struct wsbridge *b)
+{
+	return wslay_event_get_queued_msg_length(b->ws) >= WSB_OUT_HIGH ||
+	       wslay_event_get_queued_msg_count(b->ws) >= WSB_OUT_MSGS / 2;
+}
+
+/* The client takes too little of what is queued for it (output or pongs):
+ * its own input is not read meanwhile. Above the output marks, so that
+ * keystrokes (Ctrl-C) still pass while output fills the queue. */
+static bool wsb_client_behind(const struct wsbridge *b)
+{
+	return wslay_event_get_queued_msg_length(b->ws) >= 2 * WSB_OUT_HIGH ||
+	       wslay_event_get_queued_msg_count(b->ws) >= WSB_OUT_MSGS;
+}
 
 static ssize_t wsb_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
                            void *user)
@@ -75,8 +109,9 @@ static ssize_t wsb_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len
 		b->extra_off += k;
 		return (ssize_t)k;
 	}
-	/* The input queue is full: read nothing more (backpressure). */
-	if (b->in_n >= WSB_IN_HIGH) {
+	/* Enough waits for the terminal, or for the client: read nothing more
+	 * (backpressure). */
+	if (b->in_len - b->in_off >= WSB_IN_HIGH || wsb_client_behind(b)) {
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
 	}
@@ -112,6 +147,8 @@ static ssize_t wsb_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, siz
 		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
 		return -1;
 	}
+	if (n > 0)
+		b->progress_mono = clock_mono_ms();
 	return n;
 }
 
@@ -130,14 +167,16 @@ static void wsb_close(struct wsbridge *b, uint16_t code)
 		return;
 	b->closing = true;
 	b->close_code = code;
-	b->closing_since = clock_mono_ms();
+	/* The stall limit counts from here: a client idle before (no output
+	 * to take) still gets its close frame. */
+	b->progress_mono = clock_mono_ms();
 }
 
 static void wsb_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                        void *user)
 {
 	struct wsbridge *b = user;
-	nng_msg *m;
+	uint8_t hdr[LENFRAME_HDR];
 	int v;
 	(void)ctx;
 
@@ -151,82 +190,165 @@ static void wsb_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_
 		wsb_close(b, v == WSFRAME_REFUSE_TYPE ? 1003 : 1008);
 		return;
 	}
-	if (b->in_n == WSB_IN_MAX || nng_msg_alloc(&m, 0) != 0) {
+	if (b->in_off > 0) {
+		memmove(b->in, b->in + b->in_off, b->in_len - b->in_off);
+		b->in_len -= b->in_off;
+		b->in_off = 0;
+	}
+	if (WSB_IN_CAP - b->in_len < LENFRAME_HDR + arg->msg_length) {
 		wsb_close(b, 1008);
 		return;
 	}
-	if (nng_msg_append(m, arg->msg, arg->msg_length) != 0) {
-		nng_msg_free(m);
-		wsb_close(b, 1011);
-		return;
-	}
-	b->inq[(b->in_head + b->in_n) % WSB_IN_MAX] = m;
-	b->in_n++;
+	lenframe_header(hdr, (uint32_t)arg->msg_length);
+	memcpy(b->in + b->in_len, hdr, LENFRAME_HDR);
+	memcpy(b->in + b->in_len + LENFRAME_HDR, arg->msg, arg->msg_length);
+	b->in_len += LENFRAME_HDR + arg->msg_length;
 }
 
 /* ---- the relay ------------------------------------------------------------------ */
 
-static void wsb_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
-{
-	struct wsbridge *b = arg;
-	(void)p;
-	if (ev == NNG_PIPE_EV_REM_POST)
-		atomic_store(&b->pipe_gone, true);
-}
-
-/* Sends what the client typed, in order, as far as the pair takes it now. */
+/* Sends what the client typed, in order, as far as the stream takes it now. */
 static void wsb_flush_input(struct wsbridge *b)
 {
-	while (b->in_n > 0) {
-		nng_msg *m = b->inq[b->in_head];
-		if (nng_sendmsg(b->sock, m, NNG_FLAG_NONBLOCK) != 0)
-			return; /* still ours; retried when the pair can take it */
-		b->in_head = (b->in_head + 1) % WSB_IN_MAX;
-		b->in_n--;
+	while (b->in_off < b->in_len && !b->input_dead) {
+		ssize_t n = send(b->sfd, b->in + b->in_off, b->in_len - b->in_off,
+		                 MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0) {
+			b->in_off += (size_t)n;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else {
+			/* The terminal is gone: so is the input; what it sent before
+			 * is still read, to its end. */
+			if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+				b->input_dead = true;
+				b->in_off = b->in_len = 0;
+			}
+			return;
+		}
+	}
+	if (b->in_off == b->in_len)
+		b->in_off = b->in_len = 0;
+}
+
+/* Queues one message from the terminal for the client; false to stop. */
+static bool wsb_forward(struct wsbridge *b, const uint8_t *msg, size_t len)
+{
+	int v = wsframe_server(msg, len);
+	struct wslay_event_msg wm = {.opcode = WSLAY_BINARY_FRAME, .msg = msg, .msg_length = len};
+
+	if (v != WSFRAME_FORWARD && v != WSFRAME_EXIT)
+		return true; /* not for the client (the terminal never sends one) */
+	if (wslay_event_queue_msg(b->ws, &wm) != 0) {
+		wsb_close(b, 1011);
+		return false;
+	}
+	/* The exit frame is the last word: then close (docs/api.md). */
+	if (v == WSFRAME_EXIT) {
+		wsb_close(b, 1000);
+		return false;
+	}
+	return true;
+}
+
+/* Moves output from the stream to wslay's queue while it is short. The
+ * stream's end, after every message before it, closes with 1000: the
+ * terminal closed (deleted, revoked, idle) or the shell exited. */
+static void wsb_pump_output(struct wsbridge *b)
+{
+	while (!b->closing && !wsb_output_full(b)) {
+		const uint8_t *msg;
+		size_t len;
+		ssize_t n;
+		int got = lenframe_next(&b->out, &msg, &len);
+		if (got == 1) {
+			if (!wsb_forward(b, msg, len))
+				return;
+			continue;
+		}
+		if (got != 0) {
+			log_warnx("wsbridge: broken framing from the terminal: closing");
+			wsb_close(b, 1011);
+			return;
+		}
+		if (b->stream_end) {
+			wsb_close(b, 1000);
+			return;
+		}
+		n = lenframe_fill(&b->out, b->sfd);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return;
+		if (n <= 0)
+			b->stream_end = true;
 	}
 }
 
-/* Moves output from the pair to wslay's queue while it is short. */
-static void wsb_pump_output(struct wsbridge *b)
+/* Whether the listener at the other end is the terminal service: its uid
+ * (SO_PEERCRED: who called listen) must be one its RPC socket may answer
+ * from (SVC_SERVER_ROLES: its user, or root, who binds before the drop). */
+static bool wsb_server_is_terminal(struct wsbridge *b)
 {
-	for (int i = 0; i < 64 && !b->closing; i++) {
-		struct wslay_event_msg wm;
-		nng_msg *m;
-		int v;
-		if (wslay_event_get_queued_msg_length(b->ws) >= WSB_OUT_HIGH)
-			return;
-		if (nng_recvmsg(b->sock, &m, NNG_FLAG_NONBLOCK) != 0)
-			return;
-		v = wsframe_server(nng_msg_body(m), nng_msg_len(m));
-		/* The terminal ended the stream (deleted, revoked, idle): said in
-		 * a frame, since the pipe's removal is not reported while nng's
-		 * reaper is stalled (see wsb_thread's end). Not for the client. */
-		if (v == WSFRAME_CLOSED) {
-			nng_msg_free(m);
-			wsb_close(b, 1000);
-			return;
-		}
-		if (v == WSFRAME_FORWARD || v == WSFRAME_EXIT) {
-			wm.opcode = WSLAY_BINARY_FRAME;
-			wm.msg = nng_msg_body(m);
-			wm.msg_length = nng_msg_len(m);
-			if (wslay_event_queue_msg(b->ws, &wm) != 0)
-				wsb_close(b, 1011);
-		}
-		nng_msg_free(m);
-		/* The exit frame is the last word: then close (API.md). */
-		if (v == WSFRAME_EXIT)
-			wsb_close(b, 1000);
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+
+	if (getsockopt(b->sfd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 &&
+	    (cr.uid == geteuid() || rpc_peer_is(cr.uid, SVC_SERVER_ROLES(SVC_TERMINAL))))
+		return true;
+	log_warnx("wsbridge: refused a terminal stream served by uid %lld at %s",
+	          len == sizeof(cr) ? (long long)cr.uid : -1LL, b->path);
+	return false;
+}
+
+/* Connects to the terminal's stream and shows the key (then forgotten);
+ * the descriptor becomes non-blocking for the relay. */
+static int wsb_connect(struct wsbridge *b)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct timeval tv = {.tv_sec = WSB_CONNECT_MS / 1000,
+	                     .tv_usec = (WSB_CONNECT_MS % 1000) * 1000};
+	int rv = ERR_IO;
+
+	memcpy(sun.sun_path, b->path, strlen(b->path) + 1);
+	if ((b->sfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+	    setsockopt(b->sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0 ||
+	    connect(b->sfd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+		log_warn("wsbridge: cannot reach the terminal stream %s", b->path);
+	} else if (!wsb_server_is_terminal(b)) {
+		/* Someone else bound the name (while the terminal was down):
+		 * it gets neither the key nor the user's keystrokes. */
+	} else if (send(b->sfd, b->hello, sizeof(b->hello), MSG_NOSIGNAL) ==
+	               (ssize_t)sizeof(b->hello) &&
+	           fcntl(b->sfd, F_SETFL, O_NONBLOCK) == 0) {
+		rv = 0;
+	} else {
+		log_warn("wsbridge: cannot reach the terminal stream %s", b->path);
 	}
+	if (rv != 0 && b->sfd >= 0) {
+		close(b->sfd);
+		b->sfd = -1;
+	}
+	OPENSSL_cleanse(b->hello, sizeof(b->hello));
+	return rv;
+}
+
+/* Whether the bridge is done waiting: the close frame went out and the
+ * client had WSB_CLOSE_GRACE_MS to answer, or the terminal is gone and
+ * the client took nothing for WSB_STALL_MS (the queue waits for nobody). */
+static bool wsb_expired(const struct wsbridge *b)
+{
+	uint64_t now = clock_mono_ms();
+
+	if (b->close_queued && now - b->close_queued_mono > WSB_CLOSE_GRACE_MS)
+		return true;
+	return (b->closing || b->stream_hup) && now - b->progress_mono > WSB_STALL_MS;
 }
 
 static void wsb_run(struct wsbridge *b)
 {
-	int rfd = -1, sfd = -1;
-
+	b->progress_mono = clock_mono_ms();
 	for (;;) {
-		struct pollfd p[3];
-		bool stopping;
+		struct pollfd p[2];
+		bool stopping, read_client, read_stream, write_stream;
 		int n;
 
 		pthread_mutex_lock(&wsb_mu);
@@ -234,45 +356,60 @@ static void wsb_run(struct wsbridge *b)
 		pthread_mutex_unlock(&wsb_mu);
 		if (stopping)
 			wsb_close(b, 1001);
-		if (!b->closing && atomic_load(&b->pipe_gone))
-			wsb_close(b, 1000); /* the terminal closed (idle, deleted, exited) */
-		if (b->closing && clock_mono_ms() - b->closing_since > WSB_CLOSE_GRACE_MS)
+		if (wsb_expired(b))
 			return;
+		/* Output already read may wait for room in wslay's queue. */
+		if (b->sfd >= 0)
+			wsb_pump_output(b);
+		/* After every queued message (the exit frame last): the grace
+		 * starts only when the close frame is queued, so a slow client
+		 * still gets all of the output. */
 		if (b->closing && !b->close_queued &&
 		    wslay_event_get_queued_msg_count(b->ws) == 0) {
 			wslay_event_queue_close(b->ws, b->close_code, NULL, 0);
 			b->close_queued = true;
+			b->close_queued_mono = clock_mono_ms();
 		}
 		if (!wslay_event_want_read(b->ws) && !wslay_event_want_write(b->ws))
 			return;
 		/* Bytes handed over by MHD are parsed before any poll. */
 		if (b->extra_off < b->extra_len && wslay_event_recv(b->ws) != 0)
 			return;
-		if (rfd < 0 && (nng_socket_get_int(b->sock, NNG_OPT_RECVFD, &rfd) != 0 ||
-		                nng_socket_get_int(b->sock, NNG_OPT_SENDFD, &sfd) != 0))
-			return;
+		read_client = wslay_event_want_read(b->ws) && b->in_len - b->in_off < WSB_IN_HIGH &&
+		              !wsb_client_behind(b);
+		read_stream = !b->closing && !b->stream_end && !wsb_output_full(b);
+		write_stream = b->in_off < b->in_len && !b->input_dead;
+		/* poll reports a hang-up even for a descriptor polled for nothing:
+		 * one we wait on for nothing is left out, or the loop would spin. */
 		p[0].fd = b->fd;
-		p[0].events =
-		    (short)((wslay_event_want_read(b->ws) && b->in_n < WSB_IN_HIGH ? POLLIN : 0) |
-		            (wslay_event_want_write(b->ws) ? POLLOUT : 0));
-		p[1].fd = rfd;
-		p[1].events =
-		    (short)(!b->closing && wslay_event_get_queued_msg_length(b->ws) < WSB_OUT_HIGH
-		                ? POLLIN
-		                : 0);
-		p[2].fd = sfd;
-		p[2].events = (short)(b->in_n > 0 ? POLLIN : 0);
-		p[0].revents = p[1].revents = p[2].revents = 0;
-		n = poll(p, 3, WSB_POLL_MS);
+		p[0].events = (short)((read_client ? POLLIN : 0) |
+		                      (wslay_event_want_write(b->ws) ? POLLOUT : 0));
+		/* The stream is polled for nothing but its hang-up until one is
+		 * seen: a terminal that goes while output waits for the client
+		 * must start the stall limit, or the bridge would wait forever. */
+		p[1].fd = read_stream || write_stream || !b->stream_hup ? b->sfd : -1;
+		p[1].events = (short)((read_stream ? POLLIN : 0) | (write_stream ? POLLOUT : 0));
+		p[0].revents = p[1].revents = 0;
+		n = poll(p, 2, WSB_POLL_MS);
 		if (n < 0 && errno != EINTR)
 			return;
-		if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0 &&
-		    wslay_event_recv(b->ws) != 0)
+		/* The client's connection is gone both ways (reset): nothing more
+		 * can reach it. */
+		if ((p[0].revents & (POLLHUP | POLLERR)) != 0)
 			return;
-		if ((p[1].revents & POLLIN) != 0)
-			wsb_pump_output(b);
-		if (b->in_n > 0)
+		if ((p[0].revents & POLLIN) != 0 && wslay_event_recv(b->ws) != 0)
+			return;
+		/* The terminal hung up: no more input; its last output is still
+		 * read when the client makes room (then the end closes with 1000). */
+		if ((p[1].revents & (POLLHUP | POLLERR)) != 0 && !b->stream_hup) {
+			b->stream_hup = b->input_dead = true;
+			b->in_off = b->in_len = 0;
+			b->progress_mono = clock_mono_ms();
+		}
+		if (b->sfd >= 0 && b->in_off < b->in_len)
 			wsb_flush_input(b);
+		if (b->sfd >= 0)
+			wsb_pump_output(b);
 		if (wslay_event_want_write(b->ws) && wslay_event_send(b->ws) != 0)
 			return;
 	}
@@ -287,50 +424,31 @@ static void *wsb_thread(void *arg)
 	    .genmask_callback = wsb_genmask_cb,
 	    .on_msg_recv_callback = wsb_on_msg,
 	};
-	int rv;
 
 	/* Keystrokes and their echoes are tiny: Nagle would hold each for the
 	 * peer's delayed ACK (~40 ms). Fails harmlessly on a non-TCP socket. */
 	setsockopt(b->fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
 	setsockopt(b->fd, IPPROTO_TCP, TCP_CORK, &(int){0}, sizeof(int));
-	if (wslay_event_context_server_init(&b->ws, &cb, b) != 0) {
+	if ((b->in = malloc(WSB_IN_CAP)) == NULL ||
+	    lenframe_reader_init(&b->out, WSFRAME_DATA_MAX + 1) != 0 ||
+	    wslay_event_context_server_init(&b->ws, &cb, b) != 0) {
 		b->ws = NULL;
 		goto out;
 	}
 	wslay_event_config_set_max_recv_msg_length(b->ws, WSFRAME_DATA_MAX + 1);
-	if ((rv = nng_pair0_open(&b->sock)) == 0) {
-		b->sock_open = true;
-		nng_socket_set_size(b->sock, NNG_OPT_RECVMAXSZ, WSFRAME_DATA_MAX + 1);
-		nng_socket_set_int(b->sock, NNG_OPT_SENDBUF, 16);
-		nng_socket_set_int(b->sock, NNG_OPT_RECVBUF, 16);
-		/* One connection: if it goes, so does the bridge (no redial). */
-		nng_socket_set_ms(b->sock, NNG_OPT_RECONNMINT, 60000);
-		nng_socket_set_ms(b->sock, NNG_OPT_RECONNMAXT, 60000);
-		nng_pipe_notify(b->sock, NNG_PIPE_EV_REM_POST, wsb_pipe_cb, b);
-		rv = nng_dial(b->sock, b->url, NULL, 0);
-	}
-	if (rv != 0) {
-		log_warnx("wsbridge: cannot reach the terminal stream: %s", nng_strerror(rv));
+	if (wsb_connect(b) != 0)
 		wsb_close(b, 1011);
-	}
 	wsb_run(b);
 out:
-	while (b->in_n > 0) {
-		nng_msg_free(b->inq[b->in_head]);
-		b->in_head = (b->in_head + 1) % WSB_IN_MAX;
-		b->in_n--;
-	}
 	if (b->ws != NULL)
 		wslay_event_context_free(b->ws);
-	/* The client's connection first: nng 1.5's nng_close now and then never
-	 * returns (its reaper thread stalls: nanomsg/nng#1543, fixed after
-	 * 1.5.2; docs/reliability.md). Then this thread and its slot are lost,
-	 * but the client is not left hanging. */
 	MHD_upgrade_action(b->urh, MHD_UPGRADE_ACTION_CLOSE);
-	if (b->sock_open)
-		nng_close(b->sock); /* after: its pipe callback uses `b` */
+	if (b->sfd >= 0)
+		close(b->sfd); /* the terminal sees the end: detached */
+	lenframe_reader_fini(&b->out);
+	free(b->in);
 	free(b->extra);
-	free(b);
+	wsbridge_free(b);
 	pthread_mutex_lock(&wsb_mu);
 	wsb_active--;
 	pthread_cond_broadcast(&wsb_cv);
@@ -376,23 +494,30 @@ void wsbridge_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, co
 	log_warnx("wsbridge: refused an upgraded connection (limit or shutdown)");
 	MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 	free(b->extra);
-	free(b);
+	wsbridge_free(b);
 }
 
-struct wsbridge *wsbridge_new(struct gateway *gw, const char *url)
+struct wsbridge *wsbridge_new(struct gateway *gw, const char *path, const char *id,
+                              const uint8_t *key, size_t key_len)
 {
 	struct wsbridge *b;
 
-	if (strlen(url) >= sizeof(b->url) || (b = calloc(1, sizeof(*b))) == NULL)
+	if (strlen(path) >= sizeof(b->path) || strlen(id) != WSB_ID_LEN || key_len != WSB_KEY_LEN ||
+	    (b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
 	b->gw = gw;
-	strcpy(b->url, url);
-	atomic_init(&b->pipe_gone, false);
+	b->sfd = -1;
+	strcpy(b->path, path);
+	lenframe_header(b->hello, WSB_HELLO - LENFRAME_HDR);
+	b->hello[LENFRAME_HDR] = 'H';
+	memcpy(b->hello + LENFRAME_HDR + 1, id, WSB_ID_LEN);
+	memcpy(b->hello + LENFRAME_HDR + 1 + WSB_ID_LEN, key, WSB_KEY_LEN);
 	return b;
 }
 
 void wsbridge_free(struct wsbridge *b)
 {
+	OPENSSL_cleanse(b->hello, sizeof(b->hello));
 	free(b);
 }
 

@@ -1,6 +1,6 @@
 /*
  * wsframe.c — what the gateway lets through from a terminal's WebSocket
- * (API.md "Terminal"): binary messages whose first byte is '0' (input) or
+ * (docs/api.md "Terminal"): binary messages whose first byte is '0' (input) or
  * '1' (resize), each of bounded size. Pure, so the fuzz target links it;
  * the terminal service parses and validates again on its side.
  */
@@ -27,7 +27,5 @@ int wsframe_server(const uint8_t *msg, size_t len)
 		return WSFRAME_FORWARD;
 	if (msg[0] == '2' && len - 1 <= WSFRAME_RESIZE_MAX)
 		return WSFRAME_EXIT;
-	if (msg[0] == '9' && len == 1)
-		return WSFRAME_CLOSED;
 	return WSFRAME_REFUSE_POLICY;
 }

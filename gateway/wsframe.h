@@ -1,6 +1,6 @@
 /*
  * wsframe.h — the gateway's check of terminal WebSocket messages (wsframe.c),
- * apart from gateway.h so the fuzz target needs neither MHD nor nng.
+ * apart from gateway.h so the fuzz target needs neither MHD nor wslay.
  */
 #ifndef MAGNETAR_GATEWAY_WSFRAME_H
 #define MAGNETAR_GATEWAY_WSFRAME_H
@@ -18,8 +18,6 @@ enum wsframe_verdict {
 	WSFRAME_EXIT = 1,      /* server→client exit frame: pass on, then close */
 	WSFRAME_REFUSE_TYPE,   /* not binary: close 1003 */
 	WSFRAME_REFUSE_POLICY, /* empty, unknown kind or too big: close 1008 */
-	WSFRAME_CLOSED,        /* server→gateway '9': the terminal ended the stream;
-	                        * not passed on, close 1000 */
 };
 
 /* A message from the client (opcode, payload). */

@@ -7,7 +7,7 @@ PKGS="build-essential pkg-config clang clang-format protobuf-c-compiler libproto
 libnng-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev libmicrohttpd-dev libwslay-dev
 libjansson-dev libargon2-dev liboath-dev libseccomp-dev libcmocka-dev
 python3 python3-pytest python3-requests python3-websocket sqlite3 wrk nginx-light curl
-protobuf-compiler nng-utils prometheus docker-compose systemd sqlmap iproute2"
+protobuf-compiler nng-utils prometheus docker-compose systemd sqlmap iproute2 xxd"
 missing=""
 for p in $PKGS; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -133,7 +133,7 @@ int append_store(struct audit *a, struct rpc_call *call, const Magnetar__AppendR
 		return rv;
 	if ((st = append_state(a)) == NULL)
 		return ERR_UNAVAIL;
-	return ingest_append_sync(st, source, req, &out->stored, &out->duplicates);
+	return ingest_append_sync(st, source, req, out);
 }
 
 static void append_reply(struct rpc_call *call, int rv, const Magnetar__AppendReply *out)
@@ -141,6 +141,9 @@ static void append_reply(struct rpc_call *call, int rv, const Magnetar__AppendRe
 	if (rv == ERR_INVAL) {
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, "invalid_request",
 		                "the batch or one of its events is malformed");
+	} else if (rv == ERR_EXISTS) {
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_CONFLICT, "sequence_conflict",
+		                INGEST_CONFLICT_MESSAGE);
 	} else if (rv != 0) {
 		log_warnx("append: cannot store batch request_id=%s: %s", rpc_call_request_id(call),
 		          err_str(rv));
@@ -172,6 +175,6 @@ void append_handle(struct rpc_call *call, const ProtobufCMessage *input, void *a
 	if ((rv = ingest_append_async(st, source, call, req)) == 0)
 		return;
 	if (rv == ERR_UNAVAIL) /* no pipeline: store inline */
-		rv = ingest_append_sync(st, source, req, &out.stored, &out.duplicates);
+		rv = ingest_append_sync(st, source, req, &out);
 	append_reply(call, rv, &out);
 }

@@ -44,7 +44,14 @@ enum audit_field {
 	AUDIT_F_DETAIL,
 };
 
-enum audit_kind { AUDIT_KIND_EVENT = 0, AUDIT_KIND_HEAD = 1, AUDIT_KIND_GENESIS = 2 };
+/* A break records, in the chain itself, that audit found the stored log
+ * cut or its tip not matching at start (docs/audit.md, "Breaks"). */
+enum audit_kind {
+	AUDIT_KIND_EVENT = 0,
+	AUDIT_KIND_HEAD = 1,
+	AUDIT_KIND_GENESIS = 2,
+	AUDIT_KIND_BREAK = 3
+};
 
 /* One row of `records` as the code sees it. Pointers belong to whoever
  * filled the struct (a group arena, or the statement during a callback). */
@@ -101,7 +108,7 @@ int keyring_generate(const char *path, char *err, size_t errlen);
 
 extern const char *const crypto_field_names[AUDIT_NFIELDS];
 
-/* Reused OpenSSL contexts (FACTS.md: a reused context is 2-3x cheaper).
+/* Reused OpenSSL contexts (docs/dependencies.md: a reused context is 2-3x cheaper).
  * One per thread at a time: take from and give back to a crypto_pool. */
 struct crypto;
 struct crypto_pool;
@@ -190,6 +197,29 @@ struct chain_genesis {
 };
 void chain_genesis_encode(const struct chain_genesis *g, unsigned char out[CHAIN_GENESIS_LEN]);
 int chain_genesis_decode(const unsigned char *in, size_t len, struct chain_genesis *g);
+/* The statement of a break record: what was found, where the first bad
+ * record is, how many ids right before the break are skipped (never used
+ * again), the tip as it was found, and the epochs the log goes from and to
+ * (different when whole epochs were cut: the log goes on in the chain
+ * file's epoch, whose public key `pub` then stands in for the missing
+ * head's certificate). */
+#define CHAIN_BREAK_LEN 136
+enum {
+	CHAIN_BREAK_TRUNCATED = 1, /* the tip names records that are gone */
+	CHAIN_BREAK_MISSING_TIP,   /* records but no tip row */
+	CHAIN_BREAK_TIP_MISMATCH,  /* the tip's hash or epoch is not the last record's */
+	CHAIN_BREAK_BAD_TIP_MAC,   /* the tip lacks the chain key's MAC */
+	CHAIN_BREAK_AFTER_TIP,     /* records past the tip */
+};
+struct chain_break {
+	uint64_t reason, first_bad, skipped, tip_id, tip_epoch, time_ms, from_epoch, to_epoch;
+	unsigned char tip_hash[AUDIT_HASH];
+	unsigned char pub[AUDIT_PUB];
+};
+void chain_break_encode(const struct chain_break *b, unsigned char out[CHAIN_BREAK_LEN]);
+int chain_break_decode(const unsigned char *in, size_t len, struct chain_break *b);
+/* The Verify reason of a break ("truncated", ...). */
+const char *chain_break_reason(uint64_t reason);
 
 /* ---- store.c: the only file that includes sqlite3.h --------------------- */
 
@@ -207,9 +237,10 @@ void store_tx_rollback(struct store_tx *tx);
 
 /* Highest stored sequence of (source, instance), 0 when none. */
 int store_max_seq(struct pool *pool, const char *source, const char *instance, uint64_t *max);
-/* Is (source, instance, seq) stored? */
-int store_has_seq(struct pool *pool, const char *source, const char *instance, uint64_t seq,
-                  bool *has);
+/* The stored event (source, instance, seq) handed to fn (pointers valid
+ * during the call only); *found false, fn not called, when there is none. */
+int store_find_seq(struct pool *pool, const char *source, const char *instance, uint64_t seq,
+                   void (*fn)(const struct audit_rec *r, void *arg), void *arg, bool *found);
 
 /* What recovery needs to continue the chain. */
 struct store_state {
@@ -219,9 +250,12 @@ struct store_state {
 	int last_kind;
 	uint64_t head_id;        /* last head record, 0 if none */
 	uint64_t head_epoch;     /* the epoch it sealed */
-	uint64_t epoch_events;   /* events after the last head */
-	uint64_t epoch_first_ms; /* received time of the first record after it, 0 if none */
+	uint64_t open_epoch;     /* after the last head, or moved on by a break */
+	uint64_t epoch_first_id; /* the open epoch's first record */
+	uint64_t epoch_events;   /* events of the open epoch */
+	uint64_t epoch_first_ms; /* received time of its first record, 0 if none */
 	uint64_t events;         /* all events */
+	uint64_t breaks;         /* break records (findings recorded at start) */
 };
 int store_state(struct pool *pool, struct store_state *st);
 
@@ -255,6 +289,8 @@ struct store_tip {
 };
 int store_walk(struct pool *pool, void (*snap)(const struct store_tip *tip, void *arg),
                int (*fn)(const struct audit_rec *r, void *arg), void *arg);
+/* The tip row alone (has_tip false when absent). */
+int store_tip_read(struct pool *pool, struct store_tip *tip);
 
 /* Plaintext rows left by schema v1 (renamed legacy_events): read a batch of
  * one producer after `after_id`, or drop the table once empty. */
@@ -287,6 +323,11 @@ struct audit_opts {
 struct ingest;
 struct events_pub;
 
+/* The answer to a batch refused for a sequence conflict (AppendReply). */
+#define INGEST_CONFLICT_MESSAGE                                                                    \
+	"a sequence number of this batch is stored with other content: send it again "             \
+	"under a new instance id"
+
 struct audit_state {
 	struct pool *pool;
 	struct audit_opts opts;
@@ -299,11 +340,13 @@ struct audit_state {
 	pthread_mutex_t mu;
 	struct chain_secrets secrets;
 	unsigned char genesis_fp[AUDIT_HASH];
-	_Atomic uint64_t events; /* stored events (Stats) */
-	_Atomic uint64_t dups;   /* duplicates ignored */
-	_Atomic uint64_t groups; /* transactions committed */
-	_Atomic uint64_t sealed; /* epochs sealed by this process */
-	_Atomic uint64_t epoch;  /* open epoch (Stats) */
+	_Atomic uint64_t events;  /* stored events (Stats) */
+	_Atomic uint64_t dups;    /* duplicates (same content) acknowledged, not stored again */
+	_Atomic uint64_t refused; /* events of batches refused for a sequence conflict */
+	_Atomic uint64_t breaks;  /* break records in the log (integrity findings) */
+	_Atomic uint64_t groups;  /* transactions committed */
+	_Atomic uint64_t sealed;  /* epochs sealed by this process */
+	_Atomic uint64_t epoch;   /* open epoch (Stats) */
 	_Atomic bool seal_requested;
 	pthread_mutex_t keys_mu; /* serialises keyring reloads */
 };
@@ -330,10 +373,17 @@ void ingest_free(struct ingest *ing);
  * and st->secrets; nothing may be in flight. */
 int ingest_recover(struct ingest *ing);
 
+/* Appends a break record stating `b` after skipping b->skipped ids (never
+ * to be used again); *id is the break's. Only while nothing is in flight
+ * (at open, before the pipeline starts). */
+int ingest_break(struct ingest *ing, const struct chain_break *b, uint64_t *id);
+
 /* Stores one validated batch under `source`: synchronously (inline, or
- * waiting for the pipeline). 0 or an error. */
+ * waiting for the pipeline), filling out's counts and high-water mark. 0,
+ * ERR_EXISTS (a sequence stored with other content: refused whole, see
+ * AppendReply) or an error. */
 int ingest_append_sync(struct audit_state *st, const char *source,
-                       const Magnetar__AppendRequest *req, uint32_t *stored, uint32_t *dups);
+                       const Magnetar__AppendRequest *req, Magnetar__AppendReply *out);
 /* Hands a validated batch to the pipeline, which answers `call` after the
  * commit. ERR_UNAVAIL when no pipeline runs (then answer it yourself). */
 int ingest_append_async(struct audit_state *st, const char *source, struct rpc_call *call,

@@ -332,3 +332,48 @@ int chain_genesis_decode(const unsigned char *in, size_t len, struct chain_genes
 	memcpy(g->pub, in + 32, AUDIT_PUB);
 	return 0;
 }
+
+/* "MAGBRK01" reason first_bad skipped tip_id tip_epoch time from_epoch
+ * to_epoch tip_hash[32] pub[32] */
+void chain_break_encode(const struct chain_break *b, unsigned char out[CHAIN_BREAK_LEN])
+{
+	memcpy(out, "MAGBRK01", 8);
+	chain_put64(out + 8, b->reason);
+	chain_put64(out + 16, b->first_bad);
+	chain_put64(out + 24, b->skipped);
+	chain_put64(out + 32, b->tip_id);
+	chain_put64(out + 40, b->tip_epoch);
+	chain_put64(out + 48, b->time_ms);
+	chain_put64(out + 56, b->from_epoch);
+	chain_put64(out + 64, b->to_epoch);
+	memcpy(out + 72, b->tip_hash, AUDIT_HASH);
+	memcpy(out + 104, b->pub, AUDIT_PUB);
+}
+
+int chain_break_decode(const unsigned char *in, size_t len, struct chain_break *b)
+{
+	if (in == NULL || len != CHAIN_BREAK_LEN || memcmp(in, "MAGBRK01", 8) != 0)
+		return ERR_INVAL;
+	b->reason = chain_get64(in + 8);
+	b->first_bad = chain_get64(in + 16);
+	b->skipped = chain_get64(in + 24);
+	b->tip_id = chain_get64(in + 32);
+	b->tip_epoch = chain_get64(in + 40);
+	b->time_ms = chain_get64(in + 48);
+	b->from_epoch = chain_get64(in + 56);
+	b->to_epoch = chain_get64(in + 64);
+	memcpy(b->tip_hash, in + 72, AUDIT_HASH);
+	memcpy(b->pub, in + 104, AUDIT_PUB);
+	if (b->reason < CHAIN_BREAK_TRUNCATED || b->reason > CHAIN_BREAK_AFTER_TIP ||
+	    b->to_epoch < b->from_epoch)
+		return ERR_INVAL;
+	return 0;
+}
+
+const char *chain_break_reason(uint64_t reason)
+{
+	static const char *const names[] = {
+	    "", "truncated", "missing_tip", "tip_mismatch", "bad_tip_mac", "after_tip"};
+	return reason >= CHAIN_BREAK_TRUNCATED && reason <= CHAIN_BREAK_AFTER_TIP ? names[reason]
+	                                                                          : "bad_break";
+}

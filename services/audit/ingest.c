@@ -5,7 +5,7 @@
  * hands the encryption to crypto threads; it then links, MACs, inserts and
  * commits the group in ONE durable transaction, and only then answers every
  * Append of the group. While a group's crypto runs, the previous group is
- * being committed: the SQLite writer never waits for AES (FACTS.md).
+ * being committed: the SQLite writer never waits for AES (docs/dependencies.md).
  */
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -40,7 +40,10 @@ struct batch {
 	bool done; /* sync callers wait for it (under qmu) */
 	int rv;
 	uint32_t stored, dups;
-	size_t first, end; /* its records (with any heads cut between) in group->recs */
+	uint32_t conflicts; /* events whose sequence is stored with other content */
+	bool refused;       /* then none of the batch is stored */
+	uint64_t hwm;       /* the producer's high-water mark after the batch */
+	size_t first, end;  /* its records (with any heads cut between) in group->recs */
 };
 
 struct group;
@@ -218,17 +221,120 @@ static bool ingest_epoch_due(struct ingest *ing, uint64_t now)
 	       (ing->epoch_events >= o->epoch_events || now - ing->epoch_start_ms >= o->epoch_ms);
 }
 
-/* Is (source, instance, seq) among the records already in this group? */
-static bool ingest_in_group(const struct group *g, const char *source, const char *instance,
-                            uint64_t seq)
+/* Same producer, time and fields? A re-send carries exactly what was
+ * stored; a restored producer database re-uses the numbers for new events. */
+static bool ingest_same_plain(const Magnetar__AuditEvent *a, const Magnetar__AuditEvent *b)
 {
-	for (size_t i = 0; i < g->nrecs; i++) {
-		const struct audit_rec *r = &g->recs[i];
-		if (r->kind == AUDIT_KIND_EVENT && r->seq == seq &&
-		    strcmp(r->source, source) == 0 && strcmp(r->instance, instance) == 0)
-			return true;
+	const char *x[AUDIT_NFIELDS] = {a->action,     a->actor,   a->target, a->ip,
+	                                a->request_id, a->outcome, a->detail};
+	const char *y[AUDIT_NFIELDS] = {b->action,     b->actor,   b->target, b->ip,
+	                                b->request_id, b->outcome, b->detail};
+
+	if (a->time_unix_ms != b->time_unix_ms)
+		return false;
+	for (int f = 0; f < AUDIT_NFIELDS; f++)
+		if (strcmp(x[f] != NULL ? x[f] : "", y[f] != NULL ? y[f] : "") != 0)
+			return false;
+	return true;
+}
+
+struct ingest_cmp {
+	struct audit_state *st;
+	const Magnetar__AuditEvent *ev;
+	const char *producer;
+	bool same;
+	int rv;
+};
+
+/* Compares a stored event with a re-sent one by decrypting the stored
+ * fields (only events at or below a high-water mark get here: re-sends
+ * after a lost ack, or a restored producer). A field that fails its tag
+ * is not "the same": the batch is then refused, never acknowledged. */
+static void ingest_cmp_row(const struct audit_rec *r, void *arg)
+{
+	struct ingest_cmp *c = arg;
+	const Magnetar__AuditEvent *ev = c->ev;
+	const char *v[AUDIT_NFIELDS] = {ev->action,     ev->actor,   ev->target, ev->ip,
+	                                ev->request_id, ev->outcome, ev->detail};
+	const struct audit_key *k = keyring_find(&c->st->keys, r->key_id);
+	struct crypto *cr;
+	char *plain;
+
+	c->same = false;
+	if (k == NULL || r->time_ms != ev->time_unix_ms || r->producer == NULL ||
+	    strcmp(r->producer, c->producer) != 0)
+		return;
+	for (int f = 0; f < AUDIT_NFIELDS; f++)
+		if (r->field_len[f] != AUDIT_SEALED(v[f] != NULL ? strlen(v[f]) : 0))
+			return;
+	if ((plain = malloc(AUDIT_FIELD_MAX + 1)) == NULL ||
+	    (cr = crypto_get(c->st->crypto)) == NULL) {
+		free(plain);
+		c->rv = ERR_NOMEM;
+		return;
 	}
-	return false;
+	c->same = true;
+	for (int f = 0; f < AUDIT_NFIELDS && c->same; f++) {
+		int rv = crypto_open(cr, k, r->id, (enum audit_field)f, r->field[f],
+		                     r->field_len[f], plain);
+		if (rv != 0 && rv != ERR_PERM)
+			c->rv = rv;
+		c->same = rv == 0 && strcmp(plain, v[f] != NULL ? v[f] : "") == 0;
+	}
+	OPENSSL_cleanse(plain, AUDIT_FIELD_MAX + 1);
+	free(plain);
+	crypto_put(c->st->crypto, cr);
+}
+
+enum { INGEST_NEW, INGEST_DUP, INGEST_CONFLICT };
+
+/* Sorts each event of b, before anything is numbered: new, a duplicate
+ * (stored, in flight, or earlier in the group, with the same content), or
+ * a conflict (that sequence holds other content). */
+static int ingest_classify(struct ingest *ing, struct group *g, struct batch *b,
+                           const struct hwm_entry *e, unsigned char *cls)
+{
+	uint64_t h = e->hwm;
+	int rv;
+
+	for (size_t i = 0; i < b->req->n_events; i++) {
+		const Magnetar__AuditEvent *ev = b->req->events[i];
+		bool found = false, same = false;
+
+		cls[i] = INGEST_NEW;
+		if (ev->sequence > h) {
+			h = ev->sequence;
+			continue;
+		}
+		if (ev->sequence <= e->orig) {
+			struct ingest_cmp c = {.st = ing->st, .ev = ev, .producer = b->req->source};
+			if ((rv = store_find_seq(ing->st->pool, b->source, b->req->instance,
+			                         ev->sequence, ingest_cmp_row, &c, &found)) != 0)
+				return rv;
+			if (c.rv != 0)
+				return c.rv;
+			same = c.same;
+		}
+		for (size_t j = 0; !found && j < g->nrecs; j++) {
+			const struct audit_rec *r = &g->recs[j];
+			if (r->kind == AUDIT_KIND_EVENT && r->seq == ev->sequence &&
+			    strcmp(r->source, b->source) == 0 &&
+			    strcmp(r->instance, b->req->instance) == 0) {
+				found = true;
+				same = strcmp(r->producer, b->req->source) == 0 &&
+				       ingest_same_plain(g->evs[j], ev);
+			}
+		}
+		for (size_t j = 0; !found && j < i; j++) {
+			if (b->req->events[j]->sequence == ev->sequence) {
+				found = true;
+				same = ingest_same_plain(b->req->events[j], ev);
+			}
+		}
+		if (found)
+			cls[i] = same ? INGEST_DUP : INGEST_CONFLICT;
+	}
+	return 0;
 }
 
 /* Assigns ids, epochs and heads; lays out the ciphertext arena; takes the
@@ -246,23 +352,45 @@ static int ingest_sequence(struct ingest *ing, struct group *g)
 		ingest_add_head(ing, g);
 	for (struct batch *b = g->batches; b != NULL; b = b->next) {
 		struct hwm_entry *e;
+		unsigned char *cls;
+		uint64_t first_conflict = 0;
 		b->first = g->nrecs;
 		if ((rv = ingest_hwm_get(ing, b->source, b->req->instance, &e)) != 0)
 			return rv;
+		if ((cls = calloc(b->req->n_events + 1, 1)) == NULL)
+			return ERR_NOMEM;
+		if ((rv = ingest_classify(ing, g, b, e, cls)) != 0) {
+			free(cls);
+			return rv;
+		}
+		for (size_t i = b->req->n_events; i-- > 0;)
+			if (cls[i] == INGEST_CONFLICT) {
+				b->conflicts++;
+				first_conflict = b->req->events[i]->sequence;
+			}
+		/* A conflict: the producer's sequence went backwards (a restored
+		 * database) and its new events carry old numbers. Acknowledging
+		 * them as duplicates would let the producer delete events never
+		 * stored: refuse the whole batch, loudly; the producer sends it
+		 * again under a new instance id. */
+		b->refused = b->conflicts > 0;
+		if (b->refused) {
+			atomic_fetch_add(&st->refused, b->req->n_events);
+			log_warnx(
+			    "append: sequence_conflict: refused a batch of %zu events from %s "
+			    "instance %s: %u of them reuse sequence numbers (first %llu) stored "
+			    "with other content, high-water mark %llu: the producer's sequence "
+			    "went backwards (a restored database?)",
+			    b->req->n_events, b->source, b->req->instance, b->conflicts,
+			    (unsigned long long)first_conflict, (unsigned long long)e->hwm);
+		}
 		for (size_t i = 0; i < b->req->n_events; i++) {
 			const Magnetar__AuditEvent *ev = b->req->events[i];
 			struct audit_rec *r;
-			bool dup = false;
 
-			if (ev->sequence <= e->hwm) {
-				if (ev->sequence <= e->orig &&
-				    (rv = store_has_seq(st->pool, b->source, b->req->instance,
-				                        ev->sequence, &dup)) != 0)
-					return rv;
-				dup = dup ||
-				      ingest_in_group(g, b->source, b->req->instance, ev->sequence);
-			}
-			if (dup) {
+			if (b->refused)
+				break;
+			if (cls[i] == INGEST_DUP) {
 				b->dups++;
 				continue;
 			}
@@ -288,7 +416,14 @@ static int ingest_sequence(struct ingest *ing, struct group *g)
 			if (ing->epoch_events >= st->opts.epoch_events)
 				ingest_add_head(ing, g);
 		}
+		free(cls);
 		b->end = g->nrecs;
+		b->hwm = e->hwm;
+		if (b->dups > 0)
+			log_info(
+			    "append: %u event(s) from %s instance %s were stored already (same "
+			    "content): acknowledged, not stored again",
+			    b->dups, b->source, b->req->instance);
 	}
 	if (atomic_exchange(&st->seal_requested, false) || ingest_epoch_due(ing, g->received_ms))
 		ingest_add_head(ing, g);
@@ -445,7 +580,11 @@ static void ingest_answer(struct ingest *ing, struct batch *b, int rv)
 		Magnetar__AppendReply out = MAGNETAR__APPEND_REPLY__INIT;
 		out.stored = b->stored;
 		out.duplicates = b->dups;
-		if (rv == 0)
+		out.high_water = b->hwm;
+		if (rv == 0 && b->refused)
+			rpc_reply_error(b->call, MAGNETAR__STATUS__STATUS_CONFLICT,
+			                "sequence_conflict", INGEST_CONFLICT_MESSAGE);
+		else if (rv == 0)
 			rpc_reply(b->call, &out.base);
 		else
 			rpc_reply_error(b->call, MAGNETAR__STATUS__STATUS_UNAVAILABLE,
@@ -493,7 +632,10 @@ static int ingest_finish(struct ingest *ing, struct group *g)
 		nheads += g->recs[i].kind == AUDIT_KIND_HEAD;
 	events = g->nrecs - nheads;
 	if (g->nrecs == 0) {
-		ingest_answer_all(ing, g, 0); /* every event was a duplicate: answer OK */
+		/* Every event was a duplicate (or refused): answer now, counted. */
+		for (struct batch *b = g->batches; b != NULL; b = b->next)
+			atomic_fetch_add(&st->dups, b->dups);
+		ingest_answer_all(ing, g, 0);
 		return 0;
 	}
 	rv = ERR_NOMEM;
@@ -616,8 +758,8 @@ int ingest_recover(struct ingest *ing)
 	ing->cc = cc;
 	ing->next_id = s.last_id + 1;
 	memcpy(ing->prev, s.last_hash, AUDIT_HASH);
-	ing->epoch = s.head_id != 0 ? s.head_epoch + 1 : 0;
-	ing->epoch_first_id = s.head_id + 1;
+	ing->epoch = s.open_epoch;
+	ing->epoch_first_id = s.epoch_first_id;
 	ing->epoch_events = s.epoch_events;
 	ing->epoch_start_ms = s.epoch_first_ms != 0 ? s.epoch_first_ms : clock_unix_ms();
 	ing->nhwm = 0;
@@ -625,6 +767,60 @@ int ingest_recover(struct ingest *ing)
 	atomic_store(&st->epoch, ing->epoch);
 	ing->stale = false;
 	return 0;
+}
+
+int ingest_break(struct ingest *ing, const struct chain_break *b, uint64_t *id)
+{
+	struct audit_state *st = ing->st;
+	unsigned char body[CHAIN_BREAK_LEN], tipmac[AUDIT_HASH];
+	struct audit_rec r = {0};
+	struct store_tx *tx = NULL;
+	struct crypto *c;
+	int rv;
+
+	if (ing->stale)
+		return ERR_INTERNAL;
+	chain_break_encode(b, body);
+	r.id = ing->next_id + b->skipped;
+	if (b->from_epoch != ing->epoch || b->to_epoch < b->from_epoch)
+		return ERR_INTERNAL;
+	r.kind = AUDIT_KIND_BREAK;
+	r.epoch = b->to_epoch;
+	r.time_ms = r.received_ms = b->time_ms;
+	r.body = body;
+	r.body_len = sizeof(body);
+	if ((c = crypto_get(st->crypto)) == NULL)
+		return ERR_NOMEM;
+	/* It links to the last record still there: the chain stays checkable
+	 * across the break, and the break cannot be removed unnoticed. */
+	if ((rv = crypto_content(c, &r)) != 0 ||
+	    (rv = chain_link(ing->cc, ing->prev, r.content, r.hash)) != 0 ||
+	    (rv = chain_mac(ing->cc, "rec", r.id, r.hash, r.mac)) != 0 ||
+	    (rv = chain_mac(ing->cc, "tip", r.id, r.hash, tipmac)) != 0 ||
+	    (rv = store_tx_begin(st->pool, &tx)) != 0)
+		goto out;
+	if ((rv = store_tx_insert(tx, &r)) != 0 ||
+	    (rv = store_tx_set_tip(tx, r.id, r.hash, r.epoch, tipmac)) != 0) {
+		store_tx_rollback(tx);
+		goto out;
+	}
+	if ((rv = store_tx_commit(tx)) != 0)
+		goto out;
+	ing->next_id = r.id + 1;
+	memcpy(ing->prev, r.hash, AUDIT_HASH);
+	if (r.epoch != ing->epoch) {
+		/* The cut took whole epochs: the log goes on in the chain key's
+		 * epoch, which this break opens. */
+		ing->epoch = r.epoch;
+		ing->epoch_first_id = r.id;
+		ing->epoch_events = 0;
+		ing->epoch_start_ms = r.received_ms;
+		atomic_store(&st->epoch, r.epoch);
+	}
+	*id = r.id;
+out:
+	crypto_put(st->crypto, c);
+	return rv;
 }
 
 /* ---- the pipeline thread ------------------------------------------------ */
@@ -867,7 +1063,7 @@ int ingest_append_async(struct audit_state *st, const char *source, struct rpc_c
 }
 
 int ingest_append_sync(struct audit_state *st, const char *source,
-                       const Magnetar__AppendRequest *req, uint32_t *stored, uint32_t *dups)
+                       const Magnetar__AppendRequest *req, Magnetar__AppendReply *out)
 {
 	struct ingest *ing = st->ing;
 	struct batch *b = ingest_batch(source, NULL, req);
@@ -890,9 +1086,14 @@ int ingest_append_sync(struct audit_state *st, const char *source,
 			b->rv = ERR_NOMEM;
 		pthread_mutex_unlock(&ing->mu);
 	}
-	rv = b->rv;
-	*stored = b->stored;
-	*dups = b->dups;
+	/* ERR_EXISTS means a refusal to the caller, and only that. */
+	if (b->rv != 0)
+		rv = b->rv == ERR_EXISTS ? ERR_UNAVAIL : b->rv;
+	else
+		rv = b->refused ? ERR_EXISTS : 0;
+	out->stored = b->stored;
+	out->duplicates = b->dups;
+	out->high_water = b->hwm;
 	free(b);
 	return rv;
 }

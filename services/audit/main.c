@@ -3,13 +3,17 @@
  * that does not parse; generating a development one loudly), audit.db and
  * the chain, the RPC loop (Audit + AuditLog on one socket).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/events.h"
 #include "common/log.h"
 #include "common/pool.h"
 #include "services/audit/audit.h"
@@ -40,10 +44,14 @@ static void audit_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)
 		return;
 	emit("audit.events_stored", atomic_load(&st->events), emit_arg);
 	emit("audit.duplicates", atomic_load(&st->dups), emit_arg);
+	emit("audit.refused", atomic_load(&st->refused), emit_arg);
+	emit("audit.integrity_breaks", atomic_load(&st->breaks), emit_arg);
 	emit("audit.commits", atomic_load(&st->groups), emit_arg);
 	emit("audit.epoch", atomic_load(&st->epoch), emit_arg);
 	emit("audit.epochs_sealed", atomic_load(&st->sealed), emit_arg);
 	emit("audit.keys", keyring_count(&st->keys), emit_arg);
+	if (st->pub != NULL)
+		emit("events.relisten", events_pub_relistens(st->pub), emit_arg);
 }
 
 /* The keyring: from the configuration, or outside production audit's own
@@ -88,6 +96,30 @@ static void audit_keys(struct audit *a, struct audit_keyring *kr, struct audit_o
 	opts->keys_generated = true;
 }
 
+/* audit is one writer by design: one hash chain and one nonce counter per
+ * key, which two processes appending to one database would fork. A second
+ * audit on the same data dir (`--scale audit=2` on one volume) says so and
+ * exits 0, a status `restart: on-failure` and systemd's Restart=on-failure do
+ * not retry; the lock is held, unused, until we exit. */
+static void audit_single_writer(const struct svc *s)
+{
+	char path[600];
+	int fd;
+
+	if (svc_path(s, "audit.writer", path, sizeof(path)) != 0)
+		fatalx("data dir path too long");
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
+		fatal("cannot open %s", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return;
+	if (errno != EWOULDBLOCK)
+		fatal("cannot lock %s", path);
+	log_warnx("another audit already writes this log (%s is locked): audit is a single "
+	          "writer and does not scale (docs/scaling.md); exiting",
+	          path);
+	exit(0);
+}
+
 int main(int argc, char **argv)
 {
 	static struct audit a;
@@ -96,6 +128,7 @@ int main(int argc, char **argv)
 	char keys_path[600], chain[600], anchor[600], err[512];
 
 	svc_init(&a.svc, SVC_AUDIT, argc, argv);
+	audit_single_writer(&a.svc);
 	a.svc.counters = audit_counters;
 	audit_keys(&a, &keys, &opts, keys_path, sizeof(keys_path));
 	svc_open_db(&a.svc, "audit.db", &store_schema);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/outbox.h"
 #include "common/pool.h"
 #include "services/audit/audit.h"
 
@@ -244,13 +245,40 @@ int store_max_seq(struct pool *pool, const char *source, const char *instance, u
 	return rv;
 }
 
-int store_has_seq(struct pool *pool, const char *source, const char *instance, uint64_t seq,
-                  bool *has)
+static void store_row(sqlite3_stmt *st, struct audit_rec *r);
+
+int store_find_seq(struct pool *pool, const char *source, const char *instance, uint64_t seq,
+                   void (*fn)(const struct audit_rec *r, void *arg), void *arg, bool *found)
 {
-	int64_t v;
-	return store_seq_query(
-	    pool, "SELECT 1 FROM records WHERE source = ? AND instance = ? AND seq = ?", source,
-	    instance, &seq, &v, has);
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	struct audit_rec r;
+	int rc, rv;
+
+	*found = false;
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	rv = ERR_DB;
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT " STORE_COLS
+	                       " FROM records WHERE source = ? AND instance = ?"
+	                       " AND seq = ? AND kind = 0",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, instance, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)seq);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			*found = true;
+			store_row(st, &r);
+			fn(&r, arg);
+		}
+		if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+			rv = 0;
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(pool, db);
+	return rv;
 }
 
 /* One integer (or blob into buf) from a one-row statement; *row false if none. */
@@ -312,19 +340,52 @@ int store_state(struct pool *pool, struct store_state *s)
 	} else if (rc != SQLITE_DONE) {
 		goto end;
 	}
-	if (store_one(db, "SELECT count(*) FROM records WHERE id > ? AND kind = 0",
-	              (int64_t)s->head_id, &v, &row) != 0)
+	s->open_epoch = s->head_id != 0 ? s->head_epoch + 1 : 0;
+	s->epoch_first_id = s->head_id + 1;
+	/* A break after the last head that moved the log to a later epoch
+	 * (whole epochs were cut) opens that epoch itself. */
+	sqlite3_finalize(st);
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT id, epoch FROM records WHERE kind = 3 AND kind <> 0"
+	                       " AND id > ? AND epoch > ? ORDER BY id DESC LIMIT 1",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto end;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)s->head_id);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)s->open_epoch);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		s->epoch_first_id = (uint64_t)sqlite3_column_int64(st, 0);
+		s->open_epoch = (uint64_t)sqlite3_column_int64(st, 1);
+	} else if (rc != SQLITE_DONE) {
+		goto end;
+	}
+	if (store_one(db, "SELECT count(*) FROM records WHERE id >= ? AND kind = 0",
+	              (int64_t)s->epoch_first_id, &v, &row) != 0)
 		goto end;
 	s->epoch_events = (uint64_t)v;
-	if (store_one(db, "SELECT received_ms FROM records WHERE id > ? ORDER BY id LIMIT 1",
-	              (int64_t)s->head_id, &v, &row) != 0)
+	if (store_one(db, "SELECT received_ms FROM records WHERE id >= ? ORDER BY id LIMIT 1",
+	              (int64_t)s->epoch_first_id, &v, &row) != 0)
 		goto end;
 	s->epoch_first_ms = (uint64_t)v;
-	/* Ids have no gaps, so events = last id - heads - genesis (the partial
-	 * index answers the second term without a table scan). */
+	/* Ids have no gaps but the ones a break skips, so events = last id -
+	 * heads, genesis and breaks - skipped ids (the partial index answers
+	 * without a table scan). */
 	if (store_one(db, "SELECT count(*) FROM records WHERE kind <> 0", 0, &v, &row) != 0)
 		goto end;
 	s->events = s->last_id >= (uint64_t)v ? s->last_id - (uint64_t)v : 0;
+	sqlite3_finalize(st);
+	if (sqlite3_prepare_v2(db, "SELECT body FROM records WHERE kind = 3 AND kind <> 0", -1, &st,
+	                       NULL) != SQLITE_OK)
+		goto end;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct chain_break b;
+		s->breaks++;
+		if (chain_break_decode(sqlite3_column_blob(st, 0),
+		                       (size_t)sqlite3_column_bytes(st, 0), &b) == 0)
+			s->events = s->events >= b.skipped ? s->events - b.skipped : 0;
+	}
+	if (rc != SQLITE_DONE)
+		goto end;
 	rv = 0;
 end:
 	sqlite3_finalize(st);
@@ -534,24 +595,40 @@ out:
 	return rv;
 }
 
-static char *store_dup_col(sqlite3_stmt *st, int col)
+int store_tip_read(struct pool *pool, struct store_tip *tip)
 {
-	const unsigned char *t = sqlite3_column_text(st, col);
-	return strdup(t != NULL ? (const char *)t : "");
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int rc, rv;
+
+	memset(tip, 0, sizeof(*tip));
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	rv = ERR_DB;
+	if (sqlite3_prepare_v2(db, "SELECT last_id, epoch, hash, mac FROM chain_tip WHERE id = 1",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			tip->has_tip = true;
+			tip->id = (uint64_t)sqlite3_column_int64(st, 0);
+			tip->epoch = (uint64_t)sqlite3_column_int64(st, 1);
+			if (sqlite3_column_bytes(st, 2) == AUDIT_HASH)
+				memcpy(tip->hash, sqlite3_column_blob(st, 2), AUDIT_HASH);
+			if (sqlite3_column_bytes(st, 3) == AUDIT_HASH)
+				memcpy(tip->mac, sqlite3_column_blob(st, 3), AUDIT_HASH);
+		}
+		if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+			rv = 0;
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(pool, db);
+	return rv;
 }
 
 void store_legacy_free(struct store_legacy *l)
 {
-	for (size_t i = 0; i < l->n; i++) {
-		Magnetar__AuditEvent *e = l->ptrs[i];
-		free(e->action);
-		free(e->actor);
-		free(e->target);
-		free(e->ip);
-		free(e->request_id);
-		free(e->outcome);
-		free(e->detail);
-	}
+	for (size_t i = 0; i < l->n; i++)
+		outbox_event_free(l->ptrs[i]);
 	free(l->events);
 	free(l->ptrs);
 	l->events = NULL;
@@ -611,20 +688,9 @@ int store_legacy_read(struct pool *pool, uint64_t after_id, size_t max, struct s
 		           strcmp(inst, l->instance) != 0) {
 			break;
 		}
-		magnetar__audit_event__init(e);
 		l->ptrs[l->n++] = e;
 		l->last_id = (uint64_t)sqlite3_column_int64(st, 0);
-		e->sequence = (uint64_t)sqlite3_column_int64(st, 4);
-		e->time_unix_ms = (uint64_t)sqlite3_column_int64(st, 5);
-		e->action = store_dup_col(st, 6);
-		e->actor = store_dup_col(st, 7);
-		e->target = store_dup_col(st, 8);
-		e->ip = store_dup_col(st, 9);
-		e->request_id = store_dup_col(st, 10);
-		e->outcome = store_dup_col(st, 11);
-		e->detail = store_dup_col(st, 12);
-		if (!e->action || !e->actor || !e->target || !e->ip || !e->request_id ||
-		    !e->outcome || !e->detail) {
+		if (outbox_event_row(st, 4, e) != 0) {
 			rv = ERR_NOMEM;
 			goto out;
 		}

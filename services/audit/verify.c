@@ -33,23 +33,106 @@ struct verify_ctx {
 	char plain[AUDIT_FIELD_MAX + 1];
 	char detail[256];
 	Magnetar__VerifyReply *out;
-	int error; /* a failure to verify at all (not a finding) */
+	bool found;   /* a finding is in out (a break, or the one that stopped the walk) */
+	bool stopped; /* the walk stopped at a finding */
+	int error;    /* a failure to verify at all (not a finding) */
 };
 
 static int verify_bad(struct verify_ctx *v, uint64_t id, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-static int verify_bad(struct verify_ctx *v, uint64_t id, const char *reason, const char *fmt, ...)
+/* The first finding is the one reported; one found after a break (which
+ * does not stop the walk) is added to the detail. */
+static void verify_note(struct verify_ctx *v, uint64_t id, const char *reason, const char *fmt,
+                        va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void verify_note(struct verify_ctx *v, uint64_t id, const char *reason, const char *fmt,
+                        va_list ap)
 {
-	va_list ap;
-	va_start(ap, fmt);
+	char more[200];
+
+	if (v->found) {
+		size_t n = strlen(v->detail);
+		vsnprintf(more, sizeof(more), fmt, ap);
+		snprintf(v->detail + n, sizeof(v->detail) - n, "; then %s at record %llu: %s",
+		         reason, (unsigned long long)id, more);
+		return;
+	}
 	vsnprintf(v->detail, sizeof(v->detail), fmt, ap);
-	va_end(ap);
+	v->found = true;
 	v->out->ok = false;
 	v->out->first_bad_id = id;
 	v->out->reason = (char *)reason;
 	v->out->detail = v->detail;
+}
+
+static int verify_bad(struct verify_ctx *v, uint64_t id, const char *reason, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	verify_note(v, id, reason, fmt, ap);
+	va_end(ap);
+	v->stopped = true;
 	return 1; /* stops the walk */
+}
+
+/* A finding audit recorded at start; the walk goes on past it. */
+static void verify_finding(struct verify_ctx *v, uint64_t id, const char *reason, const char *fmt,
+                           ...) __attribute__((format(printf, 4, 5)));
+
+static void verify_finding(struct verify_ctx *v, uint64_t id, const char *reason, const char *fmt,
+                           ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	verify_note(v, id, reason, fmt, ap);
+	va_end(ap);
+}
+
+/* A break record: ids it skips are the gap right before it. */
+static bool verify_break_skips(const struct audit_rec *r, uint64_t expected)
+{
+	struct chain_break b;
+	return r->kind == AUDIT_KIND_BREAK && r->id > expected &&
+	       chain_break_decode(r->body, r->body_len, &b) == 0 && b.skipped == r->id - expected;
+}
+
+/* A break that moves the log on to a later epoch (whole epochs were cut). */
+static bool verify_break_jumps(const struct audit_rec *r, uint64_t epoch)
+{
+	struct chain_break b;
+	return r->kind == AUDIT_KIND_BREAK && chain_break_decode(r->body, r->body_len, &b) == 0 &&
+	       b.from_epoch == epoch && b.to_epoch == r->epoch && r->epoch > epoch;
+}
+
+static int verify_break(struct verify_ctx *v, const struct audit_rec *r)
+{
+	struct chain_break b;
+
+	if (chain_break_decode(r->body, r->body_len, &b) != 0 || b.first_bad > r->id ||
+	    b.from_epoch != v->epoch || b.to_epoch != r->epoch)
+		return verify_bad(v, r->id, "bad_break", "break record %llu does not decode",
+		                  (unsigned long long)r->id);
+	if (b.to_epoch != b.from_epoch) {
+		/* The heads that certified the epochs in between are gone: the
+		 * break's key (under the chain key's MAC while its epoch is open)
+		 * is what the next head is checked against. */
+		v->epoch = b.to_epoch;
+		v->epoch_first = r->id;
+		memcpy(v->pub, b.pub, AUDIT_PUB);
+		v->have_pub = true;
+	}
+	v->out->breaks++;
+	verify_finding(v, b.first_bad, chain_break_reason(b.reason),
+	               "audit found this at start and recorded break %llu: %s (tip was record "
+	               "%llu; %llu ids skipped)",
+	               (unsigned long long)r->id,
+	               b.reason == CHAIN_BREAK_TRUNCATED     ? "records were removed from the end"
+	               : b.reason == CHAIN_BREAK_MISSING_TIP ? "the tip row was missing"
+	               : b.reason == CHAIN_BREAK_AFTER_TIP   ? "records lay past the tip"
+	                                                     : "the tip did not match",
+	               (unsigned long long)b.tip_id, (unsigned long long)b.skipped);
+	return 0;
 }
 
 static void verify_snap(const struct store_tip *tip, void *arg)
@@ -148,16 +231,16 @@ static int verify_row(const struct audit_rec *row, void *arg)
 
 	if (v->error != 0)
 		return 1;
-	if (r.id != v->expected)
+	if (r.id != v->expected && !verify_break_skips(&r, v->expected))
 		return verify_bad(v, v->expected, r.id > v->expected ? "missing_record" : "bad_id",
 		                  "record %llu is missing (the next is %llu)",
 		                  (unsigned long long)v->expected, (unsigned long long)r.id);
 	if ((r.id == 1) != (r.kind == AUDIT_KIND_GENESIS) ||
 	    (r.kind != AUDIT_KIND_EVENT && r.kind != AUDIT_KIND_HEAD &&
-	     r.kind != AUDIT_KIND_GENESIS))
+	     r.kind != AUDIT_KIND_GENESIS && r.kind != AUDIT_KIND_BREAK))
 		return verify_bad(v, r.id, "bad_kind", "record %llu has the wrong kind",
 		                  (unsigned long long)r.id);
-	if (r.epoch != v->epoch)
+	if (r.epoch != v->epoch && !verify_break_jumps(&r, v->epoch))
 		return verify_bad(v, r.id, "wrong_epoch", "record %llu claims epoch %llu, not %llu",
 		                  (unsigned long long)r.id, (unsigned long long)r.epoch,
 		                  (unsigned long long)v->epoch);
@@ -188,6 +271,8 @@ static int verify_row(const struct audit_rec *row, void *arg)
 	}
 	if (r.kind == AUDIT_KIND_GENESIS && (rv = verify_genesis(v, &r)) != 0)
 		return rv;
+	if (r.kind == AUDIT_KIND_BREAK && (rv = verify_break(v, &r)) != 0)
+		return rv;
 	if (r.kind == AUDIT_KIND_HEAD) {
 		if ((rv = verify_head(v, &r)) != 0)
 			return rv;
@@ -207,7 +292,7 @@ static int verify_row(const struct audit_rec *row, void *arg)
 	}
 	memcpy(v->prev, r.hash, AUDIT_HASH);
 	v->last_id = r.id;
-	v->expected++;
+	v->expected = r.id + 1;
 	v->out->records++;
 	return 0;
 }
@@ -274,7 +359,7 @@ int verify_run(struct audit_state *st, const char *anchor_hex, Magnetar__VerifyR
 		rv = 0;
 	if (rv == 0 && v->error != 0)
 		rv = v->error;
-	if (rv == 0 && out->ok)
+	if (rv == 0 && !v->stopped)
 		verify_end(v);
 	out->current_epoch = v->epoch;
 	if (!out->ok) {

@@ -15,49 +15,9 @@
 #include "common/jwt.h"
 #include "common/log.h"
 #include "common/outbox.h"
+#include "common/rpc.h"
 #include "common/workq.h"
 #include "services/auth/auth.h"
-
-#define ACCOUNT_QUEUE_MAX 64 /* hashing jobs waiting before 429 */
-
-static void account_reply_err(struct rpc_call *call, Magnetar__Status st, const char *code,
-                              const char *msg)
-{
-	rpc_reply_error(call, st, code, msg);
-}
-
-bool account_throttled(struct rpc_call *call, const char *account)
-{
-	struct rpc_error_extra extra = {0};
-	extra.retry_after_s = throttle_check(account, rpc_call_context(call)->client_ip);
-	if (extra.retry_after_s == 0)
-		return false;
-	rpc_reply_error_ex(call, MAGNETAR__STATUS__STATUS_RESOURCE_EXHAUSTED, "too_many_attempts",
-	                   "too many failed attempts; try again later", &extra);
-	return true;
-}
-
-/* Queues fn on the hashing pool; answers 429 when the pool is saturated. */
-void account_submit(struct rpc_call *call, const ProtobufCMessage *in, void *arg,
-                    void (*fn)(struct workq_job *))
-{
-	struct auth *a = arg;
-	struct account_job *j = calloc(1, sizeof(*j));
-	if (j == NULL) {
-		account_reply_err(call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
-		                  "out of memory");
-		return;
-	}
-	j->job.run = fn;
-	j->call = call;
-	j->a = a;
-	j->in = in;
-	if (workq_submit(a->hashing, &j->job, ACCOUNT_QUEUE_MAX) != 0) {
-		free(j);
-		account_reply_err(call, MAGNETAR__STATUS__STATUS_RESOURCE_EXHAUSTED,
-		                  "too_many_attempts", "too many attempts; try again later");
-	}
-}
 
 /* Validates a new account's username and password; answers on refusal. */
 bool account_check_new(struct rpc_call *call, const char *username, const char *password,
@@ -65,16 +25,16 @@ bool account_check_new(struct rpc_call *call, const char *username, const char *
 {
 	const char *policy;
 	if (tokens_normalise_username(username, norm, cap) != 0) {
-		account_reply_err(
+		rpc_reply_error(
 		    call, MAGNETAR__STATUS__STATUS_INVALID, "invalid_request",
 		    "username must be 3-32 characters: letters, digits, '.', '_' or '-'");
 		return false;
 	}
 	if ((policy = password_policy(strlen(password))) != NULL) {
-		account_reply_err(call, MAGNETAR__STATUS__STATUS_INVALID, policy,
-		                  strcmp(policy, "password_too_short") == 0
-		                      ? "password must be at least 8 characters"
-		                      : "password must be at most 128 bytes");
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, policy,
+		                strcmp(policy, "password_too_short") == 0
+		                    ? "password must be at least 8 characters"
+		                    : "password must be at most 128 bytes");
 		return false;
 	}
 	return true;
@@ -84,6 +44,7 @@ bool account_check_new(struct rpc_call *call, const char *username, const char *
 int account_create(struct auth *a, const char *username, const char *password, const char *role,
                    const Magnetar__RequestContext *ctx, struct store_user *u)
 {
+	char hash[AUTH_HASH_MAX];
 	struct store_tx *tx;
 	int rv;
 
@@ -93,11 +54,14 @@ int account_create(struct auth *a, const char *username, const char *password, c
 	snprintf(u->username, sizeof(u->username), "%s", username);
 	snprintf(u->role, sizeof(u->role), "%s", role);
 	u->created_ms = clock_unix_ms();
-	if ((rv = password_hash(a, password, strlen(password), u->hash, sizeof(u->hash))) != 0)
+	if ((rv = password_hash(a, password, strlen(password), hash, sizeof(hash))) != 0)
 		return rv;
-	if ((rv = store_begin(a->svc.pool, &tx)) != 0)
+	if ((rv = store_begin(a, &tx)) != 0) {
+		OPENSSL_cleanse(hash, sizeof(hash));
 		return rv;
-	rv = store_user_insert(tx, u);
+	}
+	rv = store_user_insert(tx, u, hash);
+	OPENSSL_cleanse(hash, sizeof(hash));
 	if (rv == 0)
 		rv = store_audit(tx, "user.created", ctx != NULL ? ctx->actor : "", u->id, ctx,
 		                 "success", role);
@@ -115,26 +79,25 @@ bool account_password_usable(struct auth *a, struct rpc_call *call, const char *
 
 	if (breached_check(a, password, strlen(password), &count, source) != 0) {
 		/* MAGNETAR_BREACH_FAIL=closed and the check could not run. */
-		account_reply_err(call, MAGNETAR__STATUS__STATUS_UNAVAILABLE,
-		                  "breach_check_unavailable",
-		                  "the password could not be checked; try again later");
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNAVAILABLE,
+		                "breach_check_unavailable",
+		                "the password could not be checked; try again later");
 		return false;
 	}
 	if (count == 0)
 		return true;
 	snprintf(detail, sizeof(detail), "breach_count=%llu", (unsigned long long)count);
-	if (store_begin(a->svc.pool, &tx) == 0)
+	if (store_begin(a, &tx) == 0)
 		store_end(tx, store_audit(tx, "auth.password.breach_rejected",
 		                          rpc_call_context(call)->actor, "", rpc_call_context(call),
 		                          "failure", detail));
-	outbox_kick(a->svc.outbox);
 	breached_refuse(call, count);
 	return false;
 }
 
 static void account_register_job(struct workq_job *job)
 {
-	struct account_job *j = (struct account_job *)job;
+	struct hashing_job *j = (struct hashing_job *)job;
 	const Magnetar__RegisterRequest *req = (const Magnetar__RegisterRequest *)j->in;
 	Magnetar__RegisterReply out = MAGNETAR__REGISTER_REPLY__INIT;
 	Magnetar__User user;
@@ -143,22 +106,21 @@ static void account_register_job(struct workq_job *job)
 	int rv;
 
 	if (!j->a->svc.conf.registration_open) {
-		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED,
-		                  "registration_closed", "registration is closed");
+		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED,
+		                "registration_closed", "registration is closed");
 	} else if (account_check_new(j->call, req->username, req->password, norm, sizeof(norm)) &&
 	           account_password_usable(j->a, j->call, req->password)) {
 		rv = account_create(j->a, norm, req->password, "member", rpc_call_context(j->call),
 		                    &u);
 		if (rv == ERR_EXISTS) {
-			account_reply_err(j->call, MAGNETAR__STATUS__STATUS_CONFLICT,
-			                  "username_taken", "that username is taken");
+			rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_CONFLICT,
+			                "username_taken", "that username is taken");
 		} else if (rv != 0) {
 			log_warnx("register: failed request_id=%s: %s",
 			          rpc_call_request_id(j->call), err_str(rv));
-			account_reply_err(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
-			                  "the account could not be created");
+			rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+			                "the account could not be created");
 		} else {
-			OPENSSL_cleanse(u.hash, sizeof(u.hash));
 			tokens_user_proto(&u, &user);
 			out.user = &user;
 			rpc_reply(j->call, &out.base);
@@ -169,26 +131,25 @@ static void account_register_job(struct workq_job *job)
 
 void account_register(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
-	account_submit(call, in, arg, account_register_job);
+	hashing_submit(call, in, arg, account_register_job);
 }
 
 /* Records a failed login; the reply is the same whatever the reason. */
-static void account_login_failed(struct account_job *j, const char *actor, const char *why,
+static void account_login_failed(struct hashing_job *j, const char *actor, const char *why,
                                  const char *throttle_as)
 {
 	struct store_tx *tx;
 	throttle_failed(throttle_as, rpc_call_context(j->call)->client_ip);
-	if (store_begin(j->a->svc.pool, &tx) == 0)
+	if (store_begin(j->a, &tx) == 0)
 		store_end(tx, store_audit(tx, "auth.login.failure", actor, actor,
 		                          rpc_call_context(j->call), "failure", why));
-	outbox_kick(j->a->svc.outbox);
-	account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "invalid_credentials",
-	                  "invalid username or password");
+	rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "invalid_credentials",
+	                "invalid username or password");
 }
 
 static void account_login_job(struct workq_job *job)
 {
-	struct account_job *j = (struct account_job *)job;
+	struct hashing_job *j = (struct hashing_job *)job;
 	const Magnetar__LoginRequest *req = (const Magnetar__LoginRequest *)j->in;
 	const Magnetar__RequestContext *ctx = rpc_call_context(j->call);
 	Magnetar__TokenReply out;
@@ -203,7 +164,7 @@ static void account_login_job(struct workq_job *job)
 	/* Throttled by the name tried, known or not: the same for every account. */
 	if (tokens_normalise_username(req->username, norm, sizeof(norm)) != 0)
 		snprintf(norm, sizeof(norm), "?");
-	if (account_throttled(j->call, norm))
+	if (throttle_refused(j->call, norm))
 		goto out;
 	/* Unknown users verify against a dummy hash: the same cost, the same answer. */
 	if (strcmp(norm, "?") == 0 || store_user_by_name(j->a->svc.pool, norm, &u) != 0) {
@@ -211,29 +172,28 @@ static void account_login_job(struct workq_job *job)
 		account_login_failed(j, "", "unknown_user", norm);
 		goto out;
 	}
-	if (pwlen > AUTH_PASSWORD_MAX || password_verify(u.hash, req->password, pwlen) != 0) {
+	if (password_check(j->a, u.id, req->password, pwlen) != 0) {
 		account_login_failed(j, u.id, "wrong_password", norm);
 		goto out;
 	}
 	/* Only after a correct password does the answer say a code is needed. */
 	if (u.totp_enabled && req->totp[0] == '\0') {
-		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED,
-		                  "totp_required", "a one-time code is required");
+		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "totp_required",
+		                "a one-time code is required");
 		goto out;
 	}
 	if (u.totp_enabled && totp_verify(j->a, u.id, req->totp, false) != 0) {
 		struct store_tx *ftx;
 		throttle_failed(norm, ctx->client_ip);
-		if (store_begin(j->a->svc.pool, &ftx) == 0)
+		if (store_begin(j->a, &ftx) == 0)
 			store_end(ftx, store_audit(ftx, "auth.login.failure", u.id, u.id,
 			                           rpc_call_context(j->call), "failure",
 			                           "invalid_totp"));
-		outbox_kick(j->a->svc.outbox);
-		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "invalid_totp",
-		                  "the one-time code is not valid");
+		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "invalid_totp",
+		                "the one-time code is not valid");
 		goto out;
 	}
-	if ((rv = store_begin(j->a->svc.pool, &tx)) == 0) {
+	if ((rv = store_begin(j->a, &tx)) == 0) {
 		rv = tokens_new_session(j->a, tx, &u, ctx, req->fingerprint, &gone, &out, token,
 		                        sizeof(token));
 		if (rv == 0)
@@ -244,25 +204,43 @@ static void account_login_job(struct workq_job *job)
 	if (rv != 0) {
 		log_warnx("login: failed request_id=%s: %s", rpc_call_request_id(j->call),
 		          err_str(rv));
-		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
-		                  "the session could not be created");
+		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+		                "the session could not be created");
 		goto out;
 	}
 	throttle_succeeded(norm, ctx->client_ip);
 	tokens_publish_all(j->a, &gone, u.id, "session_limit");
-	outbox_kick(j->a->svc.outbox);
 	tokens_user_proto(&u, &user);
 	out.user = &user;
 	rpc_reply(j->call, &out.base);
 	OPENSSL_cleanse(token, sizeof(token));
 out:
-	OPENSSL_cleanse(u.hash, sizeof(u.hash));
 	free(j);
 }
 
 void account_login(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
-	account_submit(call, in, arg, account_login_job);
+	hashing_submit(call, in, arg, account_login_job);
+}
+
+/* Replicas starting together on an empty database (`--scale auth=3` on a
+ * new host) all see no user and all try to create the founder; one wins,
+ * and for the others the account they were about to create exists. */
+static int account_founder_raced(struct auth *a, const char *username)
+{
+	struct store_user u;
+	int rv;
+
+	/* Only a founder under that name is the race; any other account there
+	 * (registered through a replica already serving) means no founder. */
+	if ((rv = store_user_by_name(a->svc.pool, username, &u)) != 0)
+		return rv;
+	if (strcmp(u.role, "founder") != 0) {
+		log_warnx("founder: %s exists as a %s account, not the founder", username, u.role);
+		return ERR_EXISTS;
+	}
+	log_info("founder account %s exists: created by a replica starting with us", username);
+	return 0;
 }
 
 /* Development without a configured founder: make one with a random
@@ -288,8 +266,7 @@ static int account_dev_founder(struct auth *a)
 		fflush(stdout);
 	}
 	OPENSSL_cleanse(password, sizeof(password));
-	OPENSSL_cleanse(u.hash, sizeof(u.hash));
-	return rv;
+	return rv == ERR_EXISTS ? account_founder_raced(a, "founder") : rv;
 }
 
 int account_bootstrap_founder(struct auth *a)
@@ -326,18 +303,17 @@ int account_bootstrap_founder(struct auth *a)
 		return ERR_CONFIG;
 	}
 	if ((rv = account_create(a, norm, c->founder_password, "founder", NULL, &u)) != 0)
-		return rv;
-	OPENSSL_cleanse(u.hash, sizeof(u.hash));
+		return rv == ERR_EXISTS ? account_founder_raced(a, norm) : rv;
 	log_info("founder account created username=%s", norm);
 	return 0;
 }
 
 /* ChangePassword: the current password proves it is the owner (a stolen
  * access token alone cannot do it); every session is revoked and a fresh
- * one returned (API.md). */
+ * one returned (docs/api.md). */
 static void account_change_password_job(struct workq_job *job)
 {
-	struct account_job *j = (struct account_job *)job;
+	struct hashing_job *j = (struct hashing_job *)job;
 	const Magnetar__ChangePasswordRequest *req = (const Magnetar__ChangePasswordRequest *)j->in;
 	const Magnetar__RequestContext *ctx = rpc_call_context(j->call);
 	struct store_session s;
@@ -346,7 +322,7 @@ static void account_change_password_job(struct workq_job *job)
 	struct tokens_revoked gone, limit;
 	Magnetar__TokenReply out;
 	Magnetar__User user;
-	char hash[128], token[JWT_MAX_TOKEN];
+	char hash[AUTH_HASH_MAX], token[JWT_MAX_TOKEN];
 	const char *policy;
 	int rv;
 
@@ -354,29 +330,28 @@ static void account_change_password_job(struct workq_job *job)
 	if (store_session_get(j->a->svc.pool, req->session_id, &s) != 0 ||
 	    strcmp(s.user_id, req->user_id) != 0 || s.revoked_ms != 0 ||
 	    store_user_by_id(j->a->svc.pool, req->user_id, &u) != 0) {
-		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "unauthorized",
-		                  "the session has ended");
+		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "unauthorized",
+		                "the session has ended");
 		goto out;
 	}
-	if (account_throttled(j->call, u.id))
+	if (throttle_refused(j->call, u.id))
 		goto out;
-	if (strlen(req->current_password) > AUTH_PASSWORD_MAX ||
-	    password_verify(u.hash, req->current_password, strlen(req->current_password)) != 0) {
+	if (password_check(j->a, u.id, req->current_password, strlen(req->current_password)) != 0) {
 		account_login_failed(j, u.id, "wrong_password", u.id);
 		goto out;
 	}
 	if ((policy = password_policy(strlen(req->new_password))) != NULL) {
-		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_INVALID, policy,
-		                  strcmp(policy, "password_too_short") == 0
-		                      ? "password must be at least 8 characters"
-		                      : "password must be at most 128 bytes");
+		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INVALID, policy,
+		                strcmp(policy, "password_too_short") == 0
+		                    ? "password must be at least 8 characters"
+		                    : "password must be at most 128 bytes");
 		goto out;
 	}
 	if (!account_password_usable(j->a, j->call, req->new_password))
 		goto out;
 	if ((rv = password_hash(j->a, req->new_password, strlen(req->new_password), hash,
 	                        sizeof(hash))) == 0 &&
-	    (rv = store_begin(j->a->svc.pool, &tx)) == 0) {
+	    (rv = store_begin(j->a, &tx)) == 0) {
 		rv = store_user_set_password(tx, u.id, hash);
 		if (rv == 0)
 			rv = store_sessions_revoke_user(tx, u.id, clock_unix_ms(), &gone);
@@ -392,22 +367,20 @@ static void account_change_password_job(struct workq_job *job)
 	if (rv != 0) {
 		log_warnx("password change: failed request_id=%s: %s", rpc_call_request_id(j->call),
 		          err_str(rv));
-		account_reply_err(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
-		                  "the password could not be changed");
+		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+		                "the password could not be changed");
 		goto out;
 	}
 	tokens_publish_all(j->a, &gone, u.id, "password_changed");
-	outbox_kick(j->a->svc.outbox);
 	tokens_user_proto(&u, &user);
 	out.user = &user;
 	rpc_reply(j->call, &out.base);
 	OPENSSL_cleanse(token, sizeof(token));
 out:
-	OPENSSL_cleanse(u.hash, sizeof(u.hash));
 	free(j);
 }
 
 void account_change_password(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
-	account_submit(call, in, arg, account_change_password_job);
+	hashing_submit(call, in, arg, account_change_password_job);
 }

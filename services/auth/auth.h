@@ -24,6 +24,7 @@ typedef struct evp_pkey_st EVP_PKEY;
 #define AUTH_USERNAME_MAX 32
 #define AUTH_PASSWORD_MIN 8
 #define AUTH_PASSWORD_MAX 128
+#define AUTH_HASH_MAX 128 /* an argon2id PHC string, with room */
 
 /* One signing key of the key file. */
 struct auth_key {
@@ -42,11 +43,11 @@ struct auth {
 	unsigned char totp_key[32]; /* seals TOTP secrets at rest */
 	struct auth_key *keys;      /* keys.c; keys[nkeys - 1] is current */
 	size_t nkeys;
-	pthread_rwlock_t keys_lock;    /* rotate-keys replaces the array */
-	uint64_t keys_ino;             /* signing.keys as last read: a replica's */
-	int64_t keys_mtime_ns;         /* rewrite is noticed (keys_refresh) */
-	uint32_t argon_m_kib, argon_t; /* argon2id cost */
-	char dummy_hash[128];          /* verified against for unknown users */
+	pthread_rwlock_t keys_lock;     /* rotate-keys replaces the array */
+	uint64_t keys_ino;              /* signing.keys as last read: a replica's */
+	int64_t keys_mtime_ns;          /* rewrite is noticed (keys_refresh) */
+	uint32_t argon_m_kib, argon_t;  /* argon2id cost */
+	char dummy_hash[AUTH_HASH_MAX]; /* verified against for unknown users */
 };
 
 /* ---- store.c — the only file that includes sqlite3.h ---------------------- */
@@ -59,7 +60,8 @@ struct store_user {
 	bool terminal;
 	bool totp_enabled;
 	uint64_t created_ms;
-	char hash[128]; /* PHC string */
+	/* No password hash: only password_check reads one (issue 18), so no
+	 * lookup hands a secret to code that must remember to erase it. */
 };
 
 struct store_session {
@@ -74,16 +76,22 @@ struct store_session {
 
 /* A database transaction on the writer, with the outbox beside it. */
 struct store_tx;
-int store_begin(struct pool *pool, struct store_tx **tx);
-/* Commits (0) or rolls back when rv != 0; returns the outcome. */
+int store_begin(struct auth *a, struct store_tx **tx);
+/* Commits (0) or rolls back when rv != 0; returns the outcome. A commit
+ * that wrote audit events (store_audit) wakes the outbox's sender, so no
+ * caller has to remember to. */
 int store_end(struct store_tx *tx, int rv);
 int store_audit(struct store_tx *tx, const char *action, const char *actor, const char *target,
                 const Magnetar__RequestContext *ctx, const char *outcome, const char *detail);
 
-int store_user_insert(struct store_tx *tx, const struct store_user *u); /* ERR_EXISTS */
+/* `hash` is the new user's PHC string. ERR_EXISTS when the name is taken. */
+int store_user_insert(struct store_tx *tx, const struct store_user *u, const char *hash);
 int store_user_by_name(struct pool *pool, const char *username, struct store_user *u);
 int store_user_by_id(struct pool *pool, const char *id, struct store_user *u);
 int store_user_count(struct pool *pool, uint64_t *n);
+/* The user's PHC string into out (the caller erases it): password_check's
+ * alone. ERR_NOTFOUND for no such (live) user. */
+int store_user_password_hash(struct pool *pool, const char *id, char *out, size_t cap);
 
 int store_session_insert(struct store_tx *tx, const struct store_session *s);
 int store_session_get(struct pool *pool, const char *id, struct store_session *s);
@@ -95,8 +103,6 @@ int store_session_revoke(struct store_tx *tx, const char *id, uint64_t now_ms);
 /* Active sessions of a user, oldest first; returns how many (≤ max). */
 int store_sessions_of(struct pool *pool, struct store_tx *tx, const char *user_id, uint64_t now_ms,
                       struct store_session *out, int max);
-/* Ids of sessions revoked within the absolute lifetime. */
-int store_revoked_since(struct pool *pool, uint64_t since_ms, char (**ids)[AUTH_ID_LEN], size_t *n);
 
 /* Users that are not deleted, oldest first; returns how many (≤ max). */
 int store_user_list(struct pool *pool, struct store_user *out, int max);
@@ -112,8 +118,11 @@ int store_sessions_revoke_user(struct store_tx *tx, const char *user_id, uint64_
 int store_session_risk(struct store_tx *tx, const char *id, uint32_t score);
 /* Re-binds s->id to s's ip, user_agent and fingerprint (a step-up). */
 int store_session_rebind(struct store_tx *tx, const struct store_session *s, uint64_t now_ms);
-/* Active sessions re-bound since they began, created after since_ms (≤ max). */
-int store_rebound_since(struct pool *pool, uint64_t since_ms, struct store_session *out, int max);
+/* Up to `max` sessions created after since_ms that are revoked, or active
+ * and re-bound (rebound[i]), with ids greater than `after`, in id order.
+ * Returns how many, or an ERR_* code. */
+int store_revoked_page(struct pool *pool, uint64_t since_ms, const char *after,
+                       struct store_session *out, bool *rebound, int max);
 
 /* A user's sealed TOTP secret (or the one being enrolled). ERR_NOTFOUND. */
 int store_totp_get(struct pool *pool, const char *user_id, bool pending, unsigned char *blob,
@@ -142,6 +151,10 @@ int password_init(struct auth *a);
 int password_hash(struct auth *a, const char *pw, size_t len, char *out, size_t cap);
 /* 0 when `pw` matches `hash`; ERR_PERM when not. Same cost either way. */
 int password_verify(const char *hash, const char *pw, size_t len);
+/* 0 when `pw` (at most AUTH_PASSWORD_MAX bytes) is user `id`'s password;
+ * ERR_PERM when not, or when there is no such user (at the same cost). The
+ * stored hash is read here and erased before it returns. */
+int password_check(struct auth *a, const char *id, const char *pw, size_t len);
 /* A policy refusal's API code, or NULL when the length is acceptable. */
 const char *password_policy(size_t len);
 
@@ -155,7 +168,7 @@ const char *password_policy(size_t len);
 int breached_check(struct auth *a, const char *pw, size_t len, uint64_t *count, char source[16]);
 /* The PasswordCheck method (on the hashing pool, like the password routes). */
 void breached_handle(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
-/* API.md's refusal for a breached password, with its breach_count. */
+/* docs/api.md's refusal for a breached password, with its breach_count. */
 void breached_refuse(struct rpc_call *call, uint64_t count);
 
 /* ---- keys.c ---------------------------------------------------------------- */
@@ -200,19 +213,21 @@ void tokens_publish_revoked(struct auth *a, const char *sid, const char *uid, co
 /* Fills a proto User from a store user (strings point into u). */
 void tokens_user_proto(const struct store_user *u, Magnetar__User *out);
 
-/* ---- account.c: SignUp (register), Login -------------------------------------------- */
-void account_register(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
-void account_login(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+/* ---- hashing.c: the bounded pool every password or code check runs on ---- */
 /* Runs fn on the bounded hashing pool with (call, in, arg); 429 when full. */
-void account_submit(struct rpc_call *call, const ProtobufCMessage *in, void *arg,
+void hashing_submit(struct rpc_call *call, const ProtobufCMessage *in, void *arg,
                     void (*fn)(struct workq_job *));
-/* What account_submit hands to fn. */
-struct account_job {
+/* What hashing_submit hands to fn. */
+struct hashing_job {
 	struct workq_job job; /* first */
 	struct rpc_call *call;
 	struct auth *a;
 	const ProtobufCMessage *in;
 };
+
+/* ---- account.c: SignUp (register), Login -------------------------------------------- */
+void account_register(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void account_login(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 /* Founder bootstrap from MAGNETAR_FOUNDER_* at first start. */
 int account_bootstrap_founder(struct auth *a);
 
@@ -251,12 +266,27 @@ bool account_check_new(struct rpc_call *call, const char *username, const char *
 bool account_password_usable(struct auth *a, struct rpc_call *call, const char *password);
 
 /* ---- throttle.c: brute-force limits per (account, network) and network ---- */
+#define THROTTLE_SLOTS 8192 /* 8-way sets; 32 bytes each */
+struct throttle_stats {
+	uint64_t evictions; /* live counts pushed out by other keys since start */
+	uint64_t counting;  /* slots counting failures now */
+};
+/* Draws the table's hash key and empties it; once at start, before any
+ * other call. 0 or ERR_IO. */
+int throttle_init(void);
 /* Seconds before `account` may be tried again from `ip`'s network; 0 = now. */
 uint32_t throttle_check(const char *account, const char *ip);
+/* Counts a failed guess (password or code) for `account` and for the
+ * network. Every call counts, whatever else the table holds. */
 void throttle_failed(const char *account, const char *ip);
 void throttle_succeeded(const char *account, const char *ip);
-/* Answers 429 too_many_attempts with Retry-After when throttled. */
-bool account_throttled(struct rpc_call *call, const char *account);
+void throttle_stats(struct throttle_stats *st);
+/* Which of the THROTTLE_SLOTS / 8 sets (account, ip) falls in under this
+ * start's key: for tests that aim keys at one set. */
+unsigned throttle_set_of(const char *account, const char *ip);
+/* True, having answered 429 too_many_attempts with Retry-After, when the
+ * caller's network is throttled for `account`. */
+bool throttle_refused(struct rpc_call *call, const char *account);
 
 /* ---- totp.c: RFC 6238 codes (liboath), secrets sealed at rest ------------- */
 int totp_init(struct auth *a);
@@ -267,7 +297,7 @@ void totp_setup(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 void totp_enable(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 void totp_disable(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 
-/* ---- risk.c: anomaly scores and step-up (API.md "Session risk") -------------- */
+/* ---- risk.c: anomaly scores and step-up (docs/api.md "Session risk") -------------- */
 #define RISK_ANOMALY 50   /* ≥: a session.anomaly audit event */
 #define RISK_STEP_UP 70   /* ≥: 401 step_up_required until a step-up */
 #define RISK_TERMINATE 90 /* ≥: the session is revoked */
@@ -284,6 +314,10 @@ void session_me(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 void session_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 void session_revoke(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 void session_public_keys(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+/* The active sessions of a user, answered on `call`: ListSessions after it
+ * has checked the caller's own session, OpListSessions for the operator. */
+void session_list_user(struct rpc_call *call, struct auth *a, const char *user_id);
 void session_revoked(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void session_revoked_page(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 
 #endif

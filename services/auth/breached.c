@@ -68,7 +68,7 @@ void breached_refuse(struct rpc_call *call, uint64_t count)
 
 static void breached_job(struct workq_job *job)
 {
-	struct account_job *j = (struct account_job *)job;
+	struct hashing_job *j = (struct hashing_job *)job;
 	const Magnetar__PasswordCheckRequest *req = (const Magnetar__PasswordCheckRequest *)j->in;
 	Magnetar__PasswordCheckReply out = MAGNETAR__PASSWORD_CHECK_REPLY__INIT;
 	char source[16];
@@ -97,5 +97,5 @@ void breached_handle(struct rpc_call *call, const ProtobufCMessage *in, void *ar
 		                "the password is too long to check");
 		return;
 	}
-	account_submit(call, in, arg, breached_job);
+	hashing_submit(call, in, arg, breached_job);
 }

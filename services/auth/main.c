@@ -33,6 +33,7 @@ static const struct rpc_method auth_methods[] = {
     {.name = "RevokeSession", .handler = session_revoke, .flags = GW | RPC_F_MUTATES},
     {.name = "PublicKeys", .handler = session_public_keys, .flags = GW},
     {.name = "Revoked", .handler = session_revoked, .flags = GW_TERM},
+    {.name = "RevokedPage", .handler = session_revoked_page, .flags = GW_TERM},
     {.name = "PasswordCheck", .handler = breached_handle, .flags = GW},
     {.name = "ChangePassword", .handler = account_change_password, .flags = GW | RPC_F_MUTATES},
     {.name = "ListUsers", .handler = users_list, .flags = GW},
@@ -62,6 +63,11 @@ static void auth_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)
 		emit("auth.users", n, emit_arg);
 	emit("auth.hashing_queued", workq_pending(a->hashing), emit_arg);
 	emit("auth.events_published", events_pub_sequence(a->events), emit_arg);
+	emit("events.relisten", events_pub_relistens(a->events), emit_arg);
+	struct throttle_stats ts;
+	throttle_stats(&ts);
+	emit("auth.throttle_evictions", ts.evictions, emit_arg);
+	emit("auth.throttle_counting", ts.counting, emit_arg);
 }
 
 int main(int argc, char **argv)
@@ -80,6 +86,8 @@ int main(int argc, char **argv)
 		fatalx("cannot load the TOTP key: %s", err_str(rv));
 	if ((rv = password_init(&x)) != 0)
 		fatalx("cannot initialise password hashing: %s", err_str(rv));
+	if ((rv = throttle_init()) != 0)
+		fatalx("cannot key the brute-force table: %s", err_str(rv));
 	/* Two threads on two cores: argon2id is CPU-bound, more would only queue.
 	 * At nice 19, so a login flood takes only the CPU nothing else wants:
 	 * measured (docs/performance.md), /me's p99 under 32 flooding clients
@@ -87,7 +95,8 @@ int main(int argc, char **argv)
 	if ((rv = workq_new_nice(2, 19, &x.hashing)) != 0)
 		fatalx("cannot start the hashing pool: %s", err_str(rv));
 	svc_start_outbox(&x.svc);
-	if ((rv = rpc_client_open(x.svc.conf.url[SVC_BREACH], 0, &x.breach)) != 0)
+	if ((rv = rpc_client_open_for(x.svc.conf.url[SVC_BREACH], 0, SVC_SERVER_ROLES(SVC_BREACH),
+	                              &x.breach)) != 0)
 		fatalx("cannot open a client of magnetar-breach: %s", err_str(rv));
 	if ((rv = account_bootstrap_founder(&x)) != 0)
 		fatalx("cannot create the founder account: %s", err_str(rv));

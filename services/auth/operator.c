@@ -7,7 +7,7 @@
  * is audited with actor "operator", and a role or grant change revokes the
  * user's sessions so no token carries the old role.
  */
-#include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,7 +25,6 @@ static bool operator_user(struct rpc_call *call, struct auth *a, const char *nam
 	char norm[AUTH_USERNAME_MAX + 1];
 	if (tokens_normalise_username(name, norm, sizeof(norm)) == 0 &&
 	    store_user_by_name(a->svc.pool, norm, u) == 0) {
-		OPENSSL_cleanse(u->hash, sizeof(u->hash));
 		return true;
 	}
 	rpc_reply_error(call, MAGNETAR__STATUS__STATUS_NOT_FOUND, "not_found", "no such user");
@@ -46,7 +45,7 @@ static void operator_done(struct rpc_call *call, int rv, const char *what)
 
 static void operator_create_job(struct workq_job *job)
 {
-	struct account_job *j = (struct account_job *)job;
+	struct hashing_job *j = (struct hashing_job *)job;
 	const Magnetar__OperatorRequest *req = (const Magnetar__OperatorRequest *)j->in;
 	Magnetar__RegisterReply out = MAGNETAR__REGISTER_REPLY__INIT;
 	Magnetar__User user;
@@ -68,8 +67,6 @@ static void operator_create_job(struct workq_job *job)
 		} else if (rv != 0) {
 			operator_done(j->call, rv, "create");
 		} else {
-			OPENSSL_cleanse(u.hash, sizeof(u.hash));
-			outbox_kick(j->a->svc.outbox);
 			tokens_user_proto(&u, &user);
 			out.user = &user;
 			rpc_reply(j->call, &out.base);
@@ -80,7 +77,7 @@ static void operator_create_job(struct workq_job *job)
 
 void operator_create_user(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
-	account_submit(call, in, arg, operator_create_job);
+	hashing_submit(call, in, arg, operator_create_job);
 }
 
 void operator_list_users(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
@@ -99,7 +96,6 @@ void operator_list_users(struct rpc_call *call, const ProtobufCMessage *in, void
 		goto out;
 	}
 	for (int i = 0; i < n; i++) {
-		OPENSSL_cleanse(u[i].hash, sizeof(u[i].hash));
 		tokens_user_proto(&u[i], &items[i]);
 		ptrs[i] = &items[i];
 	}
@@ -123,7 +119,7 @@ void operator_delete_user(struct rpc_call *call, const ProtobufCMessage *in, voi
 }
 
 /* set-role and grant-terminal: both change what tokens say, so the user's
- * sessions are revoked (user.changed in ARCHITECTURE.md). */
+ * sessions are revoked (user.changed in docs/architecture.md). */
 void operator_set_role(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
 	const Magnetar__OperatorRequest *req = (const Magnetar__OperatorRequest *)in;
@@ -144,7 +140,7 @@ void operator_set_role(struct rpc_call *call, const ProtobufCMessage *in, void *
 	snprintf(detail, sizeof(detail), "role=%s terminal=%d",
 	         req->role[0] != '\0' ? req->role : u.role,
 	         req->role[0] != '\0' ? u.terminal : req->terminal);
-	if ((rv = store_begin(a->svc.pool, &tx)) == 0) {
+	if ((rv = store_begin(a, &tx)) == 0) {
 		/* An empty role means: only the terminal grant changes. */
 		rv = store_user_set_role(tx, u.id, req->role,
 		                         req->role[0] != '\0' ? -1 : req->terminal);
@@ -168,7 +164,7 @@ void operator_reset_totp(struct rpc_call *call, const ProtobufCMessage *in, void
 
 	if (!operator_user(call, a, req->username, &u))
 		return;
-	if ((rv = store_begin(a->svc.pool, &tx)) == 0) {
+	if ((rv = store_begin(a, &tx)) == 0) {
 		rv = store_totp_set(tx, u.id, STORE_TOTP_DISABLE, NULL, 0);
 		if (rv == 0)
 			rv = store_audit(tx, "totp.reset", "operator", u.id, rpc_call_context(call),
@@ -177,21 +173,17 @@ void operator_reset_totp(struct rpc_call *call, const ProtobufCMessage *in, void
 	}
 	if (rv == 0)
 		tokens_publish_user_changed(a, u.id);
-	outbox_kick(a->svc.outbox);
 	operator_done(call, rv, "reset-totp");
 }
 
 void operator_list_sessions(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
 	const Magnetar__OperatorRequest *req = (const Magnetar__OperatorRequest *)in;
-	Magnetar__SessionRef ref = MAGNETAR__SESSION_REF__INIT;
 	struct store_user u;
 
 	if (!operator_user(call, arg, req->username, &u))
 		return;
-	ref.user_id = u.id;
-	ref.session_id = "";
-	session_list(call, &ref.base, arg);
+	session_list_user(call, arg, u.id);
 }
 
 void operator_revoke_session(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
@@ -207,17 +199,15 @@ void operator_revoke_session(struct rpc_call *call, const ProtobufCMessage *in, 
 		                "no such active session");
 		return;
 	}
-	if ((rv = store_begin(a->svc.pool, &tx)) == 0) {
+	if ((rv = store_begin(a, &tx)) == 0) {
 		rv = store_session_revoke(tx, s.id, clock_unix_ms());
 		if (rv == 0)
 			rv = store_audit(tx, "session.revoked", "operator", s.id,
 			                 rpc_call_context(call), "success", "reason=operator");
 		rv = store_end(tx, rv);
 	}
-	if (rv == 0) {
+	if (rv == 0)
 		tokens_publish_revoked(a, s.id, s.user_id, "operator");
-		outbox_kick(a->svc.outbox);
-	}
 	operator_done(call, rv, "revoke");
 }
 
@@ -232,10 +222,9 @@ void operator_rotate_keys(struct rpc_call *call, const ProtobufCMessage *in, voi
 		operator_done(call, rv, "rotate-keys");
 		return;
 	}
-	if (store_begin(a->svc.pool, &tx) == 0)
+	if (store_begin(a, &tx) == 0)
 		store_end(tx, store_audit(tx, "auth.keys.rotated", "operator", kid,
 		                          rpc_call_context(call), "success", ""));
-	outbox_kick(a->svc.outbox);
 	/* Gateways fetch the new public key now, before its first token. */
 	events_publish(a->events, "keys.rotated", "", 0);
 	session_public_keys(call, in, arg); /* answers with the keys now published */

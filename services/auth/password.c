@@ -5,6 +5,7 @@
  * (account.c), never on an RPC worker, so a login flood queues there.
  */
 #include <argon2.h>
+#include <openssl/crypto.h>
 #include <string.h>
 
 #include "common/err.h"
@@ -43,6 +44,23 @@ int password_verify(const char *hash, const char *pw, size_t len)
 	if (rc != ARGON2_VERIFY_MISMATCH)
 		log_warnx("password: stored hash unusable (%s)", argon2_error_message(rc));
 	return ERR_PERM;
+}
+
+int password_check(struct auth *a, const char *id, const char *pw, size_t len)
+{
+	char hash[AUTH_HASH_MAX];
+	int rv;
+
+	/* Refused at the same cost as a wrong password or an unknown user:
+	 * a fast answer for a long password would say the user exists. */
+	if (len > AUTH_PASSWORD_MAX ||
+	    store_user_password_hash(a->svc.pool, id, hash, sizeof(hash)) != 0) {
+		password_verify(a->dummy_hash, pw, len); /* the same cost */
+		return ERR_PERM;
+	}
+	rv = password_verify(hash, pw, len);
+	OPENSSL_cleanse(hash, sizeof(hash));
+	return rv;
 }
 
 int password_init(struct auth *a)

@@ -1,12 +1,11 @@
 /*
- * risk.c — session risk (API.md "Session risk", ARCHITECTURE.md §4). The
+ * risk.c — session risk (docs/api.md "Session risk", docs/architecture.md, "Security model"). The
  * gateway scores each request against the session's fingerprint hashes
  * without an RPC and reports non-zero scores here: auth records the score,
  * audits every decision, and terminates the session at ≥ 90. A step-up
  * (password, or TOTP once enrolled) re-binds the session to the request's
  * values and tells every gateway with a session.rebound event.
  */
-#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +46,7 @@ void risk_report(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 	}
 	terminate = req->score >= RISK_TERMINATE && s.revoked_ms == 0;
 	snprintf(detail, sizeof(detail), "score=%u", req->score);
-	if ((rv = store_begin(a->svc.pool, &tx)) == 0) {
+	if ((rv = store_begin(a, &tx)) == 0) {
 		rv = store_session_risk(tx, s.id, req->score);
 		if (rv == 0 && req->score >= RISK_ANOMALY)
 			rv = store_audit(tx, "session.anomaly", s.user_id, s.id, ctx, "detected",
@@ -70,7 +69,6 @@ void risk_report(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 	}
 	if (terminate)
 		tokens_publish_revoked(a, s.id, s.user_id, "risk");
-	outbox_kick(a->svc.outbox);
 	out.terminated = terminate;
 	rpc_reply(call, &out.base);
 }
@@ -78,12 +76,13 @@ void risk_report(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 static void risk_publish_rebound(struct auth *a, const struct store_session *s)
 {
 	Magnetar__SessionEvent ev = MAGNETAR__SESSION_EVENT__INIT;
-	char fip[33], fua[33], fhd[33];
+	char fip[33], fua[33], fhd[33], tag[33];
 	uint8_t buf[512];
 
+	/* A live session by tag only: its id would let a gateway act as it. */
 	risk_hashes(a, s, fip, fua, fhd);
-	ev.session_id = (char *)s->id;
-	ev.user_id = (char *)s->user_id;
+	fingerprint_hash(a->fp_key, "sid", s->id, tag);
+	ev.session_tag = tag;
 	ev.reason = "step_up";
 	ev.fip = fip;
 	ev.fua = fua;
@@ -95,7 +94,7 @@ static void risk_publish_rebound(struct auth *a, const struct store_session *s)
 
 static void risk_step_up_job(struct workq_job *job)
 {
-	struct account_job *j = (struct account_job *)job;
+	struct hashing_job *j = (struct hashing_job *)job;
 	const Magnetar__StepUpRequest *req = (const Magnetar__StepUpRequest *)j->in;
 	const Magnetar__RequestContext *ctx = rpc_call_context(j->call);
 	Magnetar__Empty out = MAGNETAR__EMPTY__INIT;
@@ -113,18 +112,22 @@ static void risk_step_up_job(struct workq_job *job)
 		                "the session has ended");
 		goto out;
 	}
-	if (account_throttled(j->call, u.id))
+	if (throttle_refused(j->call, u.id))
 		goto out;
-	/* TOTP when enrolled; the password only where no TOTP is (API.md). */
+	/* TOTP when enrolled; the password only where no TOTP is (docs/api.md). */
 	if (u.totp_enabled
 	        ? totp_verify(j->a, u.id, req->totp, false) != 0
-	        : (req->password[0] == '\0' || strlen(req->password) > AUTH_PASSWORD_MAX ||
-	           password_verify(u.hash, req->password, strlen(req->password)) != 0)) {
-		if (store_begin(j->a->svc.pool, &tx) == 0)
+	        : (req->password[0] == '\0' ||
+	           password_check(j->a, u.id, req->password, strlen(req->password)) != 0)) {
+		/* A guess, counted like a failed login: a stolen token in the
+		 * step-up band must not try passwords or the 10^6 codes freely.
+		 * An absent secret is no guess (login's totp_required neither). */
+		if ((u.totp_enabled ? req->totp : req->password)[0] != '\0')
+			throttle_failed(u.id, ctx->client_ip);
+		if (store_begin(j->a, &tx) == 0)
 			store_end(tx,
 			          store_audit(tx, "session.step_up", u.id, s.id, ctx, "failure",
 			                      u.totp_enabled ? "totp_required" : "wrong_password"));
-		outbox_kick(j->a->svc.outbox);
 		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED,
 		                u.totp_enabled ? "invalid_totp" : "invalid_credentials",
 		                "the step-up was refused");
@@ -133,7 +136,7 @@ static void risk_step_up_job(struct workq_job *job)
 	snprintf(s.ip, sizeof(s.ip), "%s", ctx->client_ip);
 	snprintf(s.user_agent, sizeof(s.user_agent), "%s", ctx->user_agent);
 	snprintf(s.fingerprint, sizeof(s.fingerprint), "%s", req->fingerprint);
-	if ((rv = store_begin(j->a->svc.pool, &tx)) == 0) {
+	if ((rv = store_begin(j->a, &tx)) == 0) {
 		rv = store_session_rebind(tx, &s, now);
 		if (rv == 0)
 			rv = store_audit(tx, "session.step_up", u.id, s.id, ctx, "success",
@@ -146,14 +149,12 @@ static void risk_step_up_job(struct workq_job *job)
 		goto out;
 	}
 	risk_publish_rebound(j->a, &s);
-	outbox_kick(j->a->svc.outbox);
 	rpc_reply(j->call, &out.base);
 out:
-	OPENSSL_cleanse(u.hash, sizeof(u.hash));
 	free(j);
 }
 
 void risk_step_up(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
-	account_submit(call, in, arg, risk_step_up_job);
+	hashing_submit(call, in, arg, risk_step_up_job);
 }

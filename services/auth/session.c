@@ -12,12 +12,15 @@
 
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/fingerprint.h"
 #include "common/jwt.h"
 #include "common/log.h"
 #include "common/outbox.h"
 #include "services/auth/auth.h"
 
 #define SESSION_LIST_MAX 64
+#define SESSION_REVOKED_PAGE 4096 /* ~150 KiB of ids: far below the RPC limit */
+#define SESSION_REVOKED_IDS 24576 /* ~820 KiB: Revoked, for callers that do not page */
 
 static bool session_active(const struct store_session *s, uint64_t now)
 {
@@ -40,7 +43,7 @@ static int session_revoke_one(struct auth *a, const char *sid, const char *uid,
 	struct store_tx *tx;
 	char detail[64];
 	int rv;
-	if ((rv = store_begin(a->svc.pool, &tx)) != 0)
+	if ((rv = store_begin(a, &tx)) != 0)
 		return rv;
 	snprintf(detail, sizeof(detail), "reason=%s", why);
 	rv = store_session_revoke(tx, sid, clock_unix_ms());
@@ -50,7 +53,6 @@ static int session_revoke_one(struct auth *a, const char *sid, const char *uid,
 		rv = store_audit(tx, "session.revoked", uid, sid, ctx, "success", detail);
 	if ((rv = store_end(tx, rv)) == 0) {
 		tokens_publish_revoked(a, sid, uid, why);
-		outbox_kick(a->svc.outbox);
 	}
 	return rv;
 }
@@ -72,14 +74,14 @@ void session_refresh(struct rpc_call *call, const ProtobufCMessage *in, void *ar
 	int rv;
 
 	tokens_refresh_hash(req->refresh_token, strlen(req->refresh_token), hash);
-	if ((rv = store_begin(a->svc.pool, &tx)) != 0) {
+	if ((rv = store_begin(a, &tx)) != 0) {
 		session_internal(call, "refresh", rv);
 		return;
 	}
 	rv = store_refresh_take(tx, hash, sid, &spent, now);
 	if (rv == 0 && spent) {
 		/* A spent token again: stolen, or replayed. Either way the session
-		 * can no longer be trusted (API.md). */
+		 * can no longer be trusted (docs/api.md). */
 		store_session_get_tx(tx, sid, &s);
 		if (store_session_revoke(tx, sid, now) == 0)
 			store_audit(tx, "session.revoked", s.user_id, sid, ctx, "success",
@@ -87,7 +89,6 @@ void session_refresh(struct rpc_call *call, const ProtobufCMessage *in, void *ar
 		store_audit(tx, "auth.refresh.reused", s.user_id, sid, ctx, "failure", "");
 		if (store_end(tx, 0) == 0) {
 			tokens_publish_revoked(a, sid, s.user_id, "refresh_token_reused");
-			outbox_kick(a->svc.outbox);
 		}
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED,
 		                "refresh_token_reused",
@@ -102,7 +103,7 @@ void session_refresh(struct rpc_call *call, const ProtobufCMessage *in, void *ar
 		                "invalid_refresh_token", "refresh token unknown or expired");
 		return;
 	}
-	/* A refresh never re-binds the session's fingerprint (API.md). */
+	/* A refresh never re-binds the session's fingerprint (docs/api.md). */
 	if (rv == 0)
 		rv = store_user_by_id(a->svc.pool, s.user_id, &u);
 	if (rv == 0)
@@ -117,7 +118,6 @@ void session_refresh(struct rpc_call *call, const ProtobufCMessage *in, void *ar
 		session_internal(call, "refresh", rv);
 		return;
 	}
-	OPENSSL_cleanse(u.hash, sizeof(u.hash));
 	tokens_user_proto(&u, &user);
 	out.user = &user;
 	rpc_reply(call, &out.base);
@@ -186,7 +186,6 @@ void session_me(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 		session_internal(call, "me", rv);
 		return;
 	}
-	OPENSSL_cleanse(u.hash, sizeof(u.hash));
 	tokens_user_proto(&u, &user);
 	session_proto(&s, &session);
 	out.user = &user;
@@ -194,10 +193,8 @@ void session_me(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 	rpc_reply(call, &out.base);
 }
 
-void session_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+void session_list_user(struct rpc_call *call, struct auth *a, const char *user_id)
 {
-	const Magnetar__SessionRef *ref = (const Magnetar__SessionRef *)in;
-	struct auth *a = arg;
 	Magnetar__SessionsReply out = MAGNETAR__SESSIONS_REPLY__INIT;
 	struct store_session *s = calloc(SESSION_LIST_MAX, sizeof(*s));
 	Magnetar__Session *items = calloc(SESSION_LIST_MAX, sizeof(*items));
@@ -208,8 +205,7 @@ void session_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 		session_internal(call, "sessions", ERR_NOMEM);
 		goto out;
 	}
-	n = store_sessions_of(a->svc.pool, NULL, ref->user_id, clock_unix_ms(), s,
-	                      SESSION_LIST_MAX);
+	n = store_sessions_of(a->svc.pool, NULL, user_id, clock_unix_ms(), s, SESSION_LIST_MAX);
 	if (n < 0) {
 		session_internal(call, "sessions", n);
 		goto out;
@@ -227,13 +223,37 @@ out:
 	free(ptrs);
 }
 
+void session_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	const Magnetar__SessionRef *ref = (const Magnetar__SessionRef *)in;
+	struct auth *a = arg;
+	struct store_session caller;
+	int rv;
+
+	/* The caller's own session must be live: a gateway whose revoked set is
+	 * behind relies on auth's check. An ended one is 401, not 404: it is the
+	 * caller who is refused, not a session that was asked about. */
+	if ((rv = store_session_get(a->svc.pool, ref->session_id, &caller)) != 0 &&
+	    rv != ERR_NOTFOUND) {
+		session_internal(call, "sessions", rv);
+		return;
+	}
+	if (rv != 0 || strcmp(caller.user_id, ref->user_id) != 0 ||
+	    !session_active(&caller, clock_unix_ms())) {
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "unauthorized",
+		                "the session has ended");
+		return;
+	}
+	session_list_user(call, a, ref->user_id);
+}
+
 void session_revoke(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
 	const Magnetar__SessionRef *ref = (const Magnetar__SessionRef *)in;
 	Magnetar__Empty out = MAGNETAR__EMPTY__INIT;
 	struct store_session s;
 	int rv;
-	/* Only the caller's own sessions: anyone else's is "not found" (API.md). */
+	/* Only the caller's own sessions: anyone else's is "not found" (docs/api.md). */
 	if (!session_of_caller(call, arg, ref, &s))
 		return;
 	rv = session_revoke_one(arg, s.id, s.user_id, rpc_call_context(call), "session.revoked",
@@ -274,74 +294,120 @@ void session_public_keys(struct rpc_call *call, const ProtobufCMessage *in, void
 	rpc_reply(call, &out.base);
 }
 
-/* Adds the sessions a step-up re-bound (with their current hashes) and
- * replies: a gateway that missed session.rebound learns them here. */
-static void session_revoked_rebound(struct rpc_call *call, struct auth *a,
-                                    Magnetar__RevokedReply *out)
+/* One page of RevokedReply: the revoked sessions by id (dead, so the id is
+ * no reusable reference) and the re-bound ones by tag with their current
+ * hashes (a gateway that missed session.rebound learns them here), never a
+ * live session's id (a gateway could otherwise act as that user). */
+static void session_revoked_reply(struct rpc_call *call, struct auth *a, const char *after,
+                                  uint32_t limit)
 {
-	enum { MAX = 256 };
-	struct store_session *s = calloc(MAX, sizeof(*s));
-	Magnetar__SessionEvent *ev = calloc(MAX, sizeof(*ev));
-	Magnetar__SessionEvent **ptrs = calloc(MAX, sizeof(*ptrs));
-	char(*hashes)[3][33] = calloc(MAX, sizeof(*hashes));
+	Magnetar__RevokedReply out = MAGNETAR__REVOKED_REPLY__INIT;
+	int max = limit == 0 || limit > SESSION_REVOKED_PAGE ? SESSION_REVOKED_PAGE : (int)limit;
+	struct store_session *s = calloc((size_t)max, sizeof(*s));
+	bool *rebound = calloc((size_t)max, sizeof(*rebound));
+	char **ids = calloc((size_t)max, sizeof(*ids));
+	Magnetar__SessionEvent *ev = calloc((size_t)max, sizeof(*ev));
+	Magnetar__SessionEvent **evp = calloc((size_t)max, sizeof(*evp));
+	char(*hashes)[4][33] = calloc((size_t)max, sizeof(*hashes));
 	int n;
 
-	if (s == NULL || ev == NULL || ptrs == NULL || hashes == NULL ||
-	    (n = store_rebound_since(a->svc.pool, clock_unix_ms() - AUTH_ABSOLUTE_TTL_MS, s, MAX)) <
-	        0) {
+	if (s == NULL || rebound == NULL || ids == NULL || ev == NULL || evp == NULL ||
+	    hashes == NULL) {
 		session_internal(call, "revoked", ERR_NOMEM);
 		goto out;
 	}
+	/* The sequence is read first: an event published while the page is read
+	 * is then also seen after it, never lost between the two. */
+	out.publisher = a->svc.instance;
+	out.sequence = events_pub_sequence(a->events);
+	if ((n = store_revoked_page(a->svc.pool, clock_unix_ms() - AUTH_ABSOLUTE_TTL_MS, after, s,
+	                            rebound, max)) < 0) {
+		session_internal(call, "revoked", n);
+		goto out;
+	}
 	for (int i = 0; i < n; i++) {
+		if (!rebound[i]) {
+			ids[out.n_session_ids++] = s[i].id;
+			continue;
+		}
 		magnetar__session_event__init(&ev[i]);
 		risk_hashes(a, &s[i], hashes[i][0], hashes[i][1], hashes[i][2]);
-		ev[i].session_id = s[i].id;
-		ev[i].user_id = s[i].user_id;
+		fingerprint_hash(a->fp_key, "sid", s[i].id, hashes[i][3]);
+		ev[i].session_tag = hashes[i][3];
 		ev[i].reason = "step_up";
 		ev[i].fip = hashes[i][0];
 		ev[i].fua = hashes[i][1];
 		ev[i].fhd = hashes[i][2];
-		ptrs[i] = &ev[i];
+		evp[out.n_rebound++] = &ev[i];
 	}
-	out->n_rebound = (size_t)n;
-	out->rebound = ptrs;
-	rpc_reply(call, &out->base);
+	out.session_ids = ids;
+	out.rebound = evp;
+	out.next = n == max ? s[n - 1].id : "";
+	rpc_reply(call, &out.base);
 out:
 	free(s);
+	free(rebound);
+	free(ids);
 	free(ev);
-	free(ptrs);
+	free(evp);
 	free(hashes);
 }
 
+void session_revoked_page(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
+{
+	const Magnetar__RevokedRequest *req = (const Magnetar__RevokedRequest *)in;
+	session_revoked_reply(call, arg, req->after, req->limit);
+}
+
+/* For a caller that does not page (the terminal, which wants only the
+ * revoked ids): as many ids as fit well within the RPC size limit (34
+ * bytes each on the wire), read in pages; `next` tells when there is more.
+ * Never one reply past the limit, as the unbounded list once was. */
 void session_revoked(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
 	struct auth *a = arg;
 	Magnetar__RevokedReply out = MAGNETAR__REVOKED_REPLY__INIT;
-	char(*ids)[AUTH_ID_LEN] = NULL;
-	char **ptrs = NULL;
-	size_t n = 0;
-	int rv;
+	struct store_session *s = calloc(SESSION_REVOKED_PAGE, sizeof(*s));
+	bool *rebound = calloc(SESSION_REVOKED_PAGE, sizeof(*rebound));
+	char(*ids)[AUTH_ID_LEN] = calloc(SESSION_REVOKED_IDS, sizeof(*ids));
+	char **ptrs = calloc(SESSION_REVOKED_IDS, sizeof(*ptrs));
+	char after[AUTH_ID_LEN] = "";
+	int n, max;
 	(void)in;
 
-	/* The sequence is read first: an event published while the list is read
-	 * is then also seen after it, never lost between the two. */
-	out.publisher = a->svc.instance;
-	out.sequence = events_pub_sequence(a->events);
-	if ((rv = store_revoked_since(a->svc.pool, clock_unix_ms() - AUTH_ABSOLUTE_TTL_MS, &ids,
-	                              &n)) != 0) {
-		session_internal(call, "revoked", rv);
-		return;
-	}
-	if (n > 0 && (ptrs = calloc(n, sizeof(*ptrs))) == NULL) {
-		free(ids);
+	if (s == NULL || rebound == NULL || ids == NULL || ptrs == NULL) {
 		session_internal(call, "revoked", ERR_NOMEM);
-		return;
+		goto out;
 	}
-	for (size_t i = 0; i < n; i++)
-		ptrs[i] = ids[i];
-	out.n_session_ids = n;
+	out.publisher = a->svc.instance; /* read first: see session_revoked_reply */
+	out.sequence = events_pub_sequence(a->events);
+	out.next = "";
+	do {
+		max = SESSION_REVOKED_IDS - (int)out.n_session_ids;
+		if (max > SESSION_REVOKED_PAGE)
+			max = SESSION_REVOKED_PAGE;
+		if ((n = store_revoked_page(a->svc.pool, clock_unix_ms() - AUTH_ABSOLUTE_TTL_MS,
+		                            after, s, rebound, max)) < 0) {
+			session_internal(call, "revoked", n);
+			goto out;
+		}
+		for (int i = 0; i < n; i++) {
+			if (rebound[i])
+				continue;
+			memcpy(ids[out.n_session_ids], s[i].id, AUTH_ID_LEN);
+			ptrs[out.n_session_ids] = ids[out.n_session_ids];
+			out.n_session_ids++;
+		}
+		if (n == max)
+			memcpy(after, s[n - 1].id, AUTH_ID_LEN);
+		if (n == max && out.n_session_ids == SESSION_REVOKED_IDS)
+			out.next = after; /* full: the rest is for RevokedPage */
+	} while (n == max && out.n_session_ids < SESSION_REVOKED_IDS);
 	out.session_ids = ptrs;
-	session_revoked_rebound(call, a, &out);
-	free(ptrs);
+	rpc_reply(call, &out.base);
+out:
+	free(s);
+	free(rebound);
 	free(ids);
+	free(ptrs);
 }

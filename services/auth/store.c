@@ -2,7 +2,7 @@
  * store.c — auth.db: users, sessions, refresh tokens, and the audit outbox.
  * The only file of magnetar-auth that includes sqlite3.h. Every change
  * runs inside a store_tx on the writer, with its audit events enqueued in
- * the same transaction (ARCHITECTURE.md §3).
+ * the same transaction (docs/architecture.md, "Data").
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -42,7 +42,7 @@ static const char *const store_migrations[] = {
     /* Users are never removed: a deleted one keeps its sessions, revoked, so
      * a gateway that re-syncs still refuses them, and its name is not reused. */
     "ALTER TABLE users ADD COLUMN deleted_ms INTEGER NOT NULL DEFAULT 0;",
-    /* A step-up re-binds a session to new client values (API.md "Session risk"). */
+    /* A step-up re-binds a session to new client values (docs/api.md "Session risk"). */
     "ALTER TABLE sessions ADD COLUMN rebound_ms INTEGER NOT NULL DEFAULT 0;",
     /* TOTP secrets, sealed with the TOTP key (totp.c): never plaintext here. */
     "ALTER TABLE users ADD COLUMN totp_secret BLOB;"
@@ -56,7 +56,9 @@ const struct pool_schema store_schema = {store_migrations,
 
 struct store_tx {
 	struct pool *pool;
+	struct outbox *outbox;
 	sqlite3 *db;
+	bool audited; /* store_audit wrote to the outbox */
 };
 
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
@@ -92,21 +94,17 @@ static int exec_done(sqlite3_stmt *st)
 	return rc == SQLITE_DONE ? 0 : ERR_DB;
 }
 
-int store_begin(struct pool *pool, struct store_tx **out)
+int store_begin(struct auth *a, struct store_tx **out)
 {
 	struct store_tx *tx = calloc(1, sizeof(*tx));
 	int rv;
 	if (tx == NULL)
 		return ERR_NOMEM;
-	tx->pool = pool;
-	if ((rv = pool_writer_get(pool, &tx->db)) != 0) {
+	tx->pool = a->svc.pool;
+	tx->outbox = a->svc.outbox;
+	if ((rv = pool_tx_begin(tx->pool, &tx->db)) != 0) {
 		free(tx);
 		return rv;
-	}
-	if (sqlite3_exec(tx->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-		pool_writer_put(pool, tx->db);
-		free(tx);
-		return ERR_DB;
 	}
 	*out = tx;
 	return 0;
@@ -114,11 +112,9 @@ int store_begin(struct pool *pool, struct store_tx **out)
 
 int store_end(struct store_tx *tx, int rv)
 {
-	if (rv == 0 && sqlite3_exec(tx->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-		rv = ERR_DB;
-	if (rv != 0)
-		sqlite3_exec(tx->db, "ROLLBACK", NULL, NULL, NULL);
-	pool_writer_put(tx->pool, tx->db);
+	rv = pool_tx_end(tx->pool, tx->db, rv);
+	if (rv == 0 && tx->audited)
+		outbox_kick(tx->outbox);
 	free(tx);
 	return rv;
 }
@@ -135,10 +131,11 @@ int store_audit(struct store_tx *tx, const char *action, const char *actor, cons
 	    .outcome = outcome,
 	    .detail = detail,
 	};
+	tx->audited = true;
 	return outbox_enqueue(tx->db, &ev);
 }
 
-int store_user_insert(struct store_tx *tx, const struct store_user *u)
+int store_user_insert(struct store_tx *tx, const struct store_user *u, const char *hash)
 {
 	sqlite3_stmt *st;
 	int rv;
@@ -152,13 +149,13 @@ int store_user_insert(struct store_tx *tx, const struct store_user *u)
 	bind_text(st, 2, u->username);
 	bind_text(st, 3, u->role);
 	sqlite3_bind_int(st, 4, u->terminal);
-	bind_text(st, 5, u->hash);
+	bind_text(st, 5, hash);
 	sqlite3_bind_int64(st, 6, (sqlite3_int64)u->created_ms);
 	return exec_done(st);
 }
 
 static const char user_cols[] =
-    "SELECT id, username, role, terminal, totp_enabled, password_hash, created_ms FROM users";
+    "SELECT id, username, role, terminal, totp_enabled, created_ms FROM users";
 
 static void user_row(sqlite3_stmt *st, struct store_user *u)
 {
@@ -167,8 +164,7 @@ static void user_row(sqlite3_stmt *st, struct store_user *u)
 	col_copy(st, 2, u->role, sizeof(u->role));
 	u->terminal = sqlite3_column_int(st, 3) != 0;
 	u->totp_enabled = sqlite3_column_int(st, 4) != 0;
-	col_copy(st, 5, u->hash, sizeof(u->hash));
-	u->created_ms = (uint64_t)sqlite3_column_int64(st, 6);
+	u->created_ms = (uint64_t)sqlite3_column_int64(st, 5);
 }
 
 static int user_by(struct pool *pool, const char *where, const char *key, struct store_user *u)
@@ -186,6 +182,27 @@ static int user_by(struct pool *pool, const char *where, const char *key, struct
 		rc = sqlite3_step(st);
 		if (rc == SQLITE_ROW)
 			user_row(st, u);
+		rv = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? ERR_NOTFOUND : ERR_DB;
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(pool, db);
+	return rv;
+}
+
+int store_user_password_hash(struct pool *pool, const char *id, char *out, size_t cap)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int rv, rc;
+
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	if ((rv = prep(db, "SELECT password_hash FROM users WHERE id = ? AND deleted_ms = 0",
+	               &st)) == 0) {
+		bind_text(st, 1, id);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			col_copy(st, 0, out, cap);
 		rv = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? ERR_NOTFOUND : ERR_DB;
 		sqlite3_finalize(st);
 	}
@@ -239,9 +256,11 @@ int store_session_insert(struct store_tx *tx, const struct store_session *s)
 	return exec_done(st);
 }
 
-static const char session_cols[] =
-    "SELECT id, user_id, created_ms, last_seen_ms, refreshed_ms, revoked_ms, ip, user_agent,"
-    " fingerprint, risk_score FROM sessions";
+#define STORE_SESSION_COLS                                                                         \
+	"SELECT id, user_id, created_ms, last_seen_ms, refreshed_ms, revoked_ms, ip, user_agent,"  \
+	" fingerprint, risk_score"
+static const char session_cols_only[] = STORE_SESSION_COLS;
+static const char session_cols[] = STORE_SESSION_COLS " FROM sessions";
 
 static void session_row(sqlite3_stmt *st, struct store_session *s)
 {
@@ -344,46 +363,6 @@ int store_sessions_of(struct pool *pool, struct store_tx *tx, const char *user_i
 	}
 	if (tx == NULL)
 		pool_reader_put(pool, db);
-	return rv;
-}
-
-int store_revoked_since(struct pool *pool, uint64_t since_ms, char (**ids)[AUTH_ID_LEN], size_t *n)
-{
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	size_t cap = 64;
-	int rv, rc;
-
-	*n = 0;
-	if ((*ids = malloc(cap * sizeof(**ids))) == NULL)
-		return ERR_NOMEM;
-	if ((rv = pool_reader_get(pool, &db)) != 0)
-		goto fail;
-	if ((rv = prep(db, "SELECT id FROM sessions WHERE revoked_ms > 0 AND created_ms > ?",
-	               &st)) == 0) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)since_ms);
-		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-			if (*n == cap) {
-				void *more = realloc(*ids, 2 * cap * sizeof(**ids));
-				if (more == NULL) {
-					rc = SQLITE_NOMEM;
-					break;
-				}
-				*ids = more;
-				cap *= 2;
-			}
-			col_copy(st, 0, (*ids)[*n], AUTH_ID_LEN);
-			(*n)++;
-		}
-		rv = rc == SQLITE_DONE ? 0 : ERR_DB;
-		sqlite3_finalize(st);
-	}
-	pool_reader_put(pool, db);
-	if (rv == 0)
-		return 0;
-fail:
-	free(*ids);
-	*ids = NULL;
 	return rv;
 }
 
@@ -529,30 +508,6 @@ int store_session_rebind(struct store_tx *tx, const struct store_session *s, uin
 	return sqlite3_changes(tx->db) == 1 ? 0 : ERR_NOTFOUND;
 }
 
-int store_rebound_since(struct pool *pool, uint64_t since_ms, struct store_session *out, int max)
-{
-	char sql[512];
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	int n = 0, rc, rv;
-
-	snprintf(sql, sizeof(sql),
-	         "%s WHERE rebound_ms > 0 AND revoked_ms = 0 AND created_ms > ? LIMIT ?",
-	         session_cols);
-	if ((rv = pool_reader_get(pool, &db)) != 0)
-		return rv;
-	if ((rv = prep(db, sql, &st)) == 0) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)since_ms);
-		sqlite3_bind_int(st, 2, max);
-		while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max)
-			session_row(st, &out[n++]);
-		rv = rc == SQLITE_DONE || rc == SQLITE_ROW ? n : ERR_DB;
-		sqlite3_finalize(st);
-	}
-	pool_reader_put(pool, db);
-	return rv;
-}
-
 int store_totp_get(struct pool *pool, const char *user_id, bool pending, unsigned char *blob,
                    size_t cap, size_t *len)
 {
@@ -643,4 +598,36 @@ int store_user_set_role(struct store_tx *tx, const char *id, const char *role, i
 	if ((rv = exec_done(st)) != 0)
 		return rv;
 	return sqlite3_changes(tx->db) == 1 ? 0 : ERR_NOTFOUND;
+}
+
+int store_revoked_page(struct pool *pool, uint64_t since_ms, const char *after,
+                       struct store_session *out, bool *rebound, int max)
+{
+	char sql[512];
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int n = 0, rc, rv;
+
+	/* In id order from `after`: the primary key walks each row once over
+	 * all the pages, however many there are. */
+	snprintf(sql, sizeof(sql),
+	         "%s, rebound_ms FROM sessions WHERE (revoked_ms > 0 OR rebound_ms > 0) AND"
+	         " created_ms > ? AND id > ? ORDER BY id LIMIT ?",
+	         session_cols_only);
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	if ((rv = prep(db, sql, &st)) == 0) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)since_ms);
+		bind_text(st, 2, after);
+		sqlite3_bind_int(st, 3, max);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
+			session_row(st, &out[n]);
+			rebound[n] = out[n].revoked_ms == 0 && sqlite3_column_int64(st, 10) > 0;
+			n++;
+		}
+		rv = rc == SQLITE_DONE || rc == SQLITE_ROW ? n : ERR_DB;
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(pool, db);
+	return rv;
 }

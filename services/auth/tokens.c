@@ -16,6 +16,7 @@
 #include "common/fingerprint.h"
 #include "common/ids.h"
 #include "common/jwt.h"
+#include "services/auth/jwtsign.h"
 #include "common/log.h"
 #include "services/auth/auth.h"
 
@@ -87,7 +88,7 @@ int tokens_issue(struct auth *a, const struct store_user *u, const struct store_
 	keys_refresh(a);
 	pthread_rwlock_rdlock(&a->keys_lock);
 	k = &a->keys[a->nkeys - 1];
-	rv = jwt_sign(k->pkey, k->kid, &c, &tok);
+	rv = jwtsign_token(k->pkey, k->kid, &c, &tok);
 	pthread_rwlock_unlock(&a->keys_lock);
 	if (rv != 0)
 		return rv;
@@ -158,7 +159,7 @@ int tokens_new_session(struct auth *a, struct store_tx *tx, const struct store_u
 	         ctx->user_agent != NULL ? ctx->user_agent : "");
 	snprintf(s.fingerprint, sizeof(s.fingerprint), "%s",
 	         fingerprint != NULL ? fingerprint : "");
-	/* At most max_sessions: the oldest go first (API.md "Limits"). */
+	/* At most max_sessions: the oldest go first (docs/api.md "Limits"). */
 	n = store_sessions_of(a->svc.pool, tx, u->id, now, active, 64);
 	if (n < 0)
 		return n;

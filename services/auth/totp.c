@@ -124,14 +124,14 @@ int totp_verify(struct auth *a, const char *user_id, const char *code, bool pend
 	OPENSSL_cleanse(secret, sizeof(secret));
 	if (rv < 0)
 		return ERR_PERM;
-	if ((rv = store_begin(a->svc.pool, &tx)) != 0)
+	if ((rv = store_begin(a, &tx)) != 0)
 		return rv;
 	rv = store_end(tx, store_totp_use_step(tx, user_id, step));
 	return rv == 0 ? 0 : ERR_PERM; /* a replayed code is a wrong code */
 }
 
 /* The caller's user, from an active session of theirs; answers 401. */
-static bool totp_user(struct account_job *j, const char *uid, const char *sid, struct store_user *u)
+static bool totp_user(struct hashing_job *j, const char *uid, const char *sid, struct store_user *u)
 {
 	struct store_session s;
 	if (store_session_get(j->a->svc.pool, sid, &s) == 0 && strcmp(s.user_id, uid) == 0 &&
@@ -142,11 +142,11 @@ static bool totp_user(struct account_job *j, const char *uid, const char *sid, s
 	return false;
 }
 
-static bool totp_password_ok(struct account_job *j, const struct store_user *u, const char *pw)
+static bool totp_password_ok(struct hashing_job *j, const struct store_user *u, const char *pw)
 {
-	if (account_throttled(j->call, u->id))
+	if (throttle_refused(j->call, u->id))
 		return false;
-	if (strlen(pw) <= AUTH_PASSWORD_MAX && password_verify(u->hash, pw, strlen(pw)) == 0)
+	if (password_check(j->a, u->id, pw, strlen(pw)) == 0)
 		return true;
 	throttle_failed(u->id, rpc_call_context(j->call)->client_ip);
 	rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "invalid_credentials",
@@ -158,15 +158,14 @@ static void totp_audit(struct auth *a, struct rpc_call *call, const char *action
                        const char *outcome)
 {
 	struct store_tx *tx;
-	if (store_begin(a->svc.pool, &tx) == 0)
+	if (store_begin(a, &tx) == 0)
 		store_end(tx,
 		          store_audit(tx, action, uid, uid, rpc_call_context(call), outcome, ""));
-	outbox_kick(a->svc.outbox);
 }
 
 static void totp_setup_job(struct workq_job *job)
 {
-	struct account_job *j = (struct account_job *)job;
+	struct hashing_job *j = (struct hashing_job *)job;
 	const Magnetar__TotpSetupRequest *req = (const Magnetar__TotpSetupRequest *)j->in;
 	Magnetar__TotpSetupReply out = MAGNETAR__TOTP_SETUP_REPLY__INIT;
 	unsigned char secret[TOTP_SECRET], sealed[TOTP_SEALED];
@@ -184,7 +183,7 @@ static void totp_setup_job(struct workq_job *job)
 	    (rv = totp_seal(j->a, u.id, secret, sealed)) == 0 &&
 	    (rv = oath_base32_encode((const char *)secret, sizeof(secret), &b32, &b32len)) ==
 	        OATH_OK &&
-	    (rv = store_begin(j->a->svc.pool, &tx)) == 0)
+	    (rv = store_begin(j->a, &tx)) == 0)
 		rv = store_end(
 		    tx, store_totp_set(tx, u.id, STORE_TOTP_PENDING, sealed, sizeof(sealed)));
 	OPENSSL_cleanse(secret, sizeof(secret));
@@ -207,18 +206,41 @@ out:
 		OPENSSL_cleanse(b32, strlen(b32));
 		free(b32);
 	}
-	OPENSSL_cleanse(u.hash, sizeof(u.hash));
 	free(j);
+}
+
+/* Round two of Enable and Disable, once the code (and for Disable the
+ * password) has been checked: switches TOTP, audited, tells the gateways
+ * (their cached /me says totp_enabled) and answers. */
+static void totp_switch(struct hashing_job *j, const char *uid, enum store_totp_change what,
+                        const char *action)
+{
+	Magnetar__Empty out = MAGNETAR__EMPTY__INIT;
+	struct store_tx *tx;
+	int rv;
+
+	if ((rv = store_begin(j->a, &tx)) == 0) {
+		rv = store_totp_set(tx, uid, what, NULL, 0);
+		if (rv == 0)
+			rv = store_audit(tx, action, uid, uid, rpc_call_context(j->call), "success",
+			                 "");
+		rv = store_end(tx, rv);
+	}
+	if (rv != 0) {
+		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
+		                what == STORE_TOTP_ENABLE ? "TOTP could not be enabled"
+		                                          : "TOTP could not be disabled");
+		return;
+	}
+	tokens_publish_user_changed(j->a, uid);
+	rpc_reply(j->call, &out.base);
 }
 
 static void totp_enable_job(struct workq_job *job)
 {
-	struct account_job *j = (struct account_job *)job;
+	struct hashing_job *j = (struct hashing_job *)job;
 	const Magnetar__TotpCodeRequest *req = (const Magnetar__TotpCodeRequest *)j->in;
-	Magnetar__Empty out = MAGNETAR__EMPTY__INIT;
 	struct store_user u;
-	struct store_tx *tx;
-	int rv;
 
 	memset(&u, 0, sizeof(u));
 	if (!totp_user(j, req->user_id, req->session_id, &u))
@@ -229,34 +251,16 @@ static void totp_enable_job(struct workq_job *job)
 		                "the code is not valid");
 		goto out;
 	}
-	if ((rv = store_begin(j->a->svc.pool, &tx)) == 0) {
-		rv = store_totp_set(tx, u.id, STORE_TOTP_ENABLE, NULL, 0);
-		if (rv == 0)
-			rv = store_audit(tx, "totp.enabled", u.id, u.id, rpc_call_context(j->call),
-			                 "success", "");
-		rv = store_end(tx, rv);
-	}
-	if (rv != 0) {
-		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
-		                "TOTP could not be enabled");
-		goto out;
-	}
-	tokens_publish_user_changed(j->a, u.id);
-	outbox_kick(j->a->svc.outbox);
-	rpc_reply(j->call, &out.base);
+	totp_switch(j, u.id, STORE_TOTP_ENABLE, "totp.enabled");
 out:
-	OPENSSL_cleanse(u.hash, sizeof(u.hash));
 	free(j);
 }
 
 static void totp_disable_job(struct workq_job *job)
 {
-	struct account_job *j = (struct account_job *)job;
+	struct hashing_job *j = (struct hashing_job *)job;
 	const Magnetar__TotpCodeRequest *req = (const Magnetar__TotpCodeRequest *)j->in;
-	Magnetar__Empty out = MAGNETAR__EMPTY__INIT;
 	struct store_user u;
-	struct store_tx *tx;
-	int rv;
 
 	memset(&u, 0, sizeof(u));
 	if (!totp_user(j, req->user_id, req->session_id, &u) ||
@@ -268,37 +272,22 @@ static void totp_disable_job(struct workq_job *job)
 		                "the code is not valid");
 		goto out;
 	}
-	if ((rv = store_begin(j->a->svc.pool, &tx)) == 0) {
-		rv = store_totp_set(tx, u.id, STORE_TOTP_DISABLE, NULL, 0);
-		if (rv == 0)
-			rv = store_audit(tx, "totp.disabled", u.id, u.id, rpc_call_context(j->call),
-			                 "success", "");
-		rv = store_end(tx, rv);
-	}
-	if (rv != 0) {
-		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
-		                "TOTP could not be disabled");
-		goto out;
-	}
-	tokens_publish_user_changed(j->a, u.id);
-	outbox_kick(j->a->svc.outbox);
-	rpc_reply(j->call, &out.base);
+	totp_switch(j, u.id, STORE_TOTP_DISABLE, "totp.disabled");
 out:
-	OPENSSL_cleanse(u.hash, sizeof(u.hash));
 	free(j);
 }
 
 void totp_setup(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
-	account_submit(call, in, arg, totp_setup_job);
+	hashing_submit(call, in, arg, totp_setup_job);
 }
 
 void totp_enable(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
-	account_submit(call, in, arg, totp_enable_job);
+	hashing_submit(call, in, arg, totp_enable_job);
 }
 
 void totp_disable(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
-	account_submit(call, in, arg, totp_disable_job);
+	hashing_submit(call, in, arg, totp_disable_job);
 }

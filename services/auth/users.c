@@ -1,8 +1,8 @@
 /*
- * users.c — what administrators may do to accounts (API.md "Users"): list,
- * create, delete, revoke sessions. Auth checks the caller's role itself from
- * the caller's session, not only the gateway from the token, and an admin
- * may not touch a founder.
+ * users.c — what administrators may do to accounts (docs/api.md "Users"): list,
+ * create, delete, revoke sessions. Auth checks the caller itself from the
+ * caller's own access token (signature, session, role), not the gateway's
+ * word, and an admin may not touch a founder.
  */
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -11,35 +11,62 @@
 
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/jwt.h"
 #include "common/log.h"
 #include "common/outbox.h"
 #include "services/auth/auth.h"
 
 #define USERS_LIST_MAX 1000
+#define USERS_KEYS_MAX 16
+#define USERS_LEEWAY_S 5 /* as the gateways allow (authn.c) */
 
 static bool users_is_admin(const char *role)
 {
 	return strcmp(role, "admin") == 0 || strcmp(role, "founder") == 0;
 }
 
-/* Loads the caller (an active session of an admin or founder); answers
- * 401/403 and returns false otherwise. */
-static bool users_caller(struct rpc_call *call, struct auth *a, const Magnetar__SessionRef *ref,
+/* The caller's access token, verified here with auth's own keys: the
+ * gateway's word (a session reference) is not enough, or a compromised
+ * gateway could act as any admin whose session id it has seen. */
+static int users_token(struct auth *a, const char *token, struct jwt_claims *c)
+{
+	struct jwt_key keys[USERS_KEYS_MAX];
+	size_t n = 0;
+	int rv;
+
+	if (token == NULL || token[0] == '\0' || strlen(token) >= JWT_MAX_TOKEN)
+		return ERR_PERM;
+	keys_refresh(a); /* a replica's rotation, as PublicKeys sees it */
+	pthread_rwlock_rdlock(&a->keys_lock);
+	for (size_t i = 0; i < a->nkeys && n < USERS_KEYS_MAX; i++) {
+		snprintf(keys[n].kid, sizeof(keys[n].kid), "%s", a->keys[i].kid);
+		keys[n++].pub = a->keys[i].pkey; /* a private key verifies too */
+	}
+	rv = jwt_verify(keys, n, token, strlen(token), (int64_t)(clock_unix_ms() / 1000),
+	                USERS_LEEWAY_S, c);
+	pthread_rwlock_unlock(&a->keys_lock);
+	return rv;
+}
+
+/* Loads the caller (the live session of the verified token, of an admin or
+ * founder); answers 401/403 and returns false otherwise. */
+static bool users_caller(struct rpc_call *call, struct auth *a, const char *token,
                          struct store_user *caller)
 {
+	struct jwt_claims c;
 	struct store_session s;
 	uint64_t now = clock_unix_ms();
 
-	if (ref == NULL || store_session_get(a->svc.pool, ref->session_id, &s) != 0 ||
-	    strcmp(s.user_id, ref->user_id) != 0 || s.revoked_ms != 0 ||
+	if (users_token(a, token, &c) != 0 || store_session_get(a->svc.pool, c.sid, &s) != 0 ||
+	    strcmp(s.user_id, c.sub) != 0 || s.revoked_ms != 0 ||
 	    s.refreshed_ms + AUTH_IDLE_TTL_MS <= now ||
 	    s.created_ms + AUTH_ABSOLUTE_TTL_MS <= now ||
-	    store_user_by_id(a->svc.pool, ref->user_id, caller) != 0) {
+	    store_user_by_id(a->svc.pool, c.sub, caller) != 0) {
+		OPENSSL_cleanse(&c, sizeof(c));
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "unauthorized",
 		                "the session has ended");
 		return false;
 	}
-	OPENSSL_cleanse(caller->hash, sizeof(caller->hash));
 	if (!users_is_admin(caller->role)) {
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED, "forbidden",
 		                "administrators only");
@@ -57,7 +84,6 @@ static bool users_target(struct rpc_call *call, struct auth *a, const struct sto
 		                "no such user");
 		return false;
 	}
-	OPENSSL_cleanse(target->hash, sizeof(target->hash));
 	if (strcmp(target->role, "founder") == 0 && strcmp(caller->role, "founder") != 0) {
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED, "forbidden",
 		                "only a founder may do that to a founder");
@@ -75,7 +101,7 @@ void users_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 	Magnetar__User *items = NULL, **ptrs = NULL;
 	int n;
 
-	if (!users_caller(call, a, req->caller, &caller))
+	if (!users_caller(call, a, req->access_token, &caller))
 		return;
 	u = calloc(USERS_LIST_MAX, sizeof(*u));
 	items = calloc(USERS_LIST_MAX, sizeof(*items));
@@ -87,7 +113,6 @@ void users_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 		goto out;
 	}
 	for (int i = 0; i < n; i++) {
-		OPENSSL_cleanse(u[i].hash, sizeof(u[i].hash));
 		tokens_user_proto(&u[i], &items[i]);
 		ptrs[i] = &items[i];
 	}
@@ -102,7 +127,7 @@ out:
 
 static void users_create_job(struct workq_job *job)
 {
-	struct account_job *j = (struct account_job *)job;
+	struct hashing_job *j = (struct hashing_job *)job;
 	const Magnetar__CreateUserRequest *req = (const Magnetar__CreateUserRequest *)j->in;
 	Magnetar__RegisterReply out = MAGNETAR__REGISTER_REPLY__INIT;
 	Magnetar__User user;
@@ -110,7 +135,7 @@ static void users_create_job(struct workq_job *job)
 	char norm[AUTH_USERNAME_MAX + 1];
 	int rv;
 
-	if (!users_caller(j->call, j->a, req->caller, &caller))
+	if (!users_caller(j->call, j->a, req->access_token, &caller))
 		goto out;
 	if (strcmp(req->role, "admin") != 0 && strcmp(req->role, "member") != 0) {
 		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INVALID, "invalid_request",
@@ -134,8 +159,6 @@ static void users_create_job(struct workq_job *job)
 		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
 		                "the account could not be created");
 	} else {
-		OPENSSL_cleanse(u.hash, sizeof(u.hash));
-		outbox_kick(j->a->svc.outbox);
 		tokens_user_proto(&u, &user);
 		out.user = &user;
 		rpc_reply(j->call, &out.base);
@@ -146,7 +169,7 @@ out:
 
 void users_create(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
-	account_submit(call, in, arg, users_create_job);
+	hashing_submit(call, in, arg, users_create_job);
 }
 
 int users_apply(struct auth *a, const Magnetar__RequestContext *ctx, const char *actor,
@@ -157,7 +180,7 @@ int users_apply(struct auth *a, const Magnetar__RequestContext *ctx, const char 
 	uint64_t now = clock_unix_ms();
 	int rv;
 
-	if ((rv = store_begin(a->svc.pool, &tx)) != 0)
+	if ((rv = store_begin(a, &tx)) != 0)
 		return rv;
 	rv = store_sessions_revoke_user(tx, target->id, now, &gone);
 	for (int i = 0; rv == 0 && i < gone.n; i++)
@@ -171,7 +194,6 @@ int users_apply(struct auth *a, const Magnetar__RequestContext *ctx, const char 
 	if ((rv = store_end(tx, rv)) != 0)
 		return rv;
 	tokens_publish_all(a, &gone, target->id, delete ? "user_deleted" : "admin");
-	outbox_kick(a->svc.outbox);
 	return 0;
 }
 
@@ -184,7 +206,7 @@ static void users_change(struct rpc_call *call, const ProtobufCMessage *in, void
 	struct store_user caller, target;
 	int rv;
 
-	if (!users_caller(call, a, req->caller, &caller) ||
+	if (!users_caller(call, a, req->access_token, &caller) ||
 	    !users_target(call, a, &caller, req->user_id, &target))
 		return;
 	if ((rv = users_apply(a, rpc_call_context(call), caller.id, &target, delete)) != 0) {

@@ -31,7 +31,7 @@ int main(int argc, char **argv)
 	x.alarm_interval_ms = 60 * 1000;
 	pthread_mutex_init(&x.store_mu, NULL);
 	svc_open_db(&x.svc, "breach.db", &store_schema);
-	if (svc_path(&x.svc, BREACH_STORE_FILE, x.pw_path, sizeof(x.pw_path)) != 0)
+	if (svc_path(&x.svc, PWSTORE_FILE, x.pw_path, sizeof(x.pw_path)) != 0)
 		fatalx("offline store path too long");
 	if ((rv = cache_new(BREACH_CACHE_RANGES, BREACH_CACHE_TTL_MS, &x.cache)) != 0)
 		fatalx("cannot create the range cache: %s", err_str(rv));

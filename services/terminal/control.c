@@ -62,7 +62,6 @@ void control_open(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 	struct session_open o = {0};
 	struct session_info *info = NULL;
 	char exec_path[PATH_MAX], *cwd = NULL, ticket[64];
-	const char *want_cwd;
 	int rv;
 
 	if (!control_user_ok(r->user_id)) {
@@ -83,13 +82,16 @@ void control_open(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 		             "shell_not_allowed", "This shell is not allowed.");
 		return;
 	}
-	want_cwd = r->cwd[0] != '\0' ? r->cwd : (t->policy.nroots > 0 ? t->policy.roots[0] : "");
 	if ((cwd = malloc(PATH_MAX)) == NULL || (info = calloc(1, sizeof(*info))) == NULL) {
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INTERNAL, "internal",
 		                "out of memory");
 		goto out;
 	}
-	if (validate_cwd(&t->policy, want_cwd, strlen(want_cwd), cwd, PATH_MAX) != 0) {
+	/* None asked for: the user's home, which the spawner knows (and may
+	 * have to make). */
+	cwd[0] = '\0';
+	if (r->cwd[0] != '\0' &&
+	    validate_cwd(&t->policy, r->cwd, strlen(r->cwd), cwd, PATH_MAX) != 0) {
 		control_deny(call, t, r->user_id, "", MAGNETAR__STATUS__STATUS_INVALID,
 		             "cwd_not_allowed", "This working directory is not allowed.");
 		goto out;
@@ -103,6 +105,14 @@ void control_open(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 	if (rv == ERR_UNAVAIL) {
 		control_deny(call, t, r->user_id, "", MAGNETAR__STATUS__STATUS_RESOURCE_EXHAUSTED,
 		             "too_many_terminals", "Too many terminals are open.");
+		goto out;
+	}
+	if (rv == ERR_NOTFOUND) {
+		/* A 4xx, so its code reaches the client (the gateway hides a
+		 * 5xx's); 429 like the other limit of this route. */
+		control_deny(call, t, r->user_id, "", MAGNETAR__STATUS__STATUS_RESOURCE_EXHAUSTED,
+		             "shell_uids_exhausted",
+		             "No shell uid is left for this user (MAGNETAR_TERMINAL_UIDS).");
 		goto out;
 	}
 	if (rv == ERR_PERM) {
@@ -180,11 +190,11 @@ void control_attach(struct rpc_call *call, const ProtobufCMessage *in, void *arg
 	const Magnetar__TerminalAttachRequest *r = (const Magnetar__TerminalAttachRequest *)in;
 	Magnetar__TerminalAttachReply out = MAGNETAR__TERMINAL_ATTACH_REPLY__INIT;
 	struct terminal *t = arg;
-	char url[160];
+	uint8_t key[TERMINAL_KEY_LEN];
 	int rv = ERR_PERM;
 
 	if (strlen(r->ticket) <= CONTROL_TICKET_MAX && strlen(r->id) < TERMINAL_ID_LEN)
-		rv = session_attach(t, r->id, r->ticket, r->user_id, url, sizeof(url));
+		rv = session_attach(t, r->id, r->ticket, r->user_id, key);
 	if (rv == ERR_INVAL) {
 		control_deny(call, t, r->user_id, r->id, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED,
 		             "forbidden", "This terminal belongs to another user.");
@@ -195,6 +205,9 @@ void control_attach(struct rpc_call *call, const ProtobufCMessage *in, void *arg
 		             "invalid_ticket", "The ticket is invalid, used or expired.");
 		return;
 	}
-	out.stream_url = url;
+	out.stream_path = t->stream_path;
+	out.stream_key.data = key;
+	out.stream_key.len = sizeof(key);
 	rpc_reply(call, &out.base);
+	OPENSSL_cleanse(key, sizeof(key));
 }

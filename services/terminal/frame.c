@@ -1,5 +1,5 @@
 /*
- * frame.c — the terminal stream's frames (API.md "Terminal"): one kind byte,
+ * frame.c — the terminal stream's frames (docs/api.md "Terminal"): one kind byte,
  * then data or JSON. The receiver validates: a client frame is data of
  * bounded size or a resize with strict JSON and bounded sizes; anything
  * else is refused. Pure functions (fuzzed in tests/fuzz).

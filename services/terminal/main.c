@@ -1,7 +1,8 @@
 /*
- * main.c — magnetar-terminal: configuration, the shell user, the spawner
+ * main.c — magnetar-terminal: configuration, the shells' uid range, the spawner
  * (forked before any thread, database or socket exists), terminal.db, the
- * audit outbox, the reaper, the RPC loop, and a stop that closes every shell.
+ * audit outbox, the reaper, the stream socket, the RPC loop, and a stop that
+ * closes every shell.
  */
 #include <grp.h>
 #include <pwd.h>
@@ -36,44 +37,78 @@ static void terminal_counters(struct svc *s, svc_counter_fn emit, void *emit_arg
 	emit("terminal.bytes_in", atomic_load(&t->bytes_in), emit_arg);
 	emit("terminal.bytes_out", atomic_load(&t->bytes_out), emit_arg);
 	emit("terminal.revoked", atomic_load(&t->revoked), emit_arg);
+	emit("terminal.stream_refused", atomic_load(&t->stream_refused), emit_arg);
 }
 
-/* Who shells run as (ARCHITECTURE.md §7): configured; as root a dedicated
- * `magnetar-shell` user, else nobody; as anyone else that user. Never 0. */
-static void terminal_shell_user(struct terminal *t)
+#define TERMINAL_UIDS_FIRST 2000000000u /* the default range as root: no account */
+#define TERMINAL_UIDS_LAST 2000099999u
+
+static bool terminal_in_range(const struct terminal *t, unsigned long id)
+{
+	return id >= t->uid_first && id <= t->uid_last;
+}
+
+/* As root: no service's user, account or group may lie in the range (a
+ * shell would be that account, or have that group's files). */
+static void terminal_range_unused(const struct terminal *t)
 {
 	const struct conf *c = &t->svc.conf;
 	struct passwd *pw;
 	struct group *gr;
 
-	if (c->terminal_uid != (uid_t)-1) {
-		t->shell_uid = c->terminal_uid;
-		pw = getpwuid(t->shell_uid);
-		t->shell_gid = c->terminal_gid != (gid_t)-1 ? c->terminal_gid
-		               : pw != NULL                 ? pw->pw_gid
-		                                            : (gid_t)t->shell_uid;
-	} else if (geteuid() == 0) {
-		if ((pw = getpwnam("magnetar-shell")) != NULL) {
-			t->shell_uid = pw->pw_uid;
-			t->shell_gid = pw->pw_gid;
-		} else {
-			log_warnx("no magnetar-shell user: shells run as nobody, which other "
-			          "programs may share (create the user; docs/terminal.md)");
-			pw = getpwnam("nobody");
-			gr = getgrnam("nogroup");
-			t->shell_uid = pw != NULL ? pw->pw_uid : 65534;
-			t->shell_gid = gr != NULL ? gr->gr_gid : 65534;
-		}
-		if (c->terminal_gid != (gid_t)-1)
-			t->shell_gid = c->terminal_gid;
-	} else {
-		t->shell_uid = getuid();
-		t->shell_gid = c->terminal_gid != (gid_t)-1 ? c->terminal_gid : getgid();
+	for (int i = 0; i < SVC_SERVICES; i++)
+		if ((pw = getpwnam(c->user[i])) != NULL && terminal_in_range(t, pw->pw_uid))
+			fatalx("MAGNETAR_TERMINAL_UIDS %u-%u holds uid %u of the service user %s: "
+			       "refused",
+			       (unsigned)t->uid_first, (unsigned)t->uid_last, (unsigned)pw->pw_uid,
+			       c->user[i]);
+	setpwent();
+	while ((pw = getpwent()) != NULL)
+		if (terminal_in_range(t, pw->pw_uid))
+			fatalx(
+			    "MAGNETAR_TERMINAL_UIDS %u-%u holds the account %s (uid %u): refused "
+			    "(pick a range no account uses)",
+			    (unsigned)t->uid_first, (unsigned)t->uid_last, pw->pw_name,
+			    (unsigned)pw->pw_uid);
+	endpwent();
+	setgrent();
+	while ((gr = getgrent()) != NULL)
+		if (terminal_in_range(t, gr->gr_gid))
+			fatalx("MAGNETAR_TERMINAL_UIDS %u-%u holds the group %s (gid %u): refused "
+			       "(a shell's gid is its uid)",
+			       (unsigned)t->uid_first, (unsigned)t->uid_last, gr->gr_name,
+			       (unsigned)gr->gr_gid);
+	endgrent();
+}
+
+/* Who shells run as (docs/architecture.md, "Environment"): one uid per user from
+ * MAGNETAR_TERMINAL_UIDS, its gid the same number. As root the default is a
+ * range no account uses; as anyone else, that user alone (one user, whose
+ * own account it knowingly is). */
+static void terminal_shell_range(struct terminal *t)
+{
+	const struct conf *c = &t->svc.conf;
+	unsigned me = (unsigned)getuid();
+
+	t->uid_first = c->terminal_uid_first;
+	t->uid_last = c->terminal_uid_last;
+	if (geteuid() != 0) {
+		if (t->uid_first == 0)
+			t->uid_first = t->uid_last = getuid();
+		if (t->uid_first != getuid() || t->uid_last != getuid())
+			fatalx("MAGNETAR_TERMINAL_UIDS %u-%u: without root, shells can only be our "
+			       "own uid (MAGNETAR_TERMINAL_UIDS=%u-%u)",
+			       (unsigned)t->uid_first, (unsigned)t->uid_last, me, me);
+	} else if (t->uid_first == 0) {
+		t->uid_first = TERMINAL_UIDS_FIRST;
+		t->uid_last = TERMINAL_UIDS_LAST;
 	}
-	if (t->shell_uid == 0 || t->shell_gid == 0)
-		fatalx("shells would run as root (uid or gid 0): refused");
-	if (geteuid() != 0 && (t->shell_uid != geteuid() || t->shell_gid != getegid()))
-		fatalx("MAGNETAR_TERMINAL_UID/GID other than our own need root to start");
+	if (t->uid_first == 0 || t->uid_first > t->uid_last)
+		fatalx("MAGNETAR_TERMINAL_UIDS holds uid 0 or nothing: refused");
+	if (geteuid() == 0)
+		terminal_range_unused(t);
+	log_info("terminal: shells run as one uid per user of %u-%u", (unsigned)t->uid_first,
+	         (unsigned)t->uid_last);
 }
 
 int main(int argc, char **argv)
@@ -84,9 +119,10 @@ int main(int argc, char **argv)
 	struct passwd *pw;
 	int rv;
 
+	x.stream_fd = -1;
 	svc_init(&x.svc, SVC_TERMINAL, argc, argv);
 	x.svc.counters = terminal_counters;
-	terminal_shell_user(&x);
+	terminal_shell_range(&x);
 	if ((home == NULL || home[0] != '/') && (pw = getpwuid(getuid())) != NULL)
 		home = pw->pw_dir;
 	if ((rv = validate_policy_init(&x.policy, x.svc.conf.terminal_shells,
@@ -99,11 +135,11 @@ int main(int argc, char **argv)
 	if (x.policy.nshells == 0 || x.policy.nroots == 0)
 		log_warnx("terminal: no shell or no root is usable: every open is refused");
 
-	/* Now, while this process is small and has no threads (FACTS.md:
+	/* Now, while this process is small and has no threads (docs/dependencies.md:
 	 * forking a big process costs ~30 ms; forking a threaded one is
 	 * unsafe). The child gets a copy of the policy. */
-	sc.uid = x.shell_uid;
-	sc.gid = x.shell_gid;
+	sc.uid_first = x.uid_first;
+	sc.uid_last = x.uid_last;
 	sc.privileged = svc_own_user(&x.svc, &sc.self_uid, &sc.self_gid) == 0;
 	sc.policy = &x.policy;
 	if ((rv = spawner_start(&sc, &x.spawner)) != 0)
@@ -114,8 +150,13 @@ int main(int argc, char **argv)
 	if ((rv = session_start(&x)) != 0 ||
 	    (rv = spawner_run(x.spawner, session_on_exit, &x)) != 0 || (rv = revoke_start(&x)) != 0)
 		fatalx("cannot start the terminal threads: %s", err_str(rv));
+	/* Bound before the drop of privileges, like the RPC socket: no other
+	 * user of the group can take the name first (stream.c). */
+	if ((rv = stream_start(&x)) != 0)
+		fatalx("cannot listen for terminal streams: %s", err_str(rv));
 	svc_serve(&x.svc, &magnetar__terminal__descriptor, terminal_methods,
 	          sizeof(terminal_methods) / sizeof(terminal_methods[0]), &x);
+	stream_stop(&x);
 	revoke_stop(&x);
 	session_stop(&x);
 	spawner_stop(x.spawner);

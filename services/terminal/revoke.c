@@ -5,11 +5,13 @@
  * closes every terminal opened under that session (reason "revoked"). An
  * event can be missed (a gap, 3 s of silence, auth restarted): then the
  * refresher thread asks auth for every session revoked within the
- * absolute session lifetime (the `Revoked` RPC the gateways use) and
- * closes what matches, retrying every 250 ms until auth answers. The
+ * absolute session lifetime (`RevokedPage`, page by page, as the gateways
+ * load theirs) and closes what matches, retrying every 250 ms until auth answers. The
  * sequence read before that list (auth's side) means an event published
  * meanwhile is seen after it, never lost between the two.
  */
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +26,9 @@
 
 #define REVOKE_RETRY_MS 250
 #define REVOKE_RPC_MS 2000
+/* 4096 sessions a page: 256 pages is a million revocations in 12 h, well past
+ * anything real; the bound only keeps a misbehaving auth from looping us. */
+#define REVOKE_PAGES_MAX 256
 
 static void revoke_on_event(const char *pub, uint64_t seq, const char *topic,
                             const uint8_t *payload, size_t len, void *arg)
@@ -57,24 +62,39 @@ static void revoke_on_resync(const char *pub, enum events_resync_reason why, voi
 	pthread_mutex_unlock(&t->revoke_mu);
 }
 
-/* One reload: 0 when auth answered (whatever it said). */
+/* One reload, page by page (`RevokedPage`, as the gateways load theirs: a
+ * single reply would outgrow the RPC limit past ~24k revocations in 12 h):
+ * 0 when auth answered every page (whatever it said). */
 static int revoke_reload(struct terminal *t)
 {
-	Magnetar__Empty in = MAGNETAR__EMPTY__INIT;
-	struct rpc_result r;
-	int rv, n;
+	char after[64] = "";
+	int closed = 0;
 
-	rv = rpc_call_sync(t->auth, &magnetar__auth__descriptor, "Revoked", &in.base, NULL,
-	                   REVOKE_RPC_MS, &r);
-	if (rv != 0 || r.status != MAGNETAR__STATUS__STATUS_OK) {
+	for (int page = 0; page < REVOKE_PAGES_MAX; page++) {
+		Magnetar__RevokedRequest in = MAGNETAR__REVOKED_REQUEST__INIT;
+		struct rpc_result r;
+		int rv;
+
+		in.after = after;
+		rv = rpc_call_sync(t->auth, &magnetar__auth__descriptor, "RevokedPage", &in.base,
+		                   NULL, REVOKE_RPC_MS, &r);
+		if (rv != 0 || r.status != MAGNETAR__STATUS__STATUS_OK) {
+			rpc_result_fini(&r);
+			return rv != 0 ? rv : ERR_UNAVAIL;
+		}
+		const Magnetar__RevokedReply *rr = (const Magnetar__RevokedReply *)r.output;
+		closed += session_close_revoked(t, (const char *const *)rr->session_ids,
+		                                rr->n_session_ids);
+		bool last = rr->next == NULL || rr->next[0] == '\0' ||
+		            strlen(rr->next) >= sizeof(after) || strcmp(rr->next, after) == 0;
+		if (!last)
+			snprintf(after, sizeof(after), "%s", rr->next);
 		rpc_result_fini(&r);
-		return rv != 0 ? rv : ERR_UNAVAIL;
+		if (last)
+			break;
 	}
-	const Magnetar__RevokedReply *rr = (const Magnetar__RevokedReply *)r.output;
-	n = session_close_revoked(t, (const char *const *)rr->session_ids, rr->n_session_ids);
-	if (n > 0)
-		log_info("terminal: closed %d terminal(s) of revoked sessions (resync)", n);
-	rpc_result_fini(&r);
+	if (closed > 0)
+		log_info("terminal: closed %d terminal(s) of revoked sessions (resync)", closed);
 	return 0;
 }
 
@@ -116,10 +136,11 @@ int revoke_start(struct terminal *t)
 	pthread_mutex_init(&t->revoke_mu, NULL);
 	pthread_cond_init(&t->revoke_cv, NULL);
 	t->revoke_stale = true; /* nothing is known before the first list */
-	if ((rv = rpc_client_open(t->svc.conf.url[SVC_AUTH], 0, &t->auth)) != 0)
+	if ((rv = rpc_client_open_for(t->svc.conf.url[SVC_AUTH], 0, SVC_SERVER_ROLES(SVC_AUTH),
+	                              &t->auth)) != 0)
 		return rv;
-	if ((rv = events_sub_open(t->svc.conf.auth_events_url, topics, 3000, &h, &t->revoke_sub)) !=
-	    0)
+	if ((rv = events_sub_open(t->svc.conf.auth_events_url, topics, 3000,
+	                          SVC_SERVER_ROLES(SVC_AUTH), &h, &t->revoke_sub)) != 0)
 		return rv;
 	if (pthread_create(&t->revoke_thread, NULL, revoke_main, t) != 0)
 		return ERR_NOMEM;

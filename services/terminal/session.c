@@ -1,16 +1,15 @@
 /*
- * session.c — the live terminals: a PTY master, the shell's pid, and one nng
- * pair0 socket listening under the run dir that exactly one gateway pipe may
- * join, once, after its ticket was consumed. Two threads per terminal move
- * bytes (PTY → pair with a blocking send, so a slow client pauses PTY reads;
- * pair → PTY), and a reaper enforces the idle, lifetime, attach and detach
- * deadlines. Every object is reference counted: the list, the reader and
- * the writer each hold one.
+ * session.c — the live terminals: a PTY master, the shell's pid, and one
+ * stream connection from the gateway (stream.c accepts it and hands it over
+ * once, to the holder of the key that consuming the ticket gave out). Two
+ * threads per terminal move bytes (PTY → stream with a blocking send, so a
+ * slow client pauses PTY reads; stream → PTY), and a reaper enforces the
+ * idle, lifetime, attach and detach deadlines. Every object is reference
+ * counted: the list, the reader and the writer each hold one; the last
+ * reference closes the stream, so no thread ever uses a closed descriptor
+ * (the teardown only shuts the stream down, which wakes both threads).
  */
 #include <errno.h>
-#include <nng/nng.h>
-#include <nng/protocol/pair0/pair.h>
-#include <nng/transport/ipc/ipc.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <poll.h>
@@ -18,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +26,7 @@
 #include "common/err.h"
 #include "common/ids.h"
 #include "common/jwt.h"
+#include "common/lenframe.h"
 #include "common/log.h"
 #include "common/outbox.h"
 #include "services/terminal/terminal.h"
@@ -34,7 +35,7 @@
 #define SESSION_POLL_MS 250
 #define SESSION_EXIT_WAIT_MS 3000
 #define SESSION_EXIT_SEND_MS 5000
-#define SESSION_SOCKBUF 16 /* messages buffered in the pair either way */
+#define SESSION_HEAD (LENFRAME_HDR + 1) /* before the data: length, kind */
 
 enum session_state {
 	S_STARTING, /* spawning: counted against the limits, not yet usable */
@@ -61,17 +62,15 @@ struct session {
 	enum session_state state;
 	unsigned char ticket[SHA256_DIGEST_LENGTH]; /* hash: the ticket itself is not kept */
 	uint64_t ticket_until;
-	bool ticket_used, allow_pipe;
-	int pipe_id;
+	bool ticket_used, key_valid;
+	unsigned char key[SHA256_DIGEST_LENGTH]; /* hash of the stream key Attach gave out */
+	int fd;                                  /* the stream; -1 until stream.c hands it over */
 	uint64_t detached_mono, exit_sent_mono;
 	bool closing, exited, exit_sent;
 	int exit_code;
 	const char *reason;
 	/* Set once before the threads start. */
 	uint8_t *rbuf; /* the reader's: allocated by the open, which may fail */
-	nng_socket sock;
-	bool sock_open;
-	char url[128];
 };
 
 static uint64_t session_ms_since(uint64_t then)
@@ -117,7 +116,10 @@ static void session_unref(struct session *s)
 		return;
 	if (s->master >= 0)
 		close(s->master);
+	if (s->fd >= 0)
+		close(s->fd);
 	OPENSSL_cleanse(s->ticket, sizeof(s->ticket));
+	OPENSSL_cleanse(s->key, sizeof(s->key));
 	free(s->rbuf);
 	free(s);
 }
@@ -133,33 +135,26 @@ static bool session_doom_locked(struct session *s, const char *reason)
 	return true;
 }
 
-/* Kills the shell, closes the stream, records the close; drops the list's
- * reference. Never under t->mu (nng_close waits for pipe callbacks, which
- * take it). */
+/* Kills the shell, ends the stream, records the close; drops the list's
+ * reference. Never under t->mu (the spawner's answer takes it). */
 static void session_teardown(struct session *s)
 {
 	struct terminal *t = s->t;
-	bool exited, attached;
+	bool exited;
 	int code;
 
 	pthread_mutex_lock(&t->mu);
 	exited = s->exited;
 	code = s->exit_code;
-	attached = s->state == S_ATTACHED;
+	/* The gateway reads the end of the stream after every byte sent
+	 * before it; the reader's send and the writer's read return at once.
+	 * The descriptor stays open until the last reference goes. */
+	if (s->fd >= 0)
+		shutdown(s->fd, SHUT_RDWR);
 	pthread_cond_broadcast(&t->cv);
 	pthread_mutex_unlock(&t->mu);
 	if (!exited && s->pid > 0)
 		spawner_kill(t->spawner, s->pid);
-	if (s->sock_open) {
-		/* Tell the gateway in a frame, not only by the pipe's removal,
-		 * which nng 1.5 sometimes never reports to it (gateway/wsbridge.c).
-		 * A moment for the frame to leave before the close drops it. */
-		static const char closed = FRAME_CLOSED;
-		struct timespec nap = {0, 20 * 1000 * 1000};
-		if (attached && nng_send(s->sock, (void *)&closed, 1, NNG_FLAG_NONBLOCK) == 0)
-			nanosleep(&nap, NULL);
-		nng_close(s->sock); /* the reader's send and the writer's recv return */
-	}
 	atomic_fetch_add(&t->closed, 1);
 	log_info("terminal: closed id=%s user=%s reason=%s", s->id, s->user_id, s->reason);
 	if (store_closed(t->svc.pool, s->id, s->user_id, s->reason, exited ? code : -1) == 0)
@@ -169,66 +164,96 @@ static void session_teardown(struct session *s)
 
 /* ---- the stream ----------------------------------------------------------- */
 
-static void session_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+static bool session_closing(struct session *s)
 {
-	struct session *s = arg;
-	struct terminal *t = s->t;
-	uint64_t uid = (uint64_t)-1;
-	bool ok;
-
-	if (ev == NNG_PIPE_EV_ADD_PRE) {
-		/* Only a peer our RPC socket admits (the gateway's uid, or ours
-		 * without privilege separation; common/privsep.c), and only once
-		 * per consumed ticket: a second dialer, or a shell user who found
-		 * the socket, is hung up on. */
-		ok = nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid) == 0 &&
-		     (uid == (uint64_t)geteuid() || rpc_peer_admitted((uid_t)uid, false));
-		pthread_mutex_lock(&t->mu);
-		ok = ok && s->allow_pipe && !s->closing;
-		if (ok) {
-			s->allow_pipe = false;
-			s->state = S_ATTACHED;
-			s->pipe_id = nng_pipe_id(p);
-		}
-		pthread_mutex_unlock(&t->mu);
-		if (!ok) {
-			log_warnx("terminal: refused a stream peer id=%s uid=%lld", s->id,
-			          uid == (uint64_t)-1 ? -1LL : (long long)uid);
-			nng_pipe_close(p);
-		}
-	} else if (ev == NNG_PIPE_EV_REM_POST) {
-		pthread_mutex_lock(&t->mu);
-		if (s->state == S_ATTACHED && s->pipe_id == nng_pipe_id(p)) {
-			s->state = S_DETACHED;
-			s->detached_mono = clock_mono_ms();
-		}
-		pthread_mutex_unlock(&t->mu);
-	}
+	bool closing;
+	pthread_mutex_lock(&s->t->mu);
+	closing = s->closing;
+	pthread_mutex_unlock(&s->t->mu);
+	return closing;
 }
 
-static int session_listen(struct session *s)
+/* The gateway went away (or broke the framing): detached, and the stream
+ * shut so that the other thread stops too. The reaper closes the terminal
+ * after the detach grace. */
+static void session_lost(struct session *s)
 {
-	nng_listener l;
-	int rv;
-
-	if ((rv = nng_pair0_open(&s->sock)) != 0)
-		return ERR_IO;
-	s->sock_open = true;
-	nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, TERMINAL_FRAME_MAX + 1);
-	nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, SESSION_SOCKBUF);
-	nng_socket_set_int(s->sock, NNG_OPT_RECVBUF, SESSION_SOCKBUF);
-	nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_PRE, session_pipe_cb, s);
-	nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, session_pipe_cb, s);
-	if ((rv = nng_listener_create(&l, s->sock, s->url)) != 0)
-		return ERR_IO;
-	/* Owner and group: the run dir is setgid to the IPC group the gateway
-	 * is in (common/privsep.h); the peer uid check decides the rest. */
-	nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0660);
-	if ((rv = nng_listener_start(l, 0)) != 0) {
-		log_warnx("terminal: cannot listen on %s: %s", s->url, nng_strerror(rv));
-		return ERR_IO;
+	pthread_mutex_lock(&s->t->mu);
+	if (s->state == S_ATTACHED) {
+		s->state = S_DETACHED;
+		s->detached_mono = clock_mono_ms();
 	}
-	return 0;
+	if (s->fd >= 0)
+		shutdown(s->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&s->t->mu);
+}
+
+/* Waits until the gateway's stream is here; false when closing first. */
+static bool session_wait_stream(struct session *s)
+{
+	struct terminal *t = s->t;
+	bool ok;
+
+	pthread_mutex_lock(&t->mu);
+	while (s->fd < 0 && !s->closing)
+		pthread_cond_wait(&t->cv, &t->mu);
+	ok = !s->closing;
+	pthread_mutex_unlock(&t->mu);
+	return ok;
+}
+
+/* Sends all of buf. The stream's send timeout (stream.c) wakes the wait
+ * every SESSION_POLL_MS to look at the closing flag and the deadline
+ * (0: none): a gateway that stops reading holds the shell, not us. */
+static bool session_send_all(struct session *s, const uint8_t *buf, size_t len, uint64_t deadline)
+{
+	while (len > 0) {
+		ssize_t n = send(s->fd, buf, len, MSG_NOSIGNAL);
+		if (n > 0) {
+			buf += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return false;
+		if (session_closing(s) || (deadline != 0 && clock_mono_ms() > deadline))
+			return false;
+	}
+	return true;
+}
+
+/* One frame of `kind` whose `len` bytes wait at buf + SESSION_HEAD. */
+static bool session_send_frame(struct session *s, uint8_t *buf, char kind, size_t len,
+                               uint64_t deadline)
+{
+	lenframe_header(buf, (uint32_t)(len + 1));
+	buf[LENFRAME_HDR] = (uint8_t)kind;
+	return session_send_all(s, buf, SESSION_HEAD + len, deadline);
+}
+
+int session_take_stream(struct terminal *t, const char *id, const uint8_t *key, size_t key_len,
+                        int fd)
+{
+	unsigned char h[SHA256_DIGEST_LENGTH];
+	struct session *s;
+	int rv = ERR_PERM;
+
+	SHA256(key, key_len, h);
+	pthread_mutex_lock(&t->mu);
+	for (s = t->sessions; s != NULL; s = s->next)
+		if (!s->closing && s->state == S_PENDING && strcmp(s->id, id) == 0)
+			break;
+	/* Once: the key is spent by the first connection that shows it. */
+	if (s != NULL && s->key_valid && CRYPTO_memcmp(h, s->key, sizeof(h)) == 0) {
+		s->key_valid = false;
+		s->fd = fd;
+		s->state = S_ATTACHED;
+		pthread_cond_broadcast(&t->cv);
+		rv = 0;
+	}
+	pthread_mutex_unlock(&t->mu);
+	OPENSSL_cleanse(h, sizeof(h));
+	return rv;
 }
 
 /* The shell's output is done: wait for its status, send the exit frame. */
@@ -236,9 +261,9 @@ static void session_finish(struct session *s)
 {
 	struct terminal *t = s->t;
 	struct timespec until;
-	char frame[32];
+	uint8_t frame[LENFRAME_HDR + 32];
 	size_t len;
-	uint64_t start;
+	bool closing;
 	int code;
 
 	clock_gettime(CLOCK_REALTIME, &until);
@@ -248,21 +273,18 @@ static void session_finish(struct session *s)
 		if (pthread_cond_timedwait(&t->cv, &t->mu, &until) != 0)
 			break;
 	code = s->exited ? s->exit_code : 255;
+	closing = s->closing;
 	pthread_mutex_unlock(&t->mu);
-	len = frame_exit(frame, sizeof(frame), code);
+	/* Closed meanwhile (deleted, revoked, idle): the shell's end is the
+	 * close's doing, and the stream's end says so. The reader
+	 * may see the PTY end before it sees the close: the spawner signals
+	 * within microseconds. */
+	if (closing)
+		return;
+	len = frame_exit((char *)frame + LENFRAME_HDR, sizeof(frame) - LENFRAME_HDR, code);
 	/* Bounded: a gateway that never reads does not keep us. */
-	for (start = clock_mono_ms(); session_ms_since(start) < SESSION_EXIT_SEND_MS;) {
-		struct timespec ts = {0, 10 * 1000000};
-		int rv = nng_send(s->sock, frame, len, NNG_FLAG_NONBLOCK);
-		if (rv == 0 || rv != NNG_EAGAIN)
-			break;
-		pthread_mutex_lock(&t->mu);
-		rv = s->closing;
-		pthread_mutex_unlock(&t->mu);
-		if (rv)
-			break;
-		nanosleep(&ts, NULL);
-	}
+	lenframe_header(frame, (uint32_t)len);
+	session_send_all(s, frame, LENFRAME_HDR + len, clock_mono_ms() + SESSION_EXIT_SEND_MS);
 	pthread_mutex_lock(&t->mu);
 	s->exit_sent = true;
 	s->exit_sent_mono = clock_mono_ms();
@@ -274,19 +296,19 @@ static void *session_reader(void *arg)
 	struct session *s = arg;
 	struct terminal *t = s->t;
 	uint8_t *buf = s->rbuf;
-	bool closing = false;
+	bool closing;
 
-	for (;;) {
+	/* Output waits in the PTY until the gateway is here (the shell's
+	 * prompt is read then). */
+	closing = !session_wait_stream(s);
+	while (!closing) {
 		struct pollfd pfd = {.fd = s->master, .events = POLLIN};
 		ssize_t n;
-		pthread_mutex_lock(&t->mu);
-		closing = s->closing;
-		pthread_mutex_unlock(&t->mu);
-		if (closing)
+		if ((closing = session_closing(s)))
 			break;
 		if (poll(&pfd, 1, SESSION_POLL_MS) <= 0)
 			continue;
-		n = read(s->master, buf + 1, SESSION_READ_CHUNK);
+		n = read(s->master, buf + SESSION_HEAD, SESSION_READ_CHUNK);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (n <= 0)
@@ -294,20 +316,21 @@ static void *session_reader(void *arg)
 		/* The PTY hands out ~4 KiB at a time: gather what is there
 		 * already into one frame (fewer messages, same latency). */
 		while (n < SESSION_READ_CHUNK) {
-			ssize_t more =
-			    read(s->master, buf + 1 + n, (size_t)(SESSION_READ_CHUNK - n));
+			ssize_t more = read(s->master, buf + SESSION_HEAD + n,
+			                    (size_t)(SESSION_READ_CHUNK - n));
 			if (more <= 0)
 				break; /* EAGAIN now; EIO is seen on the next round */
 			n += more;
 		}
 		atomic_store(&s->active_mono, clock_mono_ms());
 		atomic_fetch_add(&t->bytes_out, (uint64_t)n);
-		buf[0] = FRAME_DATA;
-		/* Blocks while the gateway is behind (or not there yet): the
-		 * PTY is not read meanwhile, so the shell waits, not our memory.
-		 * nng_close in the teardown ends the wait. */
-		if (nng_send(s->sock, buf, (size_t)n + 1, 0) != 0)
-			break;
+		/* Waits while the gateway is behind: the PTY is not read
+		 * meanwhile, so the shell waits, not our memory. The teardown's
+		 * shutdown ends the wait. */
+		if (!session_send_frame(s, buf, FRAME_DATA, (size_t)n, 0)) {
+			session_lost(s);
+			closing = true; /* not the shell's end: no exit frame */
+		}
 	}
 	if (!closing)
 		session_finish(s);
@@ -338,35 +361,72 @@ static void session_write_all(struct session *s, const uint8_t *buf, size_t len)
 	}
 }
 
+/* Applies one client frame to the PTY. */
+static void session_write_frame(struct session *s, const struct frame *f)
+{
+	struct terminal *t = s->t;
+
+	if (f->kind == FRAME_DATA) {
+		atomic_store(&s->active_mono, clock_mono_ms());
+		atomic_fetch_add(&t->bytes_in, f->len);
+		session_write_all(s, f->data, f->len);
+	} else if (f->kind == FRAME_RESIZE) {
+		struct winsize ws = {.ws_row = (unsigned short)f->rows,
+		                     .ws_col = (unsigned short)f->cols};
+		/* The kernel sends SIGWINCH to the foreground group. */
+		ioctl(s->master, TIOCSWINSZ, &ws);
+		pthread_mutex_lock(&t->mu);
+		s->cols = f->cols;
+		s->rows = f->rows;
+		pthread_mutex_unlock(&t->mu);
+	}
+}
+
+/* Reads what the gateway sent into `r`; false when the stream ended (the
+ * gateway left, or the teardown shut it). The stream's receive timeout
+ * (stream.c) wakes the read to look at the closing flag. */
+static bool session_writer_read(struct session *s, struct lenframe_reader *r)
+{
+	for (;;) {
+		ssize_t n = lenframe_fill(r, s->fd);
+		if (n > 0)
+			return true;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR) && !session_closing(s))
+			continue;
+		session_lost(s);
+		return false;
+	}
+}
+
 static void *session_writer(void *arg)
 {
 	struct session *s = arg;
-	struct terminal *t = s->t;
+	struct lenframe_reader r;
 
-	for (;;) {
-		struct frame f;
-		uint8_t *buf;
-		size_t len;
-		if (nng_recv(s->sock, &buf, &len, NNG_FLAG_ALLOC) != 0)
-			break;
-		if (frame_parse_client(buf, len, &f) != 0) {
-			log_warnx("terminal: dropped an invalid frame id=%s", s->id);
-		} else if (f.kind == FRAME_DATA) {
-			atomic_store(&s->active_mono, clock_mono_ms());
-			atomic_fetch_add(&t->bytes_in, f.len);
-			session_write_all(s, f.data, f.len);
-		} else if (f.kind == FRAME_RESIZE) {
-			struct winsize ws = {.ws_row = (unsigned short)f.rows,
-			                     .ws_col = (unsigned short)f.cols};
-			/* The kernel sends SIGWINCH to the foreground group. */
-			ioctl(s->master, TIOCSWINSZ, &ws);
-			pthread_mutex_lock(&t->mu);
-			s->cols = f.cols;
-			s->rows = f.rows;
-			pthread_mutex_unlock(&t->mu);
-		}
-		nng_free(buf, len);
+	if (lenframe_reader_init(&r, TERMINAL_FRAME_MAX + 1) != 0) {
+		log_warnx("terminal: no memory for the stream id=%s", s->id);
+		session_unref(s);
+		return NULL;
 	}
+	while (session_wait_stream(s) && session_writer_read(s, &r)) {
+		const uint8_t *buf;
+		struct frame f;
+		size_t len;
+		int got;
+		while ((got = lenframe_next(&r, &buf, &len)) == 1) {
+			if (frame_parse_client(buf, len, &f) != 0)
+				log_warnx("terminal: dropped an invalid frame id=%s", s->id);
+			else
+				session_write_frame(s, &f);
+		}
+		if (got != 0) {
+			/* A length no frame has: the stream cannot be resynced. */
+			log_warnx("terminal: broken stream framing id=%s: hung up", s->id);
+			session_lost(s);
+			break;
+		}
+	}
+	lenframe_reader_fini(&r);
 	session_unref(s);
 	return NULL;
 }
@@ -506,15 +566,17 @@ int session_open(struct terminal *t, const struct session_open *o,
                  const Magnetar__RequestContext *ctx, struct session_info *info, char ticket[64])
 {
 	unsigned char raw[32];
-	char rnd[17];
+	char used_cwd[PATH_MAX];
 	struct session *s;
 	pthread_t th;
+	uid_t uid;
 	int rv;
 
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return ERR_NOMEM;
 	s->t = t;
 	s->master = -1;
+	s->fd = -1;
 	s->refs = 1;
 	if (strlen(o->user_id) >= sizeof(s->user_id) || strlen(o->shell) >= sizeof(s->shell) ||
 	    strlen(o->cwd) >= sizeof(s->cwd) ||
@@ -532,13 +594,10 @@ int session_open(struct terminal *t, const struct session_open *o,
 	s->created_ms = clock_unix_ms();
 	s->created_mono = clock_mono_ms();
 	atomic_init(&s->active_mono, s->created_mono);
-	/* The ipc path must fit a sockaddr_un: run dir (≤ 80) + 24. */
-	if (ids_random_hex(s->id, 16) != 0 || ids_random_hex(rnd, 8) != 0 ||
-	    ids_random(raw, sizeof(raw)) != 0) {
+	if (ids_random_hex(s->id, 16) != 0 || ids_random(raw, sizeof(raw)) != 0) {
 		free(s);
 		return ERR_IO;
 	}
-	snprintf(s->url, sizeof(s->url), "ipc://%s/t-%s.sock", t->svc.conf.run_dir, rnd);
 
 	/* The slot is taken before the (slow) spawn, so limits hold under a
 	 * burst of opens. */
@@ -556,17 +615,21 @@ int session_open(struct terminal *t, const struct session_open *o,
 	t->nobjects++;
 	pthread_mutex_unlock(&t->mu);
 
-	if ((rv = spawner_spawn(t->spawner, o->exec_path, o->shell, o->cwd, o->cols, o->rows,
-	                        &s->pid, &s->master)) != 0)
+	/* The user's own uid: shells of two users never share one. */
+	if ((rv = store_shell_uid(t->svc.pool, o->user_id, t->uid_first, t->uid_last, &uid)) != 0)
 		goto fail;
-	if ((rv = session_listen(s)) != 0)
+	if ((rv = spawner_spawn(t->spawner, o->exec_path, o->shell, o->cwd, uid, o->cols, o->rows,
+	                        &s->pid, &s->master, used_cwd)) != 0)
 		goto fail;
+	pthread_mutex_lock(&t->mu);
+	strcpy(s->cwd, used_cwd); /* the home, when none was asked for */
+	pthread_mutex_unlock(&t->mu);
 	jwt_b64url_encode(raw, sizeof(raw), ticket);
 	SHA256((const unsigned char *)ticket, strlen(ticket), s->ticket);
 	OPENSSL_cleanse(raw, sizeof(raw));
 	s->ticket_until = clock_mono_ms() + TERMINAL_TICKET_TTL_MS;
 	/* Here, not in the reader: without it the terminal would open dead. */
-	if ((s->rbuf = malloc(1 + SESSION_READ_CHUNK)) == NULL) {
+	if ((s->rbuf = malloc(SESSION_HEAD + SESSION_READ_CHUNK)) == NULL) {
 		rv = ERR_NOMEM;
 		goto fail;
 	}
@@ -613,8 +676,6 @@ int session_open(struct terminal *t, const struct session_open *o,
 fail:
 	if (s->pid > 0)
 		spawner_kill(t->spawner, s->pid);
-	if (s->sock_open)
-		nng_close(s->sock);
 	pthread_mutex_lock(&t->mu);
 	session_doom_locked(s, "failed");
 	pthread_mutex_unlock(&t->mu);
@@ -687,12 +748,15 @@ int session_close_revoked(struct terminal *t, const char *const *sids, size_t n)
 }
 
 int session_attach(struct terminal *t, const char *id, const char *ticket, const char *user_id,
-                   char *url, size_t cap)
+                   uint8_t key[TERMINAL_KEY_LEN])
 {
-	unsigned char h[SHA256_DIGEST_LENGTH];
+	unsigned char h[SHA256_DIGEST_LENGTH], kh[SHA256_DIGEST_LENGTH];
 	struct session *s;
 	int rv = ERR_PERM;
 
+	if (ids_random(key, TERMINAL_KEY_LEN) != 0)
+		return ERR_IO;
+	SHA256(key, TERMINAL_KEY_LEN, kh);
 	SHA256((const unsigned char *)ticket, strlen(ticket), h);
 	pthread_mutex_lock(&t->mu);
 	for (s = t->sessions; s != NULL; s = s->next)
@@ -704,14 +768,19 @@ int session_attach(struct terminal *t, const char *id, const char *ticket, const
 	    clock_mono_ms() < s->ticket_until && s->state == S_PENDING) {
 		if (user_id[0] != '\0' && strcmp(user_id, s->user_id) != 0) {
 			rv = ERR_INVAL;
-		} else if (strlen(s->url) < cap) {
+		} else {
+			/* The stream key replaces the ticket: whoever shows it first
+			 * on the stream socket gets the stream (session_take_stream). */
 			s->ticket_used = true;
-			s->allow_pipe = true;
-			strcpy(url, s->url);
+			s->key_valid = true;
+			memcpy(s->key, kh, sizeof(kh));
 			rv = 0;
 		}
 	}
 	pthread_mutex_unlock(&t->mu);
 	OPENSSL_cleanse(h, sizeof(h));
+	OPENSSL_cleanse(kh, sizeof(kh));
+	if (rv != 0)
+		OPENSSL_cleanse(key, TERMINAL_KEY_LEN);
 	return rv;
 }

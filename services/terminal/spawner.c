@@ -4,11 +4,14 @@
  * socket to the service (SOCK_SEQPACKET: one request per packet, the PTY
  * master passed back with SCM_RIGHTS). Started as root, it becomes the
  * terminal service's user keeping only CAP_SETUID and CAP_SETGID, under a
- * seccomp filter that lets setresuid and setresgid reach the shell's ids
- * and nothing else (so never root again). Each shell: fork, drop to the
- * shell user, open its own PTY, chdir, fresh environment, execve. Shells
- * are signalled by a short-lived child that becomes the shell user (no
- * CAP_KILL here).
+ * seccomp filter that lets setresuid and setresgid reach the shells' uid
+ * range and nothing else (so never root again). Each shell: fork, drop to
+ * its user's uid, open its own PTY, chdir, fresh environment, a filter
+ * against cross-process calls, execve. Shells are signalled by a
+ * short-lived child that becomes the shell's uid (no CAP_KILL here), and
+ * only processes this spawner started or adopted: never all of a uid.
+ * The service's side (starting it, sending requests, reading answers) is
+ * spawner_client.c; the packets, spawner_wire.c.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -17,6 +20,7 @@
 #include <linux/capability.h>
 #include <poll.h>
 #include <pwd.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +31,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -35,123 +40,42 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "services/terminal/spawner_wire.h"
 #include "services/terminal/terminal.h"
 
 #define SPAWNER_MAX_CHILDREN 1024
-#define SPAWNER_REPLY_TIMEOUT_MS 10000
-#define SPAWNER_NPROC 1024         /* per uid: a fork bomb stops here */
+#define SPAWNER_NPROC 512          /* per uid, so per user: a fork bomb stops here */
+#define SPAWNER_SWEEP_ROUNDS 64    /* a tree that forks while being killed */
 #define SPAWNER_FSIZE (1ull << 30) /* largest file a shell may write */
 #define SPAWNER_PATH "/usr/local/bin:/usr/bin:/bin"
-
-enum spawner_op { SP_SPAWN = 1, SP_KILL, SP_SPAWNED, SP_FAILED, SP_EXITED };
-
-/* One packet either way. Strings are NUL-terminated by the receiver. */
-struct spawner_msg {
-	uint32_t op;
-	uint32_t seq;
-	int32_t pid;
-	int32_t err;    /* SP_FAILED: errno */
-	int32_t status; /* SP_EXITED: wait status */
-	uint16_t cols, rows;
-	char shell[TERMINAL_SHELL_MAX];
-	char cwd[PATH_MAX];
-};
-
-struct spawner {
-	int fd;
-	pid_t pid;
-	struct spawner_conf conf;
-	pthread_mutex_t call_mu; /* one spawn at a time */
-	pthread_mutex_t mu;      /* below, and sends */
-	pthread_cond_t cv;
-	uint32_t seq;
-	bool have_reply, dead, stopping;
-	struct spawner_msg reply;
-	int reply_fd;
-	bool running;
-	pthread_t thread;
-	spawner_exit_fn on_exit;
-	void *arg;
-};
-
-/* ---- both sides ------------------------------------------------------------ */
-
-static int spawner_send(int fd, const struct spawner_msg *m, int pass_fd)
-{
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof(*m)};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-	ssize_t n;
-
-	if (pass_fd >= 0) {
-		struct cmsghdr *c;
-		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.buf;
-		mh.msg_controllen = sizeof(u.buf);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-	}
-	do
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	return n == (ssize_t)sizeof(*m) ? 0 : ERR_IO;
-}
-
-/* Receives one packet; *got_fd is a passed descriptor or -1. 0, ERR_CLOSED
- * (peer gone) or ERR_IO/ERR_PROTO. */
-static int spawner_recv(int fd, struct spawner_msg *m, int *got_fd)
-{
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-	struct cmsghdr *c;
-	ssize_t n;
-
-	*got_fd = -1;
-	mh.msg_control = u.buf;
-	mh.msg_controllen = sizeof(u.buf);
-	do
-		n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
-	if (n == 0)
-		return ERR_CLOSED;
-	if (n < 0)
-		return ERR_IO;
-	for (c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-		    c->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(got_fd, CMSG_DATA(c), sizeof(int));
-	if (n != (ssize_t)sizeof(*m) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
-		if (*got_fd >= 0)
-			close(*got_fd);
-		*got_fd = -1;
-		return ERR_PROTO;
-	}
-	m->shell[sizeof(m->shell) - 1] = '\0';
-	m->cwd[sizeof(m->cwd) - 1] = '\0';
-	return 0;
-}
+#define SPAWNER_HOMES ".home" /* in the first root: the private homes */
 
 /* ---- the spawner process --------------------------------------------------- */
 
 struct spawner_kid {
 	pid_t pid;
+	uid_t uid;
 	uint64_t kill_at; /* monotonic ms of the SIGKILL; 0 = none pending */
 };
 
 static struct spawner_kid spawner_kids[SPAWNER_MAX_CHILDREN];
 static const struct spawner_conf *spawner_sc; /* the spawner's own copy */
-static char spawner_home[PATH_MAX] = "/";
-static char spawner_user[64] = "shell";
+static pid_t spawner_self;                    /* the spawner's pid */
+static int spawner_homes_fd = -1;             /* <first root>/.home, once made */
+
+static struct spawner_kid *spawner_kid(pid_t pid)
+{
+	for (int i = 0; i < SPAWNER_MAX_CHILDREN; i++)
+		if (spawner_kids[i].pid == pid)
+			return &spawner_kids[i];
+	return NULL;
+}
+
+/* A shell's gid: its uid's number as root; our own without root. */
+static gid_t spawner_gid(const struct spawner_conf *sc, uid_t uid)
+{
+	return sc->privileged ? (gid_t)uid : getgid();
+}
 
 /* Signals every process of the shell's session: its process group first,
  * then whatever moved to another group of the same session (job control). A
@@ -175,48 +99,110 @@ static void spawner_signal_direct(pid_t sid, int sig)
 	closedir(d);
 }
 
-/* Runs `fn(sid, sig)` as the shell user: the shells are another uid and
- * the spawner holds no CAP_KILL. A fork of this small single-threaded
- * process costs a fraction of a millisecond, and it happens per close. */
-static void spawner_as_shell_user(void (*fn)(pid_t, int), pid_t sid, int sig)
+/* Runs `fn(sid, sig)` as `uid`: the shells are other uids and the spawner
+ * holds no CAP_KILL. Only the effective uid changes, in this process: kill(2)
+ * lets a sender whose real or effective uid is a target's real uid signal
+ * it, so we may signal the user's processes, while theirs, which may signal
+ * only a process whose real or saved uid is theirs, cannot signal us (ours
+ * stay the service's). A child that became the uid outright, as here
+ * before, could be stopped or killed by the user's own processes while we
+ * waited for it: every later Open and every sweep would wait with it. */
+static void spawner_as_uid(void (*fn)(pid_t, int), uid_t uid, pid_t sid, int sig)
 {
-	pid_t pid;
+	const uid_t self = spawner_sc->self_uid;
 
 	if (!spawner_sc->privileged) {
 		fn(sid, sig); /* shells are our own uid */
 		return;
 	}
-	if ((pid = fork()) == 0) {
-		if (setresgid(spawner_sc->gid, spawner_sc->gid, spawner_sc->gid) == 0 &&
-		    setresuid(spawner_sc->uid, spawner_sc->uid, spawner_sc->uid) == 0)
-			fn(sid, sig);
-		_exit(0);
+	if (setresuid((uid_t)-1, uid, (uid_t)-1) != 0) {
+		log_warnx("spawner: cannot act as uid %u", (unsigned)uid);
+		return;
 	}
-	if (pid > 0)
-		waitpid(pid, NULL, 0);
+	fn(sid, sig);
+	/* Back to our own: a spawner that stayed the user's would be theirs. */
+	if (setresuid((uid_t)-1, self, (uid_t)-1) != 0 || geteuid() != self)
+		fatalx("spawner: cannot return to uid %u", (unsigned)self);
 }
 
-static void spawner_signal_session(pid_t sid, int sig)
+static void spawner_signal_session(uid_t uid, pid_t sid, int sig)
 {
-	spawner_as_shell_user(spawner_signal_direct, sid, sig);
+	spawner_as_uid(spawner_signal_direct, uid, sid, sig);
 }
 
-/* Every process of the shell user, wherever it went (a process that made
- * its own session escaped spawner_signal_session). Only when no terminal
- * is open, and only with a dedicated shell uid (privileged). */
-static void spawner_kill_uid(pid_t unused, int sig)
+/* The parent of `pid` and its state letter, from /proc/<pid>/stat; -1 if
+ * it is gone. */
+static pid_t spawner_parent(pid_t pid, char *state)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* "pid (comm) S ppid ...": comm may hold ')' itself. */
+	if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ' || p[2] == '\0' || p[3] != ' ')
+		return -1;
+	*state = p[2];
+	return (pid_t)strtol(p + 4, NULL, 10);
+}
+
+/* SIGKILLs what closed terminals left behind: a shell is the subreaper of
+ * everything it starts, so when it is gone its processes — its session,
+ * and any that left it (setsid, a double fork) — were handed to us. Every
+ * live process whose line of parents reaches us through a child we did not
+ * start as a shell (an adopted one) is such a leftover, and nothing else
+ * is: processes of other programs never have us as an ancestor. Rounds,
+ * for a tree that forks while it is being killed. Runs as the uid. */
+static void spawner_kill_orphans(pid_t unused, int sig)
 {
 	(void)unused;
-	kill(-1, sig); /* all the caller may signal: the shell uid's */
+	for (int round = 0; round < SPAWNER_SWEEP_ROUNDS; round++) {
+		struct timespec nap = {0, 1000 * 1000};
+		struct dirent *e;
+		int hit = 0;
+		DIR *d;
+
+		if ((d = opendir("/proc")) == NULL)
+			return;
+		while ((e = readdir(d)) != NULL) {
+			char *end, st;
+			long pid = strtol(e->d_name, &end, 10);
+			pid_t q, pp;
+			if (*end != '\0' || pid <= 1 || pid == getpid() || pid == spawner_self)
+				continue;
+			if (spawner_parent((pid_t)pid, &st) < 0 || st == 'Z' || st == 'X')
+				continue;
+			q = (pid_t)pid;
+			for (int depth = 0; depth < 4096; depth++) {
+				if ((pp = spawner_parent(q, &st)) <= 1)
+					break;
+				if (pp == spawner_self) {
+					if (q != getpid() && spawner_kid(q) == NULL &&
+					    kill((pid_t)pid, sig) == 0)
+						hit++;
+					break;
+				}
+				q = pp;
+			}
+		}
+		closedir(d);
+		if (hit == 0)
+			return;
+		nanosleep(&nap, NULL);
+	}
 }
 
-static void spawner_sweep_if_idle(void)
+/* A shell of `uid` is gone: its leftovers follow. */
+static void spawner_after_exit(uid_t uid)
 {
-	for (int i = 0; i < SPAWNER_MAX_CHILDREN; i++)
-		if (spawner_kids[i].pid != 0)
-			return;
-	if (spawner_sc->privileged)
-		spawner_as_shell_user(spawner_kill_uid, 0, SIGKILL);
+	spawner_as_uid(spawner_kill_orphans, uid, 0, SIGKILL);
 }
 
 /* No capability at all from here: the shell starts with none. */
@@ -229,28 +215,155 @@ static int spawner_caps_clear(void)
 	return syscall(SYS_capset, &h, d) == 0 ? 0 : ERR_PERM;
 }
 
-/* In the child: report `err` (and the master, when >= 0) to the spawner. */
-static void spawner_child_report(int chan, int err, int master)
+/* In the child: report `err` (and the master, when >= 0, with the
+ * directory the shell starts in) to the spawner. */
+static void spawner_child_report(int chan, int err, int master, const char *cwd)
 {
 	struct spawner_msg m;
 	memset(&m, 0, sizeof(m));
 	m.op = err == 0 ? SP_SPAWNED : SP_FAILED;
 	m.err = err;
+	if (cwd != NULL)
+		snprintf(m.cwd, sizeof(m.cwd), "%s", cwd);
 	spawner_send(chan, &m, master);
 }
 
 static __attribute__((noreturn)) void spawner_child_fail(int chan, int err)
 {
-	spawner_child_report(chan, err != 0 ? err : EPERM, -1);
+	spawner_child_report(chan, err != 0 ? err : EPERM, -1, NULL);
 	_exit(126);
+}
+
+/* The parent of the private homes, <first root>/.home: ours and 0711, so
+ * no shell can make, rename or remove an entry in it (a home is made by the
+ * spawner alone, spawner_child_home), yet each may pass through to its own.
+ * One left by anyone else (a shell of an older version, in a 1777 root) is
+ * refused, not used. 0 or ERR_PERM. */
+static int spawner_homes_open(const struct spawner_conf *sc)
+{
+	const char *root = sc->policy->nroots > 0 ? sc->policy->roots[0] : NULL;
+	struct stat st;
+	int rfd = -1, fd = -1;
+
+	if (spawner_homes_fd >= 0)
+		return 0;
+	if (root == NULL)
+		return ERR_PERM;
+	if ((rfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	    (mkdirat(rfd, SPAWNER_HOMES, 0700) != 0 && errno != EEXIST) ||
+	    (fd = openat(rfd, SPAWNER_HOMES, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) <
+	        0 ||
+	    fstat(fd, &st) != 0) {
+		log_warnx("spawner: cannot make %s/%s (the shells' homes): %s", root, SPAWNER_HOMES,
+		          strerror(errno));
+		goto fail;
+	}
+	if (st.st_uid != geteuid()) {
+		log_warnx("spawner: %s/%s belongs to uid %u, not to us: the shells' homes cannot "
+		          "be private there; remove it (docs/operations.md)",
+		          root, SPAWNER_HOMES, (unsigned)st.st_uid);
+		goto fail;
+	}
+	if ((st.st_mode & 07777) != 0711 && fchmod(fd, 0711) != 0)
+		goto fail;
+	close(rfd);
+	spawner_homes_fd = fd;
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	if (rfd >= 0)
+		close(rfd);
+	return ERR_PERM;
+}
+
+/* In the child, after the group change and before the uid change: the
+ * private home of `uid` (a uid without an account), <first root>/.home/<uid>,
+ * into out. It is ours with the uid's group, 0770: only that uid (and the
+ * spawner) may enter it, and no shell can make one for another (.home is
+ * ours, 0711). Anything else found there is refused. 0 or an errno. */
+static int spawner_child_home(const struct spawner_conf *sc, uid_t uid, gid_t gid, char *out,
+                              size_t cap)
+{
+	const char *root = sc->policy->roots[0];
+	char name[16];
+	struct stat st;
+	int fd, made, rv = 0;
+
+	if (spawner_homes_fd < 0)
+		return EPERM;
+	snprintf(name, sizeof(name), "%u", (unsigned)uid);
+	made = mkdirat(spawner_homes_fd, name, 0700) == 0;
+	if (!made && errno != EEXIST)
+		return errno;
+	if ((fd = openat(spawner_homes_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) <
+	    0)
+		return errno;
+	if ((made && fchmod(fd, 0770) != 0) || fstat(fd, &st) != 0 || st.st_uid != geteuid() ||
+	    st.st_gid != gid || (st.st_mode & 07777) != 0770)
+		rv = EPERM;
+	close(fd);
+	if (rv == 0 && snprintf(out, cap, "%s/%s/%s", strcmp(root, "/") == 0 ? "" : root,
+	                        SPAWNER_HOMES, name) >= (int)cap)
+		rv = ENAMETOOLONG;
+	return rv;
+}
+
+/* No namespaces: a user namespace would let a process map a shell uid to
+ * any other (and, with CAP_SETUID inside, become it). clone3 passes its
+ * flags in memory a filter cannot read: ENOSYS makes the C library fall
+ * back to clone, whose flags it can. */
+static int spawner_deny_namespaces(scmp_filter_ctx ctx)
+{
+	static const char *const never[] = {"unshare", "setns"};
+	int rc = 0, nr;
+
+	for (size_t i = 0; i < sizeof(never) / sizeof(never[0]) && rc == 0; i++)
+		if ((nr = seccomp_syscall_resolve_name(never[i])) != __NR_SCMP_ERROR)
+			rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+		                      SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));
+	if (rc == 0 && (nr = seccomp_syscall_resolve_name("clone3")) != __NR_SCMP_ERROR)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), nr, 0);
+	return rc;
 }
 
 /* Becomes the shell; never returns. Runs in a fork of the single-threaded
  * spawner, so the C library is usable. */
+/* What a shell may not do to another process, even its own uid's: trace
+ * it, read or write its memory, compare or take its descriptors. Names the
+ * libseccomp at hand does not know are skipped (the kernel's are older). */
+int spawner_shell_filter(void)
+{
+	static const char *const deny[] = {
+	    "ptrace",      "process_vm_readv", "process_vm_writev", "process_madvise", "kcmp",
+	    "pidfd_getfd", "get_robust_list",  "move_pages",        "migrate_pages",
+	};
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	int rc = 0;
+
+	if (ctx == NULL)
+		return ERR_NOMEM;
+	for (size_t i = 0; i < sizeof(deny) / sizeof(deny[0]) && rc == 0; i++) {
+		int nr = seccomp_syscall_resolve_name(deny[i]);
+		if (nr != __NR_SCMP_ERROR)
+			rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+	}
+	/* Inherited from the spawner's filter already; said again here, so
+	 * the shells' filter stands on its own. */
+	if (rc == 0)
+		rc = spawner_deny_namespaces(ctx);
+	if (rc == 0)
+		rc = seccomp_load(ctx);
+	seccomp_release(ctx);
+	return rc == 0 ? 0 : ERR_PERM;
+}
+
 static __attribute__((noreturn)) void spawner_child(const struct spawner_conf *sc,
                                                     const char *exec_path, const char *shell,
-                                                    const char *cwd, unsigned cols, unsigned rows,
-                                                    int chan)
+                                                    const char *cwd, uid_t uid, unsigned cols,
+                                                    unsigned rows, int chan)
 {
 	struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
 	struct rlimit nproc = {SPAWNER_NPROC, SPAWNER_NPROC};
@@ -258,8 +371,12 @@ static __attribute__((noreturn)) void spawner_child(const struct spawner_conf *s
 	struct rlimit core = {0, 0};
 	char here[PATH_MAX], slave_name[128], argv0[TERMINAL_SHELL_MAX + 1];
 	char env_home[PATH_MAX + 8], env_user[80], env_shell[TERMINAL_SHELL_MAX + 8];
-	char *envp[7], *argv[3];
+	char home[PATH_MAX], env_tmp[PATH_MAX + 16];
+	char *envp[8], *argv[3];
+	bool private_home;
 	const char *base;
+	gid_t gid = spawner_gid(sc, uid);
+	struct passwd *pw;
 	sigset_t all;
 	int master, slave;
 
@@ -273,18 +390,54 @@ static __attribute__((noreturn)) void spawner_child(const struct spawner_conf *s
 	/* Identity: groups, then gid, then uid, each checked; never root. */
 	if (sc->privileged && setgroups(0, NULL) != 0)
 		spawner_child_fail(chan, errno);
-	if (setresgid(sc->gid, sc->gid, sc->gid) != 0 || setresuid(sc->uid, sc->uid, sc->uid) != 0)
+	if (setresgid(gid, gid, gid) != 0)
+		spawner_child_fail(chan, errno);
+	/* HOME: the account's, if the uid has one (a non-root developer); a
+	 * range uid has none and gets its own, private one. Never a directory
+	 * two uids share: a login shell runs what its HOME holds
+	 * (.bash_profile, .profile), and so would any other user's planted
+	 * there. Made here, between the two id changes: still ours, already
+	 * with the uid's group. */
+	if ((pw = getpwuid(uid)) != NULL) {
+		private_home = false;
+		if (snprintf(home, sizeof(home), "%s", pw->pw_dir) >= (int)sizeof(home) ||
+		    snprintf(env_user, sizeof(env_user), "USER=%s", pw->pw_name) >=
+		        (int)sizeof(env_user))
+			spawner_child_fail(chan, ENAMETOOLONG);
+	} else {
+		int rv = spawner_child_home(sc, uid, gid, home, sizeof(home));
+		if (rv != 0)
+			spawner_child_fail(chan, rv);
+		private_home = true;
+		snprintf(env_user, sizeof(env_user), "USER=shell");
+	}
+	/* The effective uid only, for now (files, the PTY, the directory are
+	 * the user's): the spawner waits for this child, and until its real
+	 * and saved uid change, just before execve, the user's own processes
+	 * cannot signal it (stop it, and the spawner with it). */
+	if (setresuid((uid_t)-1, uid, (uid_t)-1) != 0)
 		spawner_child_fail(chan, errno);
 	/* A move between two non-zero uids keeps capabilities: drop them. */
 	if (sc->privileged && spawner_caps_clear() != 0)
 		spawner_child_fail(chan, EPERM);
 	if (getuid() == 0 || geteuid() == 0 || getgid() == 0 || getegid() == 0)
 		spawner_child_fail(chan, EPERM);
-	if (setrlimit(RLIMIT_NPROC, &nproc) != 0 || setrlimit(RLIMIT_FSIZE, &fsize) != 0 ||
-	    setrlimit(RLIMIT_CORE, &core) != 0)
+	/* Everything the shell starts stays below it, even what leaves its
+	 * session: at its end all of it comes to the spawner, which ends it
+	 * (spawner_kill_orphans). Kept across execve. */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 || spawner_shell_filter() != 0)
+		spawner_child_fail(chan, EPERM);
+	/* Other users' shells run beside this one: files are private unless
+	 * the user says otherwise. */
+	umask(077);
+	if (setrlimit(RLIMIT_FSIZE, &fsize) != 0 || setrlimit(RLIMIT_CORE, &core) != 0)
 		spawner_child_fail(chan, errno);
 	/* As the shell user: a directory it may not enter is refused, and the
 	 * place it landed is checked again (a link swapped since validation). */
+	/* No directory asked for: a range uid starts at home, anyone else at
+	 * the first root. */
+	if (cwd[0] == '\0')
+		cwd = private_home ? home : sc->policy->nroots > 0 ? sc->policy->roots[0] : "/";
 	if (chdir(cwd) != 0)
 		spawner_child_fail(chan, errno);
 	if (getcwd(here, sizeof(here)) == NULL || !validate_under_root(sc->policy, here))
@@ -299,7 +452,7 @@ static __attribute__((noreturn)) void spawner_child(const struct spawner_conf *s
 		spawner_child_fail(chan, errno);
 	if (ioctl(slave, TIOCSCTTY, 0) != 0 || ioctl(master, TIOCSWINSZ, &ws) != 0)
 		spawner_child_fail(chan, errno);
-	spawner_child_report(chan, 0, master);
+	spawner_child_report(chan, 0, master, here);
 	close(master);
 	if (dup2(slave, 0) < 0 || dup2(slave, 1) < 0 || dup2(slave, 2) < 0)
 		_exit(126);
@@ -312,8 +465,11 @@ static __attribute__((noreturn)) void spawner_child(const struct spawner_conf *s
 			if (fd != chan)
 				close(fd);
 
-	snprintf(env_home, sizeof(env_home), "HOME=%s", spawner_home);
-	snprintf(env_user, sizeof(env_user), "USER=%s", spawner_user);
+	/* Temporary files too: /tmp is shared by every uid. */
+	snprintf(env_tmp, sizeof(env_tmp), "TMPDIR=%s/tmp", home);
+	if (private_home && mkdir(env_tmp + strlen("TMPDIR="), 0700) != 0 && errno != EEXIST)
+		_exit(126);
+	snprintf(env_home, sizeof(env_home), "HOME=%s", home);
 	snprintf(env_shell, sizeof(env_shell), "SHELL=%s", shell);
 	envp[0] = "TERM=xterm-256color";
 	envp[1] = env_home;
@@ -321,7 +477,8 @@ static __attribute__((noreturn)) void spawner_child(const struct spawner_conf *s
 	envp[3] = env_shell;
 	envp[4] = "PATH=" SPAWNER_PATH;
 	envp[5] = "LANG=C.UTF-8";
-	envp[6] = NULL;
+	envp[6] = private_home ? env_tmp : NULL;
+	envp[7] = NULL;
 	/* A login shell: "-l" for those that take it, the "-name" argv[0] that
 	 * login(1) uses for the rest (dash, sh). */
 	base = strrchr(shell, '/') != NULL ? strrchr(shell, '/') + 1 : shell;
@@ -334,40 +491,70 @@ static __attribute__((noreturn)) void spawner_child(const struct spawner_conf *s
 		argv[1] = NULL;
 	}
 	argv[2] = NULL;
+	/* Now the user entirely. The process limit after the change: a user
+	 * at it still gets a shell (whose own forks fail), see
+	 * docs/terminal.md. */
+	if (setresuid(uid, uid, uid) != 0 || getuid() != uid || geteuid() != uid ||
+	    setrlimit(RLIMIT_NPROC, &nproc) != 0) {
+		spawner_child_report(chan, EPERM, -1, NULL);
+		_exit(126);
+	}
 	execve(exec_path, argv, envp);
-	spawner_child_report(chan, errno, -1);
+	spawner_child_report(chan, errno, -1, NULL);
 	_exit(127);
 }
 
-static int spawner_track(pid_t pid)
+static int spawner_track(pid_t pid, uid_t uid)
 {
 	for (int i = 0; i < SPAWNER_MAX_CHILDREN; i++)
 		if (spawner_kids[i].pid == 0) {
 			spawner_kids[i].pid = pid;
+			spawner_kids[i].uid = uid;
 			spawner_kids[i].kill_at = 0;
 			return 0;
 		}
 	return ERR_UNAVAIL;
 }
 
-static struct spawner_kid *spawner_kid(pid_t pid)
+/* Waits for the child's report on `chan`: the master with the directory the
+ * shell starts in (into cwd, PATH_MAX), then EOF (exec done). */
+static void spawner_signal_one(pid_t pid, int sig)
 {
-	for (int i = 0; i < SPAWNER_MAX_CHILDREN; i++)
-		if (spawner_kids[i].pid == pid)
-			return &spawner_kids[i];
-	return NULL;
+	kill(pid, sig);
 }
 
-/* Waits for the child's report on `chan`: the master, then EOF (exec done). */
-static int spawner_await_child(int chan, pid_t pid, int *master)
+/* Waits for the child's next word on `chan`. Between its last setresuid
+ * and execve the child is the user's entirely, so the user's own processes
+ * may stop it (an escapee that stops every new process of its uid), and
+ * with it this wait and every Open behind it: a stopped child is continued
+ * (as the uid) and waited for again. False after SPAWNER_REPLY_TIMEOUT_MS. */
+static bool spawner_child_ready(int chan, pid_t pid, uid_t uid)
 {
 	struct pollfd pfd = {.fd = chan, .events = POLLIN};
+	uint64_t until = clock_mono_ms() + SPAWNER_REPLY_TIMEOUT_MS;
+
+	while (clock_mono_ms() < until) {
+		siginfo_t si;
+		int n = poll(&pfd, 1, 20);
+		if (n > 0)
+			return true;
+		if (n < 0 && errno != EINTR)
+			return false;
+		memset(&si, 0, sizeof(si));
+		if (waitid(P_PID, (id_t)pid, &si, WSTOPPED | WNOHANG) == 0 && si.si_pid == pid)
+			spawner_as_uid(spawner_signal_one, uid, pid, SIGCONT);
+	}
+	return false;
+}
+
+static int spawner_await_child(int chan, pid_t pid, uid_t uid, int *master, char *cwd)
+{
 	struct spawner_msg m;
 	int fd, rv;
 
 	*master = -1;
 	for (int step = 0; step < 2; step++) {
-		if (poll(&pfd, 1, SPAWNER_REPLY_TIMEOUT_MS) <= 0) {
+		if (!spawner_child_ready(chan, pid, uid)) {
 			rv = ETIMEDOUT;
 			goto fail;
 		}
@@ -385,6 +572,7 @@ static int spawner_await_child(int chan, pid_t pid, int *master)
 			goto fail;
 		}
 		*master = fd;
+		memcpy(cwd, m.cwd, PATH_MAX);
 	}
 	return 0;
 fail:
@@ -392,7 +580,7 @@ fail:
 		close(*master);
 	*master = -1;
 	kill(pid, SIGKILL); /* still our uid, or else: */
-	spawner_signal_session(pid, SIGKILL);
+	spawner_signal_session(uid, pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	return rv;
 }
@@ -406,16 +594,23 @@ static void spawner_do_spawn(int sock, const struct spawner_conf *sc, struct spa
 
 	memset(&rep, 0, sizeof(rep));
 	rep.seq = m->seq;
+	cwd[0] = '\0'; /* none asked for: the child's default (home) */
 	/* Checked again here: the service's word is not enough for a process
 	 * that holds CAP_SETUID. */
 	if (validate_shell(sc->policy, m->shell, strlen(m->shell), exec_path, sizeof(exec_path)) !=
 	        0 ||
-	    validate_cwd(sc->policy, m->cwd, strlen(m->cwd), cwd, sizeof(cwd)) != 0 ||
+	    (m->cwd[0] != '\0' &&
+	     validate_cwd(sc->policy, m->cwd, strlen(m->cwd), cwd, sizeof(cwd)) != 0) ||
 	    m->cols < 1 || m->cols > TERMINAL_SIZE_MAX || m->rows < 1 ||
-	    m->rows > TERMINAL_SIZE_MAX) {
+	    m->rows > TERMINAL_SIZE_MAX || m->uid == 0 || m->uid < sc->uid_first ||
+	    m->uid > sc->uid_last) {
 		err = EPERM;
 		goto out;
 	}
+	/* A uid without an account (every range uid) has its home under
+	 * .home: the child refuses to start without it. */
+	if (spawner_homes_fd < 0 && (sc->privileged || getpwuid((uid_t)m->uid) == NULL))
+		spawner_homes_open(sc);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, chan) != 0) {
 		err = errno;
 		goto out;
@@ -429,15 +624,16 @@ static void spawner_do_spawn(int sock, const struct spawner_conf *sc, struct spa
 	if (pid == 0) {
 		close(chan[0]);
 		close(sock);
-		spawner_child(sc, exec_path, m->shell, cwd, m->cols, m->rows, chan[1]);
+		spawner_child(sc, exec_path, m->shell, cwd, (uid_t)m->uid, m->cols, m->rows,
+		              chan[1]);
 	}
 	close(chan[1]);
-	err = spawner_await_child(chan[0], pid, &master);
+	err = spawner_await_child(chan[0], pid, (uid_t)m->uid, &master, rep.cwd);
 	close(chan[0]);
-	if (err == 0 && spawner_track(pid) != 0) {
+	if (err == 0 && spawner_track(pid, (uid_t)m->uid) != 0) {
 		close(master);
 		master = -1;
-		spawner_signal_session(pid, SIGKILL);
+		spawner_signal_session((uid_t)m->uid, pid, SIGKILL);
 		err = EAGAIN;
 	}
 	rep.pid = pid;
@@ -471,10 +667,55 @@ static int spawner_drop_caps(void)
 	return 0;
 }
 
-/* Allows everything but identity changes other than to the shell's ids
- * (the shells inherit it, which costs them nothing: they cannot setuid). */
-static int spawner_seccomp(uid_t uid, gid_t gid)
+/* Refuses `sys` (EPERM) when argument `arg` lies in lo..hi, as aligned
+ * blocks of values: libseccomp takes one comparison per argument in a rule,
+ * so a range with a hole is the rules around the hole. */
+static int spawner_deny_span(scmp_filter_ctx ctx, int sys, unsigned arg, uint64_t lo, uint64_t hi)
 {
+	int rc = 0;
+
+	while (rc == 0 && lo <= hi) {
+		uint64_t size = lo == 0 ? 1ull << 63 : lo & (~lo + 1); /* lo's alignment */
+		struct scmp_arg_cmp c;
+		while (size - 1 > hi - lo)
+			size >>= 1;
+		c = (struct scmp_arg_cmp){arg, SCMP_CMP_MASKED_EQ, ~(size - 1), lo};
+		rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), sys, 1, &c);
+		if (hi - lo == size - 1)
+			break;
+		lo += size;
+	}
+	return rc;
+}
+
+/* Refuses `sys` when argument `arg` is outside first..last and not `extra`. */
+static int spawner_deny_outside(scmp_filter_ctx ctx, int sys, unsigned arg, uint64_t first,
+                                uint64_t last, uint64_t extra)
+{
+	struct scmp_arg_cmp lt = {arg, SCMP_CMP_LT, first, 0}, gt = {arg, SCMP_CMP_GT, last, 0};
+	int rc;
+
+	if (extra < first) {
+		lt.datum_a = extra;
+		if ((rc = spawner_deny_span(ctx, sys, arg, extra + 1, first - 1)) != 0)
+			return rc;
+	} else if (extra > last) {
+		gt.datum_a = extra;
+		if ((rc = spawner_deny_span(ctx, sys, arg, last + 1, extra - 1)) != 0)
+			return rc;
+	}
+	if ((rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), sys, 1, &lt)) != 0)
+		return rc;
+	return seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), sys, 1, &gt);
+}
+
+/* Allows everything but identity changes other than to the shells' ids, and
+ * namespaces (the shells inherit it, which costs them nothing: they cannot
+ * setuid). setresuid may also name -1 (unchanged) as real and saved uid and
+ * our own uid as effective uid: spawner_as_uid's switch and its way back. */
+int spawner_filter(const struct spawner_conf *sc)
+{
+	const gid_t gfirst = spawner_gid(sc, sc->uid_first), glast = spawner_gid(sc, sc->uid_last);
 	static const int never[] = {
 	    SCMP_SYS(setuid),   SCMP_SYS(setgid),   SCMP_SYS(setreuid),
 	    SCMP_SYS(setregid), SCMP_SYS(setfsuid), SCMP_SYS(setfsgid),
@@ -484,19 +725,25 @@ static int spawner_seccomp(uid_t uid, gid_t gid)
 
 	if (ctx == NULL)
 		return ERR_NOMEM;
+	/* Each argument outside the range (but the one extra value) is refused
+	 * (rules OR). */
 	for (unsigned i = 0; i < 3 && rc == 0; i++) {
-		struct scmp_arg_cmp u = {i, SCMP_CMP_NE, (scmp_datum_t)uid, 0};
-		struct scmp_arg_cmp g = {i, SCMP_CMP_NE, (scmp_datum_t)gid, 0};
-		rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(setresuid), 1, &u);
+		uint64_t extra = !sc->privileged ? (uint64_t)sc->uid_first
+		                 : i == 1        ? (uint64_t)sc->self_uid
+		                                 : (uint64_t)(uid_t)-1;
+		rc = spawner_deny_outside(ctx, SCMP_SYS(setresuid), i, sc->uid_first, sc->uid_last,
+		                          extra);
 		if (rc == 0)
-			rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(setresgid),
-			                            1, &g);
+			rc = spawner_deny_outside(ctx, SCMP_SYS(setresgid), i, gfirst, glast,
+			                          gfirst);
 	}
 	for (size_t i = 0; i < sizeof(never) / sizeof(never[0]) && rc == 0; i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), never[i], 0);
 	if (rc == 0)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(setgroups), 1,
 		                      SCMP_A0(SCMP_CMP_NE, 0));
+	if (rc == 0)
+		rc = spawner_deny_namespaces(ctx);
 	if (rc == 0)
 		rc = seccomp_load(ctx); /* sets no_new_privs first */
 	seccomp_release(ctx);
@@ -531,31 +778,26 @@ static void spawner_reap(int sock)
 		struct spawner_msg m;
 		if (k == NULL)
 			continue; /* an orphan we adopted as subreaper */
-		/* The leader is gone: its session's stragglers follow. */
-		spawner_signal_session(pid, SIGHUP);
 		k->pid = 0;
 		memset(&m, 0, sizeof(m));
 		m.op = SP_EXITED;
 		m.pid = pid;
 		m.status = status;
 		spawner_send(sock, &m, -1);
-		spawner_sweep_if_idle();
+		/* The shell is gone: everything it left was handed to us. */
+		spawner_after_exit(k->uid);
 	}
 }
 
-static __attribute__((noreturn)) void spawner_main(int sock, const struct spawner_conf *sc)
+__attribute__((noreturn)) void spawner_main(int sock, const struct spawner_conf *sc)
 {
-	struct passwd *pw;
 	sigset_t chld;
 	int sfd, rv;
 
 	prctl(PR_SET_NAME, "magnetar-spawn", 0, 0, 0);
 	/* Orphans of a shell come to us, not to init, so none is left a zombie. */
 	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-	if ((pw = getpwuid(sc->uid)) != NULL) {
-		snprintf(spawner_home, sizeof(spawner_home), "%s", pw->pw_dir);
-		snprintf(spawner_user, sizeof(spawner_user), "%s", pw->pw_name);
-	}
+	spawner_self = getpid();
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
@@ -567,10 +809,15 @@ static __attribute__((noreturn)) void spawner_main(int sock, const struct spawne
 	if (sc->privileged && (rv = spawner_become(sc)) != 0)
 		fatalx("spawner: cannot become uid %u with CAP_SETUID/CAP_SETGID alone: %s",
 		       (unsigned)sc->self_uid, err_str(rv));
-	if ((rv = spawner_seccomp(sc->uid, sc->gid)) != 0)
+	if ((rv = spawner_filter(sc)) != 0)
 		fatalx("spawner: cannot load the seccomp filter: %s", err_str(rv));
-	log_info("spawner: ready pid=%d uid=%u shell_uid=%u shell_gid=%u", (int)getpid(),
-	         (unsigned)getuid(), (unsigned)sc->uid, (unsigned)sc->gid);
+	/* Before any shell runs, so none can make .home first (the shells'
+	 * root may be 1777); not fatal: without it only range uids' shells
+	 * are refused, and it is tried again at each spawn. */
+	if (sc->privileged)
+		spawner_homes_open(sc);
+	log_info("spawner: ready pid=%d uid=%u shell_uids=%u-%u", (int)getpid(), (unsigned)getuid(),
+	         (unsigned)sc->uid_first, (unsigned)sc->uid_last);
 
 	for (;;) {
 		struct pollfd pfd[2] = {{.fd = sock, .events = POLLIN},
@@ -583,7 +830,7 @@ static __attribute__((noreturn)) void spawner_main(int sock, const struct spawne
 			if (k->pid == 0 || k->kill_at == 0)
 				continue;
 			if (k->kill_at <= now) {
-				spawner_signal_session(k->pid, SIGKILL);
+				spawner_signal_session(k->uid, k->pid, SIGKILL);
 				k->kill_at = 0;
 			} else if (next == 0 || k->kill_at < next)
 				next = k->kill_at;
@@ -614,8 +861,8 @@ static __attribute__((noreturn)) void spawner_main(int sock, const struct spawne
 				struct spawner_kid *k = spawner_kid(m.pid);
 				/* Only our own shells: never a pid the service names. */
 				if (k != NULL) {
-					spawner_signal_session(k->pid, SIGHUP);
-					spawner_signal_session(k->pid, SIGCONT);
+					spawner_signal_session(k->uid, k->pid, SIGHUP);
+					spawner_signal_session(k->uid, k->pid, SIGCONT);
 					if (k->kill_at == 0)
 						k->kill_at =
 						    clock_mono_ms() + TERMINAL_KILL_GRACE_MS;
@@ -623,197 +870,15 @@ static __attribute__((noreturn)) void spawner_main(int sock, const struct spawne
 			}
 		}
 	}
-	/* The service is gone: so are its shells. */
+	/* The service is gone: so are its shells, and then what they left. */
 	for (int i = 0; i < SPAWNER_MAX_CHILDREN; i++)
 		if (spawner_kids[i].pid != 0)
-			spawner_signal_session(spawner_kids[i].pid, SIGKILL);
-	memset(spawner_kids, 0, sizeof(spawner_kids));
-	spawner_sweep_if_idle();
+			spawner_signal_session(spawner_kids[i].uid, spawner_kids[i].pid, SIGKILL);
+	for (int i = 0; i < SPAWNER_MAX_CHILDREN; i++)
+		if (spawner_kids[i].pid != 0) {
+			waitpid(spawner_kids[i].pid, NULL, 0);
+			spawner_kids[i].pid = 0;
+			spawner_after_exit(spawner_kids[i].uid);
+		}
 	_exit(0);
-}
-
-/* ---- the service's side ----------------------------------------------------- */
-
-int spawner_start(const struct spawner_conf *sc, struct spawner **out)
-{
-	struct spawner *sp;
-	int sv[2];
-	pid_t pid;
-
-	if (sc->uid == 0 || sc->gid == 0)
-		return ERR_PERM;
-	if ((sp = calloc(1, sizeof(*sp))) == NULL)
-		return ERR_NOMEM;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-		free(sp);
-		return ERR_IO;
-	}
-	fflush(NULL);
-	if ((pid = fork()) < 0) {
-		close(sv[0]);
-		close(sv[1]);
-		free(sp);
-		return ERR_IO;
-	}
-	if (pid == 0) {
-		/* Only the socket and stderr (the log) survive. */
-		close(sv[0]);
-		if (sv[1] != 3) {
-			if (dup2(sv[1], 3) < 0)
-				_exit(1);
-			close(sv[1]);
-		}
-		if (syscall(SYS_close_range, 4u, ~0u, 0u) != 0)
-			for (int fd = 4; fd < 1024; fd++)
-				close(fd);
-		spawner_main(3, sc);
-	}
-	close(sv[1]);
-	sp->fd = sv[0];
-	sp->pid = pid;
-	sp->conf = *sc;
-	sp->reply_fd = -1;
-	pthread_mutex_init(&sp->call_mu, NULL);
-	pthread_mutex_init(&sp->mu, NULL);
-	pthread_cond_init(&sp->cv, NULL);
-	*out = sp;
-	return 0;
-}
-
-static void *spawner_reader(void *arg)
-{
-	struct spawner *sp = arg;
-	struct spawner_msg *m = malloc(sizeof(*m));
-	int fd, rv;
-
-	while (m != NULL) {
-		rv = spawner_recv(sp->fd, m, &fd);
-		if (rv == ERR_CLOSED || rv == ERR_IO)
-			break;
-		if (rv != 0)
-			continue;
-		if (m->op == SP_EXITED) {
-			if (fd >= 0)
-				close(fd);
-			sp->on_exit(sp->arg, m->pid, m->status);
-			continue;
-		}
-		pthread_mutex_lock(&sp->mu);
-		if (m->seq == sp->seq && !sp->have_reply) {
-			sp->reply = *m;
-			sp->reply_fd = fd;
-			sp->have_reply = true;
-			fd = -1;
-			pthread_cond_broadcast(&sp->cv);
-		}
-		pthread_mutex_unlock(&sp->mu);
-		if (fd >= 0)
-			close(fd); /* an answer nobody waits for any more */
-	}
-	free(m);
-	pthread_mutex_lock(&sp->mu);
-	sp->dead = true;
-	pthread_cond_broadcast(&sp->cv);
-	if (!sp->stopping)
-		/* No spawner, no shells, and no way to kill the running ones:
-		 * exit so the supervisor starts us afresh. */
-		fatalx("spawner: the spawner process is gone");
-	pthread_mutex_unlock(&sp->mu);
-	return NULL;
-}
-
-int spawner_run(struct spawner *sp, spawner_exit_fn on_exit, void *arg)
-{
-	sp->on_exit = on_exit;
-	sp->arg = arg;
-	if (pthread_create(&sp->thread, NULL, spawner_reader, sp) != 0)
-		return ERR_NOMEM;
-	sp->running = true;
-	return 0;
-}
-
-int spawner_spawn(struct spawner *sp, const char *exec_path, const char *shell, const char *cwd,
-                  unsigned cols, unsigned rows, pid_t *pid, int *master)
-{
-	struct spawner_msg *m = calloc(1, sizeof(*m));
-	struct timespec until;
-	int rv = 0;
-
-	(void)exec_path; /* the spawner resolves it again itself */
-	if (m == NULL)
-		return ERR_NOMEM;
-	if (strlen(shell) >= sizeof(m->shell) || strlen(cwd) >= sizeof(m->cwd)) {
-		free(m);
-		return ERR_PERM;
-	}
-	strcpy(m->shell, shell);
-	strcpy(m->cwd, cwd);
-	m->op = SP_SPAWN;
-	m->cols = (uint16_t)cols;
-	m->rows = (uint16_t)rows;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += SPAWNER_REPLY_TIMEOUT_MS / 1000 + 1;
-
-	pthread_mutex_lock(&sp->call_mu);
-	pthread_mutex_lock(&sp->mu);
-	m->seq = ++sp->seq;
-	sp->have_reply = false;
-	if (sp->dead || spawner_send(sp->fd, m, -1) != 0)
-		rv = ERR_UNAVAIL;
-	while (rv == 0 && !sp->have_reply && !sp->dead)
-		if (pthread_cond_timedwait(&sp->cv, &sp->mu, &until) != 0)
-			rv = ERR_TIMEOUT;
-	if (rv == 0 && !sp->have_reply)
-		rv = ERR_UNAVAIL;
-	if (rv == 0) {
-		if (sp->reply.op == SP_SPAWNED && sp->reply_fd >= 0) {
-			*pid = sp->reply.pid;
-			*master = sp->reply_fd;
-			fcntl(*master, F_SETFL, fcntl(*master, F_GETFL) | O_NONBLOCK);
-		} else {
-			if (sp->reply_fd >= 0)
-				close(sp->reply_fd);
-			log_info("spawner: refused: %s", strerror(sp->reply.err));
-			rv = ERR_PERM;
-		}
-		sp->reply_fd = -1;
-		sp->have_reply = false;
-	}
-	pthread_mutex_unlock(&sp->mu);
-	pthread_mutex_unlock(&sp->call_mu);
-	free(m);
-	return rv;
-}
-
-int spawner_kill(struct spawner *sp, pid_t pid)
-{
-	/* On the stack: a kill never fails for want of memory (the shell
-	 * would outlive its terminal). */
-	struct spawner_msg m = {.op = SP_KILL, .pid = pid};
-	int rv;
-
-	pthread_mutex_lock(&sp->mu);
-	rv = sp->dead ? ERR_UNAVAIL : spawner_send(sp->fd, &m, -1);
-	pthread_mutex_unlock(&sp->mu);
-	return rv;
-}
-
-void spawner_stop(struct spawner *sp)
-{
-	if (sp == NULL)
-		return;
-	/* EOF tells the spawner to kill every shell and exit; its exit closes
-	 * its end, which ends our reader. */
-	pthread_mutex_lock(&sp->mu);
-	sp->stopping = true;
-	pthread_mutex_unlock(&sp->mu);
-	shutdown(sp->fd, SHUT_WR);
-	if (sp->running)
-		pthread_join(sp->thread, NULL);
-	waitpid(sp->pid, NULL, 0);
-	close(sp->fd);
-	pthread_mutex_destroy(&sp->call_mu);
-	pthread_mutex_destroy(&sp->mu);
-	pthread_cond_destroy(&sp->cv);
-	free(sp);
 }

@@ -1,7 +1,7 @@
 /*
  * terminal.h — magnetar-terminal: shells in PTYs, started by a small spawner
- * process, streamed to the gateway over one nng pair per terminal
- * (docs/terminal.md). Prototypes grouped by file.
+ * process, streamed to the gateway over one Unix stream connection per
+ * terminal (docs/terminal.md). Prototypes grouped by file.
  */
 #ifndef MAGNETAR_TERMINAL_H
 #define MAGNETAR_TERMINAL_H
@@ -26,6 +26,7 @@
 #define TERMINAL_SIZE_MAX 1000        /* cols and rows: 1..this */
 #define TERMINAL_FRAME_MAX 65536      /* one frame's payload either way */
 #define TERMINAL_LIST_MAX 16          /* shells or roots configured */
+#define TERMINAL_KEY_LEN 32           /* the stream key Attach gives out */
 
 /* ---- validate.c: what may run where (pure, no state) ----------------------- */
 
@@ -60,14 +61,14 @@ int validate_cwd(const struct validate_policy *p, const char *cwd, size_t len, c
 /* True when the resolved path `path` is a root or lies under one. */
 bool validate_under_root(const struct validate_policy *p, const char *path);
 
-/* ---- frame.c: the bytes of the stream (API.md "Terminal") ------------------ */
+/* ---- frame.c: the bytes of the stream (docs/api.md "Terminal") ------------------ */
 
 enum frame_kind {
 	FRAME_DATA = '0',   /* input (client→shell) or output (shell→client) */
 	FRAME_RESIZE = '1', /* client→shell: JSON {"cols","rows"} */
 	FRAME_EXIT = '2',   /* shell→client: JSON {"code"}, then close */
-	FRAME_CLOSED = '9', /* terminal→gateway only, no payload: the stream ends
-	                     * (deleted, revoked, idle); never reaches a client */
+	FRAME_HELLO = 'H',  /* gateway→terminal, first on a connection: the
+	                     * terminal's id (32 hex) and its stream key */
 };
 
 struct frame {
@@ -86,13 +87,14 @@ size_t frame_exit(char *buf, size_t cap, int code);
 /* The exit code the exit frame reports for a wait(2) status. */
 int frame_exit_code(int status);
 
-/* ---- spawner.c: the process that starts shells ----------------------------- */
+/* ---- spawner_client.c: the process that starts shells (spawner.c) ---------- */
 
 struct spawner;
 
 struct spawner_conf {
-	uid_t uid; /* shells run as these; never 0 */
-	gid_t gid;
+	/* A shell runs as one uid of first..last (never 0), its gid the same
+	 * number (as root; else our own gid): MAGNETAR_TERMINAL_UIDS. */
+	uid_t uid_first, uid_last;
 	/* As root: the spawner's own ids (the service's user), to which it
 	 * drops keeping CAP_SETUID/CAP_SETGID alone. Unused without root. */
 	bool privileged;
@@ -114,17 +116,30 @@ int spawner_start(const struct spawner_conf *sc, struct spawner **out);
 /* Starts the thread that reads the spawner's answers. */
 int spawner_run(struct spawner *sp, spawner_exit_fn on_exit, void *arg);
 /*
- * Starts `exec_path` (argv[0] `shell`) in `cwd` in a new PTY of cols×rows.
- * On success *pid is the shell (a session and process group leader) and
- * *master the PTY master (caller's, O_NONBLOCK|O_CLOEXEC). ERR_PERM when the
- * spawner refused the request or the shell user may not enter cwd.
+ * Starts `exec_path` (argv[0] `shell`) in `cwd` in a new PTY of cols×rows,
+ * as `uid` (one of the range: the user's, store_shell_uid). An empty `cwd`
+ * is the user's home (a range uid's private one, <first root>/.home/<uid>)
+ * or, for a uid with an account, the first root. On success *pid is the
+ * shell (a session and process group leader, and the subreaper of
+ * everything it starts), *master the PTY master (caller's,
+ * O_NONBLOCK|O_CLOEXEC) and used_cwd the directory it started in. ERR_PERM
+ * when the spawner refused the request or the shell user may not enter cwd.
  */
 int spawner_spawn(struct spawner *sp, const char *exec_path, const char *shell, const char *cwd,
-                  unsigned cols, unsigned rows, pid_t *pid, int *master);
-/* Hangs up every process of the shell's session, SIGKILL after a grace. */
+                  uid_t uid, unsigned cols, unsigned rows, pid_t *pid, int *master,
+                  char used_cwd[PATH_MAX]);
+/* Hangs up every process of the shell's session, SIGKILL after a grace;
+ * when the shell is gone, whatever it left behind (docs/terminal.md). */
 int spawner_kill(struct spawner *sp, pid_t pid);
 /* Closes the socket (the spawner kills every shell and exits), waits for it. */
 void spawner_stop(struct spawner *sp);
+/* The seccomp filters, loaded in the calling process (no_new_privs first):
+ * the spawner's (identity changes only to the range, namespaces never) and
+ * the one each shell adds (no cross-process calls, namespaces never). The
+ * spawner loads them itself; public for tests/unit/terminal_spawner_test.c.
+ * 0 or ERR_PERM/ERR_NOMEM. */
+int spawner_filter(const struct spawner_conf *sc);
+int spawner_shell_filter(void);
 
 /* ---- session.c: the live terminals ----------------------------------------- */
 
@@ -134,15 +149,20 @@ struct terminal {
 	struct svc svc; /* first: the generic Ping/Stats handlers use it */
 	struct validate_policy policy;
 	struct spawner *spawner;
-	uid_t shell_uid;
-	gid_t shell_gid;
-	pthread_mutex_t mu; /* the list, and each session's state fields */
-	pthread_cond_t cv;  /* sessions freed; the reaper's sleep */
+	uid_t uid_first, uid_last; /* MAGNETAR_TERMINAL_UIDS, checked at start */
+	pthread_mutex_t mu;        /* the list, and each session's state fields */
+	pthread_cond_t cv;         /* sessions freed; the reaper's sleep */
 	struct session *sessions;
 	int nsessions; /* in the list (open) */
 	int nobjects;  /* allocated, listed or still tearing down */
 	bool stopping;
 	pthread_t reaper;
+	/* stream.c: the socket every terminal's stream connects to. */
+	char stream_path[108];
+	int stream_fd;
+	pthread_t stream_thread;
+	_Atomic bool stream_stop;
+	_Atomic uint64_t stream_refused;
 	_Atomic uint64_t opened, closed, denied, bytes_in, bytes_out, revoked;
 	/* revoke.c: auth's events and the resync through its Revoked RPC. */
 	struct rpc_client *auth;
@@ -179,13 +199,17 @@ void control_attach(struct rpc_call *call, const ProtobufCMessage *in, void *arg
 
 /* What control.c asks of session.c. */
 struct session_open {
-	const char *user_id, *auth_session, *shell, *exec_path, *cwd;
+	const char *user_id, *auth_session, *shell, *exec_path;
+	const char *cwd; /* validated; "" for the user's home */
 	unsigned cols, rows;
 };
-/* Reserves a slot, spawns, listens on the stream, lists the session and
- * records terminal.opened. Fills the reply's info and ticket (buffers in
- * `info_buf`). ERR_UNAVAIL: a limit (too_many_terminals); ERR_PERM: the
- * spawner refused (cwd not enterable as the shell user). */
+/* Reserves a slot, takes the user's shell uid (store_shell_uid: only once
+ * no limit refused, so a refused Open uses up no uid), spawns, listens on
+ * the stream, lists the session and records terminal.opened. Fills the
+ * reply's info and ticket (buffers in `info_buf`). ERR_UNAVAIL: a limit
+ * (too_many_terminals); ERR_NOTFOUND: no shell uid left
+ * (shell_uids_exhausted); ERR_PERM: the spawner refused (cwd not
+ * enterable as the shell user). */
 struct session_info {
 	char id[TERMINAL_ID_LEN];
 	char user_id[TERMINAL_USER_MAX];
@@ -203,10 +227,23 @@ int session_list(struct terminal *t, const char *user_id, struct session_info *o
 /* Closes the terminal `id` if `user_id` (empty: anyone's) owns it. ERR_NOTFOUND. */
 int session_close(struct terminal *t, const char *id, const char *user_id,
                   const Magnetar__RequestContext *ctx);
-/* Consumes the ticket; fills the stream URL. ERR_PERM (bad ticket),
- * ERR_INVAL (user mismatch), ERR_NOTFOUND. */
+/* Consumes the ticket; fills a fresh stream key, good for one connection
+ * to the stream socket. ERR_PERM (bad ticket), ERR_INVAL (user mismatch),
+ * ERR_IO. */
 int session_attach(struct terminal *t, const char *id, const char *ticket, const char *user_id,
-                   char *url, size_t cap);
+                   uint8_t key[TERMINAL_KEY_LEN]);
+/* Gives `fd` (a connection that showed `key` for terminal `id`) to that
+ * terminal, which then owns it: 0, or ERR_PERM (no such pending terminal,
+ * or not its key, or its key was spent) and the caller keeps fd. */
+int session_take_stream(struct terminal *t, const char *id, const uint8_t *key, size_t key_len,
+                        int fd);
+
+/* ---- stream.c: the socket the gateway's streams connect to ----------------- */
+
+/* Listens on <run dir>/terminal.stream-<replica>.sock (before the drop of
+ * privileges, like the RPC socket) and starts the thread that accepts. */
+int stream_start(struct terminal *t);
+void stream_stop(struct terminal *t);
 
 /* ---- store.c — the only file that includes sqlite3.h ------------------------ */
 extern const struct pool_schema store_schema;
@@ -217,6 +254,11 @@ int store_audit(struct pool *pool, const char *action, const char *actor, const 
 /* The terminal's row and terminal.opened, in one transaction. */
 int store_opened(struct pool *pool, const struct session_info *s,
                  const Magnetar__RequestContext *ctx);
+/* The shell uid of `user_id`: the one recorded, else the next of
+ * first..last never given to anyone, recorded in the same transaction (a
+ * uid is never reused for another user). ERR_NOTFOUND: none left, or the
+ * recorded one lies outside first..last (the range was changed). */
+int store_shell_uid(struct pool *pool, const char *user_id, uid_t first, uid_t last, uid_t *uid);
 /* Closes the row and records terminal.closed with `reason`, one transaction. */
 int store_closed(struct pool *pool, const char *id, const char *user_id, const char *reason,
                  int exit_code);

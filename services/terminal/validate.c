@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "services/terminal/terminal.h"
 
@@ -61,27 +62,15 @@ static bool validate_in_etc_shells(const char *etc_shells, const char *path)
 /* Splits a comma-separated list (spaces around items dropped) into out. */
 static int validate_split(const char *csv, char **out, size_t *n)
 {
-	const char *s = csv;
+	const char *s;
+	size_t len;
 
-	while (*s != '\0') {
-		const char *e = strchr(s, ',');
-		size_t len = e != NULL ? (size_t)(e - s) : strlen(s);
-		while (len > 0 && (s[0] == ' ' || s[0] == '\t')) {
-			s++;
-			len--;
-		}
-		while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-			len--;
-		if (len > 0) {
-			if (*n == TERMINAL_LIST_MAX)
-				return ERR_CONFIG;
-			if ((out[*n] = strndup(s, len)) == NULL)
-				return ERR_NOMEM;
-			(*n)++;
-		}
-		if (e == NULL)
-			break;
-		s = e + 1;
+	while (list_next(&csv, &s, &len)) {
+		if (*n == TERMINAL_LIST_MAX)
+			return ERR_CONFIG;
+		if ((out[*n] = strndup(s, len)) == NULL)
+			return ERR_NOMEM;
+		(*n)++;
 	}
 	return 0;
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# auth.sh — the authenticated hot path (issue 5, ARCHITECTURE.md §6):
+# auth.sh — the authenticated hot path (issue 5, docs/architecture.md, "Performance budget"):
 #   1. GET /api/v1/auth/me requests/s against nginx `return 200`, same run
 #      (goal ≥ 0.7×: the token is verified locally and /me comes from the
 #      gateway's cache, no RPC);

@@ -20,9 +20,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-make -s BUILD="$BUILD" "$BUILD/bin/magnetar-breach" "$BUILD/bin/magctl" "$BUILD/lib/libmagnetar-common.a"
+make -s BUILD="$BUILD" "$BUILD/bin/magnetar-breach" "$BUILD/bin/magctl" "$BUILD/lib/libmagnetar-pwstore.a" \
+	"$BUILD/lib/libmagnetar-common.a"
 cc -O2 -g -std=c17 -D_GNU_SOURCE -pthread -I. -I"$BUILD/gen" -o "$WORK/breach_bench" \
-	tests/bench/breach_bench.c "$BUILD"/obj/services/breach/{pwstore,pairs,hibp}.o \
+	tests/bench/breach_bench.c "$BUILD/lib/libmagnetar-pwstore.a" \
 	"$BUILD/lib/libmagnetar-common.a" -lnng $(pkg-config --libs libprotobuf-c openssl sqlite3) \
 	-lpthread
 echo "== machine: $(nproc) cores, $(uname -r)"

@@ -12,9 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "breach.pb-c.h"
 #include "common/clock.h"
 #include "common/rpc.h"
-#include "services/breach/breach.h"
+#include "lib/pwstore/pwstore.h"
 
 static uint64_t splitmix(uint64_t *x)
 {

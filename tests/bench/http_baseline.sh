@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # http_baseline.sh — requests/s of the gateway's GET /healthz and GET /readyz
 # against nginx `return 200` on the same machine in the same run
-# (ARCHITECTURE.md §6: /healthz ≥ 0.9× nginx, a route with RPCs ≥ 0.3×).
+# (docs/architecture.md, "Performance budget": /healthz ≥ 0.9× nginx, a route with RPCs ≥ 0.3×).
 #
 #   tests/bench/http_baseline.sh            # BUILD=<repo>/build, 3 rounds of 5 s
 #   BUILD=build-gw ROUNDS=5 DURATION=10s tests/bench/http_baseline.sh

@@ -1,6 +1,6 @@
-"""Terminal benchmark (ARCHITECTURE.md §6): key-echo round trip p50/p99 and
-output throughput through the whole path (WebSocket → gateway → nng pair →
-terminal → PTY → back) against a direct PTY loop in the same run, the same
+"""Terminal benchmark (docs/architecture.md, "Performance budget"): key-echo round trip p50/p99 and
+output throughput through the whole path (WebSocket → gateway → Unix stream
+socket → terminal → PTY → back) against a direct PTY loop in the same run, the same
 shell and the same Python client code on both sides.
 
     MAGNETAR_BUILD=$PWD/build /usr/bin/python3 tests/bench/terminal_bench.py [keys] [MB]
@@ -107,7 +107,9 @@ def through(stack):
                       json={"username": "founder", "password": PASSWORD}, timeout=15)
     h = {"Authorization": "Bearer " + r.json()["access_token"]}
     t = requests.post(stack.url + "/api/v1/terminal/sessions", headers=h, timeout=10,
-                      json={"shell": "/bin/bash", "cols": 200, "rows": 50}).json()
+                      json={"shell": "/bin/bash", "cols": 200, "rows": 50})
+    assert t.status_code == 201, t.text
+    t = t.json()
     ws = websocket.create_connection("ws://127.0.0.1:%d%s?ticket=%s" % (
         stack.port, t["ws_url"], t["ws_ticket"]), suppress_origin=True, timeout=120)
     def send(b):
@@ -130,8 +132,12 @@ def through(stack):
 
 def main():
     root = tempfile.mkdtemp(prefix="magbench-", dir="/tmp")
-    os.chmod(root, 0o755)
-    stack = Stack(tempfile.mkdtemp(prefix="magbench-stack-"), {
+    os.chmod(root, 0o1777)  # as make_root in tests/integration/test_terminal.py: homes go here
+    # As root the services run as their own users: the stack's dir must be
+    # one they can traverse (mkdtemp makes it 0700).
+    stack_dir = tempfile.mkdtemp(prefix="magbench-stack-")
+    os.chmod(stack_dir, 0o755)
+    stack = Stack(stack_dir, {
         "MAGNETAR_TERMINAL_ROOTS": root, "MAGNETAR_FOUNDER_USERNAME": "founder",
         "MAGNETAR_FOUNDER_PASSWORD": PASSWORD, "MAGNETAR_HIBP_MODE": "off"}).start()
     try:

@@ -3,7 +3,7 @@
  * the reader of what it writes. hibp_parse_fuzz covers hibp_import_line (one
  * line); this runs `magctl breach import -o STORE -R SOURCE...` itself
  * (tools/magctl/breach.c magctl_breach: source collection, the counting and
- * adding passes over getline(3) lines, services/breach/pwstore.c's writer and
+ * adding passes over getline(3) lines, lib/pwstore/pwstore.c's writer and
  * commit) on files made from the input, then opens the store it wrote with
  * pwstore_open, the breach service's loader, and looks every hash up.
  *
@@ -36,7 +36,7 @@
 #include <unistd.h>
 
 #include "tests/fuzz/support.h"
-#include "services/breach/breach.h"
+#include "lib/pwstore/pwstore.h"
 
 #define main magctl_main /* the real magctl_call etc.; its main is not ours */
 #include "tools/magctl/main.c"

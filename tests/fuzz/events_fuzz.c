@@ -189,7 +189,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	    nng_listen(pub, FZ_URL, NULL, 0) != 0)
 		die("cannot listen");
 	/* Silence is not what is fuzzed here: a minute. */
-	if (events_sub_open(FZ_URL, topics, 60000, &h, &sub) != 0)
+	if (events_sub_open(FZ_URL, topics, 60000, 0, &h, &sub) != 0)
 		die("cannot subscribe");
 	for (int i = 0; i < 200 && !sync_sentinel(10); i++)
 		;

@@ -34,10 +34,14 @@ $(GEN)/%.pb-c.c: proto/%.proto
 $(FB)/%_fuzz: tests/fuzz/%_fuzz.c $(COMMON) $(PROTO_C)
 	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(COMMON) $(PROTO_C) $(FLIBS)
 
-# hibp_parse also links the breach service's parsers (pure: no curl, no SQLite).
-BREACH_PARSE := services/breach/hibp.c services/breach/pairs.c
-$(FB)/hibp_parse_fuzz: tests/fuzz/hibp_parse_fuzz.c $(BREACH_PARSE) $(COMMON) $(PROTO_C)
-	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(BREACH_PARSE) $(COMMON) $(PROTO_C) $(FLIBS)
+# lib/pwstore (the Pwned Passwords formats breach and magctl share): libc only.
+PWSTORE_SRC := $(wildcard lib/pwstore/*.c)
+PWSTORE_H   := lib/pwstore/pwstore.h
+
+# hibp_parse links the library's parsers (pure: no curl, no SQLite).
+HIBP_PARSE := lib/pwstore/hibp.c lib/pwstore/pairs.c
+$(FB)/hibp_parse_fuzz: tests/fuzz/hibp_parse_fuzz.c $(HIBP_PARSE) $(PWSTORE_H) $(COMMON) $(PROTO_C)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(HIBP_PARSE) $(COMMON) $(PROTO_C) $(FLIBS)
 
 # audit_append links the audit service's objects (all but main.c).
 AUDIT_SRC := $(filter-out services/audit/main.c,$(wildcard services/audit/*.c))
@@ -45,8 +49,8 @@ $(FB)/audit_append_fuzz: tests/fuzz/audit_append_fuzz.c $(COMMON) $(PROTO_C) $(A
 	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(COMMON) $(PROTO_C) $(AUDIT_SRC) $(FLIBS)
 
 # netaddr and origin link only the gateway's pure header parsers
-# (gateway/policy.h: libc, no common/ objects needed).
-GW_PARSE := gateway/netaddr.c gateway/origin.c
+# (gateway/policy.h) and the comma-list tokenizer they share (common/list.c).
+GW_PARSE := gateway/netaddr.c gateway/origin.c common/list.c
 $(FB)/netaddr_fuzz: tests/fuzz/netaddr_fuzz.c $(GW_PARSE)
 	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(GW_PARSE)
 $(FB)/origin_fuzz: tests/fuzz/origin_fuzz.c $(GW_PARSE)
@@ -87,34 +91,37 @@ $(FB)/terminal_ws_fuzz: tests/fuzz/terminal_ws_fuzz.c gateway/wsframe.c $(TERMIN
 	$(FUZZ_CC) $(FCFLAGS) -o $@ $< gateway/wsframe.c $(TERMINAL_PURE) $(COMMON) $(PROTO_C) $(FLIBS) -lwslay
 
 # http_request runs the gateway's real daemons in-process: every gateway
-# object but main.c (docs/openapi.yaml is replaced by a small constant).
+# object but main.c (docs/openapi.yaml is replaced by a small constant), and
+# auth's signer, with which the harness mints the tokens it presents.
 # The targets below also depend on the headers of what they link.
 COMMON_H := $(wildcard common/*.h)
 GW_SRC := $(filter-out gateway/main.c,$(wildcard gateway/*.c))
 $(FB)/http_request_fuzz: tests/fuzz/http_request_fuzz.c $(GW_SRC) $(wildcard gateway/*.h) \
-                         $(COMMON) $(COMMON_H) $(PROTO_C)
-	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(GW_SRC) $(COMMON) $(PROTO_C) $(FLIBS) -lwslay
+                         $(COMMON) $(COMMON_H) $(PROTO_C) services/auth/jwtsign.c
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(GW_SRC) services/auth/jwtsign.c $(COMMON) $(PROTO_C) \
+	    $(FLIBS) -lwslay
 
 # proto_<svc>_fuzz: tests/fuzz/proto_dispatch_fuzz.c with -DPROTO_SVC_<SVC>,
 # linked with the service's objects (all but main.c, which the target
-# includes for its method table).
+# includes for its method table) and proto_<svc>_SRC, the lib/ it links.
 proto_auth_LIBS   := -largon2 -loath
 proto_breach_LIBS := -lcurl
+proto_breach_SRC  := $(PWSTORE_SRC) $(PWSTORE_H)
 svc_objs = $(filter-out services/$(1)/main.c,$(wildcard services/$(1)/*.c))
 .SECONDEXPANSION:
 $(FB)/proto_%_fuzz: tests/fuzz/proto_dispatch_fuzz.c $$(call svc_objs,%) services/%/main.c \
-                    $$(wildcard services/%/*.h) $(COMMON) $(COMMON_H) $(PROTO_C)
+                    $$(wildcard services/%/*.h) $$(proto_%_SRC) $(COMMON) $(COMMON_H) $(PROTO_C)
 	$(FUZZ_CC) $(FCFLAGS) -DPROTO_SVC_$(shell echo $* | tr a-z A-Z) -o $@ $< \
-		$(call svc_objs,$*) $(COMMON) $(PROTO_C) $(FLIBS) $(proto_$*_LIBS)
+		$(call svc_objs,$*) $(filter %.c,$(proto_$*_SRC)) $(COMMON) $(PROTO_C) $(FLIBS) \
+		$(proto_$*_LIBS)
 
 # breach_import runs `magctl breach import` itself: magctl's objects (main.c
-# is included by the target, for magctl_call) and the breach store code.
+# is included by the target, for magctl_call) and lib/pwstore, as magctl links.
 MAGCTL_SRC := $(filter-out tools/magctl/main.c,$(wildcard tools/magctl/*.c))
-BREACH_STORE := services/breach/hibp.c services/breach/pairs.c services/breach/pwstore.c
 $(FB)/breach_import_fuzz: tests/fuzz/breach_import_fuzz.c tools/magctl/main.c $(MAGCTL_SRC) \
-                          tools/magctl/magctl.h services/breach/breach.h $(BREACH_STORE) \
+                          tools/magctl/magctl.h $(PWSTORE_H) $(PWSTORE_SRC) \
                           $(COMMON) $(COMMON_H) $(PROTO_C)
-	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(MAGCTL_SRC) $(BREACH_STORE) $(COMMON) $(PROTO_C) $(FLIBS)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(MAGCTL_SRC) $(PWSTORE_SRC) $(COMMON) $(PROTO_C) $(FLIBS)
 
 # gateway_settings links settings.c and the parsers it calls.
 GW_SETTINGS := gateway/settings.c gateway/netaddr.c gateway/origin.c gateway/ratelimit.c

@@ -1,6 +1,6 @@
 /*
  * hibp_parse_fuzz.c — libFuzzer target for the Pwned Passwords parsers
- * (services/breach/hibp.c): a range body from the network and an import
+ * (lib/pwstore/hibp.c): a range body from the network and an import
  * line from a file. The first input byte picks the parser; every accepted
  * body must have consistent pairs (no padding, lengths agree).
  */
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "services/breach/breach.h"
+#include "lib/pwstore/pwstore.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

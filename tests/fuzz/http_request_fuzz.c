@@ -11,7 +11,7 @@
  * on a tmpfs), cors.c, respond.c and every route handler up to its RPC.
  *
  * Services: auth is an in-process stand-in on inproc:// that serves only
- * PublicKeys (one Ed25519 key of the harness) and Revoked (none), so authn.c
+ * PublicKeys (one Ed25519 key of the harness) and RevokedPage (none), so authn.c
  * can verify tokens; every other auth method answers UNAVAILABLE, and the
  * audit, breach and terminal clients are absent (NULL): each RPC fails fast
  * and the route answers 503, as with no services running.
@@ -61,6 +61,7 @@
 #include "common/fingerprint.h"
 #include "common/ids.h"
 #include "common/jwt.h"
+#include "services/auth/jwtsign.h"
 #include "common/log.h"
 #include "common/pool.h"
 #include "gateway/gateway.h"
@@ -103,7 +104,7 @@ static void fake_auth_handle(struct rpc_call *call, const ProtobufCMessage *inpu
 		out.n_keys = 1;
 		out.keys = &kp;
 		rpc_reply(call, &out.base);
-	} else if (strcmp(m, "Revoked") == 0) {
+	} else if (strcmp(m, "Revoked") == 0 || strcmp(m, "RevokedPage") == 0) {
 		Magnetar__RevokedReply out = MAGNETAR__REVOKED_REPLY__INIT;
 		rpc_reply(call, &out.base);
 	} else {
@@ -152,7 +153,7 @@ static char *make_token(char who)
 	c.iat = now - 10;
 	c.exp = now + 7 * 86400; /* outlives any run */
 	c.terminal = terminal;
-	if (jwt_sign(signing_key, FZ_KID, &c, &tok) != 0)
+	if (jwtsign_token(signing_key, FZ_KID, &c, &tok) != 0)
 		abort();
 	return tok;
 }

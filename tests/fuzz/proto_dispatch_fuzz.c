@@ -1,6 +1,6 @@
 /*
  * proto_dispatch_fuzz.c — what a service does with the bytes another process
- * sends its RPC socket, end to end: common/rpc.c's server (receive, envelope
+ * sends its RPC socket, end to end: common/rpc_server.c's server (receive, envelope
  * decode, method look-up, payload unpack, caller check, deadline, dispatch to
  * a worker) and then the service's real handler, running on a real service
  * state with its database on a tmpfs. Built once per service (fuzz.mk):
@@ -418,7 +418,7 @@ static void service_start(void)
 	x.alarm_interval_ms = 60 * 1000;
 	pthread_mutex_init(&x.store_mu, NULL);
 	service_setup(&x.svc, "breach.db");
-	if (svc_path(&x.svc, BREACH_STORE_FILE, x.pw_path, sizeof(x.pw_path)) != 0 ||
+	if (svc_path(&x.svc, PWSTORE_FILE, x.pw_path, sizeof(x.pw_path)) != 0 ||
 	    cache_new(BREACH_CACHE_RANGES, BREACH_CACHE_TTL_MS, &x.cache) != 0)
 		die("cannot start breach");
 	write_store();
@@ -453,8 +453,7 @@ static void service_start(void)
 	 * so validate_cwd refuses every directory: Open never reaches the
 	 * spawner, which is not started. */
 	snprintf(roots, sizeof(roots), "%s/no-such-root", data_root);
-	x.shell_uid = getuid();
-	x.shell_gid = getgid();
+	x.uid_first = x.uid_last = getuid();
 	if (validate_policy_init(&x.policy, x.svc.conf.terminal_shells, roots, "/etc/shells",
 	                         roots) != 0 ||
 	    x.policy.nroots != 0)

@@ -1,7 +1,7 @@
 /*
  * rpc_decode_fuzz.c — the bytes another process sends an RPC server: the
  * envelope decode, the method look-up and the payload unpack of
- * common/rpc.c, for every service's descriptor (the first byte picks it).
+ * common/rpc_server.c, for every service's descriptor (the first byte picks it).
  */
 #include <stddef.h>
 #include <stdint.h>

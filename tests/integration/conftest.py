@@ -5,12 +5,15 @@ The binaries come from $MAGNETAR_BUILD/bin (default: <repo>/build/bin), so
 `make SANITIZE=address,undefined test` runs these same tests against the
 sanitizer build.
 """
+import atexit
 import os
 import re
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -61,6 +64,36 @@ if os.geteuid() == 0:
         return path
 
     TempPathFactory.mktemp = _mktemp_passable
+
+
+def closed_ancestor(path):
+    """The first dir at or above path that other users may not traverse."""
+    for d in [pathlib.Path(path).resolve(), *pathlib.Path(path).resolve().parents]:
+        if d.exists() and not d.stat().st_mode & 0o001:
+            return d
+    return None
+
+
+_reachable_dir = None
+
+
+def reachable_bin(name):
+    """BIN/name where a service user can execute it. A checkout under /root
+    (0700) is closed to them, so tests that run one of our programs as a
+    service user run a copy in a dir of their own that every user may
+    traverse; the copy is made once per run and removed at exit."""
+    global _reachable_dir
+    if closed_ancestor(BIN) is None:
+        return BIN / name
+    if _reachable_dir is None:
+        _reachable_dir = pathlib.Path(tempfile.mkdtemp(prefix="magnetar-bin-"))
+        _reachable_dir.chmod(0o755)
+        atexit.register(shutil.rmtree, _reachable_dir, True)
+    copy = _reachable_dir / name
+    if not copy.exists():
+        shutil.copy2(BIN / name, copy)
+        copy.chmod(0o755)
+    return copy
 
 
 def free_port():

@@ -117,6 +117,49 @@ def test_kill9_five_times_loses_nothing_and_stores_nothing_twice(tmp_path):
     a.stop()
 
 
+def test_a_v1_plaintext_log_is_imported_into_the_chain(tmp_path):
+    """An audit.db of schema v1 (plaintext `events`): the first start
+    re-ingests every row into the encrypted chain (same producer, instance
+    and sequence), drops the plaintext table, and the chain verifies."""
+    db_dir = tmp_path / "var" / "audit"
+    db_dir.mkdir(parents=True)
+    db = sqlite3.connect(db_dir / "audit.db")
+    db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, source TEXT NOT NULL,"
+               " producer TEXT NOT NULL, instance TEXT NOT NULL, seq INTEGER NOT NULL,"
+               " time_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
+               " action TEXT NOT NULL, actor TEXT NOT NULL, target TEXT NOT NULL,"
+               " ip TEXT NOT NULL, request_id TEXT NOT NULL, outcome TEXT NOT NULL,"
+               " detail TEXT NOT NULL, UNIQUE (source, instance, seq))")
+    now = int(time.time() * 1000)
+    db.executemany("INSERT INTO events (source, producer, instance, seq, time_ms, received_ms,"
+                   " action, actor, target, ip, request_id, outcome, detail)"
+                   " VALUES ('auth', 'auth', ?, ?, ?, ?, 'auth.login', ?, '', '192.0.2.7',"
+                   " ?, 'success', ?)",
+                   [("a" * 32, i, now + i, now + i, "user-%d" % i, "req-%d" % i,
+                     "v1-plaintext-marker-%d" % i) for i in range(1, 6)])
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    a = Audit(tmp_path).start()
+    try:
+        events = sorted(a.export(), key=lambda e: e["sequence"])
+        assert [(e["sequence"], e["actor"], e["request_id"], e["detail"]) for e in events] == \
+            [(i, "user-%d" % i, "req-%d" % i, "v1-plaintext-marker-%d" % i)
+             for i in range(1, 6)], events
+        assert all(e["producer"] == "auth" and e["ip"] == "192.0.2.7" for e in events)
+        v = a.magctl("audit", "verify")
+        assert v.returncode == 0 and json.loads(v.stdout)["ok"] is True, v.stdout
+    finally:
+        a.stop()
+    db = sqlite3.connect(db_dir / "audit.db")
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert "legacy_events" not in tables and "events" not in tables, tables
+    for f in db_dir.iterdir():
+        if f.name.startswith("audit.db"):
+            assert b"v1-plaintext-marker" not in f.read_bytes(), f
+
+
 def test_query_export_tail_are_escaped(audit):
     tail = subprocess.Popen([str(BIN / "magctl"), "audit", "tail", "--count", "40"],
                             env=audit.env, stdout=subprocess.PIPE)

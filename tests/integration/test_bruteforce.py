@@ -1,4 +1,4 @@
-"""Brute force (API.md "Limits"): failed logins are limited per account and
+"""Brute force (docs/api.md "Limits"): failed logins are limited per account and
 client network with growing delays (429 too_many_attempts + Retry-After),
 and an attacker's failures never lock the owner out from another network."""
 import http.client

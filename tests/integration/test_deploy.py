@@ -27,7 +27,8 @@ import yaml
 from conftest import BIN, REPO, free_port, sandbox_env, wait_until
 
 DEPLOY = REPO / "deploy"
-COMPOSE = DEPLOY / "docker-compose.yml"
+# At the root, where both Compose clients find it (and its override) alone.
+COMPOSE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 DOCKERFILE = DEPLOY / "Dockerfile"
 SYSTEMD = DEPLOY / "systemd"
@@ -39,12 +40,16 @@ SERVICES = ["gateway", "auth", "audit", "breach", "terminal"]
 # Start order: audit first (everyone sends it events), the gateway last.
 START_ORDER = ["audit", "breach", "auth", "terminal", "gateway"]
 # Services that scale with `--scale` (docs/scaling.md): their URLs are lists.
-SCALED = ["auth", "audit", "breach"]
+# audit is one writer (one chain): its list has one entry (docs/scaling.md).
+SCALED = ["auth", "breach"]
 # What a service started as root needs until it drops to its own user
 # (docs/operations.md). The terminal needs no more: its spawner keeps SETUID
 # and SETGID of these (services/terminal/spawner.c).
 START_CAPS = {"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID"}
 CAPS = {s: START_CAPS for s in SERVICES}
+# Compose adds KILL for the container's init (tini), which forwards SIGTERM to
+# a service that runs as another uid by then; systemd signals them itself.
+INIT_CAPS = {"KILL"}
 RUNTIME_PACKAGES = {"libnng1", "libprotobuf-c1", "libsqlite3-0", "libssl3", "libcurl4",
                     "libmicrohttpd12", "libwslay1", "libjansson4", "libargon2-1", "liboath0",
                     "libseccomp2"}
@@ -176,12 +181,15 @@ def test_compose_has_one_hardened_container_per_service():
         assert "entrypoint" not in svc, where + "no entrypoint wrapper"
         assert svc.get("read_only") is True, where + "read_only: true"
         assert svc.get("cap_drop") == ["ALL"], where + "cap_drop: [ALL]"
-        assert set(svc.get("cap_add") or []) == CAPS[name], where + "cap_add %r" % svc.get("cap_add")
+        assert set(svc.get("cap_add") or []) == CAPS[name] | INIT_CAPS, \
+            where + "cap_add %r" % svc.get("cap_add")
+        assert svc.get("init") is True, where + "init: true (reaps, forwards signals)"
         assert "no-new-privileges:true" in (svc.get("security_opt") or []), where + "no-new-privileges"
         # Started as uid 0 so that the service separates itself (operations.md).
         assert str(svc.get("user")) in ("0", "0:0"), where + "user %r" % svc.get("user")
         assert not svc.get("privileged"), where + "privileged"
-        assert svc.get("restart") in ("always", "unless-stopped", "on-failure"), where + "restart"
+        # on-failure: a replica with no entry left exits 0 and stays down.
+        assert svc.get("restart") == "on-failure", where + "restart"
         hc = svc.get("healthcheck") or {}
         test = hc.get("test") or []
         assert not hc.get("disable") and test[:1] == ["CMD"], where + "healthcheck %r" % hc
@@ -336,7 +344,7 @@ def test_compose_client_accepts_the_file():
     cli = compose_cli()
     # make deps installs Debian's docker-compose (v1), which validates offline.
     assert cli is not None, "no Compose client (Debian package docker-compose; make deps)"
-    r = subprocess.run(cli + ["-f", str(COMPOSE), "config", "-q"], cwd=DEPLOY,
+    r = subprocess.run(cli + ["-f", str(COMPOSE), "config", "-q"], cwd=REPO,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "warn" not in r.stderr.lower(), r.stderr
@@ -461,7 +469,8 @@ def test_systemd_units_are_hardened_and_ordered():
         assert s.get("RuntimeDirectoryPreserve") == ["yes"], where + "shared socket dir kept"
         caps = words(s.get("CapabilityBoundingSet", []))
         assert caps == {"CAP_" + c for c in CAPS[name]}, where + "CapabilityBoundingSet %r" % caps
-        assert caps == {"CAP_" + c for c in compose_caps[name]}, where + "same set as Compose"
+        assert caps == {"CAP_" + c for c in compose_caps[name] - INIT_CAPS}, \
+            where + "same set as Compose, but its init's"
         assert not words(s.get("AmbientCapabilities", [])), where + "no ambient capabilities"
         families = words(s.get("RestrictAddressFamilies", []))
         allowed = {"gateway": {"AF_UNIX", "AF_INET", "AF_INET6"},

@@ -1,7 +1,7 @@
 """magnetar-gateway over HTTP, alone: no service runs, so /readyz is degraded.
 
 Starts only $MAGNETAR_BUILD/bin/magnetar-gateway (default <repo>/build) in a
-temporary directory and checks the HTTP contract of API.md (Conventions,
+temporary directory and checks the HTTP contract of docs/api.md (Conventions,
 Health): JSON error shape, security headers on every answer, the size limits
 decided by the gateway itself, keep-alive, and a clean exit on SIGTERM.
 Run: MAGNETAR_BUILD=$PWD/build /usr/bin/python3 -m pytest -q tests/integration/test_gateway_http.py
@@ -159,7 +159,7 @@ def check_security_headers(headers, hsts=False):
 
 
 def check_error(status, headers, body, want_status, want_code, hsts=False):
-    """The exact error shape of API.md, with every header."""
+    """The exact error shape of docs/api.md, with every header."""
     assert status == want_status, (status, body)
     lower = {k.lower(): v for k, v in headers.items()}
     check_security_headers(lower, hsts)

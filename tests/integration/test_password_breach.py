@@ -1,5 +1,5 @@
 """Breached passwords through the whole stack: register refuses them with
-API.md's exact message and breach_count, POST /api/v1/auth/password-check
+docs/api.md's exact message and breach_count, POST /api/v1/auth/password-check
 answers {"breached","count"}, and only a 5-hex SHA-1 prefix ever reaches
 the Pwned Passwords server (the fixture in tests/fixtures/hibp_server.py)."""
 import hashlib

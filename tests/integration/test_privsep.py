@@ -1,5 +1,5 @@
 """
-Privilege boundaries (ARCHITECTURE.md §1, §4; docs/security.md): as root,
+Privilege boundaries (docs/architecture.md, "Processes" and "Security model"; docs/security.md): as root,
 each service runs as its own user inside its sandbox (seccomp, Landlock).
 From each service's side: another service's database cannot be opened, a
 socket it is not allowed to reach hangs up at the pipe level, a method it
@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, SANDBOX, Stack, wait_until
+from conftest import BIN, SANDBOX, Stack, reachable_bin, wait_until
 
 SERVICES = ["gateway", "auth", "audit", "breach", "terminal"]
 ROOT = os.geteuid() == 0
@@ -50,7 +50,8 @@ def as_user(name):
 
 
 def magctl_as(stack, name, *args, timeout_ms=1500):
-    return subprocess.run([str(BIN / "magctl"), "-t", str(timeout_ms), *args], env=stack.env,
+    return subprocess.run([str(reachable_bin("magctl")), "-t", str(timeout_ms), *args],
+                          env=stack.env,
                           cwd="/", capture_output=True, text=True, timeout=20,
                           preexec_fn=as_user(name))
 

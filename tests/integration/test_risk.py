@@ -1,4 +1,4 @@
-"""Session risk (API.md "Session risk"): a session is bound at login to the
+"""Session risk (docs/api.md "Session risk"): a session is bound at login to the
 client IP, User-Agent and fingerprint headers; requests that differ are
 scored IP 0.3 + UA 0.5 + headers 0.2 in integer hundredths. ≥ 0.5 is an
 anomaly (served, audited), ≥ 0.7 needs a step-up, ≥ 0.9 ends the session.
@@ -110,3 +110,18 @@ def test_decisions_are_audited(stack):
         o = stack.magctl("audit", "query", "--action", "session.anomaly")
         return o.returncode == 0 and "session.anomaly" in o.stdout
     assert wait_until(seen, 10), stack.magctl("audit", "query").stdout[-2000:]
+
+
+def test_risk_score_is_written_in_hundredths(stack):
+    """Scores are integer hundredths; /me shows 0.3, not the nearest double
+    printed in full (0.29999999999999999)."""
+    t = new_session(stack, "ursula")
+    me(stack, t, source="127.0.0.2")  # the IP alone: 0.3
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=15,
+                                      source_address=("127.0.0.2", 0))
+    h = dict(BASE_HEADERS)
+    h["Authorization"] = "Bearer " + t
+    conn.request("GET", "/api/v1/auth/me", headers=h)
+    raw = conn.getresponse().read().decode()
+    conn.close()
+    assert '"risk_score":0.3}' in raw or '"risk_score":0.3,' in raw, raw

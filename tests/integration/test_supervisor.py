@@ -281,7 +281,7 @@ def test_each_service_gets_only_what_it_reads(stack, tmp_path):
     stack.wait_all_started()
 
     # Written out independently of common/config.c's table, as the contract
-    # of ARCHITECTURE.md §4/§7: what each service reads of what was set.
+    # of docs/architecture.md, "Security model" and "Environment": what each service reads of what was set.
     own = {
         "audit": {"MAGNETAR_AUDIT_KEYS"},
         "auth": {"MAGNETAR_FINGERPRINT_KEY", "MAGNETAR_FOUNDER_USERNAME",

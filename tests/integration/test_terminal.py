@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import pwd
+import re
 import shutil
 import tempfile
 import time
@@ -22,10 +23,12 @@ ORIGIN = "https://app.example.com"
 
 
 def make_root():
-    # Under /tmp with traversable parents: shells run as another user
-    # (nobody when the stack runs as root) and must be able to enter it.
+    # Under /tmp with traversable parents: shells run as other uids and must
+    # be able to enter it. 1777, as deployments before the private homes had
+    # it (and Compose's terminal-home volume may still have): every shell
+    # uid may create anything at the top, the worst case for the homes.
     root = pathlib.Path(tempfile.mkdtemp(prefix="magterm-", dir="/tmp"))
-    root.chmod(0o755)
+    root.chmod(0o1777)
     (root / "work").mkdir()
     (root / "work").chmod(0o777)
     (root / "afile").write_text("x")
@@ -62,6 +65,15 @@ def login(stack, username="founder", password=PASSWORD, headers=None):
         time.sleep(0.25)
     assert r.status_code == 200, r.text
     return {"Authorization": "Bearer " + r.json()["access_token"]}
+
+
+def add_admin(stack, headers, username, password):
+    """Creates an admin (who may open terminals) as `headers`' user, and
+    returns the new admin's own login headers."""
+    r = requests.post(stack.url + "/api/v1/users", headers=headers, timeout=15,
+                      json={"username": username, "password": password, "role": "admin"})
+    assert r.status_code == 201, r.text
+    return login(stack, username, password)
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +336,12 @@ def test_environment_is_fresh(env, founder):
     for leaked in ("ASAN_OPTIONS", "MAGNETAR_FOUNDER_PASSWORD", "MAGNETAR_DATA_DIR"):
         assert leaked not in names
     if os.geteuid() == 0:
-        assert "USER=root" not in out and "ENV:USER=nobody" in out or "magnetar-shell" in out
+        # A uid of MAGNETAR_TERMINAL_UIDS, which no account has: its own
+        # home under the first root, its own TMPDIR in it.
+        home = re.search(r"ENV:HOME=(%s/\.home/\d+)\r" % re.escape(str(root)), out)
+        assert "ENV:USER=shell\r" in out and home, out
+        assert "ENV:TMPDIR=%s/tmp\r" % home.group(1) in out, out
+        assert t["cwd"] == home.group(1), t  # where a terminal starts by default
 
 
 def test_ticket_never_logged(env, founder):
@@ -469,9 +486,18 @@ def test_the_shell_has_no_capability(env, founder):
 
 
 @needs_root
-def test_a_process_that_left_the_session_dies_with_the_last_terminal(env, founder):
+def test_a_process_that_left_the_session_dies_with_its_terminal(env, founder):
+    """The shell is the subreaper of all it starts: what left its session
+    ends with its terminal, while another terminal of the same user (the
+    same uid) stays open."""
     stack, _ = env
-    shell_uid = pwd.getpwnam("magnetar-shell").pw_uid
+
+    other = open_term(stack, founder).json()
+    t = open_term(stack, founder).json()
+    ws = connect(stack, t)
+    ws.send_binary(b"0echo UID=$(id -u)=EN''D\r")
+    out = read_until(ws, b"=END").decode(errors="replace")
+    shell_uid = int(out.rsplit("UID=", 1)[1].split("=")[0])
 
     def escapees():
         found = []
@@ -484,8 +510,6 @@ def test_a_process_that_left_the_session_dies_with_the_last_terminal(env, founde
                 pass
         return found
 
-    t = open_term(stack, founder).json()
-    ws = connect(stack, t)
     ws.send_binary(b"0setsid sleep 4242 </dev/null >/dev/null 2>&1 & echo STAR''TED\r")
     read_until(ws, b"STARTED")
     pids = wait_until(escapees, 5)
@@ -495,6 +519,8 @@ def test_a_process_that_left_the_session_dies_with_the_last_terminal(env, founde
     requests.delete(stack.url + "/api/v1/terminal/sessions/" + t["id"], headers=founder,
                     timeout=5)
     assert wait_until(lambda: not escapees(), 10), escapees()
+    assert other["id"] in {x["id"] for x in requests.get(
+        stack.url + "/api/v1/terminal/sessions", headers=founder).json()["terminals"]}
 
 
 def terminal_closes(ws, timeout=5):

@@ -87,7 +87,7 @@ static void fx_append(struct fx *f, const char *instance, int first, int n)
 	Magnetar__AuditEvent **ptrs = calloc((size_t)n, sizeof(*ptrs));
 	char(*actor)[32] = calloc((size_t)n, sizeof(*actor));
 	char(*detail)[64] = calloc((size_t)n, sizeof(*detail));
-	uint32_t stored, dups;
+	Magnetar__AppendReply out = MAGNETAR__APPEND_REPLY__INIT;
 
 	assert_true(ev && ptrs && actor && detail);
 	for (int i = 0; i < n; i++) {
@@ -110,7 +110,7 @@ static void fx_append(struct fx *f, const char *instance, int first, int n)
 	req.instance = (char *)instance;
 	req.events = ptrs;
 	req.n_events = (size_t)n;
-	assert_int_equal(ingest_append_sync(f->a.st, "name:tester", &req, &stored, &dups), 0);
+	assert_int_equal(ingest_append_sync(f->a.st, "name:tester", &req, &out), 0);
 	free(ev);
 	free(ptrs);
 	free(actor);
@@ -263,6 +263,48 @@ static void test_duplicates_stored_once(void **state)
 	fx_free(f);
 }
 
+/* A number stored with other content is not a duplicate (issue 16): the
+ * batch is refused whole and counted; a true re-send is counted too, even
+ * when the whole group is duplicates; the high-water mark is reported. */
+static void test_sequence_conflict_refused(void **state)
+{
+	struct fx *f = fx_new(K1, 1000, false);
+	Magnetar__AppendRequest req = MAGNETAR__APPEND_REQUEST__INIT;
+	Magnetar__AppendReply out = MAGNETAR__APPEND_REPLY__INIT;
+	Magnetar__AuditEvent ev[2], *ptrs[2] = {&ev[0], &ev[1]};
+	(void)state;
+	fx_append(f, "inst1", 1, 10);
+	fx_append(f, "inst1", 3, 4); /* a re-send: duplicates only */
+	assert_int_equal(atomic_load(&f->a.st->dups), 4);
+	for (int i = 0; i < 2; i++) {
+		magnetar__audit_event__init(&ev[i]);
+		ev[i].sequence = (uint64_t)(10 + i); /* 10 is stored, 11 is new */
+		ev[i].time_unix_ms = 1800000000000ull;
+		ev[i].action = "auth.login.success";
+		ev[i].detail = "a new event under an old number";
+	}
+	req.source = "tester";
+	req.instance = "inst1";
+	req.events = ptrs;
+	req.n_events = 2;
+	assert_int_equal(ingest_append_sync(f->a.st, "name:tester", &req, &out), ERR_EXISTS);
+	assert_int_equal(out.stored, 0);
+	assert_int_equal(out.high_water, 10);
+	assert_int_equal(atomic_load(&f->a.st->refused), 2);
+	assert_int_equal(fx_int(f, "SELECT count(*) FROM records WHERE kind = 0"), 10);
+	/* Under a new instance id the same events are stored. */
+	req.instance = "inst2";
+	assert_int_equal(ingest_append_sync(f->a.st, "name:tester", &req, &out), 0);
+	assert_int_equal(out.stored, 2);
+	assert_int_equal(out.high_water, 11);
+	/* The same number twice in one batch with other content: refused too. */
+	ev[0].sequence = ev[1].sequence = 20;
+	ev[1].detail = "other";
+	assert_int_equal(ingest_append_sync(f->a.st, "name:tester", &req, &out), ERR_EXISTS);
+	fx_verify(f, true, 0, NULL);
+	fx_free(f);
+}
+
 static void test_tamper_flip_ciphertext_byte(void **state)
 {
 	struct fx *f = fx_log();
@@ -365,6 +407,134 @@ static void test_tamper_delete_last_rows(void **state)
 	         (unsigned long long)head - 1, (unsigned long long)head - 1);
 	fx_sql(f, sql);
 	fx_verify(f, false, head, "truncated"); /* the chain key is epochs ahead */
+	fx_free(f);
+}
+
+/* A restart must not heal a cut (issue 16): the open finds the tip naming
+ * records that are gone, records a break that skips their ids, and Verify
+ * keeps reporting the cut, across more appends and restarts. */
+static void test_truncation_survives_restarts(void **state)
+{
+	struct fx *f = fx_new(K1, 1000, false);
+	uint64_t last, events;
+	char sql[100];
+	(void)state;
+	fx_append(f, "inst1", 1, 10);
+	last = fx_int(f, "SELECT max(id) FROM records");
+	fx_close(f);
+	snprintf(sql, sizeof(sql), "DELETE FROM records WHERE id > %llu",
+	         (unsigned long long)last - 3);
+	fx_sql(f, sql);
+	fx_open(f);
+	fx_verify(f, false, last - 2, "truncated");
+	/* The break and its audit event follow the skipped ids. */
+	assert_int_equal(fx_int(f, "SELECT id FROM records WHERE kind = 3"), last + 1);
+	assert_int_equal(fx_int(f, "SELECT count(*) FROM records WHERE kind = 3"), 1);
+	fx_append(f, "inst1", 11, 4);
+	assert_true(fx_int(f, "SELECT min(id) FROM records WHERE seq >= 11") > last + 1);
+	fx_verify(f, false, last - 2, "truncated");
+	events = fx_int(f, "SELECT count(*) FROM records WHERE kind = 0");
+	assert_int_equal(atomic_load(&f->a.st->events), events);
+	fx_close(f);
+	fx_open(f);
+	fx_verify(f, false, last - 2, "truncated");
+	assert_int_equal(atomic_load(&f->a.st->events), events);
+	assert_int_equal(fx_int(f, "SELECT count(*) FROM records WHERE kind = 3"), 1);
+	/* A later change is still found, and named after the first finding. */
+	fx_sql(f, "UPDATE records SET time_ms = time_ms + 1 WHERE id = (SELECT max(id) FROM "
+	          "records WHERE kind = 0)");
+	fx_verify(f, false, last - 2, "truncated");
+	fx_free(f);
+
+	/* Every record, genesis included, while in epoch 0: not a new log. */
+	f = fx_new(K1, 1000, false);
+	fx_append(f, "inst1", 1, 5);
+	last = fx_int(f, "SELECT max(id) FROM records");
+	fx_close(f);
+	fx_sql(f, "DELETE FROM records");
+	fx_open(f);
+	fx_verify(f, false, 1, "truncated");
+	assert_int_equal(fx_int(f, "SELECT min(id) FROM records"), last + 1);
+	fx_append(f, "inst1", 6, 2);
+	fx_close(f);
+	fx_open(f);
+	fx_verify(f, false, 1, "truncated");
+	fx_free(f);
+
+	/* Every record and the tip: nothing left says a log was here, but it
+	 * cannot come back under the same genesis key (the anchor tells). */
+	{
+		Magnetar__VerifyReply out = MAGNETAR__VERIFY_REPLY__INIT;
+		char fp[2 * AUDIT_HASH + 1];
+		f = fx_new(K1, 1000, false);
+		fx_append(f, "inst1", 1, 5);
+		assert_int_equal(verify_run(f->a.st, NULL, &out), 0);
+		snprintf(fp, sizeof(fp), "%s", out.genesis_fingerprint);
+		verify_reply_fini(&out);
+		fx_close(f);
+		fx_sql(f, "DELETE FROM records; DELETE FROM chain_tip");
+		fx_open(f);
+		assert_int_equal(verify_run(f->a.st, NULL, &out), 0);
+		assert_true(out.ok);
+		assert_true(strcmp(fp, out.genesis_fingerprint) != 0);
+		verify_reply_fini(&out);
+		assert_int_equal(verify_run(f->a.st, fp, &out), 0);
+		assert_false(out.ok);
+		assert_string_equal(out.reason, "anchor_mismatch");
+		verify_reply_fini(&out);
+		fx_free(f);
+	}
+
+	/* Deleting the tip row too (so nothing says where the log ended). */
+	f = fx_new(K1, 1000, false);
+	fx_append(f, "inst1", 1, 10);
+	last = fx_int(f, "SELECT max(id) FROM records");
+	fx_close(f);
+	snprintf(sql, sizeof(sql), "DELETE FROM records WHERE id > %llu; DELETE FROM chain_tip",
+	         (unsigned long long)last - 3);
+	fx_sql(f, sql);
+	fx_open(f);
+	fx_verify(f, false, last - 2, "missing_tip");
+	fx_close(f);
+	fx_open(f);
+	fx_verify(f, false, last - 2, "missing_tip");
+	fx_free(f);
+}
+
+/* A cut that takes sealed epochs with it (their heads are gone, the chain
+ * file is epochs ahead): the tip, MAC'ed with the file's key, shows that
+ * file and database belong together, so audit records the break, goes on in
+ * the key's epoch, and later heads verify against the break's key. */
+static void test_truncation_across_seals(void **state)
+{
+	struct fx *f = fx_log(); /* epochs of 5 events: heads sealed */
+	Magnetar__VerifyReply out = MAGNETAR__VERIFY_REPLY__INIT;
+	uint64_t head, events;
+	char sql[100];
+	(void)state;
+	head = fx_int(f, "SELECT min(id) FROM records WHERE kind = 1");
+	fx_close(f);
+	snprintf(sql, sizeof(sql), "DELETE FROM records WHERE id >= %llu",
+	         (unsigned long long)head);
+	fx_sql(f, sql);
+	fx_open(f);
+	fx_verify(f, false, head, "truncated");
+	fx_append(f, "inst1", 24, 12); /* two more seals after the break */
+	assert_int_equal(verify_run(f->a.st, NULL, &out), 0);
+	assert_false(out.ok);
+	assert_string_equal(out.reason, "truncated");
+	assert_int_equal(out.first_bad_id, head);
+	assert_null(strstr(out.detail, "then")); /* nothing else is wrong */
+	assert_true(out.sealed_epochs >= 2);
+	verify_reply_fini(&out);
+	events = fx_int(f, "SELECT count(*) FROM records WHERE kind = 0");
+	assert_int_equal(atomic_load(&f->a.st->events), events);
+	fx_close(f);
+	fx_open(f);
+	fx_verify(f, false, head, "truncated");
+	assert_int_equal(atomic_load(&f->a.st->events), events);
+	fx_append(f, "inst1", 36, 3);
+	fx_verify(f, false, head, "truncated");
 	fx_free(f);
 }
 
@@ -559,11 +729,14 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_round_trip_and_query),
 	    cmocka_unit_test(test_duplicates_stored_once),
+	    cmocka_unit_test(test_sequence_conflict_refused),
 	    cmocka_unit_test(test_tamper_flip_ciphertext_byte),
 	    cmocka_unit_test(test_tamper_swap_field_between_rows),
 	    cmocka_unit_test(test_tamper_swap_columns),
 	    cmocka_unit_test(test_tamper_delete_middle_row),
 	    cmocka_unit_test(test_tamper_delete_last_rows),
+	    cmocka_unit_test(test_truncation_survives_restarts),
+	    cmocka_unit_test(test_truncation_across_seals),
 	    cmocka_unit_test(test_tamper_reorder_rows),
 	    cmocka_unit_test(test_tamper_change_key_id),
 	    cmocka_unit_test(test_tamper_plaintext_columns),

@@ -44,6 +44,7 @@ static const struct rpc_method methods[] = {
     {"RevokeSession", session_revoke, 0},
     {"PublicKeys", session_public_keys, 0},
     {"Revoked", session_revoked, 0},
+    {"RevokedPage", session_revoked_page, 0},
     {"PasswordCheck", breached_handle, 0},
     {"ChangePassword", account_change_password, 0},
     {"ListUsers", users_list, 0},
@@ -292,7 +293,7 @@ static void test_session_limit_and_logout(void **state)
 	char oldest[64], uid[64], newest[64];
 	(void)state;
 
-	assert_int_equal(events_sub_open(EV_URL, NULL, 3000, &h, &sub), 0);
+	assert_int_equal(events_sub_open(EV_URL, NULL, 3000, 0, &h, &sub), 0);
 	usleep(300 * 1000); /* let the subscription connect */
 	signup("carol", "carol's password", MAGNETAR__STATUS__STATUS_OK, NULL);
 	for (int i = 0; i < 4; i++) {
@@ -342,6 +343,27 @@ static void test_session_limit_and_logout(void **state)
 	assert_int_equal(found, 2);
 	assert_true(rr->sequence >= 2);
 	rpc_result_fini(&out);
+	/* Paged, one session a page: every page bounded, and the cursor walks
+	 * them all (a long list never needs one reply past the RPC limit). */
+	Magnetar__RevokedRequest page = MAGNETAR__REVOKED_REQUEST__INIT;
+	char after[64] = "";
+	int pages = 0;
+	found = 0;
+	do {
+		page.after = after;
+		page.limit = 1;
+		call("RevokedPage", &page.base, &out);
+		assert_int_equal(out.status, MAGNETAR__STATUS__STATUS_OK);
+		rr = (const Magnetar__RevokedReply *)out.output;
+		assert_true(rr->n_session_ids + rr->n_rebound <= 1);
+		for (size_t i = 0; i < rr->n_session_ids; i++)
+			found += strcmp(rr->session_ids[i], oldest) == 0 ||
+			         strcmp(rr->session_ids[i], newest) == 0;
+		assert_true(strlen(rr->next) < sizeof(after));
+		snprintf(after, sizeof(after), "%s", rr->next);
+		rpc_result_fini(&out);
+	} while (after[0] != '\0' && ++pages < 100);
+	assert_int_equal(found, 2);
 	events_sub_close(sub);
 }
 

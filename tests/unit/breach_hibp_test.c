@@ -1,5 +1,5 @@
 /*
- * breach_hibp_test.c — the strict Pwned Passwords parsers (services/breach/
+ * breach_hibp_test.c — the strict Pwned Passwords parsers (lib/pwstore/
  * hibp.c): a range body is taken whole or not at all, padding never counts,
  * and import lines and prefixes accept exactly their formats.
  */
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "services/breach/breach.h"
+#include "lib/pwstore/pwstore.h"
 
 #define S1 "1E4C9B93F3F0682250B6CF8331B7EE68FD8" /* "password" after 5BAA6 */
 #define S2 "00000000000000000000000000000000001"

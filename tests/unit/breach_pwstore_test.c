@@ -1,5 +1,5 @@
 /*
- * breach_pwstore_test.c — the offline store (services/breach/pwstore.c):
+ * breach_pwstore_test.c — the offline store (lib/pwstore/pwstore.c):
  * built from the fixture set, every fixture hash is found with its count,
  * 10^5 absent hashes are not, a range returns exactly its bucket, and bad
  * input (duplicates, miscounts, corrupt files) never yields a store.
@@ -13,13 +13,14 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/err.h"
-#include "services/breach/breach.h"
+#include "lib/pwstore/pwstore.h"
 
 #define SAMPLE "tests/fixtures/pwned_sample.txt"
 #define MAXH 1000

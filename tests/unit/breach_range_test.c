@@ -46,7 +46,7 @@ static int setup(void **state)
 	b.svc.id = SVC_BREACH;
 	b.alarm_interval_ms = 60000;
 	pthread_mutex_init(&b.store_mu, NULL);
-	snprintf(b.pw_path, sizeof(b.pw_path), "%s/%s", dir, BREACH_STORE_FILE);
+	snprintf(b.pw_path, sizeof(b.pw_path), "%s/%s", dir, PWSTORE_FILE);
 	assert_int_equal(cache_new(16, BREACH_CACHE_TTL_MS, &b.cache), 0);
 	assert_int_equal(fetch_start(&fo, &b.fetch), 0);
 	assert_int_equal(

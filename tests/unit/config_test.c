@@ -136,8 +136,12 @@ static void test_refusals(void **state)
 	setenv("MAGNETAR_TLS_CERT", "/x.pem", 1);
 	expect_refused(SVC_GATEWAY, "MAGNETAR_TLS_KEY");
 	clear_env();
-	setenv("MAGNETAR_TERMINAL_UID", "0", 1);
-	expect_refused(SVC_TERMINAL, "MAGNETAR_TERMINAL_UID");
+	static const char *const bad_uids[] = {"0-5", "5", "7-6", "-", "1-", "x-9", "1-4294967295"};
+	for (size_t i = 0; i < sizeof(bad_uids) / sizeof(bad_uids[0]); i++) {
+		clear_env();
+		setenv("MAGNETAR_TERMINAL_UIDS", bad_uids[i], 1);
+		expect_refused(SVC_TERMINAL, "MAGNETAR_TERMINAL_UIDS");
+	}
 }
 
 static void test_production_is_strict(void **state)

@@ -88,7 +88,7 @@ static struct events_sub *subscribe(const char *url, const char *const *topics, 
 	struct events_sub *sub;
 	memset(s, 0, sizeof(*s));
 	pthread_mutex_init(&s->mu, NULL);
-	assert_int_equal(events_sub_open(url, topics, silence_ms, &h, &sub), 0);
+	assert_int_equal(events_sub_open(url, topics, silence_ms, 0, &h, &sub), 0);
 	return sub;
 }
 
@@ -217,12 +217,18 @@ static void test_silence(void **state)
 	t0 = clock_mono_ms();
 	assert_true(wait_for(&s, &s.silences, 1, 2000));
 	assert_true(clock_mono_ms() - t0 >= 250);
-	/* Reported once per silence, not on every wake-up. */
-	usleep(400 * 1000);
+	/* Reported once per silence window, not on every wake-up (each 30 ms)... */
+	usleep(150 * 1000);
 	assert_int_equal(read_int(&s, &s.silences), 1);
+	/* ... but again each window while it lasts: a consumer that re-synced
+	 * meanwhile must not take itself for current. */
+	assert_true(wait_for(&s, &s.silences, 2, 2000));
+	assert_true(events_sub_heard_ms(sub, "P1") != 0);
+	assert_true(clock_mono_ms() - events_sub_heard_ms(sub, "P1") >= 300);
+	assert_int_equal(events_sub_heard_ms(sub, "P2"), 0);
 	/* Heard again, then silent again: reported again. */
 	raw_send(sock, "P1", EVENTS_TOPIC_HEARTBEAT, 0);
-	assert_true(wait_for(&s, &s.silences, 2, 2000));
+	assert_true(wait_for(&s, &s.silences, 3, 2000));
 	events_sub_close(sub);
 	nng_close(sock);
 	pthread_mutex_destroy(&s.mu);

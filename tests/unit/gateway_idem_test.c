@@ -1,5 +1,5 @@
 /*
- * gateway_idem_test.c — the Idempotency-Key syntax of API.md (1-255
+ * gateway_idem_test.c — the Idempotency-Key syntax of docs/api.md (1-255
  * printable ASCII), as gateway/idem.c checks it before any handler runs.
  */
 #include <stdarg.h>

@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "common/err.h"
@@ -97,12 +98,54 @@ static void test_flood_is_bounded(void **state)
 	ratelimit_free(rl);
 }
 
+static struct netaddr v6(const char *s)
+{
+	struct netaddr a;
+	assert_int_equal(netaddr_parse(s, strlen(s), &a), 0);
+	return a;
+}
+
+/* Issue 16: a client rotating the low 64 bits of its IPv6 address is one
+ * client; another /64 is another; IPv4 addresses (held inside ::/64 as
+ * ::ffff:a.b.c.d) stay one client each, and apart from ::1. */
+static void test_ipv6_by_64(void **state)
+{
+	struct ratelimit *rl;
+	struct ratelimit_rule r = {.burst = 3, .period_ms = 60000};
+	uint64_t t = 1000000;
+	char s[64];
+	(void)state;
+
+	assert_int_equal(ratelimit_new(1024, &rl), 0);
+	for (int i = 0; i < 3; i++) {
+		snprintf(s, sizeof(s), "2001:db8:aa:bb:%x:%x::%x", i + 1, 77 * i, i);
+		struct netaddr a = v6(s);
+		assert_int_equal(ratelimit_take(rl, 0, &r, &a, t), 0);
+	}
+	for (int i = 0; i < 100; i++) {
+		snprintf(s, sizeof(s), "2001:db8:aa:bb:%x:%x:%x:%x", 1000 + i, i, 3 * i, 5 * i);
+		struct netaddr a = v6(s);
+		assert_true(ratelimit_take(rl, 0, &r, &a, t) > 0);
+	}
+	struct netaddr other = v6("2001:db8:aa:bc::1"), lo = v6("::1"), v4a = v6("192.0.2.1"),
+	               v4b = v6("192.0.2.2");
+	assert_int_equal(ratelimit_take(rl, 0, &r, &other, t), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(ratelimit_take(rl, 1, &r, &v4a, t), 0);
+		assert_int_equal(ratelimit_take(rl, 1, &r, &lo, t), 0);
+	}
+	assert_true(ratelimit_take(rl, 1, &r, &v4a, t) > 0);
+	assert_int_equal(ratelimit_take(rl, 1, &r, &v4b, t), 0);
+	ratelimit_free(rl);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_rules),
 	    cmocka_unit_test(test_bucket),
 	    cmocka_unit_test(test_flood_is_bounded),
+	    cmocka_unit_test(test_ipv6_by_64),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

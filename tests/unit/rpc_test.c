@@ -1,8 +1,11 @@
 /*
  * rpc_test.c — common/rpc over inproc://: the happy path, an unknown method,
  * garbage bytes and payloads, deadline expiry, a service that is down,
- * 64 calls in flight, a handler table that does not match its service, and
- * (over ipc://) a request whose sender hung up before it was dispatched.
+ * 64 calls in flight, a handler table that does not match its service,
+ * (over ipc://) a request whose sender hung up before it was dispatched,
+ * a server that dies holding a call (sent again only when its method is
+ * safe to run twice: rpc_client_resend_on_reset). The re-listen after
+ * nng 1.5's listener stall has its own binary (rpc_relisten_test.c).
  * The Audit service descriptor serves as the test contract.
  */
 #include <stdarg.h>
@@ -12,6 +15,7 @@
 #include <cmocka.h>
 
 #include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,7 +30,7 @@
 
 #define URL "inproc://rpc_test"
 
-static _Atomic int handler_calls;
+static _Atomic int handler_calls, append_calls;
 
 static void h_ping(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
@@ -57,6 +61,7 @@ static void h_append(struct rpc_call *call, const ProtobufCMessage *in, void *ar
 	const Magnetar__AppendRequest *req = (const Magnetar__AppendRequest *)in;
 	Magnetar__AppendReply out = MAGNETAR__APPEND_REPLY__INIT;
 	(void)arg;
+	atomic_fetch_add(&append_calls, 1);
 	if (req->n_events == 0) {
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, "empty", "no events");
 		return;
@@ -429,6 +434,126 @@ static void test_request_from_a_closed_ipc_pipe_is_not_run(void **state)
 	pthread_mutex_destroy(&m.mu);
 }
 
+/* A server that takes one request off the wire and dies without answering
+ * (its socket closes, as when a replica is SIGKILLed): the call is then sent
+ * again to the live server that came up meanwhile when, and only when, its
+ * method is on the client's resend list. */
+struct dying {
+	nng_socket sock;
+	_Atomic int got;
+};
+
+struct outcome {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	Magnetar__Status status;
+	char code[64];
+};
+
+static void outcome_done(struct rpc_result *r, void *arg)
+{
+	struct outcome *o = arg;
+	pthread_mutex_lock(&o->mu);
+	o->status = r->status;
+	snprintf(o->code, sizeof(o->code), "%s", r->code);
+	o->done = true;
+	pthread_cond_signal(&o->cv);
+	pthread_mutex_unlock(&o->mu);
+}
+
+static void *dying_main(void *arg)
+{
+	struct dying *d = arg;
+	nng_msg *msg;
+	if (nng_recvmsg(d->sock, &msg, 0) == 0) {
+		nng_msg_free(msg);
+		atomic_store(&d->got, 1);
+	}
+	return NULL;
+}
+
+static void call_into_a_dying_server(const char *method, const ProtobufCMessage *in,
+                                     const char *const *resend, struct outcome *o, uint64_t *resent)
+{
+	struct rpc_server_opts opts = {.contexts = 8, .workers = 2};
+	static const char *const urls = "inproc://dying,inproc://alive";
+	struct rpc_server *alive;
+	struct rpc_client *c;
+	struct dying d = {.got = 0};
+	pthread_t t;
+
+	pthread_mutex_init(&o->mu, NULL);
+	pthread_cond_init(&o->cv, NULL);
+	o->done = false;
+	assert_int_equal(nng_rep0_open(&d.sock), 0);
+	assert_int_equal(nng_listen(d.sock, "inproc://dying", NULL, 0), 0);
+	assert_int_equal(pthread_create(&t, NULL, dying_main, &d), 0);
+	assert_int_equal(rpc_client_open(urls, 0, &c), 0);
+	rpc_client_resend_on_reset(c, resend);
+	usleep(100 * 1000); /* dialled: the dying server is the only pipe */
+	assert_int_equal(rpc_call_async(c, &magnetar__audit__descriptor, method, in, NULL, 3000,
+	                                outcome_done, o),
+	                 0);
+	for (int i = 0; i < 100 && !atomic_load(&d.got); i++)
+		usleep(10 * 1000);
+	assert_true(atomic_load(&d.got));
+	/* The other replica is up (the client finds it within 500 ms), then the
+	 * first dies with the call unanswered. */
+	atomic_store(&handler_calls, 0);
+	atomic_store(&append_calls, 0);
+	assert_int_equal(rpc_server_start("inproc://alive", &magnetar__audit__descriptor, methods,
+	                                  3, &opts, &alive),
+	                 0);
+	usleep(600 * 1000);
+	nng_close(d.sock);
+	pthread_join(t, NULL);
+	pthread_mutex_lock(&o->mu);
+	while (!o->done)
+		pthread_cond_wait(&o->cv, &o->mu);
+	pthread_mutex_unlock(&o->mu);
+	*resent = rpc_client_resent(c);
+	usleep(100 * 1000); /* a call sent where it should not be would have run by now */
+	rpc_client_close(c);
+	rpc_server_stop(alive);
+	pthread_cond_destroy(&o->cv);
+	pthread_mutex_destroy(&o->mu);
+}
+
+static void test_a_safe_call_is_sent_again_when_its_server_dies(void **state)
+{
+	static const char *const resend[] = {"Ping", NULL};
+	Magnetar__PingRequest ping = MAGNETAR__PING_REQUEST__INIT;
+	uint64_t resent = 0;
+	struct outcome o;
+	(void)state;
+
+	call_into_a_dying_server("Ping", &ping.base, resend, &o, &resent);
+	assert_int_equal(o.status, MAGNETAR__STATUS__STATUS_OK);
+	assert_int_equal(atomic_load(&handler_calls), 1);
+	assert_int_equal(resent, 1);
+}
+
+static void test_an_unsafe_call_is_not_sent_again(void **state)
+{
+	static const char *const resend[] = {"Ping", NULL};
+	Magnetar__AuditEvent ev = MAGNETAR__AUDIT_EVENT__INIT;
+	Magnetar__AuditEvent *evs[] = {&ev};
+	Magnetar__AppendRequest req = MAGNETAR__APPEND_REQUEST__INIT;
+	uint64_t resent = 1;
+	struct outcome o;
+	(void)state;
+
+	ev.sequence = 7;
+	req.n_events = 1;
+	req.events = evs;
+	call_into_a_dying_server("Append", &req.base, resend, &o, &resent);
+	assert_int_equal(o.status, MAGNETAR__STATUS__STATUS_UNAVAILABLE);
+	assert_string_equal(o.code, "service_unavailable");
+	assert_int_equal(resent, 0);
+	assert_int_equal(atomic_load(&append_calls), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -444,6 +569,8 @@ int main(void)
 	    cmocka_unit_test(test_table_mismatch),
 	    cmocka_unit_test(test_stop_with_calls_in_flight),
 	    cmocka_unit_test(test_request_from_a_closed_ipc_pipe_is_not_run),
+	    cmocka_unit_test(test_a_safe_call_is_sent_again_when_its_server_dies),
+	    cmocka_unit_test(test_an_unsafe_call_is_not_sent_again),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

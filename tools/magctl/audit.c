@@ -18,6 +18,10 @@
 #include "common/jsonesc.h"
 #include "tools/magctl/magctl.h"
 
+/* Reads, safe to send again when audit's connection closes under them
+ * (rpc_client_resend_on_reset); never RotateKey. */
+static const char *const audit_resend[] = {"Query", "Verify", NULL};
+
 /* Calls an AuditLog method (served on audit's socket beside Audit). */
 static int audit_call(struct magctl *m, const char *method, const ProtobufCMessage *in,
                       struct rpc_result *r)
@@ -26,10 +30,12 @@ static int audit_call(struct magctl *m, const char *method, const ProtobufCMessa
 	int rv;
 
 	memset(r, 0, sizeof(*r));
-	if ((rv = rpc_client_open(m->conf.url[SVC_AUDIT], 0, &c)) != 0) {
+	if ((rv = rpc_client_open_for(m->conf.url[SVC_AUDIT], 0, SVC_SERVER_ROLES(SVC_AUDIT),
+	                              &c)) != 0) {
 		printf("audit: down (%s)\n", err_str(rv));
 		return 1;
 	}
+	rpc_client_resend_on_reset(c, audit_resend);
 	rv = rpc_call_sync(c, &magnetar__audit_log__descriptor, method, in, NULL, m->timeout_ms, r);
 	rpc_client_close(c);
 	if (rv != 0) {
@@ -194,9 +200,10 @@ static int audit_verify_cmd(struct magctl *m, int argc, char **argv)
 		jsonesc_fputs(stdout, v->detail);
 	}
 	printf(",\"events\":%llu,\"sealed_epochs\":%llu,\"current_epoch\":%llu,"
-	       "\"macs_checked\":%llu,\"genesis_fingerprint\":",
+	       "\"macs_checked\":%llu,\"breaks\":%llu,\"genesis_fingerprint\":",
 	       (unsigned long long)v->events, (unsigned long long)v->sealed_epochs,
-	       (unsigned long long)v->current_epoch, (unsigned long long)v->macs_checked);
+	       (unsigned long long)v->current_epoch, (unsigned long long)v->macs_checked,
+	       (unsigned long long)v->breaks);
 	jsonesc_fputs(stdout, v->genesis_fingerprint);
 	printf("}\n");
 	rv = v->ok ? 0 : 1; /* a bad log fails scripts, like a refusal */
@@ -286,7 +293,8 @@ static int audit_tail_cmd(struct magctl *m, int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	if ((rv = events_sub_open(m->conf.audit_events_url, topics, 0, &h, &sub)) != 0) {
+	if ((rv = events_sub_open(m->conf.audit_events_url, topics, 0, SVC_SERVER_ROLES(SVC_AUDIT),
+	                          &h, &sub)) != 0) {
 		printf("audit: cannot subscribe to %s (%s)\n", m->conf.audit_events_url,
 		       err_str(rv));
 		return 1;

@@ -22,7 +22,7 @@
 #include "common/breach_check.h"
 #include "common/clock.h"
 #include "common/err.h"
-#include "services/breach/breach.h"
+#include "lib/pwstore/pwstore.h"
 #include "tools/magctl/magctl.h"
 
 #define BREACH_PASSWORD_MAX 4096
@@ -324,8 +324,7 @@ static int magctl_breach_import(struct magctl *m, int argc, char **argv)
 	if (opath == NULL) {
 		/* the service's own data dir; it loads nothing from anywhere else */
 		if (conf_service_dir(&m->conf, SVC_BREACH, dir, sizeof(dir)) != 0 ||
-		    snprintf(out, sizeof(out), "%s/%s", dir, BREACH_STORE_FILE) >=
-		        (int)sizeof(out)) {
+		    snprintf(out, sizeof(out), "%s/%s", dir, PWSTORE_FILE) >= (int)sizeof(out)) {
 			fprintf(stderr, "magctl breach import: data dir path too long\n");
 			return 2;
 		}

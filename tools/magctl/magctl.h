@@ -8,6 +8,7 @@
 
 #include "common/config.h"
 #include "common/rpc.h"
+#include "common/svc.h"
 
 struct magctl {
 	struct conf conf;
@@ -28,9 +29,6 @@ struct magctl_command {
  * service did not answer OK; 0 otherwise. */
 int magctl_call(struct magctl *m, enum svc_id svc, const char *method,
                 const ProtobufCMessage *input, struct rpc_result *r);
-
-/* The descriptor of a service's contract. */
-const ProtobufCServiceDescriptor *magctl_descriptor(enum svc_id svc);
 
 /* ping.c */
 int magctl_ping(struct magctl *m, int argc, char **argv);

@@ -14,6 +14,7 @@
 #include "breach.pb-c.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/privsep.h"
 #include "gateway.pb-c.h"
 #include "terminal.pb-c.h"
 #include "tools/magctl/magctl.h"
@@ -39,9 +40,31 @@ static const ProtobufCServiceDescriptor *const magctl_services[SVC_SERVICES] = {
     [SVC_TERMINAL] = &magnetar__terminal__descriptor,
 };
 
-const ProtobufCServiceDescriptor *magctl_descriptor(enum svc_id svc)
+/* Safe to run twice (rpc.h, rpc_client_resend_on_reset): an operator's
+ * ping or read survives a service that re-listens or a replica that dies
+ * under it. Never a write: a user created or a key rotated twice. */
+static const char *const magctl_resend[] = {"Ping",           "Stats",     "OpListUsers",
+                                            "OpListSessions", "ListUsers", NULL};
+
+static struct privsep magctl_ps;
+
+static unsigned magctl_roles(uid_t uid, void *arg)
 {
-	return svc < SVC_SERVICES ? magctl_services[svc] : NULL;
+	return privsep_roles(arg, uid);
+}
+
+/* As root, a service's socket is answered by its user (or root) alone: a
+ * password given to `magctl user add` never goes to a process that took
+ * the socket's name (rpc_client_open_for). Without the services' users
+ * (not yet created, or not root) nothing is checked: every process is
+ * then one uid. */
+static void magctl_trust_services(struct magctl *m)
+{
+	struct rpc_peer_policy policy = {.roles = magctl_roles, .arg = &magctl_ps};
+	char err[256];
+
+	if (privsep_init(&magctl_ps, &m->conf, false, err, sizeof(err)) == 0 && magctl_ps.on)
+		rpc_set_peer_policy(&policy);
 }
 
 int magctl_call(struct magctl *m, enum svc_id svc, const char *method,
@@ -51,10 +74,11 @@ int magctl_call(struct magctl *m, enum svc_id svc, const char *method,
 	int rv;
 
 	memset(r, 0, sizeof(*r));
-	if ((rv = rpc_client_open(m->conf.url[svc], 0, &client)) != 0) {
+	if ((rv = rpc_client_open_for(m->conf.url[svc], 0, SVC_SERVER_ROLES(svc), &client)) != 0) {
 		printf("%s: down (%s)\n", svc_name(svc), err_str(rv));
 		return 1;
 	}
+	rpc_client_resend_on_reset(client, magctl_resend);
 	rv = rpc_call_sync(client, magctl_services[svc], method, input, NULL, m->timeout_ms, r);
 	rpc_client_close(client);
 	if (rv != 0 || r->status != MAGNETAR__STATUS__STATUS_OK) {
@@ -102,6 +126,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "magctl: configuration refused: %s\n", err);
 			return 2;
 		}
+		magctl_trust_services(&m);
 		rv = magctl_commands[i].run(&m, argc - optind, argv + optind);
 		conf_fini(&m.conf);
 		return rv;

@@ -1,7 +1,7 @@
 /*
  * env.c — the environment handed to one service: what conf_vars[] says that
  * service reads, and nothing else of the supervisor's, so the gateway never
- * holds the audit keys nor the founder password (ARCHITECTURE.md §4).
+ * holds the audit keys nor the founder password (docs/architecture.md, "Security model").
  */
 #include "tools/magnetar/magnetar.h"
 

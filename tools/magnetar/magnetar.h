@@ -63,6 +63,17 @@ int env_build(enum svc_id svc, const char *data_dir, const char *run_dir, char *
 /* Wipes (it may hold secrets) and frees an env_build array. Accepts NULL. */
 void env_free(char **env);
 
+/* ---- devdirs.c: where a run as root keeps its data and sockets ------------ */
+
+/*
+ * As root, where the default ./var or ./run lies under a dir the service users
+ * cannot traverse (a checkout in /root), points c's data and run dirs at
+ * /var/lib/magnetar-dev/<tag> and /run/magnetar-dev/<tag>, tag derived from
+ * `bindir`, and logs where they are. A dir set explicitly that they cannot
+ * reach is fatal with one line. Not as root: changes nothing.
+ */
+void devdirs_choose(struct conf *c, const char *bindir);
+
 /* ---- child.c: spawning, restarting and stopping the services -------------- */
 
 struct child {

@@ -22,6 +22,7 @@
 
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/mkdirs.h"
 #include "common/log.h"
 #include "common/privsep.h"
 
@@ -89,24 +90,12 @@ static int sup_bindir(char *buf, size_t len)
  * are. Then the absolute, symlink-free path into out (PATH_MAX bytes). */
 static int sup_mkdirs(const char *path, mode_t mode, char *out)
 {
-	char buf[PATH_MAX];
-	size_t len = strlen(path);
 	struct stat st;
+	int rv;
 
-	if (len == 0 || len >= sizeof(buf))
-		return ERR_INVAL;
-	memcpy(buf, path, len + 1);
-	for (char *p = buf + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-			return ERR_IO;
-		*p = '/';
-	}
-	if (mkdir(buf, mode) != 0 && errno != EEXIST)
-		return ERR_IO;
-	if (realpath(buf, out) == NULL)
+	if ((rv = mkdirs(path, mode)) != 0)
+		return rv;
+	if (realpath(path, out) == NULL)
 		return ERR_IO;
 	if (stat(out, &st) != 0 || !S_ISDIR(st.st_mode)) {
 		errno = ENOTDIR;
@@ -135,10 +124,10 @@ static void sup_log_identity(const struct conf *conf, const struct privsep *ps)
 {
 	if (ps->on) {
 		log_info("running as root: each service drops to its own user after opening its "
-		         "files and sockets (%s, %s, %s, %s, %s; group %s); shells run as %s",
+		         "files and sockets (%s, %s, %s, %s, %s; group %s); shells run as "
+		         "one uid per user (MAGNETAR_TERMINAL_UIDS)",
 		         ps->name[SVC_GATEWAY], ps->name[SVC_AUTH], ps->name[SVC_AUDIT],
-		         ps->name[SVC_BREACH], ps->name[SVC_TERMINAL], conf->ipc_group,
-		         PRIVSEP_SHELL_USER);
+		         ps->name[SVC_BREACH], ps->name[SVC_TERMINAL], conf->ipc_group);
 		return;
 	}
 	log_info("running as uid %u: every service runs as this user (development)",
@@ -409,6 +398,7 @@ int main(int argc, char **argv)
 
 	if (sup_bindir(bindir, sizeof(bindir)) != 0)
 		fatal("cannot find the directory of magnetar from /proc/self/exe");
+	devdirs_choose(&conf, bindir);
 	if (sup_mkdirs(conf.data_dir, 0700, sup.data_dir) != 0)
 		fatal("cannot create MAGNETAR_DATA_DIR %s", conf.data_dir);
 	if (sup_mkdirs(conf.run_dir, 0755, sup.run_dir) != 0)

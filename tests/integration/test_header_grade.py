@@ -1,5 +1,5 @@
 """Issue 6, item 9: with TLS on, the MDN HTTP Observatory scanner grades the
-gateway A+. tests/observatory/run.sh does the work (installs the pinned
+gateway A+. tests/header_grade/run.sh does the work (installs the pinned
 scanner into build/observatory/, makes a throwaway CA, starts
 magnetar-gateway alone in production with TLS on 127.0.0.1:443 in a network
 namespace of its own, scans https://localhost/); this runs it and fails on
@@ -7,7 +7,7 @@ anything but A+.
 
 Skipped only when the scanner is not installed yet and the npm registry
 cannot be reached to install it.
-Run: MAGNETAR_BUILD=$PWD/build /usr/bin/python3 -m pytest -q tests/integration/test_observatory.py
+Run: MAGNETAR_BUILD=$PWD/build /usr/bin/python3 -m pytest -q tests/integration/test_header_grade.py
 """
 import hashlib
 import os
@@ -20,7 +20,7 @@ import pytest
 
 from conftest import BIN, BUILD, REPO
 
-HERE = REPO / "tests" / "observatory"
+HERE = REPO / "tests" / "header_grade"
 OBS = pathlib.Path(os.environ.get("OBSERVATORY_DIR", REPO / "build" / "observatory"))
 TIMEOUT = 900  # an install (~15 s here) and a scan (~10 s), with a wide margin
 

@@ -5,7 +5,7 @@
  */
 #include <stdlib.h>
 
-#include "services/breach/breach.h"
+#include "lib/pwstore/pwstore.h"
 
 struct pairs *pairs_new(uint32_t n)
 {
@@ -34,9 +34,4 @@ void pairs_unref(struct pairs *p)
 {
 	if (p != NULL && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1)
 		free(p);
-}
-
-size_t pairs_bytes(const struct pairs *p)
-{
-	return sizeof(*p) + (size_t)p->n * (sizeof(uint32_t) + PAIRS_SUFFIX_LEN);
 }

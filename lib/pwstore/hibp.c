@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "services/breach/breach.h"
+#include "lib/pwstore/pwstore.h"
 
 #define HIBP_SUFFIX_HEX 35
 #define HIBP_COUNT_DIGITS 10 /* UINT32_MAX has 10 digits */

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
-#include "services/breach/breach.h"
+#include "lib/pwstore/pwstore.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pwstore assumes a little-endian host");
 
@@ -332,9 +332,4 @@ void pwstore_writer_abort(struct pwstore_writer *w)
 		unlink(w->tmp);
 	free(w->cursor);
 	free(w);
-}
-
-uint64_t pwstore_writer_count(const struct pwstore_writer *w)
-{
-	return w->count;
 }

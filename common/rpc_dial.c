@@ -1,0 +1,230 @@
+/*
+ * rpc_dial.c — dialling a service (rpc.h): one dialer per entry of a URL
+ * list (replicas), pipe counts per dialer, and re-dialling every
+ * registered socket at once (rpc_redial_all: make before break), used by
+ * rpc_client.c and by the events subscribers.
+ */
+#include "common/rpc.h"
+
+#include <nng/nng.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/replica.h"
+
+/* ---- re-dialling ------------------------------------------------------- */
+
+static pthread_mutex_t dial_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct rpc_dial *dial_list;
+static bool dial_hold;
+
+void rpc_hold_dials(bool hold)
+{
+	pthread_mutex_lock(&dial_mu);
+	dial_hold = hold;
+	pthread_mutex_unlock(&dial_mu);
+}
+
+/* A dialer created, noted, then started: its first pipe event may come
+ * before nng_dialer_start returns. */
+static int dial_new(struct rpc_dial *d)
+{
+	nng_dialer dl;
+	int nv;
+
+	if ((nv = nng_dialer_create(&dl, d->sock, d->url)) != 0)
+		return nv;
+	d->dialer = dl;
+	atomic_store(&d->pipes, 0);
+	atomic_store(&d->id, (uint32_t)nng_dialer_id(dl));
+	if ((nv = nng_dialer_start(dl, NNG_FLAG_NONBLOCK)) != 0)
+		nng_dialer_close(dl);
+	return nv;
+}
+
+int rpc_dial_start(struct rpc_dial *d, nng_socket sock, const char *url)
+{
+	int nv;
+
+	d->sock = sock;
+	d->next = NULL;
+	atomic_store(&d->id, 0);
+	atomic_store(&d->pipes, 0);
+	if ((d->url = strdup(url)) == NULL)
+		return NNG_ENOMEM;
+	pthread_mutex_lock(&dial_mu);
+	d->dialled = !dial_hold;
+	nv = dial_hold ? 0 : dial_new(d);
+	if (nv == 0) {
+		d->next = dial_list;
+		dial_list = d;
+	}
+	pthread_mutex_unlock(&dial_mu);
+	if (nv != 0) {
+		free(d->url);
+		d->url = NULL;
+	}
+	return nv;
+}
+
+void rpc_dial_pipe_event(struct rpc_dial *d, nng_pipe p, nng_pipe_ev ev)
+{
+	if ((uint32_t)nng_dialer_id(nng_pipe_dialer(p)) != atomic_load(&d->id))
+		return; /* the old dialer's, or a listener's */
+	if (ev == NNG_PIPE_EV_ADD_POST)
+		atomic_fetch_add(&d->pipes, 1);
+	else if (ev == NNG_PIPE_EV_REM_POST)
+		atomic_fetch_sub(&d->pipes, 1);
+}
+
+void rpc_dial_stop(struct rpc_dial *d)
+{
+	pthread_mutex_lock(&dial_mu);
+	for (struct rpc_dial **p = &dial_list; *p != NULL; p = &(*p)->next) {
+		if (*p == d) {
+			*p = d->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&dial_mu);
+	free(d->url);
+	d->url = NULL;
+}
+
+int rpc_url_first(const char *urls, char *buf, size_t len)
+{
+	return replica_entry(urls, 1, buf, len);
+}
+
+int rpc_dials_start(struct rpc_dials *ds, nng_socket sock, const char *urls,
+                    pthread_mutex_t *busy_mu, const int *busy)
+{
+	size_t count = replica_count(urls);
+	char url[512];
+	int nv = 0;
+
+	memset(ds, 0, sizeof(*ds));
+	if (count > RPC_URLS_MAX)
+		return NNG_EINVAL;
+	for (size_t i = 1; i <= count; i++) {
+		if (replica_entry(urls, i, url, sizeof(url)) != 0) {
+			nv = NNG_EINVAL;
+			break;
+		}
+		ds->d[ds->n].busy_mu = busy_mu;
+		ds->d[ds->n].busy = busy;
+		if ((nv = rpc_dial_start(&ds->d[ds->n], sock, url)) != 0)
+			break;
+		ds->n++;
+	}
+	if (nv == 0)
+		return 0;
+	rpc_dials_stop(ds);
+	return nv;
+}
+
+void rpc_dials_pipe_event(struct rpc_dials *ds, nng_pipe p, nng_pipe_ev ev)
+{
+	/* Every slot, not the first `n`: nng calls this on its own threads while
+	 * rpc_dials_start is still counting (a data race under TSan). A slot not
+	 * started has id 0, which no dialer has. */
+	for (size_t i = 0; i < RPC_URLS_MAX; i++)
+		rpc_dial_pipe_event(&ds->d[i], p, ev);
+}
+
+void rpc_dials_stop(struct rpc_dials *ds)
+{
+	for (size_t i = 0; i < ds->n; i++)
+		rpc_dial_stop(&ds->d[i]);
+	ds->n = 0;
+}
+
+/* True when every re-dialled socket that was connected is connected again. */
+static bool redial_settled(void)
+{
+	bool done = true;
+
+	pthread_mutex_lock(&dial_mu);
+	for (struct rpc_dial *d = dial_list; d != NULL; d = d->next)
+		if (d->dialled && d->url != NULL && atomic_load(&d->pipes) < 0)
+			done = false;
+	pthread_mutex_unlock(&dial_mu);
+	return done;
+}
+
+/* Closes `old` when d's owner has nothing in flight: holding its lock, no
+ * call can start meanwhile. After 2 s of traffic, closes it anyway. */
+static void redial_close_old(struct rpc_dial *d, nng_dialer old)
+{
+	struct timespec nap = {0, 5 * 1000 * 1000};
+
+	for (int tries = 0; d->busy_mu != NULL && tries < 400; tries++) {
+		pthread_mutex_lock(d->busy_mu);
+		if (*d->busy == 0) {
+			nng_dialer_close(old);
+			pthread_mutex_unlock(d->busy_mu);
+			return;
+		}
+		pthread_mutex_unlock(d->busy_mu);
+		nanosleep(&nap, NULL);
+	}
+	nng_dialer_close(old);
+}
+
+void rpc_redial_all(void)
+{
+	struct timespec nap = {0, 10 * 1000 * 1000};
+	struct {
+		struct rpc_dial *d;
+		nng_dialer old;
+	} old[64];
+	size_t n = 0;
+
+	/* Make before break: the new dialers connect while the old pipes still
+	 * carry requests, so a caller never meets a moment without a pipe (a
+	 * 503 right after start). A socket whose old dialer had no pipe (its
+	 * peer is down) is not waited for; the new dialer finds it later. */
+	pthread_mutex_lock(&dial_mu);
+	for (struct rpc_dial *d = dial_list; d != NULL; d = d->next) {
+		nng_dialer prev = d->dialer;
+		bool was_dialled = d->dialled, was_up = d->dialled && atomic_load(&d->pipes) > 0;
+		int nv;
+		if ((nv = dial_new(d)) != 0) {
+			log_warnx("rpc: cannot dial %s again: %s", d->url, nng_strerror(nv));
+			d->dialer = prev;
+			atomic_store(&d->id, (uint32_t)nng_dialer_id(prev));
+			continue;
+		}
+		d->dialled = true;
+		/* -1: connected before, waiting for the new pipe (see settled). */
+		if (was_up)
+			atomic_fetch_sub(&d->pipes, 1);
+		if (was_dialled && n < sizeof(old) / sizeof(old[0])) {
+			old[n].d = d;
+			old[n++].old = prev;
+		} else if (was_dialled) {
+			nng_dialer_close(prev); /* more than we track: break first */
+		}
+	}
+	pthread_mutex_unlock(&dial_mu);
+	for (int waited = 0; waited < 200 && !redial_settled(); waited++)
+		nanosleep(&nap, NULL);
+	/* Held throughout: a registered dial cannot go away under us. */
+	pthread_mutex_lock(&dial_mu);
+	for (struct rpc_dial *d = dial_list; d != NULL; d = d->next)
+		if (atomic_load(&d->pipes) < 0)
+			atomic_fetch_add(&d->pipes, 1);
+	for (size_t i = 0; i < n; i++) {
+		bool live = false;
+		for (struct rpc_dial *d = dial_list; d != NULL; d = d->next)
+			live = live || d == old[i].d;
+		if (live)
+			redial_close_old(old[i].d, old[i].old);
+		/* else: its socket closed meanwhile, and the dialer with it */
+	}
+	pthread_mutex_unlock(&dial_mu);
+}
