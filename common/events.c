@@ -21,6 +21,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/rpc.h"
+#include "common/sp_probe.h"
 #include "events.pb-c.h"
 
 #define EVENTS_BUF 8192 /* docs/dependencies.md: no loss at 50k/s with 1024–8192 */
@@ -80,26 +81,31 @@ static int events_send_locked(struct events_pub *p, const char *topic, uint64_t 
 /* Whether our listener takes a new connection within EVENTS_ACCEPT_MS:
  * nng 1.5.2's listener stall (issue 1518, docs/reliability.md) leaves the
  * subscribers already connected working and refuses every new one, so only
- * a new connection proves anything. The probe subscribes to nothing: no
- * event reaches it, and it is closed once counted (after the handshake). */
+ * a new connection proves anything. The probe is a plain socket speaking
+ * SP as a subscriber (sp_probe.h: an nng socket that received heartbeats,
+ * closed every 500 ms, is the churn that wedges nng 1.5's reaper); it is
+ * closed once counted, after the handshake. */
 static bool events_pub_accepts(struct events_pub *p)
 {
 	const struct timespec tick = {.tv_nsec = 2000000};
 	uint64_t before = atomic_load(&p->pipes), until = clock_mono_ms() + EVENTS_ACCEPT_MS;
-	nng_socket probe;
+	struct sp_probe probe;
 	bool ok = true;
+	int rv;
 
-	if (nng_sub0_open(&probe) != 0)
-		return true; /* no memory: not the listener's fault */
-	if (nng_dial(probe, p->url, NULL, NNG_FLAG_NONBLOCK) == 0)
-		while (atomic_load(&p->pipes) == before) {
-			if (clock_mono_ms() >= until) {
-				ok = false;
-				break;
-			}
-			nanosleep(&tick, NULL);
+	rv = sp_probe_open(&probe, p->url, SP_PROTO_SUB, SP_PROTO_PUB, EVENTS_ACCEPT_MS);
+	if (rv == ERR_INVAL || rv == ERR_NOMEM)
+		return true; /* nothing to probe (inproc://), or no memory: not the listener */
+	if (rv != 0)
+		return false;
+	while (atomic_load(&p->pipes) == before) {
+		if (clock_mono_ms() >= until) {
+			ok = false;
+			break;
 		}
-	nng_close(probe);
+		nanosleep(&tick, NULL);
+	}
+	sp_probe_close(&probe);
 	return ok;
 }
 

@@ -12,6 +12,7 @@
 #include <openssl/crypto.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@
 #include "common/privsep.h"
 #include "common/replica.h"
 #include "common/sandbox.h"
+#include "common/sp_probe.h"
 
 /* Who may connect to each service's RPC socket and to its publisher
  * (docs/architecture.md, "Processes"): the gateway fronts auth and terminal, auth alone
@@ -562,21 +564,25 @@ void svc_start_outbox(struct svc *s)
 #define SVC_ACCEPT_MS 500
 #define SVC_PING_MS 3000
 
-/* Dials our own socket: false when no pipe at all was accepted within
- * SVC_ACCEPT_MS. The client is handed back open, for the Ping (NULL if it
- * could not be made: then true, as a check that could not even start, for
- * want of memory say, proves nothing). */
-static bool svc_accepts(struct svc *s, struct rpc_client **self)
+/* Connects to our own socket (sp_probe.h: a plain socket, no nng one,
+ * whose closing every 500 ms would be the churn that wedges nng 1.5's
+ * reaper): false when no pipe at all was accepted within SVC_ACCEPT_MS.
+ * The probe is handed back open, for the Ping (fd -1 if it could not even
+ * be made for want of a socket: then true, as a check that could not start
+ * proves nothing about the listener). */
+static bool svc_accepts(struct svc *s, struct sp_probe *self)
 {
 	uint64_t before = rpc_server_pipes(s->rpc), until = clock_mono_ms() + SVC_ACCEPT_MS;
 	const struct timespec tick = {.tv_nsec = 2000000};
 	int rv;
 
-	if ((rv = rpc_client_open_for(s->conf.url[s->id], 0, SVC_SERVER_ROLES(s->id), self)) != 0) {
-		log_warnx("self-check skipped: cannot dial our own socket: %s", err_str(rv));
-		*self = NULL;
+	rv = sp_probe_open(self, s->conf.url[s->id], SP_PROTO_REQ, SP_PROTO_REP, SVC_ACCEPT_MS);
+	if (rv == ERR_INVAL || rv == ERR_NOMEM) {
+		log_warnx("self-check skipped: cannot probe our own socket: %s", err_str(rv));
 		return true;
 	}
+	if (rv != 0)
+		return false; /* refused, silent, or someone else's: not served */
 	while (rpc_server_pipes(s->rpc) == before) {
 		if (clock_mono_ms() >= until)
 			return false;
@@ -586,22 +592,31 @@ static bool svc_accepts(struct svc *s, struct rpc_client **self)
 }
 
 /* False only when `self` got no answer within SVC_PING_MS. */
-static bool svc_pings(const ProtobufCServiceDescriptor *desc, struct rpc_client *self)
+static bool svc_pings(struct sp_probe *self)
 {
-	Magnetar__PingRequest req = MAGNETAR__PING_REQUEST__INIT;
-	struct rpc_result r;
+	static _Atomic uint32_t next_id;
+	Magnetar__RpcRequest env = MAGNETAR__RPC_REQUEST__INIT;
+	Magnetar__RpcReply *reply;
+	uint8_t req[256], ans[4096];
+	size_t len, got;
 	bool alive;
 	int rv;
 
-	if (self == NULL)
+	if (self->fd < 0)
 		return true;
-	rv = rpc_call_sync(self, desc, "Ping", &req.base, NULL, SVC_PING_MS, &r);
-	alive = rv != 0 || (r.status != MAGNETAR__STATUS__STATUS_UNAVAILABLE &&
-	                    r.status != MAGNETAR__STATUS__STATUS_DEADLINE_EXCEEDED);
+	env.method = "Ping";
+	env.request_id = "self-check";
+	env.deadline_unix_ms = clock_unix_ms() + SVC_PING_MS;
+	len = magnetar__rpc_request__pack(&env, req); /* an empty PingRequest: a few bytes */
+	rv = sp_probe_call(self, atomic_fetch_add(&next_id, 1) & 0x7fffffffu, req, len, ans,
+	                   sizeof(ans), &got, SVC_PING_MS);
 	if (rv != 0)
-		log_warnx("self-check skipped: %s", err_str(rv));
-	else
-		rpc_result_fini(&r);
+		return false;
+	if ((reply = magnetar__rpc_reply__unpack(NULL, got, ans)) == NULL)
+		return false;
+	alive = reply->status != MAGNETAR__STATUS__STATUS_UNAVAILABLE &&
+	        reply->status != MAGNETAR__STATUS__STATUS_DEADLINE_EXCEEDED;
+	magnetar__rpc_reply__free_unpacked(reply, NULL);
 	return alive;
 }
 
@@ -609,15 +624,15 @@ static bool svc_pings(const ProtobufCServiceDescriptor *desc, struct rpc_client 
  * old listener's pipes, stuck ones included) and check once more. False
  * when even that fails; exits at once, saying `stall`, when we could not
  * listen again (nothing listens any more: only a restart helps). */
-static bool svc_check(struct svc *s, const ProtobufCServiceDescriptor *desc, const char *stall)
+static bool svc_check(struct svc *s, const char *stall)
 {
-	struct rpc_client *self;
+	struct sp_probe self;
 	bool accepted;
 	int rv;
 
 	accepted = svc_accepts(s, &self);
-	if (accepted && svc_pings(desc, self)) {
-		rpc_client_close(self);
+	if (accepted && svc_pings(&self)) {
+		sp_probe_close(&self);
 		return true;
 	}
 	/* Closed before the re-listen: its connection belongs to the old
@@ -625,7 +640,7 @@ static bool svc_check(struct svc *s, const ProtobufCServiceDescriptor *desc, con
 	 * still negotiates during the stall). Closed after it, a dialer that
 	 * had just reconnected to the new listener would be cut mid-handshake:
 	 * the trigger itself. */
-	rpc_client_close(self);
+	sp_probe_close(&self);
 	rv = rpc_server_relisten(s->rpc);
 	if (rv != 0) {
 		svc_watchdog_count(s);
@@ -643,8 +658,8 @@ static bool svc_check(struct svc *s, const ProtobufCServiceDescriptor *desc, con
 		          "again (nng 1.5's listener stall, docs/reliability.md)",
 		          s->conf.url[s->id], SVC_ACCEPT_MS);
 	accepted = svc_accepts(s, &self);
-	accepted = accepted && svc_pings(desc, self);
-	rpc_client_close(self);
+	accepted = accepted && svc_pings(&self);
+	sp_probe_close(&self);
 	return accepted;
 }
 
@@ -661,7 +676,6 @@ static bool svc_check(struct svc *s, const ProtobufCServiceDescriptor *desc, con
 #define SVC_START_STALL "does not answer (nng's start-up stall, docs/reliability.md)"
 static struct svc_watch {
 	struct svc *s;
-	const ProtobufCServiceDescriptor *desc;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stop;
@@ -685,7 +699,7 @@ static void *svc_watch_main(void *arg)
 		if (w->stop)
 			break;
 		pthread_mutex_unlock(&w->mu);
-		silent = svc_check(w->s, w->desc, SVC_STALL) ? 0 : silent + 1;
+		silent = svc_check(w->s, SVC_STALL) ? 0 : silent + 1;
 		if (silent == 3) {
 			svc_watchdog_count(w->s);
 			fatalx("our own RPC socket %s %s: exiting to be started again",
@@ -697,7 +711,7 @@ static void *svc_watch_main(void *arg)
 	return NULL;
 }
 
-void svc_watch_start(struct svc *s, const ProtobufCServiceDescriptor *desc)
+void svc_watch_start(struct svc *s)
 {
 	char entry[512];
 
@@ -715,13 +729,12 @@ void svc_watch_start(struct svc *s, const ProtobufCServiceDescriptor *desc)
 		return;
 	}
 	/* Right after the drop: the start-up stall (docs/reliability.md). */
-	if (!svc_check(s, desc, SVC_START_STALL)) {
+	if (!svc_check(s, SVC_START_STALL)) {
 		svc_watchdog_count(s);
 		fatalx("our own RPC socket %s %s: exiting to be started again", s->conf.url[s->id],
 		       SVC_START_STALL);
 	}
 	svc_watch.s = s;
-	svc_watch.desc = desc;
 	svc_watch.stop = false;
 	svc_watch.running =
 	    pthread_create(&svc_watch.thread, NULL, svc_watch_main, &svc_watch) == 0;
@@ -755,7 +768,7 @@ void svc_serve(struct svc *s, const ProtobufCServiceDescriptor *desc,
 	    0)
 		fatalx("cannot serve %s on %s: %s", desc->name, s->conf.url[s->id], err_str(rv));
 	svc_lockdown(s);
-	svc_watch_start(s, desc);
+	svc_watch_start(s);
 	log_info("serving %s on %s instance=%s", desc->name, s->conf.url[s->id], s->instance);
 	sig = svc_wait_signal();
 	log_info("signal %d: stopping", sig);

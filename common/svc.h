@@ -78,7 +78,7 @@ void svc_serve(struct svc *s, const ProtobufCServiceDescriptor *desc,
  * restart. svc_serve does both; a program with its own serve
  * path (the gateway) calls them after svc_lockdown and before
  * rpc_server_stop. */
-void svc_watch_start(struct svc *s, const ProtobufCServiceDescriptor *desc);
+void svc_watch_start(struct svc *s);
 void svc_watch_stop(void);
 
 /*

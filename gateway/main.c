@@ -134,7 +134,7 @@ int main(int argc, char **argv)
 		fatalx("cannot start the redirect listener on %s: %s", gw.svc.conf.redirect_addr,
 		       err_str(rv));
 	svc_lockdown(&gw.svc); /* listeners open, TLS key read: drop, seccomp */
-	svc_watch_start(&gw.svc, &magnetar__gateway__descriptor);
+	svc_watch_start(&gw.svc);
 
 	sig = svc_wait_signal();
 	log_info("signal %d: stopping", sig);

@@ -116,6 +116,34 @@ def wait_until(predicate, timeout, interval=0.05):
     return None
 
 
+def thread_stacks(pid):
+    """Every thread's backtrace of a live process (gdb), for the message of a
+    test that found it hung: a hang is a bug to explain, not to retry."""
+    try:
+        out = subprocess.run(["gdb", "-batch", "-p", str(pid), "-ex", "thread apply all bt"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "(no backtrace: %s)" % e
+    return "\n".join(ln for ln in out.stdout.splitlines()
+                     if ln.startswith(("Thread ", "#")))
+
+
+def stop_or_explain(proc, logs, timeout=20):
+    """SIGTERM, then the exit status; a process still running after
+    `timeout` fails the test with its threads' backtraces and its logs."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stacks = thread_stacks(proc.pid)
+        proc.kill()
+        proc.wait()
+        raise AssertionError("pid %d did not exit within %d s of SIGTERM:\n%s\n%s"
+                             % (proc.pid, timeout, stacks, logs())) from None
+
+
 class Stack:
     """A running `magnetar up` with its own data and run dirs."""
 

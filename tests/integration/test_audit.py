@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import BIN, SANDBOX, BUILD, wait_until
+from conftest import BIN, SANDBOX, BUILD, stop_or_explain, thread_stacks, wait_until
 
 PRODUCER = BUILD / "tests" / "audit_producer"
 
@@ -53,9 +53,8 @@ class Audit:
         self.proc.wait()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(timeout=20) == 0, self.logs()
+        if self.proc:
+            assert stop_or_explain(self.proc, self.logs) == 0, self.logs()
 
     def logs(self):
         return "\n".join((self.dir / ("audit.%d.log" % i)).read_text(errors="replace")[-3000:]
@@ -99,7 +98,12 @@ def test_kill9_five_times_loses_nothing_and_stores_nothing_twice(tmp_path):
         time.sleep(rng.uniform(0.05, 0.4))
         a.start()
     for n, p in procs.items():
-        out, _ = p.communicate(timeout=120)
+        try:
+            out, _ = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("producer %s stuck:\n%s\naudit:\n%s\n%s\n%s" % (
+                n, thread_stacks(p.pid), thread_stacks(a.proc.pid),
+                a.magctl("stats", "audit", timeout=10).stdout, a.logs())) from None
         assert p.returncode == 0, n
         assert out.decode().strip() == "emitted=%d" % per
     events = a.export()
