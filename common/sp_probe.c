@@ -90,9 +90,18 @@ static const char *sp_connect_host(const char *host)
 	return host;
 }
 
-/* A non-blocking socket connecting (or connected) to the entry. */
-static int sp_socket(const char *entry, bool *ipc)
+/* A socket() that failed for want of descriptors or memory: the check
+ * could not start, which says nothing about the listener. */
+static int sp_socket_err(void)
 {
+	return errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM ? ERR_NOMEM
+	                                                                                 : ERR_IO;
+}
+
+/* A non-blocking socket connecting (or connected) to the entry by `until`. */
+static int sp_socket(const char *entry, bool *ipc, uint64_t until)
+{
+	const struct timespec tick = {.tv_nsec = 2000000};
 	int fd;
 
 	if (strncmp(entry, "ipc://", 6) == 0) {
@@ -101,11 +110,19 @@ static int sp_socket(const char *entry, bool *ipc)
 			return ERR_INVAL;
 		strcpy(sa.sun_path, entry + 6);
 		if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
-			return ERR_IO;
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 && errno != EINPROGRESS &&
-		    errno != EAGAIN) {
-			close(fd);
-			return ERR_IO;
+			return sp_socket_err();
+		/* A full backlog (clients redialling after a re-listen) is
+		 * EAGAIN, not "in progress": the socket is not connected, so
+		 * try again until the deadline. */
+		while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+			int e = errno;
+			if (e == EINTR)
+				continue;
+			if (e != EAGAIN || clock_mono_ms() >= until) {
+				close(fd);
+				return e == EAGAIN ? ERR_TIMEOUT : ERR_IO;
+			}
+			nanosleep(&tick, NULL);
 		}
 		*ipc = true;
 		return fd;
@@ -113,7 +130,11 @@ static int sp_socket(const char *entry, bool *ipc)
 	if (strncmp(entry, "tcp://", 6) == 0) {
 		char host[256];
 		const char *colon = strrchr(entry + 6, ':');
-		struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+		/* nng's own flags for the listener's name (posix_resolv_gai.c),
+		 * so that we reach the address it bound. */
+		struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+		                         .ai_flags = AI_ADDRCONFIG | AI_NUMERICSERV},
+		                *ai;
 		size_t hlen;
 
 		if (colon == NULL || (hlen = (size_t)(colon - (entry + 6))) >= sizeof(host))
@@ -127,21 +148,25 @@ static int sp_socket(const char *entry, bool *ipc)
 		if (getaddrinfo(sp_connect_host(host), colon + 1, &hints, &ai) != 0)
 			return ERR_IO;
 		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-		if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 &&
-		    errno != EINPROGRESS) {
+		if (fd < 0) {
+			freeaddrinfo(ai);
+			return sp_socket_err();
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
 			close(fd);
-			fd = -1;
+			fd = ERR_IO;
 		}
 		freeaddrinfo(ai);
 		*ipc = false;
-		return fd >= 0 ? fd : ERR_IO;
+		return fd;
 	}
 	return ERR_INVAL;
 }
 
-/* On ipc://, the listener must be ours: our uid, or root (a service binds
- * its socket as root before it drops privileges, and SO_PEERCRED names the
- * listener's creator; root could take any name anyway). */
+/* On ipc://, the listener must be our own process: SO_PEERCRED names the
+ * process that called listen(), which for our socket is us (before the
+ * privilege drop or after a re-listen alike). Not a uid check: another
+ * replica of ours, or a service that listened as root, would pass that. */
 static int sp_peer_is_us(int fd, bool ipc)
 {
 	struct ucred cred;
@@ -151,7 +176,20 @@ static int sp_peer_is_us(int fd, bool ipc)
 		return 0;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
 		return ERR_IO;
-	return cred.uid == geteuid() || cred.uid == 0 ? 0 : ERR_PERM;
+	return cred.pid == getpid() ? 0 : ERR_PERM;
+}
+
+/* Closes a connection whose handshake did not complete. Hanging up before
+ * the listener has written its handshake is the very trigger of nng
+ * 1.5.2's listener stall (issue 1518): a listener that is merely slow gets
+ * SP_LINGER_MS more for its handshake to arrive before we go. */
+#define SP_LINGER_MS 200
+static void sp_close_unshaken(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	while (poll(&pfd, 1, SP_LINGER_MS) < 0 && errno == EINTR)
+		;
+	close(fd);
 }
 
 int sp_probe_open(struct sp_probe *p, const char *url, uint16_t self, uint16_t peer, int timeout_ms)
@@ -166,7 +204,7 @@ int sp_probe_open(struct sp_probe *p, const char *url, uint16_t self, uint16_t p
 	p->fd = -1;
 	if (rpc_url_first(url, entry, sizeof(entry)) != 0)
 		return ERR_INVAL;
-	if ((fd = sp_socket(entry, &p->ipc)) < 0)
+	if ((fd = sp_socket(entry, &p->ipc, until)) < 0)
 		return fd;
 	/* Connected once writable, unless the connect failed meanwhile. */
 	if ((rv = sp_wait(fd, POLLOUT, until)) == 0 &&
@@ -182,10 +220,12 @@ int sp_probe_open(struct sp_probe *p, const char *url, uint16_t self, uint16_t p
 	                theirs[4] != (uint8_t)(peer >> 8) || theirs[5] != (uint8_t)peer ||
 	                theirs[6] != 0 || theirs[7] != 0))
 		rv = ERR_PROTO;
-	if (rv != 0) {
-		close(fd);
+	if (rv == ERR_TIMEOUT || rv == ERR_IO)
+		sp_close_unshaken(fd);
+	else if (rv != 0)
+		close(fd); /* a handshake that arrived (wrong), or not our listener */
+	if (rv != 0)
 		return rv;
-	}
 	p->fd = fd;
 	return 0;
 }

@@ -10,9 +10,11 @@
  * (the 8-byte handshake, then length-prefixed messages, nng's ipc:// and
  * tcp:// framing), so a check opens and closes no nng socket of ours.
  *
- * The peer must be our own listener: on ipc:// its uid (SO_PEERCRED) must
- * be ours or root's (bound before the privilege drop), so a squatter on
- * the socket name cannot answer for us.
+ * The peer must be our own listener: on ipc:// the process that listens
+ * (SO_PEERCRED) must be this one, so a squatter on the socket name, even
+ * of our uid, cannot answer for us. A handshake that does not come in time
+ * is waited for a little longer before the hang-up (a hang-up before it is
+ * the listener-stall trigger).
  */
 #ifndef MAGNETAR_SP_PROBE_H
 #define MAGNETAR_SP_PROBE_H
@@ -36,8 +38,9 @@ struct sp_probe {
  * Connects to `url` (ipc:// or tcp://host:port; the first entry of a list)
  * and completes the handshake as protocol `self` with a peer speaking
  * `peer`, within timeout_ms. 0, or ERR_INVAL for another transport
- * (inproc://: nothing to probe), ERR_PERM for a peer that is not us,
- * ERR_TIMEOUT, ERR_PROTO for a peer that is no SP `peer`, ERR_IO.
+ * (inproc://: nothing to probe), ERR_NOMEM when no socket could be made,
+ * ERR_PERM for a listener that is not this process, ERR_TIMEOUT, ERR_PROTO
+ * for a peer that is no SP `peer`, ERR_IO.
  */
 int sp_probe_open(struct sp_probe *p, const char *url, uint16_t self, uint16_t peer,
                   int timeout_ms);

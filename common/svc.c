@@ -568,8 +568,8 @@ void svc_start_outbox(struct svc *s)
  * whose closing every 500 ms would be the churn that wedges nng 1.5's
  * reaper): false when no pipe at all was accepted within SVC_ACCEPT_MS.
  * The probe is handed back open, for the Ping (fd -1 if it could not even
- * be made for want of a socket: then true, as a check that could not start
- * proves nothing about the listener). */
+ * be made for want of a descriptor: then true, as a check that could not
+ * start proves nothing about the listener). */
 static bool svc_accepts(struct svc *s, struct sp_probe *self)
 {
 	uint64_t before = rpc_server_pipes(s->rpc), until = clock_mono_ms() + SVC_ACCEPT_MS;
@@ -577,10 +577,15 @@ static bool svc_accepts(struct svc *s, struct sp_probe *self)
 	int rv;
 
 	rv = sp_probe_open(self, s->conf.url[s->id], SP_PROTO_REQ, SP_PROTO_REP, SVC_ACCEPT_MS);
-	if (rv == ERR_INVAL || rv == ERR_NOMEM) {
-		log_warnx("self-check skipped: cannot probe our own socket: %s", err_str(rv));
+	if (rv == ERR_NOMEM) {
+		log_warnx("self-check skipped: no descriptor for the probe");
 		return true;
 	}
+	if (rv == ERR_INVAL)
+		return true; /* not ipc:// or tcp:// (svc_watch_start said so once) */
+	if (rv == ERR_PERM || rv == ERR_PROTO)
+		log_warnx("self-check: what answers on our own socket %s is not our listener (%s)",
+		          s->conf.url[s->id], err_str(rv));
 	if (rv != 0)
 		return false; /* refused, silent, or someone else's: not served */
 	while (rpc_server_pipes(s->rpc) == before) {
@@ -720,8 +725,14 @@ void svc_watch_start(struct svc *s)
 	 * re-listen there too: nobody but root can use it, a stall included.
 	 * access(), not a test connection: a connect-then-close is the very
 	 * hang-up that stalls nng 1.5's listener. */
-	if (rpc_url_first(s->conf.url[s->id], entry, sizeof(entry)) == 0 &&
-	    strncmp(entry, "ipc://", 6) == 0 && access(entry + 6, W_OK) != 0) {
+	if (rpc_url_first(s->conf.url[s->id], entry, sizeof(entry)) != 0 ||
+	    (strncmp(entry, "ipc://", 6) != 0 && strncmp(entry, "tcp://", 6) != 0)) {
+		log_warnx("self-check off: %s is neither ipc:// nor tcp://, where nng's listener "
+		          "stall happens (docs/reliability.md)",
+		          s->conf.url[s->id]);
+		return;
+	}
+	if (strncmp(entry, "ipc://", 6) == 0 && access(entry + 6, W_OK) != 0) {
 		log_warnx(
 		    "self-check off: our own socket %s is closed to us (%s), so nng's listener "
 		    "stall would go unnoticed (docs/reliability.md)",

@@ -2,8 +2,9 @@
  * sp_probe_test.c — the self-checks' plain-socket SP client against real
  * nng listeners: a rep0 server over ipc:// and tcp:// accepts it as a pipe
  * and answers its Ping; a pub0 socket takes it as a subscriber; a listener
- * of another protocol, a silent one, nothing at all, inproc:// and (as
- * root) a squatter of another uid are each refused with their own error.
+ * of another protocol, a silent one, nothing at all, inproc:// and a
+ * squatter (another process) are each refused with their own error; a
+ * wrong-protocol probe leaves the listener accepting.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +30,18 @@
 #include "common/err.h"
 #include "common/rpc.h"
 #include "common/sp_probe.h"
+
+/* nng 1.5.2 can leak a listener's accept state (about 3.5 KiB, allocated
+ * inside libnng) when its socket is closed while a connection is still
+ * being negotiated: seen once in CI right after the wrong-protocol probe
+ * (docs/reliability.md, the same leak as rpc_relisten_test.c's). This
+ * binary tells LeakSanitizer to ignore leaks allocated in libnng; the
+ * probe itself allocates nothing there. */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void)
+{
+	return "leak:libnng.so\n";
+}
 
 static void h_ping(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 {
@@ -93,6 +106,13 @@ static void probe_and_ping(const char *url)
 	sp_probe_close(&p);
 	/* Expecting a publisher where a rep0 server answers: refused. */
 	assert_int_equal(sp_probe_open(&p, url, SP_PROTO_SUB, SP_PROTO_PUB, 2000), ERR_PROTO);
+	before = rpc_server_pipes(srv);
+	assert_int_equal(sp_probe_open(&p, url, SP_PROTO_REQ, SP_PROTO_REP, 2000), 0);
+	until = clock_mono_ms() + 2000;
+	while (rpc_server_pipes(srv) == before && clock_mono_ms() < until)
+		usleep(1000);
+	assert_true(rpc_server_pipes(srv) > before); /* it did not stall the listener */
+	sp_probe_close(&p);
 	rpc_server_stop(srv);
 }
 
@@ -175,9 +195,9 @@ static void test_nothing_to_probe(void **state)
 	assert_int_equal(p.fd, -1);
 }
 
-/* A socket bound by another uid (nobody) answering SP like us: refused
- * before a byte is sent. Needs root to become another user. */
-static void test_squatter_of_another_uid(void **state)
+/* A socket another process listens on, answering SP like us (even with
+ * our uid): refused before a byte is sent. */
+static void test_squatter_is_refused(void **state)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	struct sp_probe p;
@@ -187,17 +207,13 @@ static void test_squatter_of_another_uid(void **state)
 	char c;
 	(void)state;
 
-	if (geteuid() != 0)
-		skip();
 	snprintf(url, sizeof(url), "ipc:///tmp/sp_probe_test.squat.%d.sock", (int)getpid());
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", url + 6);
 	unlink(sun.sun_path);
 	assert_int_equal(pipe(ready), 0);
 	if ((pid = fork()) == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with a failed test */
-		if (setgid(65534) != 0 || setuid(65534) != 0)
-			_exit(1);
-		/* /tmp is world-writable and sticky: nobody may bind there. */
+		close(ready[0]);
 		fd = socket(AF_UNIX, SOCK_STREAM, 0);
 		if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 || listen(fd, 4) != 0)
 			_exit(1);
@@ -206,13 +222,13 @@ static void test_squatter_of_another_uid(void **state)
 		pause();
 		_exit(0);
 	}
+	close(ready[1]); /* a child that fails ends the read below */
 	assert_int_equal(read(ready[0], &c, 1), 1);
 	assert_int_equal(sp_probe_open(&p, url, SP_PROTO_REQ, SP_PROTO_REP, 500), ERR_PERM);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	unlink(sun.sun_path);
 	close(ready[0]);
-	close(ready[1]);
 }
 
 static void test_reply_body(void **state)
@@ -237,7 +253,7 @@ int main(void)
 	    cmocka_unit_test(test_pub_takes_a_subscriber),
 	    cmocka_unit_test(test_silent_listener_times_out),
 	    cmocka_unit_test(test_nothing_to_probe),
-	    cmocka_unit_test(test_squatter_of_another_uid),
+	    cmocka_unit_test(test_squatter_is_refused),
 	    cmocka_unit_test(test_reply_body),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
