@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LOG_LINE_MAX 2048
+#define LOG_LINE_MAX 2048 /* the message; a whole line fits LOG_LINE_CAP */
 
 static const char *log_progname = "magnetar";
 static enum log_format log_fmt = LOG_TEXT;
@@ -52,9 +52,10 @@ static void log_append_escaped(char *dst, size_t *len, size_t cap, const char *s
 	}
 }
 
-static void log_emit(const char *level, const char *fmt, va_list ap, const char *suffix)
+size_t log_format(char *line, size_t cap, const char *level, const char *fmt, va_list ap,
+                  const char *suffix)
 {
-	char msg[LOG_LINE_MAX], line[LOG_LINE_MAX + 256];
+	char msg[LOG_LINE_MAX];
 	struct timespec ts;
 	struct tm tm;
 	char when[32];
@@ -71,16 +72,25 @@ static void log_emit(const char *level, const char *fmt, va_list ap, const char 
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
 
 	if (log_fmt == LOG_JSON)
-		n = snprintf(line, sizeof(line),
+		n = snprintf(line, cap,
 		             "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"svc\":\"%s\",\"msg\":\"",
 		             when, ts.tv_nsec / 1000000, level, log_progname);
 	else
-		n = snprintf(line, sizeof(line), "ts=%s.%03ldZ level=%s svc=%s msg=\"", when,
+		n = snprintf(line, cap, "ts=%s.%03ldZ level=%s svc=%s msg=\"", when,
 		             ts.tv_nsec / 1000000, level, log_progname);
 	len = n > 0 ? (size_t)n : 0;
-	log_append_escaped(line, &len, sizeof(line) - 3, msg);
+	if (len > cap - 4)
+		len = cap - 4;
+	log_append_escaped(line, &len, cap - 3, msg);
 	memcpy(line + len, log_fmt == LOG_JSON ? "\"}\n" : "\"\n", log_fmt == LOG_JSON ? 3 : 2);
-	len += log_fmt == LOG_JSON ? 3 : 2;
+	return len + (log_fmt == LOG_JSON ? 3 : 2);
+}
+
+static void log_emit(const char *level, const char *fmt, va_list ap, const char *suffix)
+{
+	char line[LOG_LINE_CAP];
+	size_t len = log_format(line, sizeof(line), level, fmt, ap, suffix);
+
 	/* A failed write to stderr has nowhere better to be reported. */
 	if (write(STDERR_FILENO, line, len) < 0)
 		return;

@@ -9,6 +9,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_format { LOG_TEXT, LOG_JSON };
 
@@ -21,5 +22,12 @@ void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* The longest line log_format writes (a longer message is cut). */
+#define LOG_LINE_CAP (2048 + 256)
+/* One whole line, newline included, as the functions above write it, into
+ * line[0..cap) (cap >= 64); returns its length. For common/logbuf.c. */
+size_t log_format(char *line, size_t cap, const char *level, const char *fmt, va_list ap,
+                  const char *suffix);
 
 #endif

@@ -13,7 +13,12 @@
 #include "common/events.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "common/logbuf.h"
 #include "gateway/gateway.h"
+
+/* How long an access log line may wait in its thread's buffer (100 ms:
+ * well under what a person tailing the log notices). */
+#define GATEWAY_ACCESS_LOG_FLUSH_MS 100
 
 /* docs/openapi.yaml, generated into build/gen/openapi_yaml.c by `xxd -i`. */
 extern unsigned char docs_openapi_yaml[];
@@ -128,6 +133,10 @@ int main(int argc, char **argv)
 		fatalx("cannot start authentication: %s", err_str(rv));
 	if ((rv = health_start(&gw)) != 0)
 		fatalx("cannot start the readiness probe: %s", err_str(rv));
+	/* The access log's buffers: a line reaches stderr within about
+	 * GATEWAY_ACCESS_LOG_FLUSH_MS, and all of them before we exit. */
+	if ((rv = logbuf_start(GATEWAY_ACCESS_LOG_FLUSH_MS)) != 0)
+		fatalx("cannot start the access log's flusher: %s", err_str(rv));
 	if ((rv = http_start(&gw)) != 0)
 		fatalx("cannot start HTTP on %s: %s", gw.svc.conf.http_addr, err_str(rv));
 	if ((rv = redirect_start(&gw)) != 0)
@@ -144,6 +153,7 @@ int main(int argc, char **argv)
 	wsbridge_stop(&gw); /* MHD may not stop with upgraded sockets open */
 	redirect_stop(&gw);
 	http_stop(&gw);
+	logbuf_stop(); /* every request has ended: its line is written now */
 	svc_watch_stop();
 	rpc_server_stop(gw.svc.rpc);
 	gw.svc.rpc = NULL;

@@ -20,6 +20,11 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
+# LOGS=each: both servers write a line per request (their defaults: nginx's
+# access_log to a file, the gateway's access log to its stderr file);
+# LOGS=off: nginx `access_log off`, the gateway MAGNETAR_ACCESS_LOG=errors.
+LOGS=${LOGS:-each}
+case $LOGS in each | off) ;; *) echo "http_baseline: LOGS is each or off" >&2; exit 2 ;; esac
 
 for tool in wrk nginx curl; do
 	command -v "$tool" >/dev/null || { echo "http_baseline: $tool is required" >&2; exit 2; }
@@ -35,13 +40,20 @@ TMP=$(mktemp -d /tmp/magnetar-bench.XXXXXX)
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
+if [ "$LOGS" = each ]; then
+	NGINX_ACCESS_LOG="$TMP/nginx-access.log"
+	GW_ACCESS_LOG=all
+else
+	NGINX_ACCESS_LOG=off
+	GW_ACCESS_LOG=errors
+fi
 start_nginx
 
 # ---- the gateway alone -------------------------------------------------------
 GW_PORT=$(free_port)
 mkdir -p "$TMP/gw"
 MAGNETAR_ENV=test MAGNETAR_DATA_DIR="$TMP/gw/var" MAGNETAR_RUN_DIR="$TMP/gw/run" \
-	MAGNETAR_HTTP_ADDR="127.0.0.1:$GW_PORT" \
+	MAGNETAR_HTTP_ADDR="127.0.0.1:$GW_PORT" MAGNETAR_ACCESS_LOG="$GW_ACCESS_LOG" \
 	"$BUILD/bin/magnetar-gateway" 2>"$TMP/gw/gateway.log" &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$GW_PORT/healthz" 200 || { echo "gateway did not start" >&2; cat "$TMP/gw/gateway.log" >&2; exit 1; }
@@ -89,7 +101,7 @@ if [ -n "$READY_URL" ]; then
 fi
 
 echo "machine: $(nproc) cpus, $(uname -r), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS alternating rounds"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS alternating rounds, access logs: $LOGS"
 printf '%-6s %-8s %12s %10s %8s\n' round target req/s p99_ms non2xx
 for r in $(seq 1 "$ROUNDS"); do
 	for t in "${TARGETS[@]}"; do

@@ -47,7 +47,7 @@ pid $TMP/nginx/nginx.pid;
 error_log $TMP/nginx/error.log;
 events { worker_connections 4096; }
 http {
-	access_log off;
+	access_log ${NGINX_ACCESS_LOG:-off};
 	client_body_temp_path $TMP/nginx/body;
 	proxy_temp_path $TMP/nginx/proxy;
 	fastcgi_temp_path $TMP/nginx/fastcgi;

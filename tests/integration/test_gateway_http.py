@@ -86,6 +86,17 @@ class Gateway:
             self.log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def output_when(self, predicate, timeout=5):
+        """The output once predicate(output) holds, or at the timeout: an
+        access log line reaches the log within about 150 ms (its thread's
+        buffer, common/logbuf.h), not at once."""
+        end = time.monotonic() + timeout
+        while True:
+            out = self.output()
+            if predicate(out) or time.monotonic() > end:
+                return out
+            time.sleep(0.05)
+
     def stop(self):
         """SIGTERM; the gateway must exit 0 and (sanitizer builds) report nothing."""
         self.proc.send_signal(signal.SIGTERM)
