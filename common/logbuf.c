@@ -45,7 +45,7 @@ static struct {
 	bool running;
 	int flush_ms;
 	pthread_t thread;
-} lb = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+} lb = {.mu = PTHREAD_MUTEX_INITIALIZER}; /* cv: made in logbuf_start, on CLOCK_MONOTONIC */
 
 static _Atomic bool lb_on;
 /* Which start the buffers belong to: a thread's cached buffer from before
@@ -137,7 +137,7 @@ static void lb_flush_locked(uint64_t age_ms)
 
 	for (struct logbuf *b = lb.all; b != NULL; b = b->next) {
 		pthread_mutex_lock(&b->mu);
-		if (b->len > 0 && now - b->oldest_ms >= age_ms)
+		if (b->len > 0 && b->oldest_ms + age_ms <= now)
 			lb_drain(b);
 		pthread_mutex_unlock(&b->mu);
 	}
@@ -152,7 +152,8 @@ static void *lb_flusher(void *arg)
 	while (!lb.stop) {
 		/* Woken twice per period: a line waits at most 1.5 periods. */
 		int step = lb.flush_ms / 2 > 0 ? lb.flush_ms / 2 : 1;
-		clock_gettime(CLOCK_REALTIME, &until);
+		clock_gettime(CLOCK_MONOTONIC,
+		              &until); /* a clock step neither holds nor hurries lines */
 		until.tv_nsec += (long)(step % 1000) * 1000000L;
 		until.tv_sec += step / 1000 + until.tv_nsec / 1000000000L;
 		until.tv_nsec %= 1000000000L;
@@ -183,7 +184,13 @@ int logbuf_start(int flush_ms)
 	}
 	lb.flush_ms = flush_ms > 0 ? flush_ms : 1;
 	lb.stop = false;
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&lb.cv, &attr);
+	pthread_condattr_destroy(&attr);
 	if (pthread_create(&lb.thread, NULL, lb_flusher, NULL) != 0) {
+		pthread_cond_destroy(&lb.cv);
 		pthread_mutex_unlock(&lb.mu);
 		return ERR_NOMEM;
 	}
@@ -201,6 +208,7 @@ void logbuf_stop(void)
 	struct logbuf *b;
 
 	atomic_store_explicit(&lb_on, false, memory_order_release);
+	atomic_fetch_add(&lb_generation, 1); /* no thread reuses a buffer freed below */
 	pthread_mutex_lock(&lb.mu);
 	if (!lb.running) {
 		pthread_mutex_unlock(&lb.mu);
@@ -210,6 +218,7 @@ void logbuf_stop(void)
 	pthread_cond_signal(&lb.cv);
 	pthread_mutex_unlock(&lb.mu);
 	pthread_join(lb.thread, NULL);
+	pthread_cond_destroy(&lb.cv);
 	pthread_mutex_lock(&lb.mu);
 	lb_flush_locked(0);
 	while ((b = lb.all) != NULL) {

@@ -23,8 +23,10 @@ int logbuf_start(int flush_ms);
 void logbuf_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Stops the flusher, writes every buffer and frees them. Call once the
- * threads that log through it have stopped (a late line is then written
- * at once). */
+ * threads that log through it have stopped: a call made while another
+ * thread is inside logbuf_info is undefined; one made after it is written
+ * at once. Buffers live until then, one per thread that ever logged: for
+ * a fixed pool of threads (the gateway's), not one per task. */
 void logbuf_stop(void);
 
 #endif

@@ -42,6 +42,12 @@ struct rpc_client {
 	_Atomic uint64_t resent;
 	unsigned server_roles; /* rpc_client_open_for; 0: any server */
 	_Atomic uint64_t refused;
+	/* Refused pipes nng has not yet reported removed: counted in `pipes`
+	 * (the removal balances it) but no connection to the service, so a
+	 * call that times out meanwhile is "unavailable", not "timeout". */
+	pthread_mutex_t refused_mu;
+	uint32_t refused_ids[8];
+	_Atomic int refused_open;
 };
 
 enum pending_state { PENDING_SEND, PENDING_RECV };
@@ -75,6 +81,27 @@ static bool client_server_ok(struct rpc_client *c, nng_pipe p)
 	return nng_pipe_get_addr(p, NNG_OPT_REMADDR, &sa) == 0 && sa.s_family != NNG_AF_IPC;
 }
 
+/* Notes a refused pipe (add) or forgets it at its removal. More than the
+ * slots at once (each is closed as soon as it is seen) are not noted: they
+ * then count as connected until removed, as before. */
+static void client_refused_track(struct rpc_client *c, int id, bool add)
+{
+	pthread_mutex_lock(&c->refused_mu);
+	for (size_t i = 0; i < sizeof(c->refused_ids) / sizeof(c->refused_ids[0]); i++) {
+		if (add && c->refused_ids[i] == 0) {
+			c->refused_ids[i] = (uint32_t)id;
+			atomic_fetch_add(&c->refused_open, 1);
+			break;
+		}
+		if (!add && c->refused_ids[i] == (uint32_t)id) {
+			c->refused_ids[i] = 0;
+			atomic_fetch_sub(&c->refused_open, 1);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->refused_mu);
+}
+
 static void client_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	struct rpc_client *c = arg;
@@ -92,6 +119,7 @@ static void client_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 		 * that the removal balances, and closed before ADD_POST, so no
 		 * request ever goes out on it. */
 		rpc_dials_pipe_event(&c->dials, p, NNG_PIPE_EV_ADD_POST);
+		client_refused_track(c, nng_pipe_id(p), true);
 		atomic_fetch_add(&c->pipes, 1);
 		nng_pipe_close(p);
 		return;
@@ -99,8 +127,10 @@ static void client_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 	rpc_dials_pipe_event(&c->dials, p, ev);
 	if (ev == NNG_PIPE_EV_ADD_POST)
 		atomic_fetch_add(&c->pipes, 1);
-	else if (ev == NNG_PIPE_EV_REM_POST)
-		atomic_fetch_sub(&c->pipes, 1);
+	else if (ev == NNG_PIPE_EV_REM_POST) {
+		atomic_fetch_sub(&c->pipes, 1); /* first: never more "connected" than true */
+		client_refused_track(c, nng_pipe_id(p), false);
+	}
 }
 
 int rpc_client_open(const char *url, size_t max_msg, struct rpc_client **out)
@@ -126,6 +156,7 @@ int rpc_client_open_for(const char *url, size_t max_msg, unsigned server_roles,
 		return ERR_IO;
 	}
 	pthread_mutex_init(&c->mu, NULL);
+	pthread_mutex_init(&c->refused_mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
 	pthread_rwlock_init(&c->lock, NULL);
 	c->server_roles = server_roles;
@@ -145,6 +176,7 @@ int rpc_client_open_for(const char *url, size_t max_msg, unsigned server_roles,
 		pthread_rwlock_destroy(&c->lock);
 		pthread_cond_destroy(&c->cv);
 		pthread_mutex_destroy(&c->mu);
+		pthread_mutex_destroy(&c->refused_mu);
 		free(c);
 		return ERR_INVAL;
 	}
@@ -184,12 +216,13 @@ void rpc_client_close(struct rpc_client *c)
 	pthread_rwlock_destroy(&c->lock);
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mu);
+	pthread_mutex_destroy(&c->refused_mu);
 	free(c);
 }
 
 bool rpc_client_connected(struct rpc_client *c)
 {
-	return atomic_load(&c->pipes) > 0;
+	return atomic_load(&c->pipes) > atomic_load(&c->refused_open);
 }
 
 void rpc_client_resend_on_reset(struct rpc_client *c, const char *const *methods)

@@ -244,7 +244,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cl
 			                      memory_order_relaxed);
 	}
 	/* A line per request (issue 6), through the thread's log buffer
-	 * (common/logbuf.h: one write per ~20 lines or per 100 ms, not one per
+	 * (common/logbuf.h: one write per 16-20 lines or per 100 ms, not one per
 	 * request; a write each cost 10-25% of /healthz throughput):
 	 * MAGNETAR_ACCESS_LOG=errors keeps only the errors' lines; the counters
 	 * count all either way. */
