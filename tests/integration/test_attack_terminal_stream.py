@@ -203,8 +203,10 @@ def test_a_wrong_key_or_a_broken_frame_gets_nothing(env):
 
         # The right key still works, then a zero length breaks the stream.
         out = stream_send(path, hello(t, key) + frame(b"0echo ok\n") + b"\x00\x00\x00\x00")
-        assert b"broken stream framing id=" + t["id"].encode() in \
-            stack.log_path.read_bytes(), stack.logs()
+        # The service's line reaches the stack's log through the
+        # supervisor's pipe, after the hang-up stream_send saw.
+        broken = b"broken stream framing id=" + t["id"].encode()
+        assert wait_until(lambda: broken in stack.log_path.read_bytes(), 5), stack.logs()
         time.sleep(0.5)
         assert not wrong.exists()
         r = requests.get(stack.url + "/readyz", timeout=5)
