@@ -45,6 +45,7 @@ struct throttle_slot {
 	uint64_t key; /* 0: empty */
 	uint64_t window_start_ms;
 	uint64_t last_failure_ms;
+	uint64_t taken; /* order of taking: "newest" must not tie within a millisecond */
 	uint32_t failures;
 };
 
@@ -52,6 +53,7 @@ static struct throttle_slot throttle_table[THROTTLE_SLOTS];
 static pthread_mutex_t throttle_mu = PTHREAD_MUTEX_INITIALIZER;
 static uint8_t throttle_hash_key[SIPHASH_KEY_LEN];
 static uint64_t throttle_evictions; /* under throttle_mu */
+static uint64_t throttle_taken;    /* under throttle_mu: slots taken so far */
 
 int throttle_init(void)
 {
@@ -131,7 +133,7 @@ static struct throttle_slot *throttle_take_locked(uint64_t key, uint64_t now)
 		} else if (victim == NULL || (throttle_live(victim, now) &&
 		                              (s->failures < victim->failures ||
 		                               (s->failures == victim->failures &&
-		                                s->window_start_ms > victim->window_start_ms))))
+		                                s->taken > victim->taken))))
 			victim = s;
 	}
 	if (throttle_live(victim, now))
@@ -139,6 +141,7 @@ static struct throttle_slot *throttle_take_locked(uint64_t key, uint64_t now)
 	memset(victim, 0, sizeof(*victim));
 	victim->key = key;
 	victim->window_start_ms = now;
+	victim->taken = ++throttle_taken;
 	return victim;
 }
 
