@@ -114,6 +114,9 @@ gateway_LDLIBS := -lwslay
 # library, neither links the other's objects.
 breach_LIBS := $(LIBPWSTORE)
 magctl_LIBS := $(LIBPWSTORE)
+# The supervisor links each service's variable table (its vars.o: data and
+# the table's check) to filter and check every service's configuration.
+supervisor_LIBS := $(OBJ)/gateway/vars.o $(foreach s,$(SERVICES),$(OBJ)/services/$(s)/vars.o)
 $(eval $(call program,gateway,gateway,magnetar-gateway))
 $(foreach s,$(SERVICES),$(eval $(call program,$(s),services/$(s),magnetar-$(s))))
 $(eval $(call program,magctl,tools/magctl,magctl))
@@ -128,6 +131,8 @@ UNIT_SRC   := $(wildcard tests/unit/*_test.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 outbox_test_LINK := $(audit_LIBO)
 auth_test_LINK := $(auth_LIBO)
+# The real tables: each program's, and the supervisor's list of them.
+config_test_LINK := $(supervisor_LIBS) $(OBJ)/tools/magnetar/programs.o
 # The signer's own round-trip tests; it is auth's, so the test links it alone.
 jwt_test_LINK := $(OBJ)/services/auth/jwtsign.o
 auth_test_LDLIBS := -largon2 -loath

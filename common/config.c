@@ -1,11 +1,13 @@
 /*
  * config.c — parses and validates the MAGNETAR_* environment (config.h).
- * Two passes: copy every variable the program reads into struct conf
- * (reading NAME_FILE for secrets), then derive typed fields and refuse
- * anything invalid with one sentence that names the variable.
+ * Common's variables: copied into struct conf (reading NAME_FILE for
+ * secrets), then defaults and refusals that name the variable. A program's
+ * table: every row parsed by its kind into the program's struct, then the
+ * table's own check.
  */
 #include "common/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -35,102 +37,46 @@ static const char *const svc_names[SVC_PROGRAMS] = {
     [SVC_SUPERVISOR] = "magnetar",
 };
 
+#define ROW(name, field, help)                                                                     \
+	{                                                                                          \
+		name, CONF_TEXT, F(field), NULL, 0, 0, NULL, 0, help, NULL, ALL                    \
+	}
+#define RAW(name, help)                                                                            \
+	{                                                                                          \
+		name, CONF_RAW, SIZE_MAX, NULL, 0, 0, NULL, 0, help, NULL, ALL                     \
+	}
+
+/* Variables every program, or several, read. A program's own are in its
+ * folder's vars.c. */
 const struct conf_var conf_vars[] = {
-    {"MAGNETAR_ENV", ALL, false, SIZE_MAX, "development, test or production", NULL},
-    {"MAGNETAR_LOG_FORMAT", ALL, false, SIZE_MAX, "text or json", NULL},
-    {"MAGNETAR_SANDBOX", ALL, false, SIZE_MAX, "enforce, log or off", NULL},
-    {"MAGNETAR_DATA_DIR", ALL, false, F(data_dir), "parent of each service's data dir", NULL},
-    {"MAGNETAR_RUN_DIR", ALL, false, F(run_dir), "IPC socket dir", NULL},
-    {"MAGNETAR_GATEWAY_URL", ALL, false, F(url[SVC_GATEWAY]), "gateway's RPC URL", NULL},
-    {"MAGNETAR_AUTH_URL", ALL, false, F(url[SVC_AUTH]), "auth's RPC URL", NULL},
-    {"MAGNETAR_AUDIT_URL", ALL, false, F(url[SVC_AUDIT]), "audit's RPC URL", NULL},
-    {"MAGNETAR_BREACH_URL", ALL, false, F(url[SVC_BREACH]), "breach's RPC URL", NULL},
-    {"MAGNETAR_TERMINAL_URL", ALL, false, F(url[SVC_TERMINAL]), "terminal's RPC URL", NULL},
-    {"MAGNETAR_AUTH_EVENTS_URL", ALL, false, F(auth_events_url), "auth's event publisher", NULL},
-    {"MAGNETAR_AUDIT_EVENTS_URL", ALL, false, F(audit_events_url), "audit's event publisher", NULL},
-    {"MAGNETAR_HTTP_ADDR", B(SVC_GATEWAY) | SUP, false, F(http_addr), "gateway host:port", NULL},
-    {"MAGNETAR_METRICS_ADDR", B(SVC_GATEWAY) | SUP, false, F(metrics_addr),
-     "private /metrics listener host:port", NULL},
-    {"MAGNETAR_HTTP_REDIRECT_ADDR", B(SVC_GATEWAY) | SUP, false, F(redirect_addr),
-     "plain-HTTP host:port that redirects to https (needs TLS)", NULL},
-    {"MAGNETAR_CORS_ORIGINS", B(SVC_GATEWAY) | SUP, false, F(cors_origins),
-     "comma-separated exact origins", NULL},
-    {"MAGNETAR_TRUSTED_PROXIES", B(SVC_GATEWAY) | SUP, false, F(trusted_proxies),
-     "CIDRs whose X-Forwarded-For is believed", NULL},
-    {"MAGNETAR_TLS_CERT", B(SVC_GATEWAY) | SUP, false, F(tls_cert), "PEM certificate file", NULL},
-    {"MAGNETAR_TLS_KEY", B(SVC_GATEWAY) | SUP, false, F(tls_key), "PEM private key file", NULL},
-    {"MAGNETAR_FOUNDER_USERNAME", B(SVC_AUTH) | SUP, false, F(founder_username),
-     "bootstrap account", NULL},
-    {"MAGNETAR_FOUNDER_PASSWORD", B(SVC_AUTH) | SUP, true, F(founder_password),
-     "bootstrap password", NULL},
-    {"MAGNETAR_REGISTRATION", B(SVC_AUTH) | SUP, false, SIZE_MAX, "open or closed", NULL},
-    {"MAGNETAR_MAX_SESSIONS", B(SVC_AUTH) | SUP, false, SIZE_MAX, "sessions per user", NULL},
-    {"MAGNETAR_TOTP_KEY", B(SVC_AUTH) | SUP, true, F(totp_key), "TOTP secrets' at-rest key", NULL},
-    {"MAGNETAR_FINGERPRINT_KEY", B(SVC_AUTH) | B(SVC_GATEWAY) | SUP, true, F(fingerprint_key),
-     "key of the fingerprint hashes", NULL},
-    /* The audit issue spells the file form in the singular: accept both. */
-    {"MAGNETAR_AUDIT_KEYS", B(SVC_AUDIT) | SUP, true, F(audit_keys),
-     "audit keyring id:base64key,...", "MAGNETAR_AUDIT_KEY_FILE"},
-    {"MAGNETAR_HIBP_URL", B(SVC_BREACH) | SUP, false, F(hibp_url), "Pwned Passwords base URL",
-     NULL},
-    {"MAGNETAR_HIBP_MODE", B(SVC_BREACH) | SUP, false, SIZE_MAX, "online, offline or off", NULL},
-    {"MAGNETAR_BREACH_FAIL", B(SVC_AUTH) | B(SVC_BREACH) | SUP, false, SIZE_MAX, "open or closed",
-     NULL},
-    {"MAGNETAR_TERMINAL_SHELLS", B(SVC_TERMINAL) | SUP, false, F(terminal_shells),
-     "allowed absolute shell paths", NULL},
-    {"MAGNETAR_TERMINAL_ROOTS", B(SVC_TERMINAL) | SUP, false, F(terminal_roots),
-     "dirs a terminal may start in", NULL},
-    {"MAGNETAR_TERMINAL_UIDS", B(SVC_TERMINAL) | SUP, false, SIZE_MAX,
-     "uid range first-last for shells, one uid per user", NULL},
-    {"MAGNETAR_TERMINAL_IDLE_S", B(SVC_TERMINAL) | SUP, false, SIZE_MAX,
-     "seconds without a byte before a terminal closes", NULL},
-    {"MAGNETAR_TERMINAL_LIFETIME_S", B(SVC_TERMINAL) | SUP, false, SIZE_MAX,
-     "seconds a terminal may live at most", NULL},
-    {"MAGNETAR_TERMINAL_MAX_PER_USER", B(SVC_TERMINAL) | SUP, false, SIZE_MAX,
-     "open terminals per user", NULL},
-    {"MAGNETAR_TERMINAL_MAX", B(SVC_TERMINAL) | SUP, false, SIZE_MAX, "open terminals in all",
-     NULL},
-    /* Gateway hardening (issue 6): parsed by gateway/settings.c. */
-    {"MAGNETAR_PROXY_HEADER", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
-     "x-forwarded-for or forwarded: the header trusted proxies set", NULL},
-    {"MAGNETAR_RATE_GLOBAL", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
-     "requests per client IP: N/S or off", NULL},
-    {"MAGNETAR_RATE_LOGIN", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
-     "login, password change, step-up per client IP: N/S or off", NULL},
-    {"MAGNETAR_RATE_PASSWORD_CHECK", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
-     "password checks per client IP: N/S or off", NULL},
-    {"MAGNETAR_RATE_REGISTER", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
-     "registrations per client IP: N/S or off", NULL},
-    {"MAGNETAR_RATE_TERMINAL", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
-     "terminal opens per client IP: N/S or off", NULL},
-    {"MAGNETAR_HEADER_TIMEOUT_S", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
-     "seconds for a complete request header block", NULL},
-    {"MAGNETAR_BODY_TIMEOUT_S", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
-     "seconds for a request body, from complete headers to its last byte", NULL},
-    {"MAGNETAR_ACCESS_LOG", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
-     "all (a line per request) or errors (only status >= 400)", NULL},
-    {"MAGNETAR_CSP", B(SVC_GATEWAY) | SUP, false, SIZE_MAX, "Content-Security-Policy override",
-     NULL},
-    {"MAGNETAR_PERMISSIONS_POLICY", B(SVC_GATEWAY) | SUP, false, SIZE_MAX,
-     "Permissions-Policy override", NULL},
+    RAW("MAGNETAR_ENV", "development, test or production"),
+    RAW("MAGNETAR_LOG_FORMAT", "text or json"),
+    RAW("MAGNETAR_SANDBOX", "enforce, log or off"),
+    ROW("MAGNETAR_DATA_DIR", data_dir, "parent of each service's data dir"),
+    ROW("MAGNETAR_RUN_DIR", run_dir, "IPC socket dir"),
+    ROW("MAGNETAR_GATEWAY_URL", url[SVC_GATEWAY], "gateway's RPC URL"),
+    ROW("MAGNETAR_AUTH_URL", url[SVC_AUTH], "auth's RPC URL"),
+    ROW("MAGNETAR_AUDIT_URL", url[SVC_AUDIT], "audit's RPC URL"),
+    ROW("MAGNETAR_BREACH_URL", url[SVC_BREACH], "breach's RPC URL"),
+    ROW("MAGNETAR_TERMINAL_URL", url[SVC_TERMINAL], "terminal's RPC URL"),
+    ROW("MAGNETAR_AUTH_EVENTS_URL", events_url[SVC_AUTH], "auth's event publisher"),
+    ROW("MAGNETAR_AUDIT_EVENTS_URL", events_url[SVC_AUDIT], "audit's event publisher"),
+    {"MAGNETAR_FINGERPRINT_KEY", CONF_TEXT, F(fingerprint_key), NULL, 0, 0, NULL,
+     CONF_SECRET | CONF_REQUIRED, "key of the fingerprint hashes", NULL,
+     B(SVC_AUTH) | B(SVC_GATEWAY) | SUP},
     /* The reliability suite (common/fault.c): MAGNETAR_ENV=test only. */
-    {"MAGNETAR_FAULT_SQLITE_IOERR", ALL, false, SIZE_MAX,
-     "test only: every Nth SQLite write or sync fails with an I/O error", NULL},
-    {"MAGNETAR_FAULT_SQLITE_BUSY", ALL, false, SIZE_MAX,
-     "test only: every Nth SQLite lock upgrade is busy", NULL},
-    {"MAGNETAR_FAULT_SQLITE_NOMEM", ALL, false, SIZE_MAX,
-     "test only: every Nth SQLite allocation fails", NULL},
-    {"MAGNETAR_FAULT_ALLOC", ALL, false, SIZE_MAX,
-     "test only: every Nth allocation by Magnetar's own code fails", NULL},
+    RAW("MAGNETAR_FAULT_SQLITE_IOERR",
+        "test only: every Nth SQLite write or sync fails with an I/O error"),
+    RAW("MAGNETAR_FAULT_SQLITE_BUSY", "test only: every Nth SQLite lock upgrade is busy"),
+    RAW("MAGNETAR_FAULT_SQLITE_NOMEM", "test only: every Nth SQLite allocation fails"),
+    RAW("MAGNETAR_FAULT_ALLOC", "test only: every Nth allocation by Magnetar's own code fails"),
     /* Everyone reads every user name: a service's peer allow-lists are uids. */
-    {"MAGNETAR_GATEWAY_USER", ALL, false, F(user[SVC_GATEWAY]), "gateway's user (as root)", NULL},
-    {"MAGNETAR_AUTH_USER", ALL, false, F(user[SVC_AUTH]), "auth's user (as root)", NULL},
-    {"MAGNETAR_AUDIT_USER", ALL, false, F(user[SVC_AUDIT]), "audit's user (as root)", NULL},
-    {"MAGNETAR_BREACH_USER", ALL, false, F(user[SVC_BREACH]), "breach's user (as root)", NULL},
-    {"MAGNETAR_TERMINAL_USER", ALL, false, F(user[SVC_TERMINAL]), "terminal's user (as root)",
-     NULL},
-    {"MAGNETAR_IPC_GROUP", ALL, false, F(ipc_group), "group allowed into the run dir (as root)",
-     NULL},
+    ROW("MAGNETAR_GATEWAY_USER", user[SVC_GATEWAY], "gateway's user (as root)"),
+    ROW("MAGNETAR_AUTH_USER", user[SVC_AUTH], "auth's user (as root)"),
+    ROW("MAGNETAR_AUDIT_USER", user[SVC_AUDIT], "audit's user (as root)"),
+    ROW("MAGNETAR_BREACH_USER", user[SVC_BREACH], "breach's user (as root)"),
+    ROW("MAGNETAR_TERMINAL_USER", user[SVC_TERMINAL], "terminal's user (as root)"),
+    ROW("MAGNETAR_IPC_GROUP", ipc_group, "group allowed into the run dir (as root)"),
 };
 const size_t conf_nvars = sizeof(conf_vars) / sizeof(conf_vars[0]);
 
@@ -166,10 +112,7 @@ const char *conf_env_name(enum conf_env env)
 	}
 }
 
-static int conf_refuse(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int conf_refuse(char *err, size_t errlen, const char *fmt, ...)
+int conf_refuse(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -178,8 +121,9 @@ static int conf_refuse(char *err, size_t errlen, const char *fmt, ...)
 	return ERR_CONFIG;
 }
 
-/* Overwrites a secret in the process environment before unsetting it: unsetenv
- * alone leaves the bytes in the initial stack for a core dump to find. */
+/* Overwrites a variable's value in the process environment before unsetting
+ * it: unsetenv alone leaves the bytes in the initial stack for a core dump
+ * to find. */
 static void conf_scrub_env(const char *name)
 {
 	char *v = getenv(name);
@@ -237,7 +181,7 @@ static int conf_take(const struct conf_var *v, char **slot, char *err, size_t er
 	const char *path;
 	int rv;
 
-	if (v->secret) {
+	if (conf_var_secret(v)) {
 		snprintf(filevar, sizeof(filevar), "%s_FILE", v->name);
 		path = getenv(filevar);
 		if (path == NULL && v->file_alias != NULL && (path = getenv(v->file_alias)) != NULL)
@@ -269,8 +213,7 @@ static int conf_choice(const char *s, const char *const *choices)
 	return -1;
 }
 
-/* Parses a decimal integer in [lo, hi] with nothing after it. */
-static int conf_int(const char *s, long lo, long hi, long *out)
+int conf_int(const char *s, long lo, long hi, long *out)
 {
 	char *end;
 	long n;
@@ -352,18 +295,28 @@ static int conf_default(char **slot, const char *fmt, ...)
 	return 0;
 }
 
-/* Fills defaults and derived fields, and refuses what is invalid. */
+/* "a, b or c": the choices, as a refusal names them. */
+static void conf_choices_text(const char *const *choices, char *out, size_t len)
+{
+	size_t used = 0;
+	out[0] = '\0';
+	for (int i = 0; choices[i] != NULL && used < len; i++) {
+		const char *sep = i == 0 ? "" : choices[i + 1] == NULL ? " or " : ", ";
+		int n = snprintf(out + used, len - used, "%s%s", sep, choices[i]);
+		if (n < 0)
+			break;
+		used += (size_t)n;
+	}
+}
+
+/* Fills common's defaults and derived fields, and refuses what is invalid. */
 static int conf_validate(struct conf *c, char *err, size_t errlen)
 {
 	static const char *const envs[] = {"development", "test", "production", NULL};
 	static const char *const sandboxes[] = {"enforce", "log", "off", NULL};
-	static const char *const modes[] = {"online", "offline", "off", NULL};
 	static const char *const formats[] = {"text", "json", NULL};
-	static const char *const openclosed[] = {"open", "closed", NULL};
 	const char *s;
-	long n;
 	int i;
-	bool prod;
 
 	if ((s = getenv("MAGNETAR_ENV")) != NULL) {
 		if ((i = conf_choice(s, envs)) < 0)
@@ -371,7 +324,6 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 			                   "MAGNETAR_ENV must be development, test or production");
 		c->env = (enum conf_env)i;
 	}
-	prod = c->env == CONF_ENV_PRODUCTION;
 	if ((s = getenv("MAGNETAR_LOG_FORMAT")) != NULL) {
 		if ((i = conf_choice(s, formats)) < 0)
 			return conf_refuse(err, errlen, "MAGNETAR_LOG_FORMAT must be text or json");
@@ -383,89 +335,14 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 			                   "MAGNETAR_SANDBOX must be enforce, log or off");
 		c->sandbox = (enum conf_sandbox)i;
 	}
-	if (prod && c->sandbox != CONF_SANDBOX_ENFORCE)
+	if (c->env == CONF_ENV_PRODUCTION && c->sandbox != CONF_SANDBOX_ENFORCE)
 		return conf_refuse(err, errlen,
 		                   "MAGNETAR_SANDBOX=%s is refused when MAGNETAR_ENV=production",
 		                   sandboxes[c->sandbox]);
-	c->registration_open = !prod;
-	if ((s = getenv("MAGNETAR_REGISTRATION")) != NULL) {
-		if ((i = conf_choice(s, openclosed)) < 0)
-			return conf_refuse(err, errlen,
-			                   "MAGNETAR_REGISTRATION must be open or closed");
-		c->registration_open = i == 0;
-	}
-	c->max_sessions = 3;
-	if ((s = getenv("MAGNETAR_MAX_SESSIONS")) != NULL) {
-		if (conf_int(s, 1, 1000, &n) != 0)
-			return conf_refuse(
-			    err, errlen, "MAGNETAR_MAX_SESSIONS must be an integer from 1 to 1000");
-		c->max_sessions = (int)n;
-	}
-	if ((s = getenv("MAGNETAR_HIBP_MODE")) != NULL) {
-		if ((i = conf_choice(s, modes)) < 0)
-			return conf_refuse(err, errlen,
-			                   "MAGNETAR_HIBP_MODE must be online, offline or off");
-		c->hibp_mode = (enum conf_hibp_mode)i;
-	}
-	if ((s = getenv("MAGNETAR_BREACH_FAIL")) != NULL) {
-		if ((i = conf_choice(s, openclosed)) < 0)
-			return conf_refuse(err, errlen,
-			                   "MAGNETAR_BREACH_FAIL must be open or closed");
-		c->breach_fail_closed = i == 1;
-	}
-	c->terminal_uid_first = c->terminal_uid_last = 0;
-	if ((c->who == SVC_TERMINAL || c->who == SVC_SUPERVISOR) &&
-	    (s = getenv("MAGNETAR_TERMINAL_UIDS")) != NULL) {
-		/* "first-last": whether it holds an account or a service's uid
-		 * is the terminal service's check at start (it reads passwd). */
-		const char *dash = strchr(s, '-');
-		char first[16];
-		long lo, hi;
-		if (dash == NULL || (size_t)(dash - s) >= sizeof(first))
-			return conf_refuse(err, errlen,
-			                   "MAGNETAR_TERMINAL_UIDS must be a uid range first-last");
-		memcpy(first, s, (size_t)(dash - s));
-		first[dash - s] = '\0';
-		if (conf_int(first, 1, (long)UINT32_MAX - 1, &lo) != 0 ||
-		    conf_int(dash + 1, 1, (long)UINT32_MAX - 1, &hi) != 0 || lo > hi)
-			return conf_refuse(err, errlen,
-			                   "MAGNETAR_TERMINAL_UIDS must be a uid range first-last "
-			                   "of non-zero uids, first <= last");
-		c->terminal_uid_first = (uid_t)lo;
-		c->terminal_uid_last = (uid_t)hi;
-	}
-
-	{
-		/* Terminal limits: the service's, but parsed for every program so
-		 * `-n` and the supervisor agree on what is valid. */
-		static const struct {
-			const char *name;
-			size_t offset;
-			long def, lo, hi;
-		} tl[] = {
-		    {"MAGNETAR_TERMINAL_IDLE_S", F(terminal_idle_s), 900, 1, 86400 * 7},
-		    {"MAGNETAR_TERMINAL_LIFETIME_S", F(terminal_lifetime_s), 43200, 1, 86400 * 30},
-		    {"MAGNETAR_TERMINAL_MAX_PER_USER", F(terminal_per_user), 3, 1, 1000},
-		    {"MAGNETAR_TERMINAL_MAX", F(terminal_max), 32, 1, 1000},
-		};
-		for (size_t t = 0; t < sizeof(tl) / sizeof(tl[0]); t++) {
-			int *slot = (int *)((char *)c + tl[t].offset);
-			*slot = (int)tl[t].def;
-			if ((s = getenv(tl[t].name)) == NULL)
-				continue;
-			if (conf_int(s, tl[t].lo, tl[t].hi, &n) != 0)
-				return conf_refuse(err, errlen,
-				                   "%s must be an integer from %ld to %ld",
-				                   tl[t].name, tl[t].lo, tl[t].hi);
-			*slot = (int)n;
-		}
-	}
 
 	if (conf_default(&c->data_dir, "./var") != 0 || conf_default(&c->run_dir, "./run") != 0 ||
-	    conf_default(&c->http_addr, "127.0.0.1:8080") != 0 ||
-	    conf_default(&c->hibp_url, "https://api.pwnedpasswords.com") != 0 ||
-	    conf_default(&c->auth_events_url, "ipc://%s/auth-events.sock", c->run_dir) != 0 ||
-	    conf_default(&c->audit_events_url, "ipc://%s/audit-events.sock", c->run_dir) != 0)
+	    conf_default(&c->events_url[SVC_AUTH], "ipc://%s/auth-events.sock", c->run_dir) != 0 ||
+	    conf_default(&c->events_url[SVC_AUDIT], "ipc://%s/audit-events.sock", c->run_dir) != 0)
 		return conf_refuse(err, errlen, "out of memory");
 	for (i = 0; i < SVC_SERVICES; i++)
 		if (conf_default(&c->url[i], "ipc://%s/%s.sock", c->run_dir, svc_names[i]) != 0)
@@ -478,83 +355,32 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 	if (c->data_dir[0] == '\0' || c->run_dir[0] == '\0')
 		return conf_refuse(err, errlen,
 		                   "MAGNETAR_DATA_DIR and MAGNETAR_RUN_DIR may not be empty");
-	if (strlen(c->run_dir) > 80)
+	if (strlen(c->run_dir) > CONF_RUN_DIR_MAX)
 		return conf_refuse(
 		    err, errlen,
 		    "MAGNETAR_RUN_DIR is too long for a unix socket path (80 bytes max)");
 
-	for (i = 0; i < SVC_SERVICES; i++)
-		if (!conf_valid_nng_url(c->url[i]))
-			return conf_refuse(
-			    err, errlen,
-			    "MAGNETAR_%s_URL must be an ipc://, tcp://host:port or "
-			    "inproc:// URL, or a comma-separated list of up to 8 (replicas)",
-			    i == SVC_GATEWAY  ? "GATEWAY"
-			    : i == SVC_AUTH   ? "AUTH"
-			    : i == SVC_AUDIT  ? "AUDIT"
-			    : i == SVC_BREACH ? "BREACH"
-			                      : "TERMINAL");
-	if (!conf_valid_nng_url(c->auth_events_url) || !conf_valid_nng_url(c->audit_events_url))
+	for (i = 0; i < SVC_SERVICES; i++) {
+		char up[16];
+		if (conf_valid_nng_url(c->url[i]))
+			continue;
+		for (size_t k = 0; k < sizeof(up); k++)
+			if ((up[k] = (char)toupper((unsigned char)svc_names[i][k])) == '\0')
+				break;
+		up[sizeof(up) - 1] = '\0';
+		return conf_refuse(err, errlen,
+		                   "MAGNETAR_%s_URL must be an ipc://, tcp://host:port or "
+		                   "inproc:// URL, or a comma-separated list of up to 8 (replicas)",
+		                   up);
+	}
+	if (!conf_valid_nng_url(c->events_url[SVC_AUTH]) ||
+	    !conf_valid_nng_url(c->events_url[SVC_AUDIT]))
 		return conf_refuse(
 		    err, errlen,
 		    "MAGNETAR_*_EVENTS_URL must be an ipc://, "
 		    "tcp://host:port or inproc:// URL, or a comma-separated list of up to 8");
-	if (conf_parse_addr(c->http_addr, &c->http_host, &c->http_port) != 0)
-		return conf_refuse(err, errlen, "MAGNETAR_HTTP_ADDR must be host:port");
-	if (c->metrics_addr != NULL) {
-		char *h = NULL;
-		uint16_t p;
-		if (conf_parse_addr(c->metrics_addr, &h, &p) != 0)
-			return conf_refuse(err, errlen, "MAGNETAR_METRICS_ADDR must be host:port");
-		free(h);
-	}
-	if (strncmp(c->hibp_url, "https://", 8) != 0 &&
-	    (prod || strncmp(c->hibp_url, "http://", 7) != 0))
-		return conf_refuse(err, errlen, "MAGNETAR_HIBP_URL must be an https:// URL%s",
-		                   prod ? "" : " (http:// only outside production)");
-	if ((c->tls_cert == NULL) != (c->tls_key == NULL))
-		return conf_refuse(err, errlen,
-		                   "MAGNETAR_TLS_CERT and MAGNETAR_TLS_KEY go together");
-	if (c->redirect_addr != NULL) {
-		char *h = NULL;
-		uint16_t p;
-		if (conf_parse_addr(c->redirect_addr, &h, &p) != 0)
-			return conf_refuse(err, errlen,
-			                   "MAGNETAR_HTTP_REDIRECT_ADDR must be host:port");
-		free(h);
-		if (c->tls_cert == NULL)
-			return conf_refuse(
-			    err, errlen,
-			    "MAGNETAR_HTTP_REDIRECT_ADDR redirects to https: it needs "
-			    "MAGNETAR_TLS_CERT and MAGNETAR_TLS_KEY");
-	}
-	if (prod && c->cors_origins != NULL && strchr(c->cors_origins, '*') != NULL)
-		return conf_refuse(err, errlen,
-		                   "MAGNETAR_CORS_ORIGINS may not contain * in production");
-	if (prod && c->cors_origins != NULL &&
-	    strspn(c->cors_origins, " \t,") == strlen(c->cors_origins))
-		return conf_refuse(
-		    err, errlen,
-		    "MAGNETAR_CORS_ORIGINS is set but empty; list origins, or unset it "
-		    "for no CORS");
-
-	/* Production refuses to run on secrets it would otherwise invent. */
-	if (prod) {
+	if (c->env == CONF_ENV_PRODUCTION) {
 		struct stat st;
-		for (size_t v = 0; v < conf_nvars; v++) {
-			const struct conf_var *cv = &conf_vars[v];
-			char **slot;
-			if (!cv->secret || !conf_var_read_by(cv, c->who) ||
-			    c->who == SVC_SUPERVISOR || c->who == SVC_MAGCTL ||
-			    strcmp(cv->name, "MAGNETAR_FOUNDER_PASSWORD") == 0)
-				continue;
-			slot = (char **)((char *)c + cv->offset);
-			if (*slot == NULL || (*slot)[0] == '\0')
-				return conf_refuse(
-				    err, errlen,
-				    "%s (or %s_FILE) is required when MAGNETAR_ENV=production",
-				    cv->name, cv->name);
-		}
 		if (stat(c->data_dir, &st) == 0 && (st.st_mode & S_IWOTH) != 0)
 			return conf_refuse(
 			    err, errlen,
@@ -563,8 +389,197 @@ static int conf_validate(struct conf *c, char *err, size_t errlen)
 	return 0;
 }
 
-int conf_load(struct conf *c, enum svc_id who, char *err, size_t errlen)
+/* Parses one row of a program's table into `values`. */
+static int conf_parse_row(const struct conf_var *v, void *values, char *err, size_t errlen)
 {
+	char *field, names[128];
+	const char *s;
+	long n;
+	int rv, i;
+
+	if (v->kind == CONF_RAW)
+		return 0; /* offset SIZE_MAX: no field */
+	field = (char *)values + v->offset;
+	if (v->kind == CONF_TEXT || v->kind == CONF_URLS) {
+		char **slot = (char **)(void *)field;
+		if ((rv = conf_take(v, slot, err, errlen)) != 0)
+			return rv;
+		if (*slot == NULL && v->def != NULL && (*slot = strdup(v->def)) == NULL)
+			return conf_refuse(err, errlen, "out of memory");
+		if (v->kind == CONF_URLS && *slot != NULL && !conf_valid_nng_url(*slot))
+			return conf_refuse(
+			    err, errlen,
+			    "%s must be an ipc://, tcp://host:port or inproc:// URL, "
+			    "or a comma-separated list of up to 8",
+			    v->name);
+		return 0;
+	}
+	if (v->kind == CONF_ADDR) {
+		struct conf_addr *a = (struct conf_addr *)(void *)field;
+		if ((rv = conf_take(v, &a->text, err, errlen)) != 0)
+			return rv;
+		if (a->text == NULL && v->def != NULL && (a->text = strdup(v->def)) == NULL)
+			return conf_refuse(err, errlen, "out of memory");
+		if (a->text == NULL)
+			return 0;
+		if ((rv = conf_parse_addr(a->text, &a->host, &a->port)) == ERR_NOMEM)
+			return conf_refuse(err, errlen, "out of memory");
+		return rv != 0 ? conf_refuse(err, errlen, "%s must be host:port", v->name) : 0;
+	}
+	/* CONF_INT and CONF_CHOICE: an int, from the value or the default. */
+	if ((s = getenv(v->name)) == NULL)
+		s = v->def;
+	if (v->kind == CONF_INT) {
+		*(int *)(void *)field = 0;
+		if (s == NULL)
+			return 0;
+		if (conf_int(s, v->lo, v->hi, &n) != 0)
+			return conf_refuse(err, errlen, "%s must be an integer from %ld to %ld",
+			                   v->name, v->lo, v->hi);
+		*(int *)(void *)field = (int)n;
+		return 0;
+	}
+	*(int *)(void *)field = -1;
+	if (s == NULL)
+		return 0;
+	if ((i = conf_choice(s, v->choices)) < 0) {
+		conf_choices_text(v->choices, names, sizeof(names));
+		return conf_refuse(err, errlen, "%s must be %s", v->name, names);
+	}
+	*(int *)(void *)field = i;
+	return 0;
+}
+
+void conf_table_free(const struct conf_table *t, void *values)
+{
+	if (t == NULL || values == NULL)
+		return;
+	for (size_t i = 0; i < t->nvars; i++) {
+		const struct conf_var *v = &t->vars[i];
+		char *field, **slot;
+		if (v->kind == CONF_RAW)
+			continue;
+		field = (char *)values + v->offset;
+		if (v->kind == CONF_ADDR) {
+			struct conf_addr *a = (struct conf_addr *)(void *)field;
+			free(a->host);
+			slot = &a->text;
+		} else if (v->kind == CONF_TEXT || v->kind == CONF_URLS) {
+			slot = (char **)(void *)field;
+		} else {
+			continue;
+		}
+		if (*slot != NULL && conf_var_secret(v))
+			OPENSSL_cleanse(*slot, strlen(*slot));
+		free(*slot);
+	}
+	OPENSSL_cleanse(values, t->size);
+	free(values);
+}
+
+int conf_table_load(const struct conf *c, const struct conf_table *t, void **values, char *err,
+                    size_t errlen)
+{
+	void *v;
+	int rv = 0;
+
+	*values = NULL;
+	if ((v = calloc(1, t->size)) == NULL)
+		return conf_refuse(err, errlen, "out of memory");
+	for (size_t i = 0; i < t->nvars && rv == 0; i++)
+		rv = conf_parse_row(&t->vars[i], v, err, errlen);
+	if (rv == 0 && t->check != NULL)
+		rv = t->check(v, c, err, errlen);
+	if (rv != 0) {
+		conf_table_free(t, v);
+		return rv;
+	}
+	*values = v;
+	return 0;
+}
+
+/* Production refuses to run on secrets it would otherwise invent. */
+static int conf_require(const struct conf_var *v, const char *value, char *err, size_t errlen)
+{
+	if ((v->flags & CONF_REQUIRED) == 0 || (value != NULL && value[0] != '\0'))
+		return 0;
+	return conf_refuse(err, errlen, "%s (or %s_FILE) is required when MAGNETAR_ENV=production",
+	                   v->name, v->name);
+}
+
+/* A value of table row `v` in `values`, as text (NULL: unset or not text). */
+static const char *conf_row_text(const struct conf_var *v, const void *values)
+{
+	const char *field = (const char *)values + v->offset;
+	if (v->kind == CONF_ADDR)
+		return ((const struct conf_addr *)(const void *)field)->text;
+	if (v->kind == CONF_TEXT || v->kind == CONF_URLS)
+		return *(char *const *)(const void *)field;
+	return NULL;
+}
+
+/* True when `name` is one of the variables `c`'s program declares (NAME,
+ * and for a secret NAME_FILE and its alias). */
+static bool conf_declared_in(const struct conf_var *rows, size_t n, const char *name, size_t len,
+                             enum svc_id who, bool common)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct conf_var *v = &rows[i];
+		size_t vl = strlen(v->name);
+		if (common && !conf_var_read_by(v, who))
+			continue;
+		if (len == vl && memcmp(name, v->name, len) == 0)
+			return true;
+		if (conf_var_secret(v) && ((len == vl + 5 && memcmp(name, v->name, vl) == 0 &&
+		                            memcmp(name + vl, "_FILE", 5) == 0) ||
+		                           (v->file_alias != NULL && strlen(v->file_alias) == len &&
+		                            memcmp(name, v->file_alias, len) == 0)))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A program keeps in its environment only what it reads: its own secrets
+ * and every MAGNETAR_* variable it does not declare are wiped and unset
+ * (another program's secret, handed to it by mistake, is not left for
+ * /proc/<pid>/environ or a core dump). MAGNETAR_DEBUG stays: log_init
+ * reads it. The NAME_FILE paths stay: audit re-reads its key file.
+ */
+static void conf_scrub(const struct conf *c)
+{
+	extern char **environ;
+	char name[128];
+
+	for (size_t i = 0; i < conf_nvars; i++)
+		if (conf_var_secret(&conf_vars[i]))
+			conf_scrub_env(conf_vars[i].name);
+	if (c->own_table != NULL)
+		for (size_t i = 0; i < c->own_table->nvars; i++)
+			if (conf_var_secret(&c->own_table->vars[i]))
+				conf_scrub_env(c->own_table->vars[i].name);
+	for (size_t i = 0; environ != NULL && environ[i] != NULL;) {
+		const char *e = environ[i], *eq = strchr(e, '=');
+		size_t len = eq != NULL ? (size_t)(eq - e) : strlen(e);
+		if (strncmp(e, "MAGNETAR_", 9) != 0 || len >= sizeof(name) ||
+		    strncmp(e, "MAGNETAR_DEBUG=", 15) == 0 ||
+		    conf_declared_in(conf_vars, conf_nvars, e, len, c->who, true) ||
+		    (c->own_table != NULL &&
+		     conf_declared_in(c->own_table->vars, c->own_table->nvars, e, len, c->who,
+		                      false))) {
+			i++;
+			continue;
+		}
+		memcpy(name, e, len);
+		name[len] = '\0';
+		conf_scrub_env(name); /* environ[i] is now the next entry */
+	}
+}
+
+int conf_load(struct conf *c, enum svc_id who, const struct conf_table *own, char *err,
+              size_t errlen)
+{
+	bool owner = who != SVC_SUPERVISOR && who != SVC_MAGCTL;
 	int rv;
 
 	memset(c, 0, sizeof(*c));
@@ -579,15 +594,52 @@ int conf_load(struct conf *c, enum svc_id who, char *err, size_t errlen)
 	}
 	if ((rv = conf_validate(c, err, errlen)) != 0)
 		goto fail;
+	if (own != NULL) {
+		if ((rv = conf_table_load(c, own, &c->own, err, errlen)) != 0)
+			goto fail;
+		c->own_table = own;
+	}
+	if (c->env == CONF_ENV_PRODUCTION && owner) {
+		for (size_t i = 0; i < conf_nvars; i++)
+			if (conf_var_read_by(&conf_vars[i], who) &&
+			    (rv = conf_require(&conf_vars[i],
+			                       conf_vars[i].offset == SIZE_MAX
+			                           ? NULL
+			                           : *(char **)((char *)c + conf_vars[i].offset),
+			                       err, errlen)) != 0)
+				goto fail;
+		for (size_t i = 0; own != NULL && i < own->nvars; i++)
+			if ((rv = conf_require(&own->vars[i], conf_row_text(&own->vars[i], c->own),
+			                       err, errlen)) != 0)
+				goto fail;
+	}
 	/* The supervisor passes secrets on; every other program scrubs them. */
 	if (who != SVC_SUPERVISOR)
-		for (size_t i = 0; i < conf_nvars; i++)
-			if (conf_vars[i].secret)
-				conf_scrub_env(conf_vars[i].name);
+		conf_scrub(c);
 	return 0;
 fail:
 	conf_fini(c);
 	return rv;
+}
+
+static void conf_print_row(const struct conf_var *v, const char *val)
+{
+	if (val == NULL)
+		val = "<unset>";
+	else if (conf_var_secret(v))
+		val = "<redacted>";
+	log_info("config %s=%s", v->name, val);
+}
+
+void conf_print_table(const struct conf_table *t, const void *values)
+{
+	for (size_t i = 0; i < t->nvars; i++) {
+		const struct conf_var *v = &t->vars[i];
+		conf_print_row(v,
+		               v->kind == CONF_TEXT || v->kind == CONF_URLS || v->kind == CONF_ADDR
+		                   ? conf_row_text(v, values)
+		                   : getenv(v->name));
+	}
 }
 
 void conf_print(const struct conf *c)
@@ -595,19 +647,14 @@ void conf_print(const struct conf *c)
 	log_info("config program=%s env=%s", svc_names[c->who], conf_env_name(c->env));
 	for (size_t i = 0; i < conf_nvars; i++) {
 		const struct conf_var *v = &conf_vars[i];
-		const char *val;
 		if (!conf_var_read_by(v, c->who))
 			continue;
-		if (v->offset == SIZE_MAX)
-			val = getenv(v->name);
-		else
-			val = *(char *const *)((const char *)c + v->offset);
-		if (val == NULL)
-			val = "<unset>";
-		else if (v->secret)
-			val = "<redacted>";
-		log_info("config %s=%s", v->name, val);
+		conf_print_row(v, v->offset == SIZE_MAX
+		                      ? getenv(v->name)
+		                      : *(char *const *)((const char *)c + v->offset));
 	}
+	if (c->own_table != NULL)
+		conf_print_table(c->own_table, c->own);
 }
 
 void conf_fini(struct conf *c)
@@ -618,14 +665,14 @@ void conf_fini(struct conf *c)
 		if (v->offset == SIZE_MAX)
 			continue;
 		slot = (char **)((char *)c + v->offset);
-		if (*slot != NULL && v->secret)
+		if (*slot != NULL && conf_var_secret(v))
 			OPENSSL_cleanse(*slot, strlen(*slot));
 		free(*slot);
 		*slot = NULL;
 	}
-	/* Defaults may have filled slots for variables this program does not read. */
-	free(c->http_host);
-	c->http_host = NULL;
+	conf_table_free(c->own_table, c->own);
+	c->own = NULL;
+	c->own_table = NULL;
 }
 
 int conf_service_dir(const struct conf *c, enum svc_id svc, char *buf, size_t len)

@@ -19,6 +19,7 @@
 #include "common/ids.h"
 #include "common/keyfile.h"
 #include "common/log.h"
+#include "common/sandbox.h"
 
 #define FP_FILE "fingerprint.key"
 
@@ -40,6 +41,25 @@ int fingerprint_key_load(const struct conf *c, unsigned char key[32])
 		          "(set the variable in production)",
 		          path);
 	return rv;
+}
+
+int fingerprint_prepare(const struct conf *c, struct sandbox_rules *r)
+{
+	unsigned char key[32];
+	char path[600];
+	int rv;
+
+	if ((c->fingerprint_key != NULL && c->fingerprint_key[0] != '\0') ||
+	    c->env == CONF_ENV_PRODUCTION)
+		return 0;
+	if ((rv = fingerprint_key_load(c, key)) != 0) {
+		log_warnx("cannot create the development fingerprint key in %s", c->data_dir);
+		return rv;
+	}
+	OPENSSL_cleanse(key, sizeof(key));
+	if (snprintf(path, sizeof(path), "%s/%s", c->data_dir, FP_FILE) >= (int)sizeof(path))
+		return ERR_INVAL;
+	return sandbox_allow_read(r, path);
 }
 
 void fingerprint_hash(const unsigned char key[32], const char *label, const char *value,

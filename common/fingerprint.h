@@ -7,6 +7,7 @@
 #define MAGNETAR_FINGERPRINT_H
 
 struct conf;
+struct sandbox_rules;
 
 /*
  * Fills key[32] from MAGNETAR_FINGERPRINT_KEY(_FILE) (its SHA-256, so any
@@ -15,6 +16,14 @@ struct conf;
  * process of that data dir, with a warning. 0, ERR_CONFIG or ERR_IO.
  */
 int fingerprint_key_load(const struct conf *c, unsigned char key[32]);
+
+/*
+ * For a program that holds the key (auth, every gateway), at start before
+ * its sandbox closes: without MAGNETAR_FINGERPRINT_KEY, outside production,
+ * creates the shared development key file now, while nothing stands in the
+ * way, and lets `r` read it. 0, or an error (the set full, the file not made).
+ */
+int fingerprint_prepare(const struct conf *c, struct sandbox_rules *r);
 
 /* Keyed hash of one fingerprint value ("ip", "ua" or "hd" as `label`): the
  * first 16 bytes of HMAC-SHA256(key, label NUL value), as 32 hex + NUL.

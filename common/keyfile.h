@@ -1,7 +1,7 @@
 /*
  * keyfile.h — a random key kept in a file of its own (0600), created once:
  * the development fallback for secrets that production must be given
- * (MAGNETAR_FINGERPRINT_KEY, MAGNETAR_TOTP_KEY). Creation is atomic (a fully
+ * (MAGNETAR_FINGERPRINT_KEY, auth's TOTP key). Creation is atomic (a fully
  * written temporary file linked into place), so two processes starting
  * together never read half a key.
  */

@@ -1,6 +1,6 @@
 /*
- * list.h — comma-separated lists, as environment values (MAGNETAR_CORS_ORIGINS,
- * MAGNETAR_TRUSTED_PROXIES, MAGNETAR_TERMINAL_SHELLS, ...) and HTTP header
+ * list.h — comma-separated lists, as environment values (the gateway's CORS
+ * origins and trusted proxies, the terminal's shells, ...) and HTTP header
  * values (Connection) carry them: items split at ',', spaces and tabs around
  * an item dropped, empty items skipped. One tokenizer, so every list of the
  * project reads "a, b,,c " the same way.

@@ -170,7 +170,7 @@ int privsep_init(struct privsep *ps, const struct conf *c, bool create, char *er
 				                      ps->name[j], ps->name[i]);
 	}
 	/* An account in no group of ours. Shells no longer run as it (each
-	 * user has a uid of MAGNETAR_TERMINAL_UIDS, docs/terminal.md); it
+	 * user has a uid of the terminal's own range, docs/terminal.md); it
 	 * stays the deployments' name for an outsider without any access. */
 	if (create && privsep_user(PRIVSEP_SHELL_USER, NULL, true, &shell_uid, &shell_gid) != 0)
 		log_warnx("cannot create the user %s", PRIVSEP_SHELL_USER);

@@ -158,6 +158,39 @@ static int rules_add_ipc_dir(struct sandbox_rules *r, const char *urls)
 	return rules_add_path(r->sock, &r->nsock, SANDBOX_MAX_SOCK, dir);
 }
 
+int sandbox_allow_read(struct sandbox_rules *r, const char *path)
+{
+	return rules_add_path(r->ro, &r->nro, SANDBOX_MAX_RO, path);
+}
+
+int sandbox_allow_sockets_in(struct sandbox_rules *r, const char *dir)
+{
+	return rules_add_path(r->sock, &r->nsock, SANDBOX_MAX_SOCK, dir);
+}
+
+int sandbox_allow_bind(struct sandbox_rules *r, long port)
+{
+	return rules_add_port(r->bind, &r->nbind, port);
+}
+
+int sandbox_allow_connect(struct sandbox_rules *r, long port)
+{
+	return rules_add_port(r->connect, &r->nconnect, port);
+}
+
+int sandbox_allow_syscall(struct sandbox_rules *r, const char *name)
+{
+	if (r->nsyscalls == SANDBOX_MAX_SYSCALLS)
+		return ERR_INVAL;
+	r->syscalls[r->nsyscalls++] = name;
+	return 0;
+}
+
+long sandbox_url_port(const char *url, long def)
+{
+	return rules_url_port(url, def);
+}
+
 int sandbox_rules(struct sandbox_rules *r, const struct conf *c, enum svc_id id,
                   const char *data_dir)
 {
@@ -167,7 +200,7 @@ int sandbox_rules(struct sandbox_rules *r, const struct conf *c, enum svc_id id,
 	static const char *const ro[] = {"/etc",         "/usr",       "/lib",
 	                                 "/lib64",       "/proc/self", "/sys/devices/system/cpu",
 	                                 "/dev/urandom", "/dev/random"};
-	const char *tcp_urls[SVC_SERVICES + 2];
+	const char *tcp_urls[2 * SVC_SERVICES]; /* RPC sockets, then publishers */
 	int rv = 0;
 
 	memset(r, 0, sizeof(*r));
@@ -179,63 +212,19 @@ int sandbox_rules(struct sandbox_rules *r, const struct conf *c, enum svc_id id,
 	for (size_t i = 0; i < sizeof(ro) / sizeof(ro[0]); i++)
 		if (access(ro[i], F_OK) == 0)
 			rv |= rules_add_path(r->ro, &r->nro, SANDBOX_MAX_RO, ro[i]);
-	/* Sockets: our own RPC listener, a publisher's, and the terminal's
-	 * per-session streams (created in the run dir while serving). */
+	/* Sockets: our own RPC listener and a publisher's. What a program's own
+	 * variables call for (files, ports, socket families) its main.c adds
+	 * (struct svc_program's sandbox hook). */
 	rv |= rules_add_ipc_dir(r, c->url[id]);
-	if (id == SVC_AUTH)
-		rv |= rules_add_ipc_dir(r, c->auth_events_url);
-	if (id == SVC_AUDIT)
-		rv |= rules_add_ipc_dir(r, c->audit_events_url);
-	if (id == SVC_TERMINAL)
-		rv |= rules_add_path(r->sock, &r->nsock, SANDBOX_MAX_SOCK, c->run_dir);
-	if (id == SVC_GATEWAY) {
-		rv |= rules_add_path(r->ro, &r->nro, SANDBOX_MAX_RO, c->tls_cert);
-		rv |= rules_add_path(r->ro, &r->nro, SANDBOX_MAX_RO, c->tls_key);
-		rv |= rules_add_port(r->bind, &r->nbind, c->http_port);
-		if (c->metrics_addr != NULL)
-			rv |= rules_add_port(r->bind, &r->nbind,
-			                     strtol(strrchr(c->metrics_addr, ':') + 1, NULL, 10));
-		if (c->redirect_addr != NULL)
-			rv |= rules_add_port(r->bind, &r->nbind,
-			                     strtol(strrchr(c->redirect_addr, ':') + 1, NULL, 10));
-		r->inet = true;
-	}
-	if ((id == SVC_AUTH || id == SVC_GATEWAY) && c->fingerprint_key == NULL &&
-	    c->env != CONF_ENV_PRODUCTION) {
-		/* The shared development key (common/fingerprint.c), made by svc_init. */
-		char fp[PATH_MAX];
-		if (snprintf(fp, sizeof(fp), "%s/fingerprint.key", c->data_dir) < (int)sizeof(fp))
-			rv |= rules_add_path(r->ro, &r->nro, SANDBOX_MAX_RO, fp);
-	}
-	if (id == SVC_AUDIT) {
-		/* RotateKey re-reads a configured key file. */
-		const char *kf = getenv("MAGNETAR_AUDIT_KEYS_FILE");
-		if (kf == NULL)
-			kf = getenv("MAGNETAR_AUDIT_KEY_FILE");
-		if (kf != NULL && kf[0] == '/')
-			rv |= rules_add_path(r->ro, &r->nro, SANDBOX_MAX_RO, kf);
-	}
-	if (id == SVC_BREACH) {
-		/* The only process with outbound TCP: to the range API (and DNS
-		 * over TCP when an answer is truncated). */
-		if (c->hibp_mode == CONF_HIBP_ONLINE) {
-			rv |= rules_add_port(
-			    r->connect, &r->nconnect,
-			    rules_url_port(c->hibp_url,
-			                   strncmp(c->hibp_url, "http://", 7) == 0 ? 80 : 443));
-			rv |= rules_add_port(r->connect, &r->nconnect, 53);
-		}
-		r->inet = r->netlink = true;
-	}
+	rv |= rules_add_ipc_dir(r, c->events_url[id]);
 	/* Configured tcp:// endpoints: ours to bind, everyone's to dial, ours
 	 * too (the self-checks of the RPC socket and the publisher dial it). */
 	for (int i = 0; i < SVC_SERVICES; i++)
 		tcp_urls[i] = c->url[i];
-	tcp_urls[SVC_SERVICES] = c->auth_events_url;
-	tcp_urls[SVC_SERVICES + 1] = c->audit_events_url;
-	for (int i = 0; i < SVC_SERVICES + 2; i++) {
-		bool own = i == (int)id || (i == SVC_SERVICES && id == SVC_AUTH) ||
-		           (i == SVC_SERVICES + 1 && id == SVC_AUDIT);
+	for (int i = 0; i < SVC_SERVICES; i++)
+		tcp_urls[SVC_SERVICES + i] = c->events_url[i];
+	for (int i = 0; i < 2 * SVC_SERVICES; i++) {
+		bool own = i % SVC_SERVICES == (int)id;
 		/* A list (replicas, rpc.h): our own holds our entry alone by now
 		 * (svc_init); we may dial every entry of the others'. */
 		const char *cur = tcp_urls[i], *item;
@@ -353,154 +342,145 @@ int sandbox_landlock(const struct sandbox_rules *r, char *err, size_t errlen)
 
 /* ---- seccomp ------------------------------------------------------------ */
 
-#define ALL 0x1f
-#define GW (1u << SVC_GATEWAY)
-#define TERM (1u << SVC_TERMINAL)
-
-/* Every system call the services make while serving (collected with
+/* Every system call every service makes while serving (collected with
  * MAGNETAR_SANDBOX=log runs and strace -f over the integration suites).
- * The mask says which services may make it. Absent on purpose: execve,
- * fork, ptrace, mount, setuid and friends, bpf, keyctl, kexec, ... */
-static const struct {
-	const char *name;
-	unsigned who;
-} sc_allow[] = {
+ * What one program alone needs, its sandbox hook adds
+ * (sandbox_allow_syscall). Absent on purpose: execve, fork, ptrace, mount,
+ * setuid and friends, bpf, keyctl, kexec, ... */
+static const char *const sc_allow[] = {
     /* memory, threads, time */
-    {"brk", ALL},
-    {"mmap", ALL},
-    {"munmap", ALL},
-    {"mprotect", ALL},
-    {"mremap", ALL},
-    {"madvise", ALL},
-    {"futex", ALL},
-    {"set_robust_list", ALL},
-    {"get_robust_list", ALL},
-    {"rseq", ALL},
-    {"set_tid_address", ALL},
-    {"sched_yield", ALL},
-    {"sched_getaffinity", ALL},
-    {"membarrier", ALL},
-    {"exit", ALL},
-    {"exit_group", ALL},
-    {"restart_syscall", ALL},
-    {"clock_gettime", ALL},
-    {"clock_getres", ALL},
-    {"clock_nanosleep", ALL},
-    {"nanosleep", ALL},
-    {"gettimeofday", ALL},
-    {"time", ALL},
-    {"getrandom", ALL},
-    {"sysinfo", ALL},
-    {"uname", ALL},
-    {"prlimit64", ALL},
-    {"getrlimit", ALL},
+    "brk",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "mremap",
+    "madvise",
+    "futex",
+    "set_robust_list",
+    "get_robust_list",
+    "rseq",
+    "set_tid_address",
+    "sched_yield",
+    "sched_getaffinity",
+    "membarrier",
+    "exit",
+    "exit_group",
+    "restart_syscall",
+    "clock_gettime",
+    "clock_getres",
+    "clock_nanosleep",
+    "nanosleep",
+    "gettimeofday",
+    "time",
+    "getrandom",
+    "sysinfo",
+    "uname",
+    "prlimit64",
+    "getrlimit",
     /* signals */
-    {"rt_sigaction", ALL},
-    {"rt_sigprocmask", ALL},
-    {"rt_sigreturn", ALL},
-    {"rt_sigtimedwait", ALL},
-    {"sigaltstack", ALL},
-    {"getpid", ALL},
-    {"gettid", ALL},
-    {"getppid", ALL},
-    {"getuid", ALL},
-    {"geteuid", ALL},
-    {"getgid", ALL},
-    {"getegid", ALL},
-    {"getresuid", ALL},
-    {"getresgid", ALL},
-    {"getgroups", ALL},
-    {"prctl", ALL},
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "rt_sigtimedwait",
+    "sigaltstack",
+    "getpid",
+    "gettid",
+    "getppid",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "getresuid",
+    "getresgid",
+    "getgroups",
+    "prctl",
     /* files */
-    {"read", ALL},
-    {"write", ALL},
-    {"readv", ALL},
-    {"writev", ALL},
-    {"pread64", ALL},
-    {"pwrite64", ALL},
-    {"preadv", ALL},
-    {"pwritev", ALL},
-    {"openat", ALL},
-    {"open", ALL},
-    {"close", ALL},
-    {"close_range", ALL},
-    {"lseek", ALL},
-    {"fstat", ALL},
-    {"stat", ALL},
-    {"lstat", ALL},
-    {"newfstatat", ALL},
-    {"statx", ALL},
-    {"statfs", ALL},
-    {"fstatfs", ALL},
-    {"access", ALL},
-    {"faccessat", ALL},
-    {"faccessat2", ALL},
-    {"readlink", ALL},
-    {"readlinkat", ALL},
-    {"getcwd", ALL},
-    {"getdents64", ALL},
-    {"fcntl", ALL},
-    {"flock", ALL},
-    {"fsync", ALL},
-    {"fdatasync", ALL},
-    {"ftruncate", ALL},
-    {"fallocate", ALL},
-    {"unlink", ALL},
-    {"unlinkat", ALL},
-    {"rename", ALL},
-    {"renameat", ALL},
-    {"renameat2", ALL},
-    {"mkdir", ALL},
-    {"mkdirat", ALL},
-    {"fchmod", ALL},
-    {"chmod", ALL},
-    {"fchmodat", ALL},
-    {"umask", ALL},
-    {"dup", ALL},
-    {"dup2", ALL},
-    {"dup3", ALL},
-    {"pipe", ALL},
-    {"pipe2", ALL},
-    {"ioctl", ALL},
-    {"fadvise64", ALL},
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "pread64",
+    "pwrite64",
+    "preadv",
+    "pwritev",
+    "openat",
+    "open",
+    "close",
+    "close_range",
+    "lseek",
+    "fstat",
+    "stat",
+    "lstat",
+    "newfstatat",
+    "statx",
+    "statfs",
+    "fstatfs",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "readlink",
+    "readlinkat",
+    "getcwd",
+    "getdents64",
+    "fcntl",
+    "flock",
+    "fsync",
+    "fdatasync",
+    "ftruncate",
+    "fallocate",
+    "unlink",
+    "unlinkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "mkdir",
+    "mkdirat",
+    "fchmod",
+    "chmod",
+    "fchmodat",
+    "umask",
+    "dup",
+    "dup2",
+    "dup3",
+    "pipe",
+    "pipe2",
+    "ioctl",
+    "fadvise64",
     /* events and sockets (families are checked below) */
-    {"epoll_create", ALL},
-    {"epoll_create1", ALL},
-    {"epoll_ctl", ALL},
-    {"epoll_wait", ALL},
-    {"epoll_pwait", ALL},
-    {"epoll_pwait2", ALL},
-    {"eventfd", ALL},
-    {"eventfd2", ALL},
-    {"poll", ALL},
-    {"ppoll", ALL},
-    {"select", ALL},
-    {"pselect6", ALL},
-    {"timerfd_create", ALL},
-    {"timerfd_settime", ALL},
-    {"timerfd_gettime", ALL},
-    {"socketpair", ALL},
-    {"bind", ALL},
-    {"listen", ALL},
-    {"accept", ALL},
-    {"accept4", ALL},
-    {"connect", ALL},
-    {"shutdown", ALL},
-    {"getsockname", ALL},
-    {"getpeername", ALL},
-    {"getsockopt", ALL},
-    {"setsockopt", ALL},
-    {"sendto", ALL},
-    {"recvfrom", ALL},
-    {"sendmsg", ALL},
-    {"recvmsg", ALL},
-    {"sendmmsg", ALL},
-    {"recvmmsg", ALL},
-    {"sendfile", GW},
-    /* the terminal waits for its spawner at stop */
-    {"wait4", TERM},
-    {"waitid", TERM},
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "eventfd",
+    "eventfd2",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "timerfd_create",
+    "timerfd_settime",
+    "timerfd_gettime",
+    "socketpair",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "connect",
+    "shutdown",
+    "getsockname",
+    "getpeername",
+    "getsockopt",
+    "setsockopt",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
 };
+#define SC_NALLOW (sizeof(sc_allow) / sizeof(sc_allow[0]))
 
 /* Async-signal-safe (no stdio, no malloc: the call may have been made with
  * a malloc lock held): the trapped call's number, then death by SIGSYS.
@@ -561,11 +541,10 @@ int sandbox_seccomp(const struct sandbox_rules *r, char *err, size_t errlen)
 		return ERR_PERM;
 	}
 	rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
-	for (size_t i = 0; rc == 0 && i < sizeof(sc_allow) / sizeof(sc_allow[0]); i++) {
+	for (size_t i = 0; rc == 0 && i < SC_NALLOW + r->nsyscalls; i++) {
+		const char *name = i < SC_NALLOW ? sc_allow[i] : r->syscalls[i - SC_NALLOW];
 		int nr;
-		if ((sc_allow[i].who & (1u << r->id)) == 0)
-			continue;
-		if ((nr = seccomp_syscall_resolve_name(sc_allow[i].name)) == __NR_SCMP_ERROR)
+		if ((nr = seccomp_syscall_resolve_name(name)) == __NR_SCMP_ERROR)
 			continue; /* not on this architecture */
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
 	}

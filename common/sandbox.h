@@ -18,8 +18,10 @@
 #define SANDBOX_MAX_SOCK 4
 #define SANDBOX_MAX_RO 16
 #define SANDBOX_MAX_PORTS 16
+#define SANDBOX_MAX_SYSCALLS 8
 
-/* One service's rules, built by sandbox_rules (paths are copies). */
+/* One service's rules, built by sandbox_rules and its program's sandbox
+ * hook (paths are copies). */
 struct sandbox_rules {
 	enum svc_id id;
 	enum conf_sandbox mode;
@@ -34,6 +36,8 @@ struct sandbox_rules {
 	size_t nbind;
 	uint16_t connect[SANDBOX_MAX_PORTS]; /* TCP ports it may connect to (ABI >= 4) */
 	size_t nconnect;
+	const char *syscalls[SANDBOX_MAX_SYSCALLS]; /* beyond every service's (static names) */
+	size_t nsyscalls;
 	bool inet;    /* seccomp: AF_INET/AF_INET6 sockets */
 	bool netlink; /* seccomp: AF_NETLINK (the resolver) */
 };
@@ -42,6 +46,19 @@ struct sandbox_rules {
  * ERR_INVAL (too many paths or ports). */
 int sandbox_rules(struct sandbox_rules *r, const struct conf *c, enum svc_id id,
                   const char *data_dir);
+
+/* For a program's own rules (struct svc_program's sandbox hook): a path it
+ * may read beneath, a dir it may create sockets in, a TCP port it may bind
+ * or connect to (ABI >= 4). 0 or ERR_INVAL (the set is full). */
+int sandbox_allow_read(struct sandbox_rules *r, const char *path);
+int sandbox_allow_sockets_in(struct sandbox_rules *r, const char *dir);
+int sandbox_allow_bind(struct sandbox_rules *r, long port);
+int sandbox_allow_connect(struct sandbox_rules *r, long port);
+/* A system call this program alone makes while serving, beyond the list
+ * every service has (`name` is a string constant). 0 or ERR_INVAL. */
+int sandbox_allow_syscall(struct sandbox_rules *r, const char *name);
+/* The port of "scheme://host[:port][/...]", or `def`. */
+long sandbox_url_port(const char *url, long def);
 
 /* The Landlock ABI of this kernel (0: none). */
 int sandbox_landlock_abi(void);

@@ -27,7 +27,6 @@
 #include "common/err.h"
 #include "common/events.h"
 #include "common/mkdirs.h"
-#include "common/fingerprint.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/outbox.h"
@@ -37,25 +36,6 @@
 #include "common/replica.h"
 #include "common/sandbox.h"
 #include "common/sp_probe.h"
-
-/* Who may connect to each service's RPC socket and to its publisher
- * (docs/architecture.md, "Processes"): the gateway fronts auth and terminal, auth alone
- * asks breach, every producer ships its outbox to audit; the operator
- * (root, magctl) reaches everything. Methods narrow this in their rows. */
-static const unsigned svc_admit[SVC_SERVICES] = {
-    [SVC_GATEWAY] = SVC_BY_OPERATOR,
-    /* The terminal only for Revoked (auth's rows narrow every method). */
-    [SVC_AUTH] = RPC_BY(SVC_GATEWAY) | RPC_BY(SVC_TERMINAL) | SVC_BY_OPERATOR,
-    [SVC_AUDIT] = SVC_BY_PRODUCERS | SVC_BY_OPERATOR,
-    /* The gateway only for Ping (readiness): Range is auth's (its row). */
-    [SVC_BREACH] = RPC_BY(SVC_AUTH) | RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR,
-    [SVC_TERMINAL] = RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR,
-};
-static const unsigned svc_admit_events[SVC_SERVICES] = {
-    /* Revocations: the gateways, and the terminal (it closes terminals). */
-    [SVC_AUTH] = RPC_BY(SVC_GATEWAY) | RPC_BY(SVC_TERMINAL) | SVC_BY_OPERATOR,
-    [SVC_AUDIT] = SVC_BY_OPERATOR, /* magctl audit tail */
-};
 
 /* One process, one service: its identities and rules, set by svc_init. */
 static struct privsep svc_ps;
@@ -247,9 +227,8 @@ static void svc_guard_entries(struct svc *s, const char *list)
  * open, unused, for the life of the process. */
 static void svc_claim_replica(struct svc *s)
 {
-	char **own[2] = {&s->conf.url[s->id], s->id == SVC_AUTH    ? &s->conf.auth_events_url
-	                                      : s->id == SVC_AUDIT ? &s->conf.audit_events_url
-	                                                           : NULL};
+	char **own[2] = {&s->conf.url[s->id],
+	                 s->conf.events_url[s->id] != NULL ? &s->conf.events_url[s->id] : NULL};
 	size_t count = replica_count(s->conf.url[s->id]);
 	char entry[512];
 	int fd, rv;
@@ -359,8 +338,9 @@ static void svc_watchdog_count_self(void)
 		svc_watchdog_count(svc_self);
 }
 
-void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
+void svc_init(struct svc *s, const struct svc_program *p, int argc, char **argv)
 {
+	enum svc_id id = p->id;
 	static const struct option longopts[] = {{"sandbox-selftest", no_argument, NULL, 'S'},
 	                                         {"help", no_argument, NULL, 'h'},
 	                                         {NULL, 0, NULL, 0}};
@@ -390,7 +370,7 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 			exit(opt == 'h' ? 0 : 2);
 		}
 	}
-	if (conf_load(&s->conf, id, err, sizeof(err)) != 0)
+	if (conf_load(&s->conf, id, p->vars, err, sizeof(err)) != 0)
 		fatalx("configuration refused: %s", err);
 	log_init(svc_name(id), s->conf.log_json ? LOG_JSON : LOG_TEXT,
 	         getenv("MAGNETAR_DEBUG") != NULL);
@@ -439,21 +419,13 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 		policy = (struct rpc_peer_policy){.roles = svc_roles,
 		                                  .arg = &svc_ps,
 		                                  /* Our own uid too: svc_check. */
-		                                  .admit = svc_admit[id] | RPC_BY(id),
-		                                  .admit_events = svc_admit_events[id]};
+		                                  .admit = p->admit | RPC_BY(id),
+		                                  .admit_events = p->admit_events};
 		rpc_set_peer_policy(&policy);
-		/* auth and the gateways share a development fingerprint key beside
-		 * the service dirs: made now, while nothing stands in the way. */
-		if ((id == SVC_AUTH || id == SVC_GATEWAY) && s->conf.fingerprint_key == NULL &&
-		    s->conf.env != CONF_ENV_PRODUCTION) {
-			unsigned char fp[32];
-			if (fingerprint_key_load(&s->conf, fp) != 0)
-				fatalx("cannot create the development fingerprint key in %s",
-				       s->conf.data_dir);
-			OPENSSL_cleanse(fp, sizeof(fp));
-		}
-		if (sandbox_rules(&svc_rules, &s->conf, id, s->data_dir) != 0)
-			fatalx("too many paths or ports for the sandbox's rules");
+		if (sandbox_rules(&svc_rules, &s->conf, id, s->data_dir) != 0 ||
+		    (p->sandbox != NULL && p->sandbox(&svc_rules, &s->conf) != 0))
+			fatalx("cannot set up the sandbox's rules (too many paths or ports, or a "
+			       "file it needs could not be made)");
 		if (svc_ps.on)
 			log_info("privsep: will run as %s (uid %u) once files and sockets are open",
 			         svc_ps.name[id], (unsigned)svc_ps.uid[id]);
@@ -463,8 +435,9 @@ void svc_init(struct svc *s, enum svc_id id, int argc, char **argv)
 		fatalx("--sandbox-selftest is for services");
 	}
 	conf_print(&s->conf);
-	/* The spawner the terminal forks next must stay outside (svc_open_db). */
-	if (id < SVC_SERVICES && id != SVC_TERMINAL)
+	/* A program that forks a helper first (the terminal's spawner) closes
+	 * its file sandbox later, in svc_open_db. */
+	if (id < SVC_SERVICES && !p->sandbox_fs_later)
 		svc_sandbox_fs(s);
 }
 

@@ -20,6 +20,27 @@
 struct pool;
 struct pool_schema;
 struct outbox;
+struct sandbox_rules;
+
+/* What a program brings to svc_init (defined in its main.c): everything
+ * about it that the shared start-up needs, so common/ knows no program. */
+struct svc_program {
+	enum svc_id id;
+	const struct conf_table *vars; /* its own variables (its vars.c); NULL: none */
+	/* Who may connect to its RPC socket and to its publisher, RPC_BY(SVC_*)
+	 * bits (docs/architecture.md, "Processes"); its method rows narrow
+	 * this further. Its own uid is always admitted (the self-checks). */
+	unsigned admit, admit_events;
+	/* Before its sandbox closes: makes what its configuration needs (a
+	 * development key file) and adds to `r` what it calls for: files it
+	 * reads, ports, socket dirs, socket families (common/sandbox.h).
+	 * NULL: nothing. 0, or an error (a set full, a file not made). */
+	int (*sandbox)(struct sandbox_rules *r, const struct conf *c);
+	/* The file sandbox closes in svc_open_db, not svc_init: for a program
+	 * that forks a helper which must stay outside it (the terminal's
+	 * spawner) in between. */
+	bool sandbox_fs_later;
+};
 
 typedef void (*svc_counter_fn)(const char *name, uint64_t value, void *arg);
 
@@ -45,12 +66,11 @@ struct svc {
 /*
  * Parses argv (`-n`: check config, print it, exit 0; `-h`: usage;
  * `--sandbox-selftest`: sandbox.h, exits), loads the
- * configuration for `id`, sets up logging, turns core dumps off (secrets),
- * blocks SIGTERM/SIGINT/SIGPIPE in every thread to come, and creates the data
- * and run dirs. Exits the process on any failure with one clear line, and
- * on `-n` after the check.
+ * configuration for program `p` (common's variables and its own), sets up logging, turns core dumps
+ * off (secrets), blocks SIGTERM/SIGINT/SIGPIPE in every thread to come, and creates the data and
+ * run dirs. Exits the process on any failure with one clear line, and on `-n` after the check.
  */
-void svc_init(struct svc *s, enum svc_id id, int argc, char **argv);
+void svc_init(struct svc *s, const struct svc_program *p, int argc, char **argv);
 
 /* Waits for SIGTERM or SIGINT (blocked by svc_init); returns the signal. */
 int svc_wait_signal(void);

@@ -543,7 +543,7 @@ int authn_start(struct gateway *gw)
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
 	h.arg = a;
-	if ((rv = events_sub_open(gw->svc.conf.auth_events_url, NULL, 3000,
+	if ((rv = events_sub_open(gw->svc.conf.events_url[SVC_AUTH], NULL, 3000,
 	                          SVC_SERVER_ROLES(SVC_AUTH), &h, &a->sub)) != 0)
 		goto fail;
 	/* Load before serving when auth is there; when it is not, the refresher

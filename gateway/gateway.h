@@ -17,6 +17,7 @@
 #include "common/events.h"
 #include "common/jwt.h"
 #include "common/rpc.h"
+#include "gateway/vars.h"
 #include "common/svc.h"
 #include "gateway/policy.h"
 
@@ -109,6 +110,12 @@ struct gateway {
 	const unsigned char *openapi;             /* docs/openapi.yaml, embedded by main.c */
 	size_t openapi_len;
 };
+
+/* The gateway's own variables (vars.h), parsed by svc_init. */
+static inline const struct gateway_vars *gw_vars(const struct gateway *gw)
+{
+	return gw->svc.conf.own;
+}
 
 /* ---- http.c: the libmicrohttpd daemon and the life of one request -------- */
 
@@ -224,7 +231,7 @@ struct http_conn {
 	struct http_conn *prev, *next; /* the sweeper's list, under its lock */
 };
 
-/* Starts the daemon on conf.http_host:conf.http_port; logs the address. */
+/* Starts the daemon on MAGNETAR_HTTP_ADDR; logs the address. */
 int http_start(struct gateway *gw);
 /* "host:port" or "[v6]:port" split into `host` (no brackets) and `port`. */
 int http_split_addr(const char *addr, char *host, size_t hlen, uint16_t *port);

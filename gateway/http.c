@@ -1088,7 +1088,7 @@ static void http_mhd_log(void *cls, const char *fmt, va_list ap)
 	log_warnx("http: libmicrohttpd: %s", msg);
 }
 
-/* Resolves conf.http_host (IPv4 or IPv6 literal, or a name such as
+/* Resolves MAGNETAR_HTTP_ADDR's host (IPv4 or IPv6 literal, or a name such as
  * "localhost") to the address to bind. */
 int http_resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *sslen)
 {
@@ -1195,15 +1195,15 @@ int http_start(struct gateway *gw)
 	/* TLS on the main listener; the key leaves our memory once MHD has it. */
 	if ((rv = tls_load(gw)) != 0)
 		return rv;
-	rv = http_listen(gw, gw->svc.conf.http_host, gw->svc.conf.http_port, gw->limits.threads,
+	rv = http_listen(gw, gw_vars(gw)->http.host, gw_vars(gw)->http.port, gw->limits.threads,
 	                 "main", true, &gw->mhd);
 	tls_wipe(gw);
 	if (rv != 0)
 		return rv;
-	if (gw->svc.conf.metrics_addr != NULL) {
+	if (gw_vars(gw)->metrics.text != NULL) {
 		char host[256];
 		uint16_t port;
-		if (http_split_addr(gw->svc.conf.metrics_addr, host, sizeof(host), &port) != 0)
+		if (http_split_addr(gw_vars(gw)->metrics.text, host, sizeof(host), &port) != 0)
 			return ERR_INVAL;
 		/* One thread: a scraper every few seconds, never the public. */
 		if ((rv = http_listen(gw, host, port, 1, "metrics", false, &gw->mhd_metrics)) != 0)

@@ -11,9 +11,11 @@
 
 #include "common/err.h"
 #include "common/events.h"
+#include "common/fingerprint.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/logbuf.h"
+#include "common/sandbox.h"
 #include "gateway/gateway.h"
 
 /* How long an access log line may wait in its thread's buffer (100 ms:
@@ -86,6 +88,32 @@ static const struct rpc_method gateway_methods[] = {
     {.name = "Stats", .handler = svc_handle_stats},
 };
 
+/* The development fingerprint key (shared with auth); the files and ports
+ * the gateway's own variables name: the TLS pair, the public, metrics and
+ * redirect listeners; and IP sockets (it serves HTTP). */
+static int gateway_sandbox(struct sandbox_rules *r, const struct conf *c)
+{
+	const struct gateway_vars *v = c->own;
+	int rv = fingerprint_prepare(c, r);
+
+	rv |= sandbox_allow_read(r, v->tls_cert);
+	rv |= sandbox_allow_read(r, v->tls_key);
+	rv |= sandbox_allow_bind(r, v->http.port);
+	if (v->metrics.text != NULL)
+		rv |= sandbox_allow_bind(r, v->metrics.port);
+	if (v->redirect.text != NULL)
+		rv |= sandbox_allow_bind(r, v->redirect.port);
+	rv |= sandbox_allow_syscall(r, "sendfile"); /* libmicrohttpd's file answers */
+	r->inet = true;
+	return rv != 0 ? ERR_INVAL : 0;
+}
+
+/* Its RPC socket serves the operator (magctl) alone. */
+static const struct svc_program gateway_program = {.id = SVC_GATEWAY,
+                                                   .vars = &gateway_conf_table,
+                                                   .admit = SVC_BY_OPERATOR,
+                                                   .sandbox = gateway_sandbox};
+
 int main(int argc, char **argv)
 {
 	/* Static: large, lives as long as the process, and zeroed. */
@@ -94,9 +122,9 @@ int main(int argc, char **argv)
 	char err[256];
 	int rv, sig;
 
-	svc_init(&gw.svc, SVC_GATEWAY, argc, argv);
+	svc_init(&gw.svc, &gateway_program, argc, argv);
 	gw.svc.counters = gateway_counters;
-	gw.hsts = gw.svc.conf.env == CONF_ENV_PRODUCTION || gw.svc.conf.tls_cert != NULL;
+	gw.hsts = gw.svc.conf.env == CONF_ENV_PRODUCTION || gw_vars(&gw)->tls_cert != NULL;
 	if (ids_random_hex(gw.rid_prefix, 8) != 0)
 		fatalx("cannot read random bytes");
 	/* Issue 6: proxies, CORS, rate limits, header deadline, header policies. */
@@ -138,9 +166,9 @@ int main(int argc, char **argv)
 	if ((rv = logbuf_start(GATEWAY_ACCESS_LOG_FLUSH_MS)) != 0)
 		fatalx("cannot start the access log's flusher: %s", err_str(rv));
 	if ((rv = http_start(&gw)) != 0)
-		fatalx("cannot start HTTP on %s: %s", gw.svc.conf.http_addr, err_str(rv));
+		fatalx("cannot start HTTP on %s: %s", gw_vars(&gw)->http.text, err_str(rv));
 	if ((rv = redirect_start(&gw)) != 0)
-		fatalx("cannot start the redirect listener on %s: %s", gw.svc.conf.redirect_addr,
+		fatalx("cannot start the redirect listener on %s: %s", gw_vars(&gw)->redirect.text,
 		       err_str(rv));
 	svc_lockdown(&gw.svc); /* listeners open, TLS key read: drop, seccomp */
 	svc_watch_start(&gw.svc);

@@ -110,9 +110,9 @@ static enum MHD_Result redirect_access(void *cls, struct MHD_Connection *conn, c
 	if (hlen == 0)
 		return redirect_queue(conn, MHD_HTTP_BAD_REQUEST, NULL);
 	len = (size_t)snprintf(location, sizeof(location), "https://%.*s", (int)hlen, host);
-	if (gw->svc.conf.http_port != 443)
+	if (gw_vars(gw)->http.port != 443)
 		len += (size_t)snprintf(location + len, sizeof(location) - len, ":%u",
-		                        (unsigned)gw->svc.conf.http_port);
+		                        (unsigned)gw_vars(gw)->http.port);
 	redirect_path(location, &len, url);
 	return redirect_queue(conn, safe ? MHD_HTTP_MOVED_PERMANENTLY : MHD_HTTP_PERMANENT_REDIRECT,
 	                      location);
@@ -136,9 +136,9 @@ int redirect_start(struct gateway *gw)
 	uint16_t port;
 	int rv;
 
-	if (gw->svc.conf.redirect_addr == NULL)
+	if (gw_vars(gw)->redirect.text == NULL)
 		return 0;
-	if (http_split_addr(gw->svc.conf.redirect_addr, host, sizeof(host), &port) != 0)
+	if (http_split_addr(gw_vars(gw)->redirect.text, host, sizeof(host), &port) != 0)
 		return ERR_INVAL;
 	if ((rv = http_resolve(host, port, &ss, &sslen)) != 0)
 		return rv;
@@ -154,11 +154,11 @@ int redirect_start(struct gateway *gw)
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, lim->per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned)(gw->header_timeout_ms + 999) / 1000, MHD_OPTION_END);
 	if (gw->mhd_redirect == NULL) {
-		log_warnx("http: cannot listen on %s (redirect)", gw->svc.conf.redirect_addr);
+		log_warnx("http: cannot listen on %s (redirect)", gw_vars(gw)->redirect.text);
 		return ERR_IO;
 	}
 	log_info("http: redirect listening on http://%s to https port %u",
-	         gw->svc.conf.redirect_addr, (unsigned)gw->svc.conf.http_port);
+	         gw_vars(gw)->redirect.text, (unsigned)gw_vars(gw)->http.port);
 	return 0;
 }
 

@@ -130,8 +130,8 @@ int settings_load(struct gateway *gw, char *err, size_t errlen)
 			                       "MAGNETAR_ACCESS_LOG must be all or errors");
 	}
 
-	if (c->trusted_proxies != NULL &&
-	    netaddr_cidrs_parse(c->trusted_proxies, gw->trusted, NETADDR_MAX_CIDRS,
+	if (gw_vars(gw)->trusted_proxies != NULL &&
+	    netaddr_cidrs_parse(gw_vars(gw)->trusted_proxies, gw->trusted, NETADDR_MAX_CIDRS,
 	                        &gw->ntrusted) != 0)
 		return settings_refuse(
 		    err, errlen,
@@ -148,7 +148,7 @@ int settings_load(struct gateway *gw, char *err, size_t errlen)
 			                       "forwarded");
 	}
 
-	if ((rv = origin_list_parse(c->cors_origins, &gw->cors)) != 0)
+	if ((rv = origin_list_parse(gw_vars(gw)->cors_origins, &gw->cors)) != 0)
 		return rv == ERR_NOMEM
 		           ? rv
 		           : settings_refuse(err, errlen,

@@ -73,14 +73,14 @@ static int tls_read_pem(const char *path, char **out)
 
 int tls_load(struct gateway *gw)
 {
-	const struct conf *c = &gw->svc.conf;
+	const struct gateway_vars *v = gw_vars(gw);
 	int rv;
 
-	if (c->tls_cert == NULL)
+	if (v->tls_cert == NULL)
 		return 0; /* config.c refuses one without the other */
-	if ((rv = tls_read_pem(c->tls_cert, &gw->tls_cert)) != 0)
+	if ((rv = tls_read_pem(v->tls_cert, &gw->tls_cert)) != 0)
 		return rv;
-	if ((rv = tls_read_pem(c->tls_key, &gw->tls_key)) != 0) {
+	if ((rv = tls_read_pem(v->tls_key, &gw->tls_key)) != 0) {
 		tls_wipe(gw);
 		return rv;
 	}

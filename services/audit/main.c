@@ -16,7 +16,9 @@
 #include "common/events.h"
 #include "common/log.h"
 #include "common/pool.h"
+#include "common/sandbox.h"
 #include "services/audit/audit.h"
+#include "services/audit/vars.h"
 
 static const struct rpc_method audit_methods[] = {
     {.name = "Ping", .handler = svc_handle_ping},
@@ -54,18 +56,25 @@ static void audit_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)
 		emit("events.relisten", events_pub_relistens(st->pub), emit_arg);
 }
 
+/* The keyring file named by MAGNETAR_AUDIT_KEYS_FILE (or its singular
+ * alias), or NULL: RotateKey re-reads it. */
+static const char *audit_key_file(void)
+{
+	const char *file = getenv("MAGNETAR_AUDIT_KEYS_FILE");
+	return file != NULL ? file : getenv("MAGNETAR_AUDIT_KEY_FILE");
+}
+
 /* The keyring: from the configuration, or outside production audit's own
  * generated file in its data dir. Exits with one clear line on failure. */
 static void audit_keys(struct audit *a, struct audit_keyring *kr, struct audit_opts *opts,
                        char *path, size_t pathlen)
 {
-	const char *file = getenv("MAGNETAR_AUDIT_KEYS_FILE");
+	const struct audit_vars *v = a->svc.conf.own;
+	const char *file = audit_key_file();
 	char err[256];
 
-	if (file == NULL)
-		file = getenv("MAGNETAR_AUDIT_KEY_FILE");
-	if (a->svc.conf.audit_keys != NULL) {
-		if (keyring_parse(a->svc.conf.audit_keys, kr, err, sizeof(err)) != 0)
+	if (v->keys != NULL) {
+		if (keyring_parse(v->keys, kr, err, sizeof(err)) != 0)
 			fatalx("%s: %s",
 			       file != NULL ? "MAGNETAR_AUDIT_KEYS_FILE" : "MAGNETAR_AUDIT_KEYS",
 			       err);
@@ -120,6 +129,21 @@ static void audit_single_writer(const struct svc *s)
 	exit(0);
 }
 
+/* RotateKey re-reads a configured key file. */
+static int audit_sandbox(struct sandbox_rules *r, const struct conf *c)
+{
+	const char *file = audit_key_file();
+	(void)c;
+	return file != NULL && file[0] == '/' ? sandbox_allow_read(r, file) : 0;
+}
+
+/* Every producer ships its outbox here; the operator tails the events. */
+static const struct svc_program audit_program = {.id = SVC_AUDIT,
+                                                 .vars = &audit_conf_table,
+                                                 .admit = SVC_BY_PRODUCERS | SVC_BY_OPERATOR,
+                                                 .admit_events = SVC_BY_OPERATOR,
+                                                 .sandbox = audit_sandbox};
+
 int main(int argc, char **argv)
 {
 	static struct audit a;
@@ -127,7 +151,7 @@ int main(int argc, char **argv)
 	struct audit_opts opts = {.pipeline = true};
 	char keys_path[600], chain[600], anchor[600], err[512];
 
-	svc_init(&a.svc, SVC_AUDIT, argc, argv);
+	svc_init(&a.svc, &audit_program, argc, argv);
 	audit_single_writer(&a.svc);
 	a.svc.counters = audit_counters;
 	audit_keys(&a, &keys, &opts, keys_path, sizeof(keys_path));
@@ -137,7 +161,7 @@ int main(int argc, char **argv)
 		fatalx("data dir path too long");
 	opts.chain_path = chain;
 	opts.anchor_path = anchor;
-	opts.events_url = a.svc.conf.audit_events_url;
+	opts.events_url = a.svc.conf.events_url[SVC_AUDIT];
 	if (audit_open(&a, &keys, &opts, err, sizeof(err)) != 0)
 		fatalx("cannot open the audit log: %s", err);
 	keyring_wipe(&keys);

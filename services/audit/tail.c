@@ -1,7 +1,7 @@
 /*
  * tail.c — live feed: every committed event on topic "audit.appended" and
  * every epoch head on "audit.sealed" (so a verifier can keep the heads off
- * the box), on conf.audit_events_url via common/events (sequence numbers,
+ * the box), on conf.events_url[SVC_AUDIT] via common/events (sequence numbers,
  * heartbeats, gap detection). Published after the commit, never before.
  */
 #include <stdlib.h>

@@ -105,7 +105,7 @@ static void account_register_job(struct workq_job *job)
 	char norm[AUTH_USERNAME_MAX + 1];
 	int rv;
 
-	if (!j->a->svc.conf.registration_open) {
+	if (!auth_vars(j->a)->registration_open) {
 		rpc_reply_error(j->call, MAGNETAR__STATUS__STATUS_PERMISSION_DENIED,
 		                "registration_closed", "registration is closed");
 	} else if (account_check_new(j->call, req->username, req->password, norm, sizeof(norm)) &&
@@ -272,6 +272,7 @@ static int account_dev_founder(struct auth *a)
 int account_bootstrap_founder(struct auth *a)
 {
 	const struct conf *c = &a->svc.conf;
+	const struct auth_vars *v = auth_vars(a);
 	struct store_user u;
 	char norm[AUTH_USERNAME_MAX + 1];
 	uint64_t n;
@@ -281,19 +282,19 @@ int account_bootstrap_founder(struct auth *a)
 		return rv;
 	if (n > 0)
 		return 0; /* first start only */
-	if (c->founder_username == NULL || c->founder_password == NULL)
+	if (v->founder_username == NULL || v->founder_password == NULL)
 		return c->env == CONF_ENV_DEVELOPMENT ? account_dev_founder(a) : 0;
-	if (tokens_normalise_username(c->founder_username, norm, sizeof(norm)) != 0) {
+	if (tokens_normalise_username(v->founder_username, norm, sizeof(norm)) != 0) {
 		log_warnx("founder: MAGNETAR_FOUNDER_USERNAME is not a valid username");
 		return ERR_CONFIG;
 	}
-	if (password_policy(strlen(c->founder_password)) != NULL) {
+	if (password_policy(strlen(v->founder_password)) != NULL) {
 		log_warnx("founder: MAGNETAR_FOUNDER_PASSWORD must be 8..128 bytes");
 		return ERR_CONFIG;
 	}
 	uint64_t count = 0;
 	char source[16];
-	if ((rv = breached_check(a, c->founder_password, strlen(c->founder_password), &count,
+	if ((rv = breached_check(a, v->founder_password, strlen(v->founder_password), &count,
 	                         source)) != 0)
 		return rv;
 	if (count > 0) {
@@ -302,7 +303,7 @@ int account_bootstrap_founder(struct auth *a)
 		    (unsigned long long)count);
 		return ERR_CONFIG;
 	}
-	if ((rv = account_create(a, norm, c->founder_password, "founder", NULL, &u)) != 0)
+	if ((rv = account_create(a, norm, v->founder_password, "founder", NULL, &u)) != 0)
 		return rv == ERR_EXISTS ? account_founder_raced(a, norm) : rv;
 	log_info("founder account created username=%s", norm);
 	return 0;

@@ -14,6 +14,7 @@
 #include "common/events.h"
 #include "common/workq.h"
 #include "common/svc.h"
+#include "services/auth/vars.h"
 
 typedef struct evp_pkey_st EVP_PKEY;
 
@@ -49,6 +50,11 @@ struct auth {
 	uint32_t argon_m_kib, argon_t;  /* argon2id cost */
 	char dummy_hash[AUTH_HASH_MAX]; /* verified against for unknown users */
 };
+/* auth's own variables (vars.h), parsed by svc_init. */
+static inline const struct auth_vars *auth_vars(const struct auth *a)
+{
+	return a->svc.conf.own;
+}
 
 /* ---- store.c — the only file that includes sqlite3.h ---------------------- */
 extern const struct pool_schema store_schema;

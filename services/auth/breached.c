@@ -45,7 +45,7 @@ int breached_check(struct auth *a, const char *pw, size_t len, uint64_t *count, 
 	} else {
 		/* Breach is down, or up but unable to check in closed mode. */
 		log_warnx("breach check unavailable (%s)", rv != 0 ? err_str(rv) : r.code);
-		rv = a->svc.conf.breach_fail_closed ? ERR_UNAVAIL : 0;
+		rv = auth_vars(a)->breach_fail_closed ? ERR_UNAVAIL : 0;
 	}
 	rpc_result_fini(&r);
 	breach_check_fini(&bc);

@@ -70,12 +70,28 @@ static void auth_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)
 	emit("auth.throttle_counting", ts.counting, emit_arg);
 }
 
+/* The development fingerprint key, shared with the gateways. */
+static int auth_sandbox(struct sandbox_rules *r, const struct conf *c)
+{
+	return fingerprint_prepare(c, r);
+}
+
+/* The gateway fronts auth; the terminal asks it only Revoked (the method
+ * rows narrow every method). Revocations go to the gateways and the
+ * terminal (it closes terminals). */
+static const struct svc_program auth_program = {
+    .id = SVC_AUTH,
+    .vars = &auth_conf_table,
+    .admit = RPC_BY(SVC_GATEWAY) | RPC_BY(SVC_TERMINAL) | SVC_BY_OPERATOR,
+    .admit_events = RPC_BY(SVC_GATEWAY) | RPC_BY(SVC_TERMINAL) | SVC_BY_OPERATOR,
+    .sandbox = auth_sandbox};
+
 int main(int argc, char **argv)
 {
 	static struct auth x;
 	int rv;
 
-	svc_init(&x.svc, SVC_AUTH, argc, argv);
+	svc_init(&x.svc, &auth_program, argc, argv);
 	x.svc.counters = auth_counters;
 	svc_open_db(&x.svc, "auth.db", &store_schema);
 	if ((rv = fingerprint_key_load(&x.svc.conf, x.fp_key)) != 0)
@@ -102,8 +118,8 @@ int main(int argc, char **argv)
 		fatalx("cannot create the founder account: %s", err_str(rv));
 	/* Gateways learn of revocations here; the heartbeat lets them notice
 	 * a lost event or a dead publisher (common/events.h). */
-	if (events_pub_open(x.svc.conf.auth_events_url, x.svc.instance, 1000, &x.events) != 0)
-		fatalx("cannot publish events on %s", x.svc.conf.auth_events_url);
+	if (events_pub_open(x.svc.conf.events_url[SVC_AUTH], x.svc.instance, 1000, &x.events) != 0)
+		fatalx("cannot publish events on %s", x.svc.conf.events_url[SVC_AUTH]);
 	svc_serve(&x.svc, &magnetar__auth__descriptor, auth_methods,
 	          sizeof(auth_methods) / sizeof(auth_methods[0]), &x);
 	workq_free(x.hashing);

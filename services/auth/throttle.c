@@ -53,7 +53,7 @@ static struct throttle_slot throttle_table[THROTTLE_SLOTS];
 static pthread_mutex_t throttle_mu = PTHREAD_MUTEX_INITIALIZER;
 static uint8_t throttle_hash_key[SIPHASH_KEY_LEN];
 static uint64_t throttle_evictions; /* under throttle_mu */
-static uint64_t throttle_taken;    /* under throttle_mu: slots taken so far */
+static uint64_t throttle_taken;     /* under throttle_mu: slots taken so far */
 
 int throttle_init(void)
 {
@@ -130,10 +130,10 @@ static struct throttle_slot *throttle_take_locked(uint64_t key, uint64_t now)
 		if (!throttle_live(s, now)) {
 			if (victim == NULL || throttle_live(victim, now) || s->key == key)
 				victim = s;
-		} else if (victim == NULL || (throttle_live(victim, now) &&
-		                              (s->failures < victim->failures ||
-		                               (s->failures == victim->failures &&
-		                                s->taken > victim->taken))))
+		} else if (victim == NULL ||
+		           (throttle_live(victim, now) &&
+		            (s->failures < victim->failures ||
+		             (s->failures == victim->failures && s->taken > victim->taken))))
 			victim = s;
 	}
 	if (throttle_live(victim, now))

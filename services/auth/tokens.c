@@ -164,7 +164,7 @@ int tokens_new_session(struct auth *a, struct store_tx *tx, const struct store_u
 	if (n < 0)
 		return n;
 	gone->n = 0;
-	for (int i = 0; i + a->svc.conf.max_sessions <= n && gone->n < TOKENS_REVOKED_MAX; i++) {
+	for (int i = 0; i + auth_vars(a)->max_sessions <= n && gone->n < TOKENS_REVOKED_MAX; i++) {
 		if ((rv = store_session_revoke(tx, active[i].id, now)) != 0 ||
 		    (rv = store_audit(tx, "session.revoked", u->id, active[i].id, ctx, "success",
 		                      "reason=session_limit")) != 0)

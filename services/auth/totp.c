@@ -38,8 +38,9 @@ int totp_init(struct auth *a)
 
 	if (oath_init() != OATH_OK)
 		return ERR_INTERNAL;
-	if (c->totp_key != NULL && c->totp_key[0] != '\0') {
-		SHA256((const unsigned char *)c->totp_key, strlen(c->totp_key), a->totp_key);
+	if (auth_vars(a)->totp_key != NULL && auth_vars(a)->totp_key[0] != '\0') {
+		SHA256((const unsigned char *)auth_vars(a)->totp_key,
+		       strlen(auth_vars(a)->totp_key), a->totp_key);
 		return 0;
 	}
 	if (c->env == CONF_ENV_PRODUCTION)

@@ -16,6 +16,7 @@
 
 #include "breach.pb-c.h"
 #include "common/svc.h"
+#include "services/breach/vars.h"
 #include "lib/pwstore/pwstore.h"
 
 struct outbox_event;
@@ -101,6 +102,11 @@ struct breach {
 	_Atomic uint64_t ranges, hits_cache, hits_online, hits_offline, unavailable, off,
 	    persist_errors, reloads;
 };
+/* breach's own variables (vars.h), parsed by svc_init. */
+static inline const struct breach_vars *breach_vars(const struct breach *b)
+{
+	return b->svc.conf.own;
+}
 
 /* Opens b->pw_path into b->pw, replacing the old store. 0 or pwstore_open's
  * errors (the old store stays). */

@@ -45,7 +45,7 @@ static void range_reply(struct rpc_call *call, const char *source, const struct 
  * then fail open or closed. */
 static void range_unavailable(struct breach *b, struct rpc_call *call, const char *why)
 {
-	bool closed = b->svc.conf.breach_fail_closed;
+	bool closed = breach_vars(b)->breach_fail_closed;
 	uint64_t now = clock_mono_ms(), last = atomic_load(&b->last_alarm_ms);
 
 	b->unavailable++;
@@ -173,13 +173,13 @@ void range_handle(struct rpc_call *call, const ProtobufCMessage *input, void *ar
 		                "prefix must be exactly 5 hex digits");
 		return;
 	}
-	switch (b->svc.conf.hibp_mode) {
-	case CONF_HIBP_OFF:
+	switch (breach_vars(b)->hibp_mode) {
+	case BREACH_HIBP_OFF:
 		/* the operator chose not to check: not an outage, no fail mode */
 		b->off++;
 		range_reply(call, "off", NULL);
 		break;
-	case CONF_HIBP_OFFLINE:
+	case BREACH_HIBP_OFFLINE:
 		range_offline(b, call, prefix);
 		break;
 	default:
@@ -230,7 +230,7 @@ void range_handle_reload(struct rpc_call *call, const ProtobufCMessage *input, v
 	pthread_mutex_lock(&b->store_mu);
 	out.records = pwstore_count(b->pw);
 	pthread_mutex_unlock(&b->store_mu);
-	out.mode = (char *)modes[b->svc.conf.hibp_mode];
+	out.mode = (char *)modes[breach_vars(b)->hibp_mode];
 	rpc_reply(call, &out.base);
 }
 

@@ -11,6 +11,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/sandbox.h"
 #include "services/terminal/terminal.h"
 
 static const struct rpc_method terminal_methods[] = {
@@ -87,11 +88,11 @@ static void terminal_range_unused(const struct terminal *t)
  * own account it knowingly is). */
 static void terminal_shell_range(struct terminal *t)
 {
-	const struct conf *c = &t->svc.conf;
+	const struct terminal_vars *v = terminal_vars(t);
 	unsigned me = (unsigned)getuid();
 
-	t->uid_first = c->terminal_uid_first;
-	t->uid_last = c->terminal_uid_last;
+	t->uid_first = v->uid_first;
+	t->uid_last = v->uid_last;
 	if (geteuid() != 0) {
 		if (t->uid_first == 0)
 			t->uid_first = t->uid_last = getuid();
@@ -111,6 +112,25 @@ static void terminal_shell_range(struct terminal *t)
 	         (unsigned)t->uid_last);
 }
 
+/* The terminals' stream socket is created in the run dir while serving;
+ * at stop the service waits for its spawner. */
+static int terminal_sandbox(struct sandbox_rules *r, const struct conf *c)
+{
+	int rv = sandbox_allow_sockets_in(r, c->run_dir);
+
+	rv |= sandbox_allow_syscall(r, "wait4");
+	rv |= sandbox_allow_syscall(r, "waitid");
+	return rv != 0 ? ERR_INVAL : 0;
+}
+
+/* The gateway fronts the terminal. Its spawner, forked before the database
+ * opens, stays outside the file sandbox (svc_open_db closes it). */
+static const struct svc_program terminal_program = {.id = SVC_TERMINAL,
+                                                    .vars = &terminal_conf_table,
+                                                    .admit = RPC_BY(SVC_GATEWAY) | SVC_BY_OPERATOR,
+                                                    .sandbox = terminal_sandbox,
+                                                    .sandbox_fs_later = true};
+
 int main(int argc, char **argv)
 {
 	static struct terminal x;
@@ -120,13 +140,13 @@ int main(int argc, char **argv)
 	int rv;
 
 	x.stream_fd = -1;
-	svc_init(&x.svc, SVC_TERMINAL, argc, argv);
+	svc_init(&x.svc, &terminal_program, argc, argv);
 	x.svc.counters = terminal_counters;
 	terminal_shell_range(&x);
 	if ((home == NULL || home[0] != '/') && (pw = getpwuid(getuid())) != NULL)
 		home = pw->pw_dir;
-	if ((rv = validate_policy_init(&x.policy, x.svc.conf.terminal_shells,
-	                               x.svc.conf.terminal_roots, "/etc/shells", home)) != 0)
+	if ((rv = validate_policy_init(&x.policy, terminal_vars(&x)->shells,
+	                               terminal_vars(&x)->roots, "/etc/shells", home)) != 0)
 		fatalx("terminal policy refused: %s", err_str(rv));
 	for (size_t i = 0; i < x.policy.nshells; i++)
 		log_info("terminal: shell allowed %s", x.policy.shells[i]);

@@ -139,7 +139,7 @@ int revoke_start(struct terminal *t)
 	if ((rv = rpc_client_open_for(t->svc.conf.url[SVC_AUTH], 0, SVC_SERVER_ROLES(SVC_AUTH),
 	                              &t->auth)) != 0)
 		return rv;
-	if ((rv = events_sub_open(t->svc.conf.auth_events_url, topics, 3000,
+	if ((rv = events_sub_open(t->svc.conf.events_url[SVC_AUTH], topics, 3000,
 	                          SVC_SERVER_ROLES(SVC_AUTH), &h, &t->revoke_sub)) != 0)
 		return rv;
 	if (pthread_create(&t->revoke_thread, NULL, revoke_main, t) != 0)

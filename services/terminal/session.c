@@ -463,8 +463,8 @@ void session_on_exit(void *arg, pid_t pid, int status)
 static void *session_reaper(void *arg)
 {
 	struct terminal *t = arg;
-	uint64_t idle_ms = (uint64_t)t->svc.conf.terminal_idle_s * 1000;
-	uint64_t life_ms = (uint64_t)t->svc.conf.terminal_lifetime_s * 1000;
+	uint64_t idle_ms = (uint64_t)terminal_vars(t)->idle_s * 1000;
+	uint64_t life_ms = (uint64_t)terminal_vars(t)->lifetime_s * 1000;
 
 	pthread_mutex_lock(&t->mu);
 	while (!t->stopping) {
@@ -602,8 +602,8 @@ int session_open(struct terminal *t, const struct session_open *o,
 	/* The slot is taken before the (slow) spawn, so limits hold under a
 	 * burst of opens. */
 	pthread_mutex_lock(&t->mu);
-	if (t->stopping || t->nsessions >= t->svc.conf.terminal_max ||
-	    session_count_user_locked(t, o->user_id) >= t->svc.conf.terminal_per_user) {
+	if (t->stopping || t->nsessions >= terminal_vars(t)->max ||
+	    session_count_user_locked(t, o->user_id) >= terminal_vars(t)->max_per_user) {
 		pthread_mutex_unlock(&t->mu);
 		free(s);
 		return ERR_UNAVAIL;

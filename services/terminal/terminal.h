@@ -16,6 +16,7 @@
 
 #include "terminal.pb-c.h"
 #include "common/svc.h"
+#include "services/terminal/vars.h"
 
 #define TERMINAL_ID_LEN 33     /* 16 random bytes as hex + NUL */
 #define TERMINAL_USER_MAX 128  /* a user id (JWT sub) with its NUL */
@@ -172,6 +173,12 @@ struct terminal {
 	pthread_t revoke_thread;
 	bool revoke_stale, revoke_stop, revoke_running;
 };
+
+/* The service's own variables (vars.h), parsed by svc_init. */
+static inline const struct terminal_vars *terminal_vars(const struct terminal *t)
+{
+	return t->svc.conf.own;
+}
 
 /* ---- revoke.c: a revoked auth session closes its terminals ----------------- */
 

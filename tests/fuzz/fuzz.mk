@@ -123,8 +123,16 @@ $(FB)/breach_import_fuzz: tests/fuzz/breach_import_fuzz.c tools/magctl/main.c $(
                           $(COMMON) $(COMMON_H) $(PROTO_C)
 	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(MAGCTL_SRC) $(PWSTORE_SRC) $(COMMON) $(PROTO_C) $(FLIBS)
 
-# gateway_settings links settings.c and the parsers it calls.
-GW_SETTINGS := gateway/settings.c gateway/netaddr.c gateway/origin.c gateway/ratelimit.c
+# gateway_settings links settings.c, the parsers it calls and the gateway's
+# variable table.
+GW_SETTINGS := gateway/settings.c gateway/netaddr.c gateway/origin.c gateway/ratelimit.c \
+               gateway/vars.c
+
+# config: common's parser with every program's table and the supervisor's
+# list of them (tools/magnetar/programs.c), as the supervisor checks them.
+VARS_SRC := gateway/vars.c $(wildcard services/*/vars.c) tools/magnetar/programs.c
+$(FB)/config_fuzz: tests/fuzz/config_fuzz.c $(VARS_SRC) $(COMMON) $(COMMON_H) $(PROTO_C)
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(VARS_SRC) $(COMMON) $(PROTO_C) $(FLIBS)
 $(FB)/gateway_settings_fuzz: tests/fuzz/gateway_settings_fuzz.c $(GW_SETTINGS) \
                              $(wildcard gateway/*.h) $(COMMON) $(COMMON_H) $(PROTO_C)
 	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(GW_SETTINGS) $(COMMON) $(PROTO_C) $(FLIBS)

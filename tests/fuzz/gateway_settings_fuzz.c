@@ -116,7 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 
 	memset(&gw, 0, sizeof(gw));
-	if (conf_load(&gw.svc.conf, SVC_GATEWAY, err, sizeof(err)) != 0)
+	if (conf_load(&gw.svc.conf, SVC_GATEWAY, &gateway_conf_table, err, sizeof(err)) != 0)
 		return 0;
 	err[0] = '\0';
 	if (settings_load(&gw, err, sizeof(err)) == 0) {

@@ -201,7 +201,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	fz_setenv("MAGNETAR_RATE_REGISTER", "20/1");
 	fz_setenv("MAGNETAR_RATE_TERMINAL", "1000000/1");
 
-	if (conf_load(&gw.svc.conf, SVC_GATEWAY, err, sizeof(err)) != 0) {
+	if (conf_load(&gw.svc.conf, SVC_GATEWAY, &gateway_conf_table, err, sizeof(err)) != 0) {
 		fprintf(stderr, "http_request_fuzz: configuration refused: %s\n", err);
 		abort();
 	}

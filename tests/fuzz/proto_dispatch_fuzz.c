@@ -61,24 +61,28 @@
 #if defined(PROTO_SVC_AUTH)
 #include "services/auth/main.c"
 #define SVC SVC_AUTH
+#define SVC_PROGRAM (&auth_program)
 #define SVC_DESC (&magnetar__auth__descriptor)
 #define SVC_METHODS auth_methods
 static struct auth x;
 #elif defined(PROTO_SVC_AUDIT)
 #include "services/audit/main.c"
 #define SVC SVC_AUDIT
+#define SVC_PROGRAM (&audit_program)
 #define SVC_DESC (service_descriptor())
 #define SVC_METHODS audit_methods
 static struct audit x;
 #elif defined(PROTO_SVC_BREACH)
 #include "services/breach/main.c"
 #define SVC SVC_BREACH
+#define SVC_PROGRAM (&breach_program)
 #define SVC_DESC (&magnetar__breach__descriptor)
 #define SVC_METHODS breach_methods
 static struct breach x;
 #elif defined(PROTO_SVC_TERMINAL)
 #include "services/terminal/main.c"
 #define SVC SVC_TERMINAL
+#define SVC_PROGRAM (&terminal_program)
 #define SVC_DESC (&magnetar__terminal__descriptor)
 #define SVC_METHODS terminal_methods
 static struct terminal x;
@@ -130,7 +134,7 @@ static void service_setup(struct svc *s, const char *db)
 	memset(s, 0, sizeof(*s));
 	s->id = SVC;
 	s->started_mono_ms = clock_mono_ms();
-	if (conf_load(&s->conf, SVC, err, sizeof(err)) != 0)
+	if (conf_load(&s->conf, SVC, SVC_PROGRAM->vars, err, sizeof(err)) != 0)
 		die("configuration refused: %s", err);
 	if (conf_service_dir(&s->conf, SVC, s->data_dir, sizeof(s->data_dir)) != 0 ||
 	    mkdir(s->data_dir, 0700) != 0 || ids_random_hex(s->instance, 16) != 0)
@@ -197,7 +201,7 @@ static void service_start(void)
 	for (int i = 0; i < 2000 && !rpc_client_connected(x.breach); i++)
 		usleep(1000);
 	if (account_bootstrap_founder(&x) != 0 ||
-	    events_pub_open(x.svc.conf.auth_events_url, x.svc.instance, 1000, &x.events) != 0)
+	    events_pub_open(x.svc.conf.events_url[SVC_AUTH], x.svc.instance, 1000, &x.events) != 0)
 		die("cannot start auth");
 	strcpy(live.username, "founder");
 }
@@ -348,13 +352,14 @@ static void service_start(void)
 	char err[512];
 
 	service_setup(&x.svc, "audit.db");
-	if (keyring_parse(x.svc.conf.audit_keys, &keys, err, sizeof(err)) != 0)
+	if (keyring_parse(((const struct audit_vars *)x.svc.conf.own)->keys, &keys, err,
+	                  sizeof(err)) != 0)
 		die("keyring refused: %s", err);
 	snprintf(chain, sizeof(chain), "%s/audit.chain", x.svc.data_dir);
 	snprintf(anchor, sizeof(anchor), "%s/audit.anchor", x.svc.data_dir);
 	opts.chain_path = chain;
 	opts.anchor_path = anchor;
-	opts.events_url = x.svc.conf.audit_events_url;
+	opts.events_url = x.svc.conf.events_url[SVC_AUDIT];
 	if (audit_open(&x, &keys, &opts, err, sizeof(err)) != 0)
 		die("cannot open the audit log: %s", err);
 	keyring_wipe(&keys);
@@ -454,7 +459,7 @@ static void service_start(void)
 	 * spawner, which is not started. */
 	snprintf(roots, sizeof(roots), "%s/no-such-root", data_root);
 	x.uid_first = x.uid_last = getuid();
-	if (validate_policy_init(&x.policy, x.svc.conf.terminal_shells, roots, "/etc/shells",
+	if (validate_policy_init(&x.policy, terminal_vars(&x)->shells, roots, "/etc/shells",
 	                         roots) != 0 ||
 	    x.policy.nroots != 0)
 		die("the policy must have no usable root");

@@ -56,37 +56,36 @@ RUNTIME_PACKAGES = {"libnng1", "libprotobuf-c1", "libsqlite3-0", "libssl3", "lib
 NAME_RE = re.compile(r"MAGNETAR_[A-Z0-9_]*[A-Z0-9]")
 
 
-# ---- common/config.c ---------------------------------------------------------
+# ---- the variable tables (`magnetar vars`) ------------------------------------
 
 def conf_rows():
-    """The rows of conf_vars[]: (name, readers, secret, file_alias)."""
-    src = CONFIG_C.read_text()
-    start = src.index("const struct conf_var conf_vars[] = {")
-    block = src[start:src.index("\n};", start)]
-    rows = re.findall(
-        r'\{\s*"(MAGNETAR_\w+)",\s*(.*?),\s*(true|false),\s*(?:.*?),\s*'
-        r'((?:"(?:[^"\\]|\\.)*"\s*)+),\s*(NULL|"MAGNETAR_\w+")\s*\}', block, re.S)
-    assert len(rows) == block.count('{"MAGNETAR_'), "conf_vars[] changed shape: fix this parser"
-    out = []
-    for name, readers, secret, _desc, alias in rows:
-        who = set()
-        for tok in re.split(r"\s*\|\s*", readers.strip()):
-            if tok == "ALL":
-                who |= set(SERVICES)
-            elif tok == "SUP":
-                pass
-            else:
-                m = re.fullmatch(r"B\(SVC_([A-Z]+)\)", tok)
-                assert m, "unknown reader token %r for %s" % (tok, name)
-                if m.group(1).lower() in SERVICES:
-                    who.add(m.group(1).lower())
-        out.append((name, who, secret == "true", alias.strip('"') if alias != "NULL" else None))
-    return out
+    """Every variable, as the supervisor lists them (`magnetar vars`: common's
+    table and each program's): (name, readers, secret, file_alias). A name in
+    two programs' tables is one row with both readers."""
+    out = subprocess.run([str(BIN / "magnetar"), "vars"], capture_output=True, text=True,
+                         timeout=10, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        name, readers, secret, alias = line.split("\t")
+        who = set() if readers == "-" else set(readers.split(","))
+        assert who <= set(SERVICES), "unknown reader in %r" % line
+        prev = rows.get(name)
+        if prev is not None:
+            assert prev[2] == (secret == "1") and prev[3] == (None if alias == "-" else alias), \
+                "%s declared differently by two programs" % name
+            who |= prev[1]
+        rows[name] = (name, who, secret == "1", None if alias == "-" else alias)
+    assert len(rows) > 40, "magnetar vars listed %d variables" % len(rows)
+    return list(rows.values())
 
 
 def config_names():
-    """Every MAGNETAR_* name common/config.c spells (the table, aliases, messages)."""
-    return set(NAME_RE.findall(CONFIG_C.read_text()))
+    """Every MAGNETAR_* name the tables' sources spell (common/config.c and
+    each program's vars.c: rows, aliases, messages)."""
+    names = set(NAME_RE.findall(CONFIG_C.read_text()))
+    for f in [REPO / "gateway" / "vars.c", *(REPO / "services").glob("*/vars.c")]:
+        names |= set(NAME_RE.findall(f.read_text()))
+    return names
 
 
 def getenv_names():
@@ -531,22 +530,16 @@ def unit_syscalls(values):
 
 
 def sandbox_allow_list(name):
-    """The service's own seccomp allow-list (sc_allow[] in common/sandbox.c)."""
+    """The service's own seccomp allow-list: every service's (sc_allow[] in
+    common/sandbox.c) and what its main.c's sandbox hook adds
+    (sandbox_allow_syscall)."""
     src = SANDBOX_C.read_text()
-    block = src[src.index("} sc_allow[] = {"):]
+    block = src[src.index("sc_allow[] = {"):]
     block = block[:block.index("\n};")]
-    masks = {"ALL": set(SERVICES), "GW": {"gateway"}, "TERM": {"terminal"}}
-    names = set()
-    for call, mask in re.findall(r'\{"(\w+)",\s*([^}]+)\}', block):
-        who = set()
-        for tok in mask.split("|"):
-            tok = tok.strip()
-            m = re.fullmatch(r"\(1u << SVC_([A-Z]+)\)", tok)
-            assert tok in masks or m, "unknown mask %r in sc_allow" % tok
-            who |= masks[tok] if tok in masks else {m.group(1).lower()}
-        if name in who:
-            names.add(call)
+    names = set(re.findall(r'^\s*"(\w+)",', block, re.M))
     assert len(names) > 50, "sc_allow[] not found or changed shape"
+    main = (REPO / "gateway" if name == "gateway" else REPO / "services" / name) / "main.c"
+    names |= set(re.findall(r'sandbox_allow_syscall\(r, "(\w+)"\)', main.read_text()))
     # Added by rules with arguments beside the table.
     return names | {"clone", "socket", "kill", "tgkill"}
 
@@ -586,7 +579,7 @@ def test_operations_documents_every_variable_and_no_other():
         config_names() - in_doc)
     unknown = in_doc - allowed_names()
     assert not unknown, "docs/operations.md names what the code does not read: %r" % sorted(unknown)
-    assert table <= rows, "table rows not in conf_vars[]: %r" % sorted(table - rows)
+    assert table <= rows, "table rows no program declares (magnetar vars): %r" % sorted(table - rows)
 
 
 def test_deploy_files_name_only_real_variables():

@@ -6,7 +6,11 @@
 #   1. common/ and lib/ are mechanism: they include nothing of gateway/,
 #      services/, tools/.
 #   2. No service includes another service's headers; the gateway and the
-#      tools include no service's headers either.
+#      tools include no service's headers either, but for one exception: the
+#      supervisor's tools/magnetar/programs.c includes each program's vars.h
+#      (its variable table), and nothing else of it.
+#   2b. common/ names no program's variable: every MAGNETAR_* name a
+#      program reads alone is declared in that program's vars.c.
 #   3. Only auth can mint tokens: no signing code (our signer, or OpenSSL's
 #      EVP_DigestSign / EVP_PKEY_sign) in the gateway's or terminal's binary.
 #   4. magctl and the gateway link no service's code: no function a
@@ -38,7 +42,20 @@ for s in services/*/; do
 	done
 done
 for f in $(includes gateway 'services/') $(includes tools 'services/'); do
+	if [ "$f" = tools/magnetar/programs.c ]; then
+		extra=$(grep -E '^#include "services/' "$f" | grep -vE '^#include "services/[a-z]+/vars\.h"$')
+		[ -z "$extra" ] || fail "$f: includes more of a service than its vars.h: $extra"
+		continue
+	fi
 	fail "$f: includes a service's header"
+done
+# Every variable a program's vars.c declares is named nowhere in common/
+# (common's own, read by several programs, are in common/config.c's table).
+for v in gateway/vars.c services/*/vars.c; do
+	for name in $(grep -oE '"MAGNETAR_[A-Z0-9_]+"' "$v" | tr -d '"' | sort -u); do
+		grep -rlw "$name" common --include='*.c' --include='*.h' >/dev/null &&
+			fail "common/ names $name, which $v declares"
+	done
 done
 
 for prog in magnetar-gateway magnetar-terminal; do

@@ -75,7 +75,7 @@ static int setup(void **state)
 	setenv("MAGNETAR_ENV", "test", 1);
 	setenv("MAGNETAR_DATA_DIR", dir, 1);
 	setenv("MAGNETAR_MAX_SESSIONS", "3", 1);
-	assert_int_equal(conf_load(&a.svc.conf, SVC_AUTH, err, sizeof(err)), 0);
+	assert_int_equal(conf_load(&a.svc.conf, SVC_AUTH, &auth_conf_table, err, sizeof(err)), 0);
 	a.svc.id = SVC_AUTH;
 	snprintf(a.svc.data_dir, sizeof(a.svc.data_dir), "%s", dir);
 	snprintf(a.svc.instance, sizeof(a.svc.instance), "authtestinstance");

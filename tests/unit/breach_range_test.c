@@ -25,6 +25,7 @@
 #define URL "inproc://breach_range_test"
 
 static struct breach b;
+static struct breach_vars bv; /* b.svc.conf.own: the variables, set by each test */
 static struct rpc_server *server;
 static struct rpc_client *client;
 static char dir[] = "/tmp/breach_range_testXXXXXX";
@@ -44,6 +45,7 @@ static int setup(void **state)
 
 	assert_non_null(mkdtemp(dir));
 	b.svc.id = SVC_BREACH;
+	b.svc.conf.own = &bv;
 	b.alarm_interval_ms = 60000;
 	pthread_mutex_init(&b.store_mu, NULL);
 	snprintf(b.pw_path, sizeof(b.pw_path), "%s/%s", dir, PWSTORE_FILE);
@@ -105,12 +107,12 @@ static void test_off(void **state)
 	struct rpc_result r;
 	(void)state;
 
-	b.svc.conf.hibp_mode = CONF_HIBP_OFF;
-	b.svc.conf.breach_fail_closed = true; /* off is a choice, not an outage */
+	bv.hibp_mode = BREACH_HIBP_OFF;
+	bv.breach_fail_closed = true; /* off is a choice, not an outage */
 	call("5BAA6", 1000, &r);
 	assert_int_equal(ok(&r, "off")->n_counts, 0);
 	rpc_result_fini(&r);
-	b.svc.conf.breach_fail_closed = false;
+	bv.breach_fail_closed = false;
 }
 
 static void test_cache_hit(void **state)
@@ -121,7 +123,7 @@ static void test_cache_hit(void **state)
 	uint64_t now = clock_unix_ms();
 	(void)state;
 
-	b.svc.conf.hibp_mode = CONF_HIBP_ONLINE;
+	bv.hibp_mode = BREACH_HIBP_ONLINE;
 	memset(p->suffixes, 0xAB, PAIRS_SUFFIX_LEN);
 	p->suffixes[0] = 0x0A;
 	p->counts[0] = 77;
@@ -141,19 +143,19 @@ static void test_unreachable_open_and_closed(void **state)
 	uint64_t t0;
 	(void)state;
 
-	b.svc.conf.hibp_mode = CONF_HIBP_ONLINE;
-	b.svc.conf.breach_fail_closed = false;
+	bv.hibp_mode = BREACH_HIBP_ONLINE;
+	bv.breach_fail_closed = false;
 	call("00001", 2000, &r);
 	assert_int_equal(ok(&r, "unavailable")->n_counts, 0);
 	rpc_result_fini(&r);
-	b.svc.conf.breach_fail_closed = true;
+	bv.breach_fail_closed = true;
 	t0 = clock_mono_ms();
 	call("00002", 2000, &r);
 	assert_int_equal(r.status, MAGNETAR__STATUS__STATUS_UNAVAILABLE);
 	assert_string_equal(r.code, "breach_unavailable");
 	assert_true(clock_mono_ms() - t0 < 2000);
 	rpc_result_fini(&r);
-	b.svc.conf.breach_fail_closed = false;
+	bv.breach_fail_closed = false;
 	assert_true(b.unavailable >= 2);
 }
 
@@ -163,7 +165,7 @@ static void test_short_deadline_still_answered(void **state)
 	(void)state;
 
 	/* retries (20 ms, 40 ms) do not fit in 40 ms: answered, not timed out */
-	b.svc.conf.hibp_mode = CONF_HIBP_ONLINE;
+	bv.hibp_mode = BREACH_HIBP_ONLINE;
 	call("00003", 40, &r);
 	ok(&r, "unavailable");
 	rpc_result_fini(&r);
@@ -178,7 +180,7 @@ static void test_offline(void **state)
 	struct rpc_result r;
 	(void)state;
 
-	b.svc.conf.hibp_mode = CONF_HIBP_OFFLINE;
+	bv.hibp_mode = BREACH_HIBP_OFFLINE;
 	call("5BAA6", 1000, &r); /* no store yet */
 	ok(&r, "unavailable");
 	rpc_result_fini(&r);

@@ -1,8 +1,9 @@
 /*
  * config_test.c — common/config: defaults, every refusal with a message
  * naming the variable, production's strictness, *_FILE secrets, secrets
- * scrubbed from the environment and never printed, and the per-program
- * variable table the supervisor filters with.
+ * scrubbed from the environment and never printed, and the variable tables
+ * (common's and each program's) the supervisor filters with. Links each
+ * program's vars.o and the supervisor's programs.o, the real tables.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,17 +20,45 @@
 
 #include "common/config.h"
 #include "common/err.h"
+#include "gateway/vars.h"
+#include "services/audit/vars.h"
+#include "services/auth/vars.h"
+#include "services/breach/vars.h"
+#include "services/terminal/vars.h"
+#include "tools/magnetar/magnetar.h"
+
+static void clear_var(const struct conf_var *v)
+{
+	char name[96];
+	unsetenv(v->name);
+	snprintf(name, sizeof(name), "%s_FILE", v->name);
+	unsetenv(name);
+	if (v->file_alias != NULL)
+		unsetenv(v->file_alias);
+}
 
 static void clear_env(void)
 {
-	for (size_t i = 0; i < conf_nvars; i++) {
-		char name[96];
-		unsetenv(conf_vars[i].name);
-		snprintf(name, sizeof(name), "%s_FILE", conf_vars[i].name);
-		unsetenv(name);
-		if (conf_vars[i].file_alias != NULL)
-			unsetenv(conf_vars[i].file_alias);
-	}
+	for (size_t i = 0; i < conf_nvars; i++)
+		clear_var(&conf_vars[i]);
+	for (int s = 0; s < SVC_SERVICES; s++)
+		for (size_t i = 0; i < programs_vars[s]->nvars; i++)
+			clear_var(&programs_vars[s]->vars[i]);
+}
+
+/* conf_load as program `who` runs it: a service with its own table. */
+static int load(struct conf *c, enum svc_id who, char *err, size_t errlen)
+{
+	return conf_load(c, who, who < SVC_SERVICES ? programs_vars[who] : NULL, err, errlen);
+}
+
+/* What the supervisor checks: common's variables and every service's. */
+static int load_all(struct conf *c, void *own[SVC_SERVICES], char *err, size_t errlen)
+{
+	int rv = conf_load(c, SVC_SUPERVISOR, NULL, err, errlen);
+	if (rv == 0 && (rv = programs_load(c, own, err, errlen)) != 0)
+		conf_fini(c);
+	return rv;
 }
 
 static int setup(void **state)
@@ -43,8 +72,12 @@ static int setup(void **state)
 static void expect_refused(enum svc_id who, const char *needle)
 {
 	struct conf c;
+	void *own[SVC_SERVICES];
 	char err[256] = "";
-	assert_int_equal(conf_load(&c, who, err, sizeof(err)), ERR_CONFIG);
+	if (who == SVC_SUPERVISOR)
+		assert_int_equal(load_all(&c, own, err, sizeof(err)), ERR_CONFIG);
+	else
+		assert_int_equal(load(&c, who, err, sizeof(err)), ERR_CONFIG);
 	if (strstr(err, needle) == NULL)
 		fail_msg("message \"%s\" does not name \"%s\"", err, needle);
 }
@@ -52,28 +85,49 @@ static void expect_refused(enum svc_id who, const char *needle)
 static void test_defaults(void **state)
 {
 	struct conf c;
+	const struct gateway_vars *g;
+	const struct auth_vars *a;
+	const struct breach_vars *b;
 	char err[256];
 	(void)state;
-	assert_int_equal(conf_load(&c, SVC_GATEWAY, err, sizeof(err)), 0);
+	assert_int_equal(load(&c, SVC_GATEWAY, err, sizeof(err)), 0);
+	g = c.own;
 	assert_int_equal(c.env, CONF_ENV_DEVELOPMENT);
-	assert_string_equal(c.http_host, "127.0.0.1");
-	assert_int_equal(c.http_port, 8080);
+	assert_string_equal(g->http.host, "127.0.0.1");
+	assert_int_equal(g->http.port, 8080);
+	assert_null(g->metrics.text);
 	assert_string_equal(c.data_dir, "./var");
 	assert_string_equal(c.run_dir, "./run");
 	assert_string_equal(c.url[SVC_AUTH], "ipc://./run/auth.sock");
 	assert_string_equal(c.url[SVC_AUDIT], "ipc://./run/audit.sock");
 	assert_int_equal(c.sandbox, CONF_SANDBOX_ENFORCE);
-	assert_true(c.registration_open); /* open in development */
-	assert_int_equal(c.max_sessions, 3);
-	assert_string_equal(c.hibp_url, "https://api.pwnedpasswords.com");
-	assert_int_equal(c.hibp_mode, CONF_HIBP_ONLINE);
-	assert_false(c.breach_fail_closed);
+	conf_fini(&c);
+	assert_int_equal(load(&c, SVC_AUTH, err, sizeof(err)), 0);
+	a = c.own;
+	assert_true(a->registration_open); /* open in development */
+	assert_int_equal(a->max_sessions, 3);
+	assert_false(a->breach_fail_closed);
+	conf_fini(&c);
+	assert_int_equal(load(&c, SVC_BREACH, err, sizeof(err)), 0);
+	b = c.own;
+	assert_string_equal(b->hibp_url, "https://api.pwnedpasswords.com");
+	assert_int_equal(b->hibp_mode, BREACH_HIBP_ONLINE);
+	assert_false(b->breach_fail_closed);
+	conf_fini(&c);
+	assert_int_equal(load(&c, SVC_TERMINAL, err, sizeof(err)), 0);
+	assert_int_equal(((const struct terminal_vars *)c.own)->idle_s, 900);
+	assert_int_equal(((const struct terminal_vars *)c.own)->max, 32);
+	assert_int_equal(((const struct terminal_vars *)c.own)->uid_first, 0);
 	conf_fini(&c);
 }
 
 static void test_overrides(void **state)
 {
 	struct conf c;
+	void *own[SVC_SERVICES];
+	const struct gateway_vars *g;
+	const struct auth_vars *a;
+	const struct breach_vars *b;
 	char err[256];
 	(void)state;
 	setenv("MAGNETAR_ENV", "test", 1);
@@ -85,18 +139,26 @@ static void test_overrides(void **state)
 	setenv("MAGNETAR_BREACH_FAIL", "closed", 1);
 	setenv("MAGNETAR_HIBP_MODE", "offline", 1);
 	setenv("MAGNETAR_LOG_FORMAT", "json", 1);
+	setenv("MAGNETAR_TERMINAL_UIDS", "70000-70099", 1);
 	/* The supervisor reads every variable. */
-	assert_int_equal(conf_load(&c, SVC_SUPERVISOR, err, sizeof(err)), 0);
+	assert_int_equal(load_all(&c, own, err, sizeof(err)), 0);
+	g = own[SVC_GATEWAY];
+	a = own[SVC_AUTH];
+	b = own[SVC_BREACH];
 	assert_int_equal(c.env, CONF_ENV_TEST);
-	assert_string_equal(c.http_host, "::1");
-	assert_int_equal(c.http_port, 9090);
+	assert_string_equal(g->http.host, "::1");
+	assert_int_equal(g->http.port, 9090);
 	assert_string_equal(c.url[SVC_AUDIT], "tcp://10.0.0.1:7000");
 	assert_string_equal(c.url[SVC_AUTH], "ipc:///tmp/r/auth.sock");
-	assert_int_equal(c.max_sessions, 7);
-	assert_false(c.registration_open);
-	assert_true(c.breach_fail_closed);
-	assert_int_equal(c.hibp_mode, CONF_HIBP_OFFLINE);
+	assert_int_equal(a->max_sessions, 7);
+	assert_false(a->registration_open);
+	assert_true(a->breach_fail_closed);
+	assert_true(b->breach_fail_closed);
+	assert_int_equal(b->hibp_mode, BREACH_HIBP_OFFLINE);
+	assert_int_equal(((const struct terminal_vars *)own[SVC_TERMINAL])->uid_first, 70000);
+	assert_int_equal(((const struct terminal_vars *)own[SVC_TERMINAL])->uid_last, 70099);
 	assert_true(c.log_json);
+	programs_free(own);
 	conf_fini(&c);
 }
 
@@ -169,8 +231,8 @@ static void test_production_is_strict(void **state)
 	/* Registration is closed by default in production. */
 	setenv("MAGNETAR_FINGERPRINT_KEY", "k1", 1);
 	setenv("MAGNETAR_TOTP_KEY", "k2", 1);
-	assert_int_equal(conf_load(&c, SVC_AUTH, err, sizeof(err)), 0);
-	assert_false(c.registration_open);
+	assert_int_equal(load(&c, SVC_AUTH, err, sizeof(err)), 0);
+	assert_false(((const struct auth_vars *)c.own)->registration_open);
 	conf_fini(&c);
 }
 
@@ -199,15 +261,17 @@ static void test_secret_file_and_scrub(void **state)
 	assert_int_equal(write(fd, "s3cret-key\n", 11), 11);
 	close(fd);
 	setenv("MAGNETAR_AUDIT_KEYS_FILE", path, 1);
-	assert_int_equal(conf_load(&c, SVC_AUDIT, err, sizeof(err)), 0);
-	assert_string_equal(c.audit_keys, "s3cret-key"); /* newline stripped */
+	assert_int_equal(load(&c, SVC_AUDIT, err, sizeof(err)), 0);
+	assert_string_equal(((const struct audit_vars *)c.own)->keys, "s3cret-key"); /* no \n */
 	conf_fini(&c);
-	assert_null(c.audit_keys);
+	assert_null(c.own);
 	/* The singular spelling of the issue is the same variable. */
 	unsetenv("MAGNETAR_AUDIT_KEYS_FILE");
 	setenv("MAGNETAR_AUDIT_KEY_FILE", path, 1);
-	assert_int_equal(conf_load(&c, SVC_AUDIT, err, sizeof(err)), 0);
-	assert_string_equal(c.audit_keys, "s3cret-key");
+	assert_int_equal(load(&c, SVC_AUDIT, err, sizeof(err)), 0);
+	assert_string_equal(((const struct audit_vars *)c.own)->keys, "s3cret-key");
+	/* The file's path stays: RotateKey reads the file again. */
+	assert_non_null(getenv("MAGNETAR_AUDIT_KEY_FILE"));
 	conf_fini(&c);
 	unsetenv("MAGNETAR_AUDIT_KEY_FILE");
 	setenv("MAGNETAR_AUDIT_KEYS_FILE", path, 1);
@@ -225,15 +289,33 @@ static void test_secret_file_and_scrub(void **state)
 
 	/* A plain secret is wiped from the environment once parsed... */
 	setenv("MAGNETAR_TOTP_KEY", "totp-secret", 1);
-	assert_int_equal(conf_load(&c, SVC_AUTH, err, sizeof(err)), 0);
-	assert_string_equal(c.totp_key, "totp-secret");
+	assert_int_equal(load(&c, SVC_AUTH, err, sizeof(err)), 0);
+	assert_string_equal(((const struct auth_vars *)c.own)->totp_key, "totp-secret");
 	assert_null(getenv("MAGNETAR_TOTP_KEY"));
 	conf_fini(&c);
-	/* ...except by the supervisor, which hands it on. */
+	/* ...and so is any MAGNETAR_* variable a program does not read (another
+	 * program's secret handed to it by mistake); its own stay. */
 	setenv("MAGNETAR_TOTP_KEY", "totp-secret", 1);
-	assert_int_equal(conf_load(&c, SVC_SUPERVISOR, err, sizeof(err)), 0);
-	assert_non_null(getenv("MAGNETAR_TOTP_KEY"));
+	setenv("MAGNETAR_AUDIT_KEYS", "audit-secret", 1);
+	setenv("MAGNETAR_NOT_A_VARIABLE", "x", 1);
+	setenv("MAGNETAR_DEBUG", "1", 1);
+	setenv("MAGNETAR_RATE_LOGIN", "5/60", 1);
+	assert_int_equal(load(&c, SVC_GATEWAY, err, sizeof(err)), 0);
+	assert_null(getenv("MAGNETAR_TOTP_KEY"));
+	assert_null(getenv("MAGNETAR_AUDIT_KEYS"));
+	assert_null(getenv("MAGNETAR_NOT_A_VARIABLE"));
+	assert_non_null(getenv("MAGNETAR_DEBUG"));      /* log_init reads it */
+	assert_non_null(getenv("MAGNETAR_RATE_LOGIN")); /* the gateway's own, read raw */
 	conf_fini(&c);
+	unsetenv("MAGNETAR_DEBUG");
+	/* ...except by the supervisor, which hands them on. */
+	setenv("MAGNETAR_TOTP_KEY", "totp-secret", 1);
+	setenv("MAGNETAR_NOT_A_VARIABLE", "x", 1);
+	assert_int_equal(load(&c, SVC_SUPERVISOR, err, sizeof(err)), 0);
+	assert_non_null(getenv("MAGNETAR_TOTP_KEY"));
+	assert_non_null(getenv("MAGNETAR_NOT_A_VARIABLE"));
+	conf_fini(&c);
+	unsetenv("MAGNETAR_NOT_A_VARIABLE");
 }
 
 static void test_print_redacts(void **state)
@@ -245,7 +327,7 @@ static void test_print_redacts(void **state)
 	(void)state;
 	setenv("MAGNETAR_FOUNDER_PASSWORD", "hunter2-very-secret", 1);
 	setenv("MAGNETAR_FOUNDER_USERNAME", "alice", 1);
-	assert_int_equal(conf_load(&c, SVC_AUTH, err, sizeof(err)), 0);
+	assert_int_equal(load(&c, SVC_AUTH, err, sizeof(err)), 0);
 	fd = mkstemp(path);
 	saved = dup(2);
 	dup2(fd, 2);
@@ -266,21 +348,43 @@ static void test_print_redacts(void **state)
 	conf_fini(&c);
 }
 
+/* Every name in one place only (the supervisor passes a variable to the
+ * program whose table holds it), every row sound. */
+static void check_rows(const struct conf_var *rows, size_t n, size_t size, bool common)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct conf_var *v = &rows[i];
+		assert_int_equal(strncmp(v->name, "MAGNETAR_", 9), 0);
+		assert_non_null(v->help);
+		if (v->kind != CONF_RAW)
+			assert_true(v->offset < size);
+		if (v->kind == CONF_CHOICE)
+			assert_non_null(v->choices);
+		if (common)
+			/* The supervisor must read everything it hands on. */
+			assert_true(conf_var_read_by(v, SVC_SUPERVISOR));
+		for (size_t k = 0; k < conf_nvars; k++)
+			if (&conf_vars[k] != v)
+				assert_string_not_equal(conf_vars[k].name, v->name);
+	}
+}
+
 static void test_table_readers(void **state)
 {
 	(void)state;
-	for (size_t i = 0; i < conf_nvars; i++) {
-		const struct conf_var *v = &conf_vars[i];
-		/* The supervisor must read everything it hands on. */
-		assert_true(conf_var_read_by(v, SVC_SUPERVISOR));
-		if (strcmp(v->name, "MAGNETAR_AUDIT_KEYS") == 0) {
-			assert_true(conf_var_read_by(v, SVC_AUDIT));
-			assert_false(conf_var_read_by(v, SVC_GATEWAY));
-			assert_false(conf_var_read_by(v, SVC_AUTH));
-		}
-		if (strcmp(v->name, "MAGNETAR_FOUNDER_PASSWORD") == 0) {
-			assert_true(v->secret);
-			assert_false(conf_var_read_by(v, SVC_GATEWAY));
+	check_rows(conf_vars, conf_nvars, sizeof(struct conf), true);
+	for (int s = 0; s < SVC_SERVICES; s++) {
+		const struct conf_table *t = programs_vars[s];
+		assert_string_equal(t->program, svc_name((enum svc_id)s));
+		check_rows(t->vars, t->nvars, t->size, false);
+		for (size_t i = 0; i < t->nvars; i++) {
+			/* Each secret is its one program's. */
+			if (strcmp(t->vars[i].name, "MAGNETAR_AUDIT_KEYS") == 0)
+				assert_int_equal(s, SVC_AUDIT);
+			if (strcmp(t->vars[i].name, "MAGNETAR_FOUNDER_PASSWORD") == 0) {
+				assert_int_equal(s, SVC_AUTH);
+				assert_true(conf_var_secret(&t->vars[i]));
+			}
 		}
 	}
 	assert_int_equal(svc_lookup("audit"), SVC_AUDIT);

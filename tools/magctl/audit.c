@@ -293,9 +293,9 @@ static int audit_tail_cmd(struct magctl *m, int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	if ((rv = events_sub_open(m->conf.audit_events_url, topics, 0, SVC_SERVER_ROLES(SVC_AUDIT),
-	                          &h, &sub)) != 0) {
-		printf("audit: cannot subscribe to %s (%s)\n", m->conf.audit_events_url,
+	if ((rv = events_sub_open(m->conf.events_url[SVC_AUDIT], topics, 0,
+	                          SVC_SERVER_ROLES(SVC_AUDIT), &h, &sub)) != 0) {
+		printf("audit: cannot subscribe to %s (%s)\n", m->conf.events_url[SVC_AUDIT],
 		       err_str(rv));
 		return 1;
 	}

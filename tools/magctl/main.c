@@ -122,7 +122,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < MAGCTL_NCOMMANDS; i++) {
 		if (strcmp(argv[optind], magctl_commands[i].name) != 0)
 			continue;
-		if (conf_load(&m.conf, SVC_MAGCTL, err, sizeof(err)) != 0) {
+		if (conf_load(&m.conf, SVC_MAGCTL, NULL, err, sizeof(err)) != 0) {
 			fprintf(stderr, "magctl: configuration refused: %s\n", err);
 			return 2;
 		}

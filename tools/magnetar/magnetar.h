@@ -48,6 +48,21 @@ void logpipe_drain(struct logpipe *lp);
 /* Closes both ends. Accepts a logpipe whose init failed or never ran (fds -1). */
 void logpipe_fini(struct logpipe *lp);
 
+/* ---- programs.c: each service's own variables ---------------------------- */
+
+/* Each service's variable table (its folder's vars.c), by SVC_*. */
+extern const struct conf_table *const programs_vars[SVC_SERVICES];
+/* Parses every service's table into values[]: a bad variable of any
+ * service refuses the whole configuration. 0, or ERR_CONFIG with err set
+ * and nothing held. Release with programs_free. */
+int programs_load(const struct conf *c, void *values[SVC_SERVICES], char *err, size_t errlen);
+void programs_free(void *values[SVC_SERVICES]);
+/* "http(s)://<MAGNETAR_HTTP_ADDR>/" from the gateway's values, into buf. */
+const char *programs_gateway_url(const void *gateway_values, char *buf, size_t len);
+/* `magnetar vars`: a line per variable, tab-separated: name, the programs
+ * that read it, secret (0/1), the NAME_FILE alias or "-". */
+void programs_print_vars(void);
+
 /* ---- env.c: the environment one service is given ------------------------- */
 
 /*

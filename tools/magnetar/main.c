@@ -53,9 +53,10 @@ static struct sup sup = {.sigfd = -1, .devnull = -1};
 
 static void sup_usage(FILE *f)
 {
-	fprintf(f, "usage: magnetar [-n] [up]\n"
+	fprintf(f, "usage: magnetar [-n] [up] | vars\n"
 	           "  up  start every service beside this executable and supervise them\n"
 	           "      until SIGTERM or SIGINT\n"
+	           "  vars  list every MAGNETAR_* variable: name, readers, secret, file alias\n"
 	           "  -n  check the MAGNETAR_* configuration, print it (secrets redacted), exit\n"
 	           "  -h  this help\n");
 }
@@ -106,17 +107,32 @@ static int sup_mkdirs(const char *path, mode_t mode, char *out)
 
 /* Every service now has its own copy of the secrets it reads; ours would
  * only be more places for a core dump or /proc/<pid>/environ to find them. */
+static void sup_scrub_var(const struct conf_var *v)
+{
+	char *value;
+
+	if (!conf_var_secret(v))
+		return;
+	if ((value = getenv(v->name)) != NULL)
+		OPENSSL_cleanse(value, strlen(value));
+	unsetenv(v->name);
+}
+
 static void sup_scrub_secrets(void)
 {
-	for (size_t i = 0; i < conf_nvars; i++) {
-		char *v;
+	for (size_t i = 0; i < conf_nvars; i++)
+		sup_scrub_var(&conf_vars[i]);
+	for (int s = 0; s < SVC_SERVICES; s++)
+		for (size_t i = 0; i < programs_vars[s]->nvars; i++)
+			sup_scrub_var(&programs_vars[s]->vars[i]);
+}
 
-		if (!conf_vars[i].secret)
-			continue;
-		if ((v = getenv(conf_vars[i].name)) != NULL)
-			OPENSSL_cleanse(v, strlen(v));
-		unsetenv(conf_vars[i].name);
-	}
+/* Every variable we read, ours and each service's, secrets redacted. */
+static void sup_print_conf(const struct conf *conf, void *const own[SVC_SERVICES])
+{
+	conf_print(conf);
+	for (int i = 0; i < SVC_SERVICES; i++)
+		conf_print_table(programs_vars[i], own[i]);
 }
 
 /* Says once whose privileges the services get. */
@@ -360,6 +376,7 @@ int main(int argc, char **argv)
 	char err[256], bindir[PATH_MAX], url[300];
 	bool check_only = false, up;
 	struct conf conf;
+	void *own[SVC_SERVICES];
 	int opt;
 
 	sup_std_fds();
@@ -377,18 +394,24 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (!check_only && argc - optind == 1 && strcmp(argv[optind], "vars") == 0) {
+		programs_print_vars();
+		return fflush(stdout) == 0 ? 0 : 1;
+	}
 	/* `up` runs the stack; `-n` alone (or with `up`) only checks. */
 	up = argc - optind == 1 && strcmp(argv[optind], "up") == 0;
 	if (!up && !(check_only && optind == argc)) {
 		sup_usage(stderr);
 		return 2;
 	}
-	if (conf_load(&conf, SVC_SUPERVISOR, err, sizeof(err)) != 0)
+	if (conf_load(&conf, SVC_SUPERVISOR, NULL, err, sizeof(err)) != 0 ||
+	    programs_load(&conf, own, err, sizeof(err)) != 0)
 		fatalx("configuration refused: %s", err);
 	log_init("magnetar", conf.log_json ? LOG_JSON : LOG_TEXT, getenv("MAGNETAR_DEBUG") != NULL);
 	if (check_only) {
-		conf_print(&conf);
+		sup_print_conf(&conf, own);
 		log_info("configuration ok");
+		programs_free(own);
 		conf_fini(&conf);
 		return 0;
 	}
@@ -407,15 +430,15 @@ int main(int argc, char **argv)
 		fatalx("MAGNETAR_RUN_DIR resolves to %s, longer than the %d bytes a socket path "
 		       "allows; set a shorter MAGNETAR_RUN_DIR",
 		       sup.run_dir, CONF_RUN_DIR_MAX);
-	snprintf(url, sizeof(url), "%s://%s/", conf.tls_cert != NULL ? "https" : "http",
-	         conf.http_addr);
+	programs_gateway_url(own[SVC_GATEWAY], url, sizeof(url));
 
-	conf_print(&conf);
+	sup_print_conf(&conf, own);
 	log_info("services get MAGNETAR_DATA_DIR=%s MAGNETAR_RUN_DIR=%s", sup.data_dir,
 	         sup.run_dir);
 	sup_privsep(&conf);
 	sup_prepare(bindir);
 	sup_scrub_secrets();
+	programs_free(own);
 	conf_fini(&conf);
 
 	sup_signals();
