@@ -510,11 +510,12 @@ static int conf_require(const struct conf_var *v, const char *value, char *err, 
 /* A value of table row `v` in `values`, as text (NULL: unset or not text). */
 static const char *conf_row_text(const struct conf_var *v, const void *values)
 {
-	const char *field = (const char *)values + v->offset;
+	/* Kind first: a raw row's offset is SIZE_MAX, no field. */
 	if (v->kind == CONF_ADDR)
-		return ((const struct conf_addr *)(const void *)field)->text;
+		return ((const struct conf_addr *)(const void *)((const char *)values + v->offset))
+		    ->text;
 	if (v->kind == CONF_TEXT || v->kind == CONF_URLS)
-		return *(char *const *)(const void *)field;
+		return *(char *const *)(const void *)((const char *)values + v->offset);
 	return NULL;
 }
 
@@ -549,7 +550,6 @@ static bool conf_declared_in(const struct conf_var *rows, size_t n, const char *
 static void conf_scrub(const struct conf *c)
 {
 	extern char **environ;
-	char name[128];
 
 	for (size_t i = 0; i < conf_nvars; i++)
 		if (conf_var_secret(&conf_vars[i]))
@@ -559,20 +559,27 @@ static void conf_scrub(const struct conf *c)
 			if (conf_var_secret(&c->own_table->vars[i]))
 				conf_scrub_env(c->own_table->vars[i].name);
 	for (size_t i = 0; environ != NULL && environ[i] != NULL;) {
-		const char *e = environ[i], *eq = strchr(e, '=');
-		size_t len = eq != NULL ? (size_t)(eq - e) : strlen(e);
-		if (strncmp(e, "MAGNETAR_", 9) != 0 || len >= sizeof(name) ||
+		char *e = environ[i], *eq = strchr(e, '='), *name;
+		/* An entry without '=' holds no value, and unsetenv cannot
+		 * remove it: passed over. */
+		if (eq == NULL || strncmp(e, "MAGNETAR_", 9) != 0 ||
 		    strncmp(e, "MAGNETAR_DEBUG=", 15) == 0 ||
-		    conf_declared_in(conf_vars, conf_nvars, e, len, c->who, true) ||
+		    conf_declared_in(conf_vars, conf_nvars, e, (size_t)(eq - e), c->who, true) ||
 		    (c->own_table != NULL &&
-		     conf_declared_in(c->own_table->vars, c->own_table->nvars, e, len, c->who,
-		                      false))) {
+		     conf_declared_in(c->own_table->vars, c->own_table->nvars, e, (size_t)(eq - e),
+		                      c->who, false))) {
 			i++;
 			continue;
 		}
-		memcpy(name, e, len);
-		name[len] = '\0';
+		if ((name = strndup(e, (size_t)(eq - e))) == NULL) {
+			OPENSSL_cleanse(eq + 1, strlen(eq + 1)); /* at least the value */
+			i++;
+			continue;
+		}
 		conf_scrub_env(name); /* environ[i] is now the next entry */
+		free(name);
+		if (environ[i] == e)
+			i++; /* removed nothing: never loop on it */
 	}
 }
 

@@ -234,6 +234,42 @@ static void test_production_is_strict(void **state)
 	assert_int_equal(load(&c, SVC_AUTH, err, sizeof(err)), 0);
 	assert_false(((const struct auth_vars *)c.own)->registration_open);
 	conf_fini(&c);
+	/* The gateway's table has raw rows (read by settings.c): its
+	 * production requirements walk them too. */
+	setenv("MAGNETAR_CSP", "default-src 'none'", 1);
+	setenv("MAGNETAR_FINGERPRINT_KEY", "k1", 1); /* auth's load scrubbed it */
+	assert_int_equal(load(&c, SVC_GATEWAY, err, sizeof(err)), 0);
+	conf_fini(&c);
+}
+
+/* An environment entry without '=' (execve allows it) holds no value and
+ * unsetenv cannot remove it: the scrub passes over it instead of looping
+ * on it; a name longer than any buffer is still wiped. */
+static void test_scrub_odd_entries(void **state)
+{
+	extern char **environ;
+	char **saved = environ, *odd[64], longname[400], err[256];
+	struct conf c;
+	size_t n = 0;
+	(void)state;
+
+	memset(longname, 'X', sizeof(longname));
+	memcpy(longname, "MAGNETAR_", 9);
+	snprintf(longname + 300, sizeof(longname) - 300, "=long-secret");
+	for (char **e = environ; *e != NULL && n < 60; e++)
+		odd[n++] = *e;
+	odd[n++] = "MAGNETAR_NO_EQUALS";
+	odd[n++] = longname;
+	odd[n] = NULL;
+	environ = odd;
+	alarm(10); /* a loop here is a failure, not a hang */
+	assert_int_equal(load(&c, SVC_GATEWAY, err, sizeof(err)), 0);
+	alarm(0);
+	conf_fini(&c);
+	assert_null(strstr(longname, "long-secret")); /* wiped in place... */
+	for (char **e = environ; *e != NULL; e++)     /* ...and gone */
+		assert_true(*e != longname);
+	environ = saved;
 }
 
 static void test_world_writable_data_dir_refused_in_production(void **state)
@@ -400,6 +436,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_production_is_strict, setup),
 	    cmocka_unit_test_setup(test_world_writable_data_dir_refused_in_production, setup),
 	    cmocka_unit_test_setup(test_secret_file_and_scrub, setup),
+	    cmocka_unit_test_setup(test_scrub_odd_entries, setup),
 	    cmocka_unit_test_setup(test_print_redacts, setup),
 	    cmocka_unit_test_setup(test_table_readers, setup),
 	};
