@@ -43,11 +43,18 @@
 /* The hello: length, 'H', the id in hex, the key. */
 #define STREAM_HELLO (LENFRAME_HDR + 1 + (TERMINAL_ID_LEN - 1) + TERMINAL_KEY_LEN)
 
-static void stream_timeouts(int fd, int ms)
+/* Blocking, with timeouts: 0, or -1 when the socket refused either (a
+ * thread blocked on it could then never look at its stop flag). */
+static int stream_blocking_with_timeouts(int fd, int ms)
 {
 	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+		return -1;
+	return 0;
 }
 
 static bool stream_hex(const uint8_t *p, size_t n)
@@ -94,9 +101,8 @@ static void stream_hello(struct terminal *t, struct stream_pending *c)
 		id[TERMINAL_ID_LEN - 1] = '\0';
 		/* Blocking again, with the timeouts the session threads use to
 		 * look at their flags. */
-		fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
-		stream_timeouts(c->fd, STREAM_WAKE_MS);
-		if (session_take_stream(t, id, c->hello + LENFRAME_HDR + TERMINAL_ID_LEN,
+		if (stream_blocking_with_timeouts(c->fd, STREAM_WAKE_MS) == 0 &&
+		    session_take_stream(t, id, c->hello + LENFRAME_HDR + TERMINAL_ID_LEN,
 		                        TERMINAL_KEY_LEN, c->fd) == 0) {
 			c->fd = -1;
 			return;
