@@ -314,7 +314,10 @@ int rpc_call_async(struct rpc_client *c, const ProtobufCServiceDescriptor *desc,
 
 /* Blocking form for tools, tests and background senders (never on an nng
  * thread). Fills *r; on OK the caller owns r->output. Returns 0 if a reply or
- * a status was obtained (check r->status), else an error. */
+ * a status was obtained (check r->status), else an error. A call nng never
+ * ends (1.5.2 was seen to lose a deadline) is aborted past its deadline and,
+ * failing that, reported DEADLINE_EXCEEDED while it stays in flight (and
+ * pending for rpc_client_close): docs/reliability.md. */
 int rpc_call_sync(struct rpc_client *c, const ProtobufCServiceDescriptor *desc, const char *method,
                   const ProtobufCMessage *input, const Magnetar__RequestContext *ctx,
                   int timeout_ms, struct rpc_result *r);
