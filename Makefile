@@ -144,6 +144,7 @@ gateway_netaddr_test_LINK := $(gateway_LIBO)
 gateway_origin_test_LINK := $(gateway_LIBO)
 gateway_ratelimit_test_LINK := $(gateway_LIBO)
 gateway_idem_test_LINK := $(gateway_LIBO)
+gateway_pipeline_test_LINK := $(gateway_LIBO)
 # GET /openapi.yaml serves docs/openapi.yaml built into the gateway; main.c
 # alone refers to it, so tests linking $(gateway_LIBO) need no generated file.
 $(GEN)/openapi_yaml.c: docs/openapi.yaml
@@ -165,6 +166,7 @@ gateway_netaddr_test_LDLIBS := -lwslay
 gateway_origin_test_LDLIBS := -lwslay
 gateway_ratelimit_test_LDLIBS := -lwslay
 gateway_idem_test_LDLIBS := -lwslay
+gateway_pipeline_test_LDLIBS := -lwslay
 
 .SECONDEXPANSION:
 $(BUILD)/tests/%: $(OBJ)/tests/unit/%.o $$(%_LINK) $(LIBCOMMON)

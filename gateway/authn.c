@@ -309,11 +309,6 @@ void authn_get_stats(struct gateway *gw, struct authn_stats *st)
 	st->confirms = atomic_load(&a->confirms);
 }
 
-int authn_require(struct http_request *req, struct jwt_claims *claims)
-{
-	return authn_require_flags(req, claims, 0);
-}
-
 const char *authn_bearer(struct http_request *req)
 {
 	const char *h =

@@ -168,11 +168,11 @@ static int authroutes_password_changed(struct http_request *req)
 
 /* Calls `method` with a SessionRef of the authenticated caller's user and
  * `sid` (the caller's own session when NULL). */
-static int authroutes_session_call_verified(struct http_request *req, const struct jwt_claims *c,
-                                            const char *method, const char *sid,
-                                            http_resume_fn done)
+static int authroutes_session_call(struct http_request *req, const char *method, const char *sid,
+                                   http_resume_fn done)
 {
 	Magnetar__SessionRef in = MAGNETAR__SESSION_REF__INIT;
+	const struct jwt_claims *c = &req->claims;
 
 	in.user_id = (char *)c->sub;
 	in.session_id = (char *)(sid != NULL ? sid : c->sid);
@@ -181,17 +181,6 @@ static int authroutes_session_call_verified(struct http_request *req, const stru
 	if (sid == NULL && strlen(c->sid) < sizeof(req->param))
 		strcpy(req->param, c->sid);
 	return authroutes_call(req, method, &in.base, done);
-}
-
-/* Authenticates, then authroutes_session_call_verified. */
-static int authroutes_session_call(struct http_request *req, const char *method, const char *sid,
-                                   http_resume_fn done)
-{
-	struct jwt_claims c;
-
-	if (authn_require(req, &c) != 0)
-		return 0;
-	return authroutes_session_call_verified(req, &c, method, sid, done);
 }
 
 int authroutes_logout(struct http_request *req)
@@ -246,18 +235,15 @@ static int authroutes_me_done(struct http_request *req)
 
 int authroutes_me(struct http_request *req)
 {
-	struct jwt_claims c;
 	char *cached;
 
-	if (authn_require(req, &c) != 0)
-		return 0;
 	/* The authenticated hot path: verified locally, answered from the cache
 	 * that auth's events keep honest; one RPC fills it. */
-	if ((cached = authn_me_get(req->gw, c.sid, &req->me_epoch)) != NULL)
+	if ((cached = authn_me_get(req->gw, req->claims.sid, &req->me_epoch)) != NULL)
 		return http_queue(
 		    req, MHD_HTTP_OK,
 		    respond_new(req, cached, strlen(cached), MHD_RESPMEM_MUST_FREE, true));
-	return authroutes_session_call_verified(req, &c, "Me", NULL, authroutes_me_done);
+	return authroutes_session_call(req, "Me", NULL, authroutes_me_done);
 }
 
 static int authroutes_sessions_done(struct http_request *req)
@@ -329,14 +315,11 @@ int authroutes_password_check(struct http_request *req)
 int authroutes_password(struct http_request *req)
 {
 	Magnetar__ChangePasswordRequest in = MAGNETAR__CHANGE_PASSWORD_REQUEST__INIT;
-	struct jwt_claims c;
 	char fp[1024];
 	json_t *root;
 	json_error_t err;
 	int rv;
 
-	if (authn_require(req, &c) != 0)
-		return 0;
 	if ((root = body_json(req)) == NULL)
 		return 0;
 	if (json_unpack_ex(root, &err, JSON_STRICT, "{s:s, s:s}", "current_password",
@@ -344,8 +327,8 @@ int authroutes_password(struct http_request *req)
 		authroutes_wipe(root);
 		return body_invalid(req);
 	}
-	in.user_id = c.sub;
-	in.session_id = c.sid;
+	in.user_id = req->claims.sub;
+	in.session_id = req->claims.sid;
 	authn_fingerprint(req, fp, sizeof(fp));
 	in.fingerprint = fp;
 	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
@@ -358,14 +341,11 @@ int authroutes_step_up(struct http_request *req)
 {
 	Magnetar__StepUpRequest in = MAGNETAR__STEP_UP_REQUEST__INIT;
 	const char *password = NULL, *totp = NULL;
-	struct jwt_claims c;
 	char fp[1024];
 	json_t *root;
 	json_error_t err;
 	int rv;
 
-	if (authn_require_flags(req, &c, AUTHN_ALLOW_STEP_UP) != 0)
-		return 0;
 	if ((root = body_json(req)) == NULL)
 		return 0;
 	/* Exactly one of the two (docs/api.md). */
@@ -375,8 +355,8 @@ int authroutes_step_up(struct http_request *req)
 		authroutes_wipe(root);
 		return body_invalid(req);
 	}
-	in.user_id = c.sub;
-	in.session_id = c.sid;
+	in.user_id = req->claims.sub;
+	in.session_id = req->claims.sid;
 	in.password = (char *)(password != NULL ? password : "");
 	in.totp = (char *)(totp != NULL ? totp : "");
 	authn_fingerprint(req, fp, sizeof(fp));
@@ -401,20 +381,19 @@ static int authroutes_totp_setup_done(struct http_request *req)
 int authroutes_totp_setup(struct http_request *req)
 {
 	Magnetar__TotpSetupRequest in = MAGNETAR__TOTP_SETUP_REQUEST__INIT;
-	struct jwt_claims c;
 	json_t *root;
 	json_error_t err;
 	int rv;
 
-	if (authn_require(req, &c) != 0 || (root = body_json(req)) == NULL)
+	if ((root = body_json(req)) == NULL)
 		return 0;
 	if (json_unpack_ex(root, &err, JSON_STRICT, "{s:s}", "current_password",
 	                   &in.current_password) != 0) {
 		authroutes_wipe(root);
 		return body_invalid(req);
 	}
-	in.user_id = c.sub;
-	in.session_id = c.sid;
+	in.user_id = req->claims.sub;
+	in.session_id = req->claims.sid;
 	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
 	rv = authroutes_call(req, "TotpSetup", &in.base, authroutes_totp_setup_done);
 	authroutes_wipe(root);
@@ -427,12 +406,11 @@ static int authroutes_totp_code(struct http_request *req, bool disable)
 {
 	Magnetar__TotpCodeRequest in = MAGNETAR__TOTP_CODE_REQUEST__INIT;
 	const char *pw = NULL;
-	struct jwt_claims c;
 	json_t *root;
 	json_error_t err;
 	int rv;
 
-	if (authn_require(req, &c) != 0 || (root = body_json(req)) == NULL)
+	if ((root = body_json(req)) == NULL)
 		return 0;
 	rv = disable ? json_unpack_ex(root, &err, JSON_STRICT, "{s:s, s:s}", "current_password",
 	                              &pw, "code", &in.code)
@@ -441,8 +419,8 @@ static int authroutes_totp_code(struct http_request *req, bool disable)
 		authroutes_wipe(root);
 		return body_invalid(req);
 	}
-	in.user_id = c.sub;
-	in.session_id = c.sid;
+	in.user_id = req->claims.sub;
+	in.session_id = req->claims.sid;
 	in.current_password = (char *)(pw != NULL ? pw : "");
 	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
 	rv = authroutes_call(req, disable ? "TotpDisable" : "TotpEnable", &in.base,

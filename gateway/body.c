@@ -1,13 +1,17 @@
 /*
- * body.c — JSON request bodies, parsed strictly (docs/api.md Conventions): the
- * right Content-Type, one object, no duplicated key; the route then unpacks
- * it with JSON_STRICT so an unknown field or a wrong type is a 400 too.
+ * body.c — request bodies. The pipeline's `body` stage collects one up to
+ * its limit, under the body deadline (deadline.c), and drains a refused one;
+ * a route then parses it as JSON, strictly (docs/api.md Conventions): the
+ * right Content-Type, one object, no duplicated key, and unpacked with
+ * JSON_STRICT so an unknown field or a wrong type is a 400 too.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "gateway/gateway.h"
 
 /* "application/json", optionally followed by parameters (a charset). */
@@ -51,16 +55,65 @@ int body_invalid(struct http_request *req)
 	                     "The body has a missing, unknown or mistyped field.");
 }
 
-int respond_no_content(struct http_request *req)
+/* ---- the stage: collecting ------------------------------------------------ */
+
+enum stage_rv body_stage(struct http_request *req)
 {
-	struct MHD_Response *resp = respond_new(req, "", 0, MHD_RESPMEM_PERSISTENT, false);
-	return http_queue(req, MHD_HTTP_NO_CONTENT, resp);
+	if (!req->body_done) {
+		/* The first call: the body (if any) comes in the next ones. */
+		if (req->has_body)
+			deadline_body_start(req);
+		return STAGE_WAIT;
+	}
+	if (req->body_timed && !deadline_body_stop(req))
+		return STAGE_CLOSE; /* answered 408 by the sweeper: close */
+	return req->err_status != 0 ? STAGE_REFUSED : STAGE_NEXT;
 }
 
-void respond_time(uint64_t unix_ms, char buf[32])
+enum MHD_Result body_feed(struct http_request *req, const char *data, size_t len)
 {
-	time_t t = (time_t)(unix_ms / 1000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	const struct http_limits *lim = &req->gw->limits;
+
+	req->body_seen += len;
+	if (req->err_status != 0) {
+		/* Already refused: drain what the client still sends, to a point,
+		 * so it reads our answer instead of a reset. */
+		if (req->body_seen > lim->max_drain) {
+			log_warnx("http: body beyond the drain limit, closing request_id=%s",
+			          req->id);
+			return MHD_NO;
+		}
+		return MHD_YES;
+	}
+	if (req->body_seen > lim->max_body) {
+		/* Chunked, or more than Content-Length said: 413 once the body ends. */
+		pipeline_refuse(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+		                "The request body is too large.");
+		free(req->body);
+		req->body = NULL;
+		req->body_len = req->body_cap = 0;
+		return MHD_YES;
+	}
+	if (req->body_len + len > req->body_cap) {
+		size_t cap = req->body_cap != 0 ? req->body_cap : 1024;
+		char *p;
+		while (cap < req->body_len + len)
+			cap *= 2;
+		if (cap > lim->max_body)
+			cap = lim->max_body;
+		if ((p = realloc(req->body, cap)) == NULL) {
+			/* Answered once the body has been drained, like a limit. */
+			pipeline_refuse(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
+			                "Out of memory; try again later.");
+			free(req->body);
+			req->body = NULL;
+			req->body_len = req->body_cap = 0;
+			return MHD_YES;
+		}
+		req->body = p;
+		req->body_cap = cap;
+	}
+	memcpy(req->body + req->body_len, data, len);
+	req->body_len += len;
+	return MHD_YES;
 }

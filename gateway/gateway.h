@@ -160,23 +160,33 @@ enum http_phase {
  * for MHD, dropped by the completion callback, and one per RPC in flight,
  * dropped by its completion callback (which may run after the client left:
  * MHD completes a suspended request only after it is resumed).
- * Handlers read gw, conn, id, method, path and body, a resume function also
- * rpc[]; the rest is http.c's.
+ * Each stage of pipeline.c fills its part: framing the method, path, route,
+ * client and body; authentication the claims (and `me`); handlers read
+ * them, a resume function also rpc[].
  */
 struct http_request {
 	struct gateway *gw;
 	struct MHD_Connection *conn;
 	atomic_int refs;
 	enum http_phase phase;
+	unsigned stage;          /* pipeline.c: index of the stage running or next */
+	unsigned rounds;         /* RPC rounds begun (http_async_begin/again) */
 	unsigned method;         /* one HTTP_M_* bit, 0 for a method we do not know */
 	const char *method_name; /* as sent (MHD's memory, valid until completion) */
 	const char *path;        /* unescaped path without the query (MHD's memory) */
 	unsigned status;         /* queued status, 0 until then */
 	uint64_t start_us;
 	size_t target_len;
-	/* An error decided before the body was read, answered once it has been. */
+	/* A stage's refusal (pipeline_refuse), answered as soon as MHD allows. */
 	unsigned err_status;
 	const char *err_code, *err_message;
+	int stage_error;             /* what a stage or handler returned with no answer: 500 */
+	struct MHD_Response *answer; /* recorded by http_queue, sent by pipeline.c */
+	bool answer_shared;          /* `answer` is a kept one: no reference of ours */
+	bool failed;                 /* a 500 for a failure is being answered */
+	bool has_body;               /* framing: a body is announced (or framing is doubtful) */
+	bool body_done;              /* MHD's last call has come: the body is whole */
+	bool cors_checked;           /* cors.c has looked at the Origin */
 	/* Body, kept up to limits.max_body; counted beyond it. */
 	char *body;
 	size_t body_len, body_cap;
@@ -185,19 +195,26 @@ struct http_request {
 	 * user (the context's actor) and a deadline other than the default. */
 	char param[ROUTE_PARAM_MAX];
 	char actor[JWT_CLAIM_MAX];
+	/* The authentication stage (authenticate.c), for a route that asks for
+	 * a token: the verified claims, and when the route (or a stale revoked
+	 * set) made it ask auth, auth's own view of the user and session. */
+	bool authed;
+	struct jwt_claims claims;
+	const struct Magnetar__MeReply *me; /* NULL unless confirmed; in `confirmed` */
+	struct rpc_result confirmed;
 	int rpc_timeout_ms;
 	uint64_t me_epoch; /* authroutes_me: authn_me_get's epoch, for authn_me_put */
 	/* Issue 6: set by http.c's first call. */
 	const struct route *route; /* NULL: 404 */
+	bool allowed;              /* route takes the method (else 405) */
 	struct netaddr client;     /* http_client_ip's value, as bytes */
 	const char *origin;        /* the Origin header (MHD's memory), or NULL */
 	bool cors_allowed;         /* origin is on MAGNETAR_CORS_ORIGINS */
 	unsigned retry_after;      /* seconds, with err_status 429 */
 	size_t resp_bytes;         /* body bytes of the queued response */
 	struct idem_state *idem;   /* idem.c: the request's Idempotency-Key, or NULL */
-	bool idem_skip;            /* idem_claim said no: the RPCs are not made */
+	const char *resp_body;     /* body of the response being answered (for idem.c) */
 	bool body_timed;           /* under the body deadline (http_conn.body_since) */
-	bool again;                /* the resume function began another round */
 	/* Asynchronous part (http_async_*). */
 	atomic_int pending; /* RPCs in flight + the starter's guard */
 	http_resume_fn resume;
@@ -231,6 +248,14 @@ struct http_conn {
 	struct http_conn *prev, *next; /* the sweeper's list, under its lock */
 };
 
+/* A resume function's "my stage is done, go on" (authenticate.c); other
+ * resume functions return 0 or an ERR_* code, like handlers. */
+#define HTTP_NEXT 1
+
+/* The state's last reference (http.c); a request id into out[HTTP_ID_LEN]. */
+void http_request_unref(struct http_request *req);
+void http_request_id(struct gateway *gw, char *out);
+
 /* Starts the daemon on MAGNETAR_HTTP_ADDR; logs the address. */
 int http_start(struct gateway *gw);
 /* "host:port" or "[v6]:port" split into `host` (no brackets) and `port`. */
@@ -251,21 +276,78 @@ size_t tls_mhd_options(const struct gateway *gw, struct MHD_OptionItem *opt, siz
 void tls_wipe(struct gateway *gw);
 /* Refuses new suspensions, waits for those in flight, stops the daemon. */
 void http_stop(struct gateway *gw);
+/* The connection's state, or NULL if it could not be allocated. */
+struct http_conn *http_conn_of(struct http_request *req);
+
+/* ---- pipeline.c: the stages every request passes, and the one answer path -- */
+
+enum stage_rv {
+	STAGE_NEXT,    /* on to the next stage */
+	STAGE_WAIT,    /* MHD's next call brings more of the body */
+	STAGE_REFUSED, /* pipeline_refuse noted an error: answered as soon as MHD allows */
+	STAGE_DONE,    /* answered, or suspended on RPCs (stage_error: failed unanswered) */
+	STAGE_CLOSE,   /* the connection must close without an answer from us */
+};
+
+/* The MHD access handler: runs the stages (pipeline.c's table). */
+enum MHD_Result pipeline_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                const char *method, const char *version, const char *upload_data,
+                                size_t *upload_data_size, void **req_cls);
+/* Notes a refusal (status, API code, message) for the driver to answer. */
+void pipeline_refuse(struct http_request *req, unsigned status, const char *code,
+                     const char *message);
+const char *pipeline_stage_name(unsigned i);
+
+/* Answers `req` with `status` and `resp` (consumed in all cases): recorded,
+ * and sent when the stage, handler or resume function returns, after every
+ * stage's `answered` hook has decorated it. 0 or ERR_NOMEM/ERR_INTERNAL. */
+int http_queue(struct http_request *req, unsigned status, struct MHD_Response *resp);
+/* The hooks alone, for a response kept and re-used (respond_static_cached). */
+int http_decorate(struct http_request *req, unsigned status, struct MHD_Response *resp);
+/* The same for a kept response, sent as it is (its reference is not consumed). */
+int http_queue_shared(struct http_request *req, unsigned status, struct MHD_Response *resp);
+
+/* The stages, each in its own file, in the order they run. */
+enum stage_rv framing_stage(struct http_request *req);      /* framing.c */
+enum stage_rv ratelimit_stage(struct http_request *req);    /* rate.c */
+enum stage_rv body_stage(struct http_request *req);         /* body.c */
+enum stage_rv cors_stage(struct http_request *req);         /* cors.c */
+enum stage_rv authenticate_stage(struct http_request *req); /* authenticate.c */
+enum stage_rv idem_stage(struct http_request *req);         /* idem.c */
+enum stage_rv routes_stage(struct http_request *req);       /* routes.c */
+/* Their hooks on the way out. */
+int cors_answered(struct http_request *req, unsigned status, struct MHD_Response *resp);
+int idem_answered(struct http_request *req, unsigned status, struct MHD_Response *resp);
+int respond_decorate(struct http_request *req, unsigned status, struct MHD_Response *resp);
+/* body.c: a piece of the body (MHD's middle calls). MHD_NO closes. */
+enum MHD_Result body_feed(struct http_request *req, const char *data, size_t len);
+
+/* ---- accesslog.c: the line per request ------------------------------------ */
+
+/* At completion: one line (every request, or only errors with
+ * MAGNETAR_ACCESS_LOG=errors) through the thread's log buffer. */
+void accesslog_write(struct http_request *req, enum MHD_RequestTerminationCode toe, uint64_t us);
+
+/* ---- deadline.c: header and body deadlines (slowloris) -------------------- */
+
+int deadline_start(struct gateway *gw);
+void deadline_halt(struct gateway *gw); /* before the daemons stop */
+void deadline_free(struct gateway *gw);
+/* MHD_OPTION_NOTIFY_CONNECTION: a connection opens or closes. */
+void deadline_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                         enum MHD_ConnectionNotificationCode toe);
+/* The header block is in: no header deadline until the next request. */
+void deadline_headers_done(struct http_request *req);
+void deadline_body_start(struct http_request *req);
+/* False when the sweeper has answered 408 first: nothing more may be written. */
+bool deadline_body_stop(struct http_request *req);
 /* Connections shut down by the header deadline since start. */
 uint64_t http_header_deadline_cuts(struct gateway *gw);
 /* Requests answered 408 (or, over TLS, shut down) by the body deadline. */
 uint64_t http_body_deadline_cuts(struct gateway *gw);
 
-/* Queues `resp` (consumed in all cases) with `status` for `req`. Only from a
- * route handler or a resume function. 0 or ERR_NOMEM/ERR_INTERNAL. */
-int http_queue(struct http_request *req, unsigned status, struct MHD_Response *resp);
-/* The same for a response the caller keeps (its reference is not consumed). */
-int http_queue_shared(struct http_request *req, unsigned status, struct MHD_Response *resp);
-/* The connection's state, or NULL if it could not be allocated. */
-struct http_conn *http_conn_of(struct http_request *req);
-
 /*
- * Answering after RPCs, without blocking an MHD thread:
+ * rpcbridge.c — answering after RPCs, without blocking an MHD thread:
  *   http_async_begin(req, done)   suspends the connection (ERR_CLOSED while
  *                                 stopping, ERR_NOMEM: answer with
  *                                 http_async_refused, a 503 that says which);
@@ -274,13 +356,10 @@ struct http_conn *http_conn_of(struct http_request *req);
  *   http_async_end(req)           after the last call: when every RPC has
  *                                 completed the connection resumes and `done`
  *                                 runs on an MHD thread, reading req->rpc[i].
- * The handler returns 0 after http_async_end.
- *   http_async_again(req, done)   from a resume function: one more round of
- *                                 RPCs (in other slots), then `done`; the
- *                                 resume function returns 0 after its end.
+ * The handler returns 0 after http_async_end. A resume function may begin
+ * another round the same way (a slot's earlier outcome is freed on reuse).
  */
 int http_async_begin(struct http_request *req, http_resume_fn done);
-int http_async_again(struct http_request *req, http_resume_fn done);
 int http_async_refused(struct http_request *req, int rv);
 
 /* The client's address as text: the one value rate limits, logs, sessions
@@ -305,12 +384,26 @@ enum route_flags {
 	                               * on a route whose answer holds a token */
 	ROUTE_F_METRICS = 1u << 1,    /* on MAGNETAR_METRICS_ADDR; on the main listener only
 	                               * outside production */
+	ROUTE_F_STEP_UP = 1u << 2,    /* the step-up route: a step-up-band score is let in */
+	ROUTE_F_ADMIN = 1u << 3,      /* the admin or founder role (auth's view when asked) */
+};
+
+/* Who may call a route (authenticate.c). */
+enum route_auth {
+	ROUTE_AUTH_NONE,   /* anyone; the handler decides (login, health) */
+	ROUTE_AUTH_TOKEN,  /* a valid Bearer token whose session is not known revoked */
+	ROUTE_AUTH_LIVE,   /* the same, and auth asked while the revoked set is not
+	                    * provably current: routes whose RPCs do not check the session */
+	ROUTE_AUTH_TICKET, /* the WebSocket: its ticket is the credential; a token, when
+	                    * sent, is checked as LIVE */
 };
 
 struct route {
 	const char *path; /* exact, or with one "{id}" segment anywhere */
 	unsigned methods; /* HTTP_M_* mask; HEAD implied by GET */
 	route_fn handler;
+	enum route_auth auth;
+	unsigned confirm;     /* HTTP_M_* methods for which auth is always asked */
 	unsigned flags;       /* ROUTE_F_* */
 	enum rate_class rate; /* a second bucket besides RATE_GLOBAL, or RATE_GLOBAL */
 };
@@ -331,9 +424,9 @@ size_t routes_index(const struct route *route);
 
 /* ---- respond.c: responses with the security headers on every one ------- */
 
-/* A response with `body` (copied unless `mode` says otherwise), the security
- * headers, X-Request-Id and, when `json`, the JSON Content-Type. NULL on
- * allocation failure. */
+/* A response with `body` (owned by it with MHD_RESPMEM_MUST_FREE, which
+ * frees it on failure too) and, when `json`, the JSON Content-Type; the
+ * answer path adds the rest. NULL on allocation failure. */
 struct MHD_Response *respond_new(struct http_request *req, const char *body, size_t len,
                                  enum MHD_ResponseMemoryMode mode, bool json);
 /* Serialises `body` (reference stolen) and queues it. */
@@ -345,7 +438,7 @@ int respond_static_cached(struct http_request *req, unsigned status, const char 
 /* The header lines ("Name: value\r\n" each) every JSON response of `gw`
  * carries whatever the request: the security headers, Vary: Origin with
  * CORS on, the JSON Content-Type. For an answer written to the socket
- * without libmicrohttpd (http.c's body deadline). malloc'd; NULL on failure. */
+ * without libmicrohttpd (deadline.c's 408). malloc'd; NULL on failure. */
 char *respond_raw_headers(const struct gateway *gw);
 /* The error body of docs/api.md: {"error":{"code","message","request_id"}}; NULL on
  * allocation failure. The caller may add headers before http_queue. */
@@ -423,18 +516,17 @@ struct jwt_claims;
  * auth at start), subscribes to auth.events, starts the refresher. */
 int authn_start(struct gateway *gw);
 void authn_stop(struct gateway *gw);
-/* Verifies the request's Bearer token: 0 with *claims filled and
- * req->actor set; otherwise answers 401 (WWW-Authenticate: Bearer) itself
- * and returns ERR_PERM. */
-int authn_require(struct http_request *req, struct jwt_claims *claims);
-/* The same, and scores the request against the session's fingerprint
+/* Verifies the request's Bearer token (authenticate.c's stage calls it):
+ * 0 with *claims filled and req->actor set; otherwise answers 401
+ * (WWW-Authenticate: Bearer) itself and returns ERR_PERM. It also scores
+ * the request against the session's fingerprint
  * (docs/api.md "Session risk"): ≥ 70 answers 401 step_up_required unless `flags`
  * has AUTHN_ALLOW_STEP_UP (the step-up route itself); ≥ 90 answers 401
  * session_terminated. Non-zero scores are reported to auth. */
 #define AUTHN_ALLOW_STEP_UP 1u
 int authn_require_flags(struct http_request *req, struct jwt_claims *claims, unsigned flags);
 /* The token after "Bearer " (MHD's memory), for auth to verify itself; ""
- * when there is none. Call after authn_require. */
+ * when there is none. */
 const char *authn_bearer(struct http_request *req);
 /* Round one of a route that must not rest on the local revoked set at all
  * (opening a shell, reading the audit log): asks auth's Me for the caller's
@@ -540,15 +632,6 @@ void health_stop(struct gateway *gw);
 int settings_load(struct gateway *gw, char *err, size_t errlen);
 void settings_fini(struct gateway *gw);
 
-/* ---- cors.c: CORS answers ----------------------------------------------- */
-
-/* Adds Vary/Access-Control-* to a response for req's Origin. 0 or ERR_NOMEM. */
-int cors_headers(struct http_request *req, struct MHD_Response *resp);
-/* True for a preflight (OPTIONS with Origin and Access-Control-Request-Method). */
-bool cors_is_preflight(struct http_request *req);
-/* Answers a preflight for req->route. */
-int cors_preflight(struct http_request *req);
-
 /* ---- idem.c: Idempotency-Key (docs/api.md Conventions) ------------------------ */
 
 struct idem_state;
@@ -556,20 +639,6 @@ struct idem_state;
  * 0600) and forgets keys left "in progress" by an earlier run. */
 int idem_start(struct gateway *gw);
 void idem_stop(struct gateway *gw);
-/* Dispatch, before the handler of a ROUTE_F_IDEMPOTENT POST: notes the key.
- * 0: run the handler; 1: answered (400 for a malformed key). */
-int idem_begin(struct http_request *req);
-/* http_async_begin, when the handler is about to make its RPCs (so it has
- * authenticated the caller, or not): claims the key, scoped to req->actor
- * or else the client IP. True: make the RPCs. False: they are skipped and
- * idem_answer answers on resume (replay, 409, 422 or 503). */
-bool idem_claim(struct http_request *req);
-int idem_answer(struct http_request *req);
-/* respond.c: the body of the response being built, while a key is held. */
-void idem_capture(struct http_request *req, const char *body, size_t len);
-/* http_queue: the response was queued with `status`: stored (< 500 and no
- * token in it) or the key released. */
-void idem_finish(struct http_request *req, unsigned status);
 /* Request completion: releases a key still held, frees the state. */
 void idem_release(struct http_request *req);
 

@@ -1,9 +1,13 @@
 /*
- * idem.c — Idempotency-Key for POST routes that create (ROUTE_F_IDEMPOTENT;
- * docs/api.md Conventions): the key is claimed in gateway.db when the handler is
- * about to make its RPCs, the answer stored for 24 h and replayed with
- * Idempotent-Replayed: true. Scope, key and body are stored only as HMACs
- * under a per-install key (<data dir>/idempotency.key, 0600).
+ * idem.c — the Idempotency-Key stage, for POST routes that create
+ * (ROUTE_F_IDEMPOTENT; docs/api.md Conventions): after authentication (so
+ * the key is scoped to the user, or else the client) the key is claimed in
+ * gateway.db, or its earlier answer replayed with Idempotent-Replayed: true.
+ * On the way out (idem_answered) the answer is stored for 24 h, if the
+ * handler got as far as its RPCs; an answer given before them (a malformed
+ * body, a missing role) frees the key, so a corrected retry runs. Scope, key
+ * and body are stored only as HMACs under a per-install key
+ * (<data dir>/idempotency.key, 0600).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,8 +42,7 @@ struct idem_state {
 	uint8_t id[STORE_IDEM_ID_LEN];
 	struct store_idem found; /* when not held: what idem_answer answers */
 	int error;               /* claiming failed: 503 */
-	char *body;              /* the response captured for storing */
-	size_t len;
+	unsigned rounds;         /* req->rounds at the claim: later ones are the handler's */
 };
 
 bool idem_key_valid(const char *key)
@@ -119,24 +122,6 @@ void idem_stop(struct gateway *gw)
 	gw->idem = NULL;
 }
 
-int idem_begin(struct http_request *req)
-{
-	const char *key =
-	    MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Idempotency-Key");
-
-	if (key == NULL || req->gw->idem == NULL || req->gw->svc.pool == NULL)
-		return 0;
-	if (!idem_key_valid(key)) {
-		respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
-		              "The Idempotency-Key must be 1 to 255 printable ASCII characters.");
-		return 1;
-	}
-	if ((req->idem = calloc(1, sizeof(*req->idem))) == NULL)
-		return ERR_NOMEM;
-	req->idem->key = key;
-	return 0;
-}
-
 /* HMAC-SHA256 under the install key of the parts, each with its NUL (so
  * "ab"+"c" and "a"+"bc" differ), then `tail` bytes. Fresh EVP objects: this
  * runs once per keyed request, not on a hot path. */
@@ -174,7 +159,7 @@ static bool idem_zero(const uint8_t *b)
 	return acc == 0;
 }
 
-bool idem_claim(struct http_request *req)
+static bool idem_claim(struct http_request *req)
 {
 	struct gateway *gw = req->gw;
 	struct idem_state *s = req->idem;
@@ -220,7 +205,7 @@ bool idem_claim(struct http_request *req)
 	return false;
 }
 
-int idem_answer(struct http_request *req)
+static int idem_answer(struct http_request *req)
 {
 	struct idem_state *s = req->idem;
 	struct MHD_Response *resp;
@@ -250,49 +235,65 @@ int idem_answer(struct http_request *req)
 	}
 }
 
-void idem_capture(struct http_request *req, const char *body, size_t len)
-{
-	struct idem_state *s = req->idem;
-	char *copy;
-
-	if (!s->held)
-		return;
-	if ((copy = malloc(len + 1)) == NULL)
-		return; /* then nothing is stored: idem_finish releases */
-	memcpy(copy, body, len);
-	copy[len] = '\0';
-	free(s->body);
-	s->body = copy;
-	s->len = len;
-}
-
 /* A token in an answer is never written to disk (docs/api.md): such a key is
  * released instead, and a retry runs again. */
-static bool idem_holds_token(const char *body)
+static bool idem_holds_token(const char *body, size_t len)
 {
 	static const char *const fields[] = {"\"access_token\"", "\"refresh_token\"",
 	                                     "\"ws_ticket\"", "\"token\"", "\"secret\""};
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-		if (strstr(body, fields[i]) != NULL)
+		if (memmem(body, len, fields[i], strlen(fields[i])) != NULL)
 			return true;
 	return false;
 }
 
-void idem_finish(struct http_request *req, unsigned status)
+enum stage_rv idem_stage(struct http_request *req)
+{
+	const struct route *r = req->route;
+	const char *key;
+
+	if (r == NULL || (r->flags & ROUTE_F_IDEMPOTENT) == 0 || req->method != HTTP_M_POST ||
+	    req->gw->idem == NULL || req->gw->svc.pool == NULL ||
+	    (key = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Idempotency-Key")) ==
+	        NULL)
+		return STAGE_NEXT;
+	if (!idem_key_valid(key)) {
+		req->stage_error = respond_error(
+		    req, MHD_HTTP_BAD_REQUEST, "invalid_request",
+		    "The Idempotency-Key must be 1 to 255 printable ASCII characters.");
+		return STAGE_DONE;
+	}
+	if ((req->idem = calloc(1, sizeof(*req->idem))) == NULL) {
+		req->stage_error = ERR_NOMEM;
+		return STAGE_DONE;
+	}
+	req->idem->key = key;
+	req->idem->rounds = req->rounds;
+	if (idem_claim(req))
+		return STAGE_NEXT;
+	/* Used before (replay, 409, 422) or not recordable (503). */
+	req->stage_error = idem_answer(req);
+	return STAGE_DONE;
+}
+
+int idem_answered(struct http_request *req, unsigned status, struct MHD_Response *resp)
 {
 	struct idem_state *s = req->idem;
 	struct pool *p = req->gw->svc.pool;
+	(void)resp;
 
-	if (!s->held)
-		return;
+	if (s == NULL || !s->held)
+		return 0;
 	s->held = false;
-	if (status < 500 && s->body != NULL && !idem_holds_token(s->body)) {
-		if (store_idem_complete(p, s->id, status, s->body, s->len) == 0)
-			return;
+	if (status < 500 && req->rounds > s->rounds && req->resp_body != NULL &&
+	    !idem_holds_token(req->resp_body, req->resp_bytes)) {
+		if (store_idem_complete(p, s->id, status, req->resp_body, req->resp_bytes) == 0)
+			return 0;
 	}
 	/* A 5xx may succeed when retried; an answer we cannot or may not keep
 	 * must not block the key for 24 h either. */
 	store_idem_release(p, s->id);
+	return 0;
 }
 
 void idem_release(struct http_request *req)
@@ -302,10 +303,6 @@ void idem_release(struct http_request *req)
 	if (s->held)
 		store_idem_release(req->gw->svc.pool, s->id);
 	free(s->found.body);
-	if (s->body != NULL) {
-		OPENSSL_cleanse(s->body, s->len);
-		free(s->body);
-	}
 	free(s);
 	req->idem = NULL;
 }

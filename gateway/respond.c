@@ -1,12 +1,15 @@
 /*
- * respond.c — every response the gateway sends is built here, so every one
- * (200s, 404s, 413s, 503s alike) carries the security headers of docs/api.md and
- * an X-Request-Id, and every error has the one JSON shape. Also the mapping
- * of RPC outcomes to HTTP that every route reuses.
+ * respond.c — response bodies and the pipeline's `decorate` hook: every
+ * response the gateway sends passes respond_decorate on its way out
+ * (pipeline.c), so every one (200s, 404s, 413s, 503s alike) carries the
+ * security headers of docs/api.md and an X-Request-Id, and every error has
+ * the one JSON shape. Also the mapping of RPC outcomes to HTTP that every
+ * route reuses.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/err.h"
 #include "gateway/gateway.h"
@@ -35,21 +38,36 @@ static const struct respond_header respond_security[] = {
 struct MHD_Response *respond_new(struct http_request *req, const char *body, size_t len,
                                  enum MHD_ResponseMemoryMode mode, bool json)
 {
-	struct MHD_Response *resp;
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, mode);
 
-	if (req->idem != NULL)
-		idem_capture(req, body, len); /* stored for a replay once the status is known */
-	resp = MHD_create_response_from_buffer(len, (void *)body, mode);
 	if (resp == NULL) {
 		if (mode == MHD_RESPMEM_MUST_FREE)
 			free((void *)body);
 		return NULL;
 	}
+	/* The response owns (or points at) the body until it is sent: the answer
+	 * path may keep a copy for an Idempotency-Key (idem.c). */
+	req->resp_body = body;
 	req->resp_bytes = len;
+	if (json && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+	                                    RESPOND_JSON_TYPE) != MHD_YES) {
+		MHD_destroy_response(resp);
+		return NULL;
+	}
+	return resp;
+}
+
+int respond_decorate(struct http_request *req, unsigned status, struct MHD_Response *resp)
+{
+	if (MHD_add_response_header(resp, "X-Request-Id", req->id) != MHD_YES)
+		return ERR_NOMEM;
+	/* A 101 leaves HTTP: the headers below are about content it has none of. */
+	if (status == MHD_HTTP_SWITCHING_PROTOCOLS)
+		return 0;
 	for (size_t i = 0; i < sizeof(respond_security) / sizeof(respond_security[0]); i++)
 		if (MHD_add_response_header(resp, respond_security[i].name,
 		                            respond_security[i].value) != MHD_YES)
-			goto fail;
+			return ERR_NOMEM;
 	if (MHD_add_response_header(resp, "Content-Security-Policy",
 	                            req->gw->csp != NULL ? req->gw->csp
 	                                                 : "default-src 'none'; frame-ancestors "
@@ -57,21 +75,11 @@ struct MHD_Response *respond_new(struct http_request *req, const char *body, siz
 	    (req->gw->permissions_policy != NULL &&
 	     MHD_add_response_header(resp, "Permissions-Policy", req->gw->permissions_policy) !=
 	         MHD_YES))
-		goto fail;
-	if (req->gw->cors.enabled && cors_headers(req, resp) != 0)
-		goto fail;
+		return ERR_NOMEM;
 	if (req->gw->hsts &&
 	    MHD_add_response_header(resp, "Strict-Transport-Security", RESPOND_HSTS) != MHD_YES)
-		goto fail;
-	if (MHD_add_response_header(resp, "X-Request-Id", req->id) != MHD_YES)
-		goto fail;
-	if (json && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-	                                    RESPOND_JSON_TYPE) != MHD_YES)
-		goto fail;
-	return resp;
-fail:
-	MHD_destroy_response(resp);
-	return NULL;
+		return ERR_NOMEM;
+	return 0;
 }
 
 char *respond_raw_headers(const struct gateway *gw)
@@ -84,7 +92,7 @@ char *respond_raw_headers(const struct gateway *gw)
 
 	if (f == NULL)
 		return NULL;
-	/* The same list, in the same order, as respond_new. */
+	/* The same list as the answer path's decoration and CORS hooks. */
 	for (size_t i = 0; i < sizeof(respond_security) / sizeof(respond_security[0]); i++)
 		fprintf(f, "%s: %s\r\n", respond_security[i].name, respond_security[i].value);
 	fprintf(f, "Content-Security-Policy: %s\r\n", csp);
@@ -144,6 +152,11 @@ int respond_static_cached(struct http_request *req, unsigned status, const char 
 	c->cached = respond_new(req, json, strlen(json), MHD_RESPMEM_PERSISTENT, true);
 	if (c->cached == NULL)
 		return ERR_NOMEM;
+	if (http_decorate(req, status, c->cached) != 0) {
+		MHD_destroy_response(c->cached);
+		c->cached = NULL;
+		return ERR_NOMEM;
+	}
 	c->cached_body = json;
 	memcpy(c->cached_id, req->id, strlen(req->id) + 1);
 	return http_queue_shared(req, status, c->cached);
@@ -289,4 +302,18 @@ int respond_rpc_error(struct http_request *req, const struct rpc_result *r)
 		return ERR_NOMEM;
 	}
 	return http_queue(req, m.http, resp);
+}
+
+int respond_no_content(struct http_request *req)
+{
+	struct MHD_Response *resp = respond_new(req, "", 0, MHD_RESPMEM_PERSISTENT, false);
+	return http_queue(req, MHD_HTTP_NO_CONTENT, resp);
+}
+
+void respond_time(uint64_t unix_ms, char buf[32])
+{
+	time_t t = (time_t)(unix_ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }

@@ -1,9 +1,11 @@
 /*
- * routes.c — the gateway's route table: exact path → allowed methods and
- * handler. An unknown path is a 404, a known path with another method a 405
- * whose Allow header is built from the same row, so the two cannot disagree.
- * A row also carries its flags (Idempotency-Key, metrics listener) and its
- * rate-limit class; tests/integration/test_gateway_openapi.py reads this table.
+ * routes.c — the gateway's route table and the pipeline's `route` stage:
+ * exact path → allowed methods and handler. An unknown path is a 404, a
+ * known path with another method a 405 whose Allow header is built from the
+ * same row, so the two cannot disagree. A row also says who may call it
+ * (auth, confirm, ROUTE_F_STEP_UP, ROUTE_F_ADMIN: authenticate.c), its other
+ * flags (Idempotency-Key, metrics listener) and its rate-limit class;
+ * tests/integration/test_gateway_openapi.py reads this table.
  */
 #include <stdio.h>
 #include <string.h>
@@ -26,48 +28,91 @@ static const struct route routes_table[] = {
      .handler = authroutes_login,
      .rate = RATE_LOGIN},
     {.path = "/api/v1/auth/refresh", .methods = HTTP_M_POST, .handler = authroutes_refresh},
-    {.path = "/api/v1/auth/logout", .methods = HTTP_M_POST, .handler = authroutes_logout},
-    {.path = "/api/v1/auth/me", .methods = HTTP_M_GET, .handler = authroutes_me},
+    {.path = "/api/v1/auth/logout",
+     .methods = HTTP_M_POST,
+     .handler = authroutes_logout,
+     .auth = ROUTE_AUTH_TOKEN},
+    {.path = "/api/v1/auth/me",
+     .methods = HTTP_M_GET,
+     .handler = authroutes_me,
+     .auth = ROUTE_AUTH_TOKEN},
     {.path = "/api/v1/auth/password",
      .methods = HTTP_M_POST,
      .handler = authroutes_password,
+     .auth = ROUTE_AUTH_TOKEN,
      .rate = RATE_LOGIN},
     {.path = "/api/v1/auth/step-up",
      .methods = HTTP_M_POST,
      .handler = authroutes_step_up,
+     .auth = ROUTE_AUTH_TOKEN,
+     .flags = ROUTE_F_STEP_UP,
      .rate = RATE_LOGIN},
-    {.path = "/api/v1/auth/totp/setup", .methods = HTTP_M_POST, .handler = authroutes_totp_setup},
-    {.path = "/api/v1/auth/totp/enable", .methods = HTTP_M_POST, .handler = authroutes_totp_enable},
-    {.path = "/api/v1/auth/totp", .methods = HTTP_M_DELETE, .handler = authroutes_totp_disable},
+    {.path = "/api/v1/auth/totp/setup",
+     .methods = HTTP_M_POST,
+     .handler = authroutes_totp_setup,
+     .auth = ROUTE_AUTH_TOKEN},
+    {.path = "/api/v1/auth/totp/enable",
+     .methods = HTTP_M_POST,
+     .handler = authroutes_totp_enable,
+     .auth = ROUTE_AUTH_TOKEN},
+    {.path = "/api/v1/auth/totp",
+     .methods = HTTP_M_DELETE,
+     .handler = authroutes_totp_disable,
+     .auth = ROUTE_AUTH_TOKEN},
     {.path = "/api/v1/users",
      .methods = HTTP_M_GET | HTTP_M_POST,
      .handler = adminroutes_users,
-     .flags = ROUTE_F_IDEMPOTENT},
-    {.path = "/api/v1/users/{id}", .methods = HTTP_M_DELETE, .handler = adminroutes_user_delete},
+     .auth = ROUTE_AUTH_TOKEN,
+     .flags = ROUTE_F_IDEMPOTENT | ROUTE_F_ADMIN},
+    {.path = "/api/v1/users/{id}",
+     .methods = HTTP_M_DELETE,
+     .handler = adminroutes_user_delete,
+     .auth = ROUTE_AUTH_TOKEN,
+     .flags = ROUTE_F_ADMIN},
     {.path = "/api/v1/users/{id}/revoke-sessions",
      .methods = HTTP_M_POST,
-     .handler = adminroutes_user_revoke},
-    {.path = "/api/v1/audit/events", .methods = HTTP_M_GET, .handler = adminroutes_audit_events},
-    {.path = "/api/v1/audit/verify", .methods = HTTP_M_GET, .handler = adminroutes_audit_verify},
+     .handler = adminroutes_user_revoke,
+     .auth = ROUTE_AUTH_TOKEN,
+     .flags = ROUTE_F_ADMIN},
+    {.path = "/api/v1/audit/events",
+     .methods = HTTP_M_GET,
+     .handler = adminroutes_audit_events,
+     .auth = ROUTE_AUTH_TOKEN,
+     .confirm = HTTP_M_GET,
+     .flags = ROUTE_F_ADMIN},
+    {.path = "/api/v1/audit/verify",
+     .methods = HTTP_M_GET,
+     .handler = adminroutes_audit_verify,
+     .auth = ROUTE_AUTH_TOKEN,
+     .confirm = HTTP_M_GET,
+     .flags = ROUTE_F_ADMIN},
     {.path = "/api/v1/auth/password-check",
      .methods = HTTP_M_POST,
      .handler = authroutes_password_check,
      .rate = RATE_PASSWORD_CHECK},
-    {.path = "/api/v1/auth/sessions", .methods = HTTP_M_GET, .handler = authroutes_sessions},
+    {.path = "/api/v1/auth/sessions",
+     .methods = HTTP_M_GET,
+     .handler = authroutes_sessions,
+     .auth = ROUTE_AUTH_TOKEN},
     {.path = "/api/v1/auth/sessions/{id}",
      .methods = HTTP_M_DELETE,
-     .handler = authroutes_revoke_session},
+     .handler = authroutes_revoke_session,
+     .auth = ROUTE_AUTH_TOKEN},
     {.path = "/api/v1/terminal/sessions",
      .methods = HTTP_M_GET | HTTP_M_POST,
      .handler = terminalroutes_sessions,
+     .auth = ROUTE_AUTH_LIVE,
+     .confirm = HTTP_M_POST,
      .flags = ROUTE_F_IDEMPOTENT,
      .rate = RATE_TERMINAL},
     {.path = "/api/v1/terminal/sessions/{id}",
      .methods = HTTP_M_DELETE,
-     .handler = terminalroutes_close},
+     .handler = terminalroutes_close,
+     .auth = ROUTE_AUTH_LIVE},
     {.path = "/api/v1/terminal/sessions/{id}/ws",
      .methods = HTTP_M_GET,
      .handler = terminalroutes_ws,
+     .auth = ROUTE_AUTH_TICKET,
      .rate = RATE_TERMINAL},
 };
 
@@ -162,4 +207,29 @@ unsigned routes_method(const char *method)
 		if (strcmp(routes_method_names[i], method) == 0)
 			return 1u << i;
 	return 0;
+}
+
+enum stage_rv routes_stage(struct http_request *req)
+{
+	const struct route *route = req->route;
+	struct MHD_Response *resp;
+	char allow[64];
+
+	if (route == NULL)
+		req->stage_error =
+		    respond_error(req, MHD_HTTP_NOT_FOUND, "not_found", "No such resource.");
+	else if (req->allowed)
+		req->stage_error = route->handler(req);
+	else {
+		routes_allow_header(route, allow, sizeof(allow));
+		resp = respond_error_new(req, "method_not_allowed",
+		                         "This method is not allowed on this resource.");
+		if (resp != NULL &&
+		    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES) {
+			MHD_destroy_response(resp);
+			resp = NULL;
+		}
+		req->stage_error = http_queue(req, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+	}
+	return STAGE_DONE;
 }

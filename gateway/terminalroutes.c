@@ -2,13 +2,13 @@
  * terminalroutes.c — /api/v1/terminal (docs/api.md "Terminal"): open, list and
  * close terminals through magnetar-terminal, and the WebSocket upgrade,
  * decided before any 101: an allowed Origin (or none), then a single-use
- * ticket that the terminal service consumes atomically. Open asks auth to
- * confirm the session first (authn_confirm); List, Close and an upgrade
- * with a token rest on the gateway's revoked set while it is current, and
- * ask auth first too while it is not (authn_set_current): the call to the
- * terminal service is then round two, in rpc slot 1. Refusals here (role,
- * Origin) are audited through the gateway's outbox; the service audits its
- * own.
+ * ticket that the terminal service consumes atomically. The authentication
+ * stage has asked auth to confirm the session for Open always (the row's
+ * .confirm), and for List, Close and an upgrade with a token while the
+ * gateway's revoked set is not current (ROUTE_AUTH_LIVE); the role then
+ * comes from auth's answer (req->me), else from the token. Refusals here
+ * (role, Origin) are audited through the gateway's outbox; the service
+ * audits its own.
  */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -67,45 +67,32 @@ static bool terminalroutes_allowed(struct http_request *req, const char *user, c
 	return false;
 }
 
-/* Authenticated, and founder, admin or holder of the terminal grant by the
- * token. 0, or 1 when the request has been answered (401/403). */
-static int terminalroutes_caller(struct http_request *req, struct jwt_claims *c)
+/* The caller, founder, admin or holder of the terminal grant: as auth has
+ * them now when the authentication stage asked it (role and grant from
+ * auth, not the token), else as the token says. NULL when answered (403). */
+static const char *terminalroutes_user(struct http_request *req)
 {
-	if (authn_require(req, c) != 0)
-		return 1;
-	return terminalroutes_allowed(req, c->sub, c->role, c->terminal) ? 0 : 1;
+	const struct jwt_claims *c = &req->claims;
+
+	if (req->me != NULL)
+		return terminalroutes_allowed(req, req->me->user->id, req->me->user->role,
+		                              req->me->user->terminal)
+		           ? req->me->user->id
+		           : NULL;
+	return terminalroutes_allowed(req, c->sub, c->role, c->terminal) ? c->sub : NULL;
 }
 
-/* In a round two after authn_confirm: the user as auth has them now (role
- * and grant from auth, not the token), or NULL when answered (401/403 or
- * auth's error). */
-static const char *terminalroutes_confirmed_user(struct http_request *req)
-{
-	const Magnetar__MeReply *me = authn_confirmed(req);
-	if (me == NULL ||
-	    !terminalroutes_allowed(req, me->user->id, me->user->role, me->user->terminal))
-		return NULL;
-	return me->user->id;
-}
-
-/* The terminal service's call in `slot`: 0 as the request's only round, 1
- * as round two after auth confirmed the session in slot 0. */
-static int terminalroutes_call(struct http_request *req, int slot, const char *method,
+/* The terminal service's call; its answer is in rpc slot 0. */
+static int terminalroutes_call(struct http_request *req, const char *method,
                                const ProtobufCMessage *in, http_resume_fn done)
 {
-	int rv = slot == 0 ? http_async_begin(req, done) : http_async_again(req, done);
+	int rv = http_async_begin(req, done);
 	if (rv != 0)
 		return http_async_refused(req, rv);
-	http_async_call(req, slot, req->gw->client[SVC_TERMINAL], &magnetar__terminal__descriptor,
+	http_async_call(req, 0, req->gw->client[SVC_TERMINAL], &magnetar__terminal__descriptor,
 	                method, in);
 	http_async_end(req);
 	return 0;
-}
-
-/* The terminal service's answer: slot 1 when auth was asked first. */
-static const struct rpc_result *terminalroutes_result(struct http_request *req)
-{
-	return &req->rpc[req->rpc[1].method != NULL ? 1 : 0].result;
 }
 
 static json_t *terminalroutes_info(const Magnetar__TerminalInfo *t)
@@ -120,7 +107,7 @@ static json_t *terminalroutes_info(const Magnetar__TerminalInfo *t)
 
 static int terminalroutes_opened(struct http_request *req)
 {
-	const struct rpc_result *r = &req->rpc[1].result; /* 0 was auth's Me */
+	const struct rpc_result *r = &req->rpc[0].result;
 	const Magnetar__TerminalOpenReply *o = (const Magnetar__TerminalOpenReply *)r->output;
 	char url[160];
 	json_t *body;
@@ -143,7 +130,7 @@ static int terminalroutes_opened(struct http_request *req)
 
 static int terminalroutes_listed(struct http_request *req)
 {
-	const struct rpc_result *r = terminalroutes_result(req);
+	const struct rpc_result *r = &req->rpc[0].result;
 	const Magnetar__TerminalListReply *l = (const Magnetar__TerminalListReply *)r->output;
 	json_t *arr;
 
@@ -190,71 +177,36 @@ static int terminalroutes_open_input(struct http_request *req, json_t **root,
 	return 0;
 }
 
-/* Round two of Open: auth has confirmed the session (the gateway's revoked
- * set may be behind, and a shell is the last thing to give a revoked
- * token), and its view of the user decides the role, not the token's. */
-static int terminalroutes_open_confirmed(struct http_request *req)
-{
-	Magnetar__TerminalOpenRequest in = MAGNETAR__TERMINAL_OPEN_REQUEST__INIT;
-	const char *user = terminalroutes_confirmed_user(req);
-	json_t *root;
-	int rv;
-
-	if (user == NULL)
-		return 0;
-	if (terminalroutes_open_input(req, &root, &in) != 0)
-		return 0; /* checked in round one: cannot happen */
-	in.user_id = (char *)user;
-	/* auth's session.revoked closes the terminal */
-	in.session_id = authn_confirmed(req)->session->id;
-	req->rpc_timeout_ms = TERMINALROUTES_SPAWN_TIMEOUT_MS;
-	if ((rv = http_async_again(req, terminalroutes_opened)) != 0) {
-		json_decref(root);
-		return http_async_refused(req, rv);
-	}
-	http_async_call(req, 1, req->gw->client[SVC_TERMINAL], &magnetar__terminal__descriptor,
-	                "Open", &in.base);
-	http_async_end(req);
-	json_decref(root); /* after the call: it packed its own copy */
-	return 0;
-}
-
+/* Open: auth has confirmed the session (the row's .confirm: the gateway's
+ * revoked set may be behind, and a shell is the last thing to give a
+ * revoked token), and its view of the user decides the role. */
 static int terminalroutes_open(struct http_request *req)
 {
 	Magnetar__TerminalOpenRequest in = MAGNETAR__TERMINAL_OPEN_REQUEST__INIT;
-	struct jwt_claims c;
+	const char *user = terminalroutes_user(req);
 	json_t *root;
+	int rv;
 
-	if (terminalroutes_caller(req, &c) != 0)
+	if (user == NULL || terminalroutes_open_input(req, &root, &in) != 0)
 		return 0;
-	if (terminalroutes_open_input(req, &root, &in) != 0)
-		return 0;
-	json_decref(root);
-	return authn_confirm(req, &c, terminalroutes_open_confirmed);
-}
-
-static int terminalroutes_list_call(struct http_request *req, const char *user, int slot)
-{
-	Magnetar__TerminalListRequest in = MAGNETAR__TERMINAL_LIST_REQUEST__INIT;
 	in.user_id = (char *)user;
-	return terminalroutes_call(req, slot, "List", &in.base, terminalroutes_listed);
-}
-
-static int terminalroutes_list_confirmed(struct http_request *req)
-{
-	const char *user = terminalroutes_confirmed_user(req);
-	return user == NULL ? 0 : terminalroutes_list_call(req, user, 1);
+	/* auth's session.revoked closes the terminal */
+	in.session_id = req->me != NULL ? req->me->session->id : req->claims.sid;
+	req->rpc_timeout_ms = TERMINALROUTES_SPAWN_TIMEOUT_MS;
+	rv = terminalroutes_call(req, "Open", &in.base, terminalroutes_opened);
+	json_decref(root); /* after the call: it packed its own copy */
+	return rv;
 }
 
 static int terminalroutes_list(struct http_request *req)
 {
-	struct jwt_claims c;
+	Magnetar__TerminalListRequest in = MAGNETAR__TERMINAL_LIST_REQUEST__INIT;
+	const char *user = terminalroutes_user(req);
 
-	if (terminalroutes_caller(req, &c) != 0)
+	if (user == NULL)
 		return 0;
-	if (!authn_set_current(req->gw))
-		return authn_confirm(req, &c, terminalroutes_list_confirmed);
-	return terminalroutes_list_call(req, c.sub, 0);
+	in.user_id = (char *)user;
+	return terminalroutes_call(req, "List", &in.base, terminalroutes_listed);
 }
 
 int terminalroutes_sessions(struct http_request *req)
@@ -264,38 +216,24 @@ int terminalroutes_sessions(struct http_request *req)
 
 static int terminalroutes_closed(struct http_request *req)
 {
-	const struct rpc_result *r = terminalroutes_result(req);
+	const struct rpc_result *r = &req->rpc[0].result;
 	if (r->status != MAGNETAR__STATUS__STATUS_OK)
 		return respond_rpc_error(req, r);
 	return respond_no_content(req);
 }
 
-static int terminalroutes_close_call(struct http_request *req, const char *user, int slot)
+int terminalroutes_close(struct http_request *req)
 {
 	Magnetar__TerminalCloseRequest in = MAGNETAR__TERMINAL_CLOSE_REQUEST__INIT;
+	const char *user = terminalroutes_user(req);
 	char id[ROUTE_PARAM_MAX];
 
+	if (user == NULL)
+		return 0;
 	snprintf(id, sizeof(id), "%s", req->param);
 	in.user_id = (char *)user; /* never empty: an empty user means "any" to the service */
 	in.id = id;
-	return terminalroutes_call(req, slot, "Close", &in.base, terminalroutes_closed);
-}
-
-static int terminalroutes_close_confirmed(struct http_request *req)
-{
-	const char *user = terminalroutes_confirmed_user(req);
-	return user == NULL ? 0 : terminalroutes_close_call(req, user, 1);
-}
-
-int terminalroutes_close(struct http_request *req)
-{
-	struct jwt_claims c;
-
-	if (terminalroutes_caller(req, &c) != 0)
-		return 0;
-	if (!authn_set_current(req->gw))
-		return authn_confirm(req, &c, terminalroutes_close_confirmed);
-	return terminalroutes_close_call(req, c.sub, 0);
+	return terminalroutes_call(req, "Close", &in.base, terminalroutes_closed);
 }
 
 /* ---- the WebSocket upgrade --------------------------------------------------- */
@@ -328,7 +266,7 @@ static bool terminalroutes_origin_ok(struct http_request *req)
 
 static int terminalroutes_attached(struct http_request *req)
 {
-	const struct rpc_result *r = terminalroutes_result(req);
+	const struct rpc_result *r = &req->rpc[0].result;
 	const Magnetar__TerminalAttachReply *a = (const Magnetar__TerminalAttachReply *)r->output;
 	const char *key = terminalroutes_header(req, "Sec-WebSocket-Key");
 	unsigned char digest[SHA_DIGEST_LENGTH];
@@ -355,8 +293,7 @@ static int terminalroutes_attached(struct http_request *req)
 		return ERR_NOMEM;
 	}
 	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, "websocket") != MHD_YES ||
-	    MHD_add_response_header(resp, "Sec-WebSocket-Accept", accept) != MHD_YES ||
-	    MHD_add_response_header(resp, "X-Request-Id", req->id) != MHD_YES) {
+	    MHD_add_response_header(resp, "Sec-WebSocket-Accept", accept) != MHD_YES) {
 		MHD_destroy_response(resp);
 		wsbridge_free(b);
 		return ERR_NOMEM;
@@ -368,7 +305,7 @@ static int terminalroutes_attached(struct http_request *req)
 
 /* Attach with the request's ticket; `user` is "" when no token was sent
  * (the ticket alone is the credential). */
-static int terminalroutes_attach_call(struct http_request *req, const char *user, int slot)
+static int terminalroutes_attach_call(struct http_request *req, const char *user)
 {
 	Magnetar__TerminalAttachRequest in = MAGNETAR__TERMINAL_ATTACH_REQUEST__INIT;
 	char id[ROUTE_PARAM_MAX];
@@ -377,13 +314,7 @@ static int terminalroutes_attach_call(struct http_request *req, const char *user
 	in.id = id;
 	in.ticket = (char *)MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "ticket");
 	in.user_id = (char *)user;
-	return terminalroutes_call(req, slot, "Attach", &in.base, terminalroutes_attached);
-}
-
-static int terminalroutes_attach_confirmed(struct http_request *req)
-{
-	const char *user = terminalroutes_confirmed_user(req);
-	return user == NULL ? 0 : terminalroutes_attach_call(req, user, 1);
+	return terminalroutes_call(req, "Attach", &in.base, terminalroutes_attached);
 }
 
 int terminalroutes_ws(struct http_request *req)
@@ -394,8 +325,7 @@ int terminalroutes_ws(struct http_request *req)
 	const char *key = terminalroutes_header(req, "Sec-WebSocket-Key");
 	const char *ticket =
 	    MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "ticket");
-	bool token = terminalroutes_header(req, MHD_HTTP_HEADER_AUTHORIZATION) != NULL;
-	struct jwt_claims c;
+	const char *user = "";
 
 	if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0 ||
 	    !terminalroutes_has_token(connection, "upgrade") || version == NULL ||
@@ -410,15 +340,12 @@ int terminalroutes_ws(struct http_request *req)
 		                     "This origin may not open terminals.");
 	}
 	/* Browsers cannot send headers on a WebSocket: the ticket is the
-	 * credential. A token, when sent anyway, must be the owner's. */
-	if (token && terminalroutes_caller(req, &c) != 0)
+	 * credential. A token, when sent anyway (the authentication stage has
+	 * checked it), must be the owner's. */
+	if (req->authed && (user = terminalroutes_user(req)) == NULL)
 		return 0;
 	if (ticket == NULL || ticket[0] == '\0' || strlen(ticket) > 128)
 		return respond_error(req, MHD_HTTP_UNAUTHORIZED, "invalid_ticket",
 		                     "A valid ticket is required.");
-	if (!token)
-		return terminalroutes_attach_call(req, "", 0);
-	if (!authn_set_current(req->gw))
-		return authn_confirm(req, &c, terminalroutes_attach_confirmed);
-	return terminalroutes_attach_call(req, c.sub, 0);
+	return terminalroutes_attach_call(req, user);
 }

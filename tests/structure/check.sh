@@ -19,6 +19,10 @@
 #   5. A password hash is read in one place: the one SQL statement that
 #      selects users.password_hash is store_user_password_hash's, and only
 #      password_check calls it (no general struct carries a hash).
+#   6. The gateway's request pipeline is one table (gateway/pipeline.c): a
+#      stage's entry point or answer hook is named only by its own file and
+#      pipeline.c, so no stage calls another, and every stage named in the
+#      table is a function some gateway file defines.
 set -u
 bin=${1:-build/bin}
 cd "$(dirname "$0")/../.." || exit 2
@@ -97,6 +101,15 @@ callers=$(grep -rln 'store_user_password_hash(' services/auth --include='*.c' | 
 	fail "store_user_password_hash called outside password.c: $callers"
 grep -qE '^[[:space:]]*char hash\[' services/auth/auth.h &&
 	fail "services/auth/auth.h: a struct carries a password hash"
+
+table=$(sed -n '/^static const struct stage pipeline_stages\[\] = {/,/^};/p' gateway/pipeline.c)
+[ -n "$table" ] || fail "gateway/pipeline.c: no pipeline_stages table"
+for fn in $(echo "$table" | grep -oE '\b([a-z_]+_(stage|answered)|respond_decorate)\b' | sort -u); do
+	def=$(grep -lE "^(enum stage_rv|int) $fn\(" gateway/*.c)
+	[ -n "$def" ] || { fail "gateway: $fn is in the pipeline table but defined nowhere"; continue; }
+	users=$(grep -lw "$fn" gateway/*.c | grep -vx -e gateway/pipeline.c -e "$def" | tr '\n' ' ')
+	[ -z "$users" ] || fail "gateway: $fn (of $def) is called outside pipeline.c: $users"
+done
 
 [ "$bad" = 0 ] && echo "structure: ok"
 exit "$bad"

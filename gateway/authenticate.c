@@ -1,0 +1,71 @@
+/*
+ * authenticate.c — the authentication stage: what a route's row asks of its
+ * caller (struct route.auth, .confirm, ROUTE_F_STEP_UP, ROUTE_F_ADMIN) is
+ * checked here, once, before any handler runs; handlers read req->claims
+ * (and req->me when auth was asked). The checks themselves are authn.c's:
+ * the Bearer token verified locally against auth's keys and the revoked
+ * set, the session's risk scored. Auth is asked for the session's current
+ * state (one Me RPC) when the row says so for the method (opening a shell,
+ * reading the audit log), or when the route rests on the revoked set alone
+ * and that set is not provably current (authn_set_current).
+ */
+#include <string.h>
+
+#include "auth.pb-c.h"
+#include "common/err.h"
+#include "gateway/gateway.h"
+
+/* The admin routes: the role as auth has it now when it was asked, else
+ * as the token says. */
+static bool authenticate_role_ok(struct http_request *req)
+{
+	const char *role = req->me != NULL ? req->me->user->role : req->claims.role;
+
+	if ((req->route->flags & ROUTE_F_ADMIN) == 0 || strcmp(role, "admin") == 0 ||
+	    strcmp(role, "founder") == 0)
+		return true;
+	req->stage_error = respond_error(req, MHD_HTTP_FORBIDDEN, "forbidden",
+	                                 "This needs the admin or founder role.");
+	return false;
+}
+
+/* Auth's answer to Me: the session lives (then kept in req->confirmed, so
+ * the handler's own RPCs start again at slot 0), or it has been answered. */
+static int authenticate_confirmed(struct http_request *req)
+{
+	const Magnetar__MeReply *me = authn_confirmed(req);
+
+	if (me == NULL)
+		return 0; /* answered: 401, or auth's error */
+	req->confirmed = req->rpc[0].result;
+	memset(&req->rpc[0], 0, sizeof(req->rpc[0]));
+	req->me = me;
+	return authenticate_role_ok(req) ? HTTP_NEXT : 0;
+}
+
+enum stage_rv authenticate_stage(struct http_request *req)
+{
+	const struct route *r = req->route;
+	bool confirm;
+
+	if (!req->allowed || r->auth == ROUTE_AUTH_NONE)
+		return STAGE_NEXT; /* the route stage answers 404 or 405 */
+	/* The WebSocket's credential is its ticket; a token, when sent anyway,
+	 * must be valid and is checked like any other. */
+	if (r->auth == ROUTE_AUTH_TICKET &&
+	    MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+	                                MHD_HTTP_HEADER_AUTHORIZATION) == NULL)
+		return STAGE_NEXT;
+	if (authn_require_flags(req, &req->claims,
+	                        (r->flags & ROUTE_F_STEP_UP) != 0 ? AUTHN_ALLOW_STEP_UP : 0) != 0)
+		return STAGE_DONE; /* answered 401 */
+	req->authed = true;
+	if (!authenticate_role_ok(req))
+		return STAGE_DONE; /* by the token's role: no need to ask auth */
+	confirm = (r->confirm & req->method) != 0 ||
+	          (r->auth != ROUTE_AUTH_TOKEN && !authn_set_current(req->gw));
+	if (!confirm)
+		return STAGE_NEXT;
+	req->stage_error = authn_confirm(req, &req->claims, authenticate_confirmed);
+	return STAGE_DONE;
+}
