@@ -83,8 +83,8 @@ int adminroutes_users(struct http_request *req)
 {
 	Magnetar__SessionRef caller = MAGNETAR__SESSION_REF__INIT;
 
-	caller.user_id = req->claims.sub;
-	caller.session_id = req->claims.sid;
+	caller.user_id = req->auth->claims.sub;
+	caller.session_id = req->auth->claims.sid;
 	if (req->method == HTTP_M_POST) {
 		Magnetar__CreateUserRequest in = MAGNETAR__CREATE_USER_REQUEST__INIT;
 		json_t *root = body_json(req);
@@ -118,8 +118,8 @@ static int admin_user_change(struct http_request *req, const char *method)
 	Magnetar__SessionRef caller = MAGNETAR__SESSION_REF__INIT;
 	Magnetar__UserRequest in = MAGNETAR__USER_REQUEST__INIT;
 
-	caller.user_id = req->claims.sub;
-	caller.session_id = req->claims.sid;
+	caller.user_id = req->auth->claims.sub;
+	caller.session_id = req->auth->claims.sid;
 	in.caller = &caller;
 	in.access_token = (char *)authn_bearer(req);
 	in.user_id = req->param;

@@ -1,7 +1,7 @@
 /*
  * authenticate.c — the authentication stage: what a route's row asks of its
  * caller (struct route.auth, .confirm, ROUTE_F_STEP_UP, ROUTE_F_ADMIN) is
- * checked here, once, before any handler runs; handlers read req->claims
+ * checked here, once, before any handler runs; handlers read req->auth
  * (and req->me when auth was asked). The checks themselves are authn.c's:
  * the Bearer token verified locally against auth's keys and the revoked
  * set, the session's risk scored. Auth is asked for the session's current
@@ -9,6 +9,7 @@
  * reading the audit log), or when the route rests on the revoked set alone
  * and that set is not provably current (authn_set_current).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "auth.pb-c.h"
@@ -19,7 +20,7 @@
  * as the token says. */
 static bool authenticate_role_ok(struct http_request *req)
 {
-	const char *role = req->me != NULL ? req->me->user->role : req->claims.role;
+	const char *role = req->me != NULL ? req->me->user->role : req->auth->claims.role;
 
 	if ((req->route->flags & ROUTE_F_ADMIN) == 0 || strcmp(role, "admin") == 0 ||
 	    strcmp(role, "founder") == 0)
@@ -29,7 +30,7 @@ static bool authenticate_role_ok(struct http_request *req)
 	return false;
 }
 
-/* Auth's answer to Me: the session lives (then kept in req->confirmed, so
+/* Auth's answer to Me: the session lives (then kept in req->auth, so
  * the handler's own RPCs start again at slot 0), or it has been answered. */
 static int authenticate_confirmed(struct http_request *req)
 {
@@ -37,7 +38,7 @@ static int authenticate_confirmed(struct http_request *req)
 
 	if (me == NULL)
 		return 0; /* answered: 401, or auth's error */
-	req->confirmed = req->rpc[0].result;
+	req->auth->confirmed = req->rpc[0].result;
 	memset(&req->rpc[0], 0, sizeof(req->rpc[0]));
 	req->me = me;
 	return authenticate_role_ok(req) ? HTTP_NEXT : 0;
@@ -46,6 +47,7 @@ static int authenticate_confirmed(struct http_request *req)
 enum stage_rv authenticate_stage(struct http_request *req)
 {
 	const struct route *r = req->route;
+	unsigned get_or_head;
 	bool confirm;
 
 	if (!req->allowed || r->auth == ROUTE_AUTH_NONE)
@@ -56,16 +58,25 @@ enum stage_rv authenticate_stage(struct http_request *req)
 	    MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
 	                                MHD_HTTP_HEADER_AUTHORIZATION) == NULL)
 		return STAGE_NEXT;
-	if (authn_require_flags(req, &req->claims,
-	                        (r->flags & ROUTE_F_STEP_UP) != 0 ? AUTHN_ALLOW_STEP_UP : 0) != 0)
+	if ((req->auth = calloc(1, sizeof(*req->auth))) == NULL) {
+		req->stage_error = ERR_NOMEM;
+		return STAGE_DONE;
+	}
+	if (authn_require_flags(req, &req->auth->claims,
+	                        (r->flags & ROUTE_F_STEP_UP) != 0 ? AUTHN_ALLOW_STEP_UP : 0) != 0) {
+		free(req->auth); /* handlers see a caller only once verified */
+		req->auth = NULL;
 		return STAGE_DONE; /* answered 401 */
-	req->authed = true;
+	}
 	if (!authenticate_role_ok(req))
 		return STAGE_DONE; /* by the token's role: no need to ask auth */
-	confirm = (r->confirm & req->method) != 0 ||
+	/* HEAD is answered as GET (headers and all, Content-Length included):
+	 * whatever a GET must confirm, so must a HEAD. */
+	get_or_head = req->method == HTTP_M_HEAD ? HTTP_M_GET : req->method;
+	confirm = (r->confirm & get_or_head) != 0 ||
 	          (r->auth != ROUTE_AUTH_TOKEN && !authn_set_current(req->gw));
 	if (!confirm)
 		return STAGE_NEXT;
-	req->stage_error = authn_confirm(req, &req->claims, authenticate_confirmed);
+	req->stage_error = authn_confirm(req, &req->auth->claims, authenticate_confirmed);
 	return STAGE_DONE;
 }

@@ -172,7 +172,7 @@ static int authroutes_session_call(struct http_request *req, const char *method,
                                    http_resume_fn done)
 {
 	Magnetar__SessionRef in = MAGNETAR__SESSION_REF__INIT;
-	const struct jwt_claims *c = &req->claims;
+	const struct jwt_claims *c = &req->auth->claims;
 
 	in.user_id = (char *)c->sub;
 	in.session_id = (char *)(sid != NULL ? sid : c->sid);
@@ -239,7 +239,7 @@ int authroutes_me(struct http_request *req)
 
 	/* The authenticated hot path: verified locally, answered from the cache
 	 * that auth's events keep honest; one RPC fills it. */
-	if ((cached = authn_me_get(req->gw, req->claims.sid, &req->me_epoch)) != NULL)
+	if ((cached = authn_me_get(req->gw, req->auth->claims.sid, &req->me_epoch)) != NULL)
 		return http_queue(
 		    req, MHD_HTTP_OK,
 		    respond_new(req, cached, strlen(cached), MHD_RESPMEM_MUST_FREE, true));
@@ -327,8 +327,8 @@ int authroutes_password(struct http_request *req)
 		authroutes_wipe(root);
 		return body_invalid(req);
 	}
-	in.user_id = req->claims.sub;
-	in.session_id = req->claims.sid;
+	in.user_id = req->auth->claims.sub;
+	in.session_id = req->auth->claims.sid;
 	authn_fingerprint(req, fp, sizeof(fp));
 	in.fingerprint = fp;
 	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
@@ -355,8 +355,8 @@ int authroutes_step_up(struct http_request *req)
 		authroutes_wipe(root);
 		return body_invalid(req);
 	}
-	in.user_id = req->claims.sub;
-	in.session_id = req->claims.sid;
+	in.user_id = req->auth->claims.sub;
+	in.session_id = req->auth->claims.sid;
 	in.password = (char *)(password != NULL ? password : "");
 	in.totp = (char *)(totp != NULL ? totp : "");
 	authn_fingerprint(req, fp, sizeof(fp));
@@ -392,8 +392,8 @@ int authroutes_totp_setup(struct http_request *req)
 		authroutes_wipe(root);
 		return body_invalid(req);
 	}
-	in.user_id = req->claims.sub;
-	in.session_id = req->claims.sid;
+	in.user_id = req->auth->claims.sub;
+	in.session_id = req->auth->claims.sid;
 	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
 	rv = authroutes_call(req, "TotpSetup", &in.base, authroutes_totp_setup_done);
 	authroutes_wipe(root);
@@ -419,8 +419,8 @@ static int authroutes_totp_code(struct http_request *req, bool disable)
 		authroutes_wipe(root);
 		return body_invalid(req);
 	}
-	in.user_id = req->claims.sub;
-	in.session_id = req->claims.sid;
+	in.user_id = req->auth->claims.sub;
+	in.session_id = req->auth->claims.sid;
 	in.current_password = (char *)(pw != NULL ? pw : "");
 	req->rpc_timeout_ms = AUTHROUTES_HASHING_TIMEOUT_MS;
 	rv = authroutes_call(req, disable ? "TotpDisable" : "TotpEnable", &in.base,

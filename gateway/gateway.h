@@ -36,7 +36,7 @@ struct http_limits {
 	unsigned connections; /* MHD_OPTION_CONNECTION_LIMIT */
 	unsigned per_ip;      /* MHD_OPTION_PER_IP_CONNECTION_LIMIT */
 	unsigned timeout_s;   /* MHD_OPTION_CONNECTION_TIMEOUT (idle) */
-	unsigned threads;     /* MHD_OPTION_THREAD_POOL_SIZE */
+	unsigned threads;     /* MHD_OPTION_THREAD_POOL_SIZE: http_threads_for_cores() */
 	int rpc_timeout_ms;   /* deadline of one RPC made for a request */
 };
 
@@ -195,13 +195,12 @@ struct http_request {
 	 * user (the context's actor) and a deadline other than the default. */
 	char param[ROUTE_PARAM_MAX];
 	char actor[JWT_CLAIM_MAX];
-	/* The authentication stage (authenticate.c), for a route that asks for
-	 * a token: the verified claims, and when the route (or a stale revoked
-	 * set) made it ask auth, auth's own view of the user and session. */
-	bool authed;
-	struct jwt_claims claims;
-	const struct Magnetar__MeReply *me; /* NULL unless confirmed; in `confirmed` */
-	struct rpc_result confirmed;
+	/* The authentication stage (authenticate.c): the caller, for a route
+	 * that asks for a token (NULL otherwise: /healthz allocates nothing
+	 * for it), and, when the route (or a stale revoked set) made it ask
+	 * auth, auth's own view of the user and session. */
+	struct http_auth *auth;
+	const struct Magnetar__MeReply *me; /* NULL unless confirmed; in auth->confirmed */
 	int rpc_timeout_ms;
 	uint64_t me_epoch; /* authroutes_me: authn_me_get's epoch, for authn_me_put */
 	/* Issue 6: set by http.c's first call. */
@@ -211,15 +210,24 @@ struct http_request {
 	const char *origin;        /* the Origin header (MHD's memory), or NULL */
 	bool cors_allowed;         /* origin is on MAGNETAR_CORS_ORIGINS */
 	unsigned retry_after;      /* seconds, with err_status 429 */
-	size_t resp_bytes;         /* body bytes of the queued response */
+	size_t resp_bytes;         /* body bytes of the answer (recorded by http_queue) */
 	struct idem_state *idem;   /* idem.c: the request's Idempotency-Key, or NULL */
-	const char *resp_body;     /* body of the response being answered (for idem.c) */
-	bool body_timed;           /* under the body deadline (http_conn.body_since) */
+	const char *resp_body;     /* body of the answer, in its response (for idem.c) */
+	const char *built_body;    /* respond_new's last body, until an answer takes it */
+	size_t built_len;
+	bool body_timed; /* under the body deadline (http_conn.body_since) */
 	/* Asynchronous part (http_async_*). */
 	atomic_int pending; /* RPCs in flight + the starter's guard */
 	http_resume_fn resume;
 	struct http_rpc_slot *rpc; /* HTTP_RPC_SLOTS of them, allocated on first use */
 	char id[HTTP_ID_LEN];
+};
+
+/* A verified caller: the token's claims, and auth's answer to Me when it
+ * was asked (req->me points into it). */
+struct http_auth {
+	struct jwt_claims claims;
+	struct rpc_result confirmed;
 };
 
 /*
@@ -256,6 +264,10 @@ struct http_conn {
 void http_request_unref(struct http_request *req);
 void http_request_id(struct gateway *gw, char *out);
 
+/* The main listener's thread pool: the cores this process may run on,
+ * 1 to HTTP_MAX_THREADS. */
+#define HTTP_MAX_THREADS 16
+unsigned http_threads_for_cores(void);
 /* Starts the daemon on MAGNETAR_HTTP_ADDR; logs the address. */
 int http_start(struct gateway *gw);
 /* "host:port" or "[v6]:port" split into `host` (no brackets) and `port`. */

@@ -9,6 +9,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,10 @@ void http_request_unref(struct http_request *req)
 			rpc_result_fini(&req->rpc[i].result);
 		free(req->rpc);
 	}
-	rpc_result_fini(&req->confirmed);
+	if (req->auth != NULL) {
+		rpc_result_fini(&req->auth->confirmed);
+		free(req->auth);
+	}
 	if (req->answer != NULL && !req->answer_shared)
 		MHD_destroy_response(req->answer); /* recorded, never sent */
 	free(req->body);
@@ -107,6 +111,8 @@ static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *con
 	req->resp_bytes = 0;
 	req->idem = NULL;
 	req->resp_body = NULL;
+	req->built_body = NULL;
+	req->built_len = 0;
 	req->body_timed = false;
 	req->stage = 0;
 	req->rounds = 0;
@@ -114,12 +120,11 @@ static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *con
 	req->has_body = false;
 	req->body_done = false;
 	req->cors_checked = false;
-	req->authed = false;
+	req->auth = NULL;
 	req->answer = NULL;
 	req->answer_shared = false;
 	req->failed = false;
 	req->me = NULL;
-	memset(&req->confirmed, 0, sizeof(req->confirmed));
 	http_request_id(gw, req->id);
 	return req;
 }
@@ -266,6 +271,20 @@ static int http_listen(struct gateway *gw, const char *host, uint16_t port, unsi
 	         info != NULL ? (unsigned)info->port : (unsigned)port, threads,
 	         gw->hsts ? "on" : "off");
 	return 0;
+}
+
+unsigned http_threads_for_cores(void)
+{
+	cpu_set_t set;
+	int n = 0;
+
+	/* The cores this process may use (a container's cpuset, taskset), not
+	 * the machine's. */
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		n = CPU_COUNT(&set);
+	if (n < 1)
+		n = 1;
+	return n > HTTP_MAX_THREADS ? HTTP_MAX_THREADS : (unsigned)n;
 }
 
 /* "host:port" or "[v6]:port" (config.c has checked the shape). */

@@ -130,6 +130,9 @@ int main(int argc, char **argv)
 	/* Issue 6: proxies, CORS, rate limits, header deadline, header policies. */
 	if ((rv = settings_load(&gw, err, sizeof(err))) != 0)
 		fatalx("%s", rv == ERR_CONFIG ? err : err_str(rv));
+	/* One MHD thread per core the gateway may run on (issue 20): each
+	 * owns its connections and epoll set, so more would only contend. */
+	gw.limits.threads = http_threads_for_cores();
 	if ((rv = metrics_new(&gw.metrics)) != 0)
 		fatalx("cannot set up metrics: %s", err_str(rv));
 	gw.openapi = docs_openapi_yaml;

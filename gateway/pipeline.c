@@ -97,6 +97,13 @@ static int pipeline_record(struct http_request *req, unsigned status, struct MHD
 	req->answer = resp;
 	req->answer_shared = shared;
 	req->status = status;
+	if (!shared) {
+		/* The body this response was built with: a response built and
+		 * thrown away since must not be the one an idempotency key keeps. */
+		req->resp_body = req->built_body;
+		req->resp_bytes = req->built_len;
+	}
+	req->built_body = NULL;
 	return 0;
 }
 

@@ -46,9 +46,9 @@ struct MHD_Response *respond_new(struct http_request *req, const char *body, siz
 		return NULL;
 	}
 	/* The response owns (or points at) the body until it is sent: the answer
-	 * path may keep a copy for an Idempotency-Key (idem.c). */
-	req->resp_body = body;
-	req->resp_bytes = len;
+	 * it becomes (http_queue) may store it for an Idempotency-Key (idem.c). */
+	req->built_body = body;
+	req->built_len = len;
 	if (json && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
 	                                    RESPOND_JSON_TYPE) != MHD_YES) {
 		MHD_destroy_response(resp);
@@ -147,6 +147,7 @@ int respond_static_cached(struct http_request *req, unsigned status, const char 
 			return http_queue_shared(req, status, c->cached);
 		}
 	}
+	req->resp_bytes = strlen(json);
 	if (c->cached != NULL)
 		MHD_destroy_response(c->cached);
 	c->cached = respond_new(req, json, strlen(json), MHD_RESPMEM_PERSISTENT, true);

@@ -72,7 +72,7 @@ static bool terminalroutes_allowed(struct http_request *req, const char *user, c
  * auth, not the token), else as the token says. NULL when answered (403). */
 static const char *terminalroutes_user(struct http_request *req)
 {
-	const struct jwt_claims *c = &req->claims;
+	const struct jwt_claims *c = &req->auth->claims;
 
 	if (req->me != NULL)
 		return terminalroutes_allowed(req, req->me->user->id, req->me->user->role,
@@ -191,7 +191,7 @@ static int terminalroutes_open(struct http_request *req)
 		return 0;
 	in.user_id = (char *)user;
 	/* auth's session.revoked closes the terminal */
-	in.session_id = req->me != NULL ? req->me->session->id : req->claims.sid;
+	in.session_id = req->me != NULL ? req->me->session->id : req->auth->claims.sid;
 	req->rpc_timeout_ms = TERMINALROUTES_SPAWN_TIMEOUT_MS;
 	rv = terminalroutes_call(req, "Open", &in.base, terminalroutes_opened);
 	json_decref(root); /* after the call: it packed its own copy */
@@ -342,7 +342,7 @@ int terminalroutes_ws(struct http_request *req)
 	/* Browsers cannot send headers on a WebSocket: the ticket is the
 	 * credential. A token, when sent anyway (the authentication stage has
 	 * checked it), must be the owner's. */
-	if (req->authed && (user = terminalroutes_user(req)) == NULL)
+	if (req->auth != NULL && (user = terminalroutes_user(req)) == NULL)
 		return 0;
 	if (ticket == NULL || ticket[0] == '\0' || strlen(ticket) > 128)
 		return respond_error(req, MHD_HTTP_UNAUTHORIZED, "invalid_ticket",

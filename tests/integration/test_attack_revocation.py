@@ -69,7 +69,16 @@ def attempts(url, headers, root):
     and verify the audit log, list the user's sessions. Status codes by
     name."""
     return {
-        # First: the set may be reloaded by what follows (a 503 asks for it).
+        # HEAD is GET without the body: its Content-Length alone would say
+        # how many events match a filter (and HEAD verify walks the log).
+        # First: a route that looks at the revoked set asks for a reload
+        # when the set is stale, and the reloaded set would refuse these
+        # without auth being asked.
+        "events_head": requests.head(url + "/api/v1/audit/events?action=auth.login",
+                                     headers=headers, timeout=10).status_code,
+        "verify_head": requests.head(url + "/api/v1/audit/verify", headers=headers,
+                                     timeout=30).status_code,
+        # Then: the set may be reloaded by what follows (a 503 asks for it).
         "sessions": requests.get(url + "/api/v1/auth/sessions", headers=headers,
                                  timeout=10).status_code,
         "open": requests.post(url + "/api/v1/terminal/sessions", headers=headers, timeout=10,
