@@ -17,6 +17,9 @@
 static const char *log_progname = "magnetar";
 static enum log_format log_fmt = LOG_TEXT;
 static bool log_debug_on;
+/* log_format's last second, per thread (log lines come from many). */
+static _Thread_local time_t log_when_sec = -1;
+static _Thread_local char log_when[32];
 
 void log_init(const char *progname, enum log_format format, bool debug)
 {
@@ -58,7 +61,6 @@ size_t log_format(char *line, size_t cap, const char *level, const char *fmt, va
 	char msg[LOG_LINE_MAX];
 	struct timespec ts;
 	struct tm tm;
-	char when[32];
 	size_t len;
 	int n;
 
@@ -68,15 +70,21 @@ size_t log_format(char *line, size_t cap, const char *level, const char *fmt, va
 		snprintf(msg + used, sizeof(msg) - used, ": %s", suffix);
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	/* The date and time to the second, formatted once per second per
+	 * thread: gmtime_r and strftime were ~1.5 % of the gateway's CPU with a
+	 * line per request (docs/performance.md). */
+	if (ts.tv_sec != log_when_sec) {
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(log_when, sizeof(log_when), "%Y-%m-%dT%H:%M:%S", &tm);
+		log_when_sec = ts.tv_sec;
+	}
 
 	if (log_fmt == LOG_JSON)
 		n = snprintf(line, cap,
 		             "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"svc\":\"%s\",\"msg\":\"",
-		             when, ts.tv_nsec / 1000000, level, log_progname);
+		             log_when, ts.tv_nsec / 1000000, level, log_progname);
 	else
-		n = snprintf(line, cap, "ts=%s.%03ldZ level=%s svc=%s msg=\"", when,
+		n = snprintf(line, cap, "ts=%s.%03ldZ level=%s svc=%s msg=\"", log_when,
 		             ts.tv_nsec / 1000000, level, log_progname);
 	len = n > 0 ? (size_t)n : 0;
 	if (len > cap - 4)

@@ -60,9 +60,8 @@ int body_invalid(struct http_request *req)
 enum stage_rv body_stage(struct http_request *req)
 {
 	if (!req->body_done) {
-		/* The first call: the body (if any) comes in the next ones. */
-		if (req->has_body)
-			deadline_body_start(req);
+		/* The first call, with a body announced: it comes in the next ones. */
+		deadline_body_start(req);
 		return STAGE_WAIT;
 	}
 	if (req->body_timed && !deadline_body_stop(req))

@@ -1,10 +1,8 @@
 /*
- * cors.c — the CORS stage for MAGNETAR_CORS_ORIGINS (docs/gateway.md): the
- * allow-list is matched on the parsed origin (origin.c) once per request; a
+ * cors.c — the CORS stage for MAGNETAR_CORS_ORIGINS (docs/gateway.md): a
  * preflight is answered with the route's own methods and a fixed list of
- * request headers; on the way out every answer (a refusal before this stage
- * ran included) gets Vary: Origin and, for a listed origin, the origin
- * echoed with credentials allowed.
+ * request headers, to a listed origin only (framing.c has matched the
+ * Origin; decorate.c puts the CORS headers on every answer).
  */
 #include <string.h>
 
@@ -16,47 +14,7 @@
 #define CORS_ALLOW_HEADERS                                                                         \
 	"Authorization, Content-Type, Idempotency-Key, Accept-Language, Accept-Encoding, "         \
 	"Sec-CH-UA, Sec-CH-UA-Mobile, Sec-CH-UA-Platform"
-#define CORS_EXPOSE_HEADERS "X-Request-Id, Retry-After, Idempotent-Replayed, WWW-Authenticate"
 #define CORS_MAX_AGE "600"
-
-/* The request's Origin against the allow-list, once: the answer path may
- * need it before the stage has run (a refusal at framing). */
-static void cors_check(struct http_request *req)
-{
-	if (req->cors_checked)
-		return;
-	req->cors_checked = true;
-	if (req->gw->cors.enabled && (req->origin = MHD_lookup_connection_value(
-	                                  req->conn, MHD_HEADER_KIND, "Origin")) != NULL)
-		req->cors_allowed = req->gw->cors.any ||
-		                    origin_listed(&req->gw->cors, req->origin, strlen(req->origin));
-}
-
-int cors_answered(struct http_request *req, unsigned status, struct MHD_Response *resp)
-{
-	/* A 101 leaves HTTP: nothing for a browser's CORS check to read. */
-	if (!req->gw->cors.enabled || status == MHD_HTTP_SWITCHING_PROTOCOLS)
-		return 0;
-	cors_check(req);
-	/* Whether an Origin is echoed depends on the Origin: caches must know. */
-	if (MHD_add_response_header(resp, "Vary", "Origin") != MHD_YES)
-		return ERR_NOMEM;
-	if (!req->cors_allowed)
-		return 0;
-	if (req->gw->cors.any && !origin_listed(&req->gw->cors, req->origin, strlen(req->origin))) {
-		/* "*" (never in production): any origin, never with credentials. */
-		if (MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*") != MHD_YES)
-			return ERR_NOMEM;
-	} else if (MHD_add_response_header(resp, "Access-Control-Allow-Origin", req->origin) !=
-	               MHD_YES ||
-	           MHD_add_response_header(resp, "Access-Control-Allow-Credentials", "true") !=
-	               MHD_YES)
-		return ERR_NOMEM;
-	if (MHD_add_response_header(resp, "Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS) !=
-	    MHD_YES)
-		return ERR_NOMEM;
-	return 0;
-}
 
 static int cors_preflight(struct http_request *req)
 {
@@ -84,7 +42,6 @@ static int cors_preflight(struct http_request *req)
 
 enum stage_rv cors_stage(struct http_request *req)
 {
-	cors_check(req);
 	/* A preflight: OPTIONS with an Origin and Access-Control-Request-Method,
 	 * on a route that exists (else the route stage's 404). */
 	if (req->method != HTTP_M_OPTIONS || req->route == NULL || req->origin == NULL ||

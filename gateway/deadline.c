@@ -136,7 +136,7 @@ int deadline_start(struct gateway *gw)
 		return ERR_NOMEM;
 	sw->gw = gw;
 	/* Built once: the sweeper must not allocate per connection it cuts. */
-	if ((hdrs = respond_raw_headers(gw)) == NULL) {
+	if ((hdrs = decorate_raw_headers(gw)) == NULL) {
 		free(sw);
 		return ERR_NOMEM;
 	}

@@ -2,7 +2,7 @@
  * framing.c — the first stage of the pipeline: it checks what arrived with
  * the headers (target and header sizes, body framing that a proxy in front
  * could read otherwise: request smuggling), and finds the route, whether it
- * takes the method, and the client's address.
+ * takes the method, the client's address and whether its Origin is listed.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +142,13 @@ enum stage_rv framing_stage(struct http_request *req)
 	req->method = routes_method(req->method_name);
 	req->route = framing_visible(req, routes_find(req->path, req->param));
 	req->allowed = req->route != NULL && routes_allows(req->route, req->method);
+	req->route_label = req->route != NULL ? routes_index(req->route) + 1 : 0;
+	/* The Origin against MAGNETAR_CORS_ORIGINS (origin.c compares parsed
+	 * origins): every answer's CORS headers depend on it. */
+	if (req->gw->cors.enabled && (req->origin = MHD_lookup_connection_value(
+	                                  req->conn, MHD_HEADER_KIND, "Origin")) != NULL)
+		req->cors_allowed = req->gw->cors.any ||
+		                    origin_listed(&req->gw->cors, req->origin, strlen(req->origin));
 	framing_find_client(req);
 	MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, framing_sum_header, &sum);
 	/* Doubtful framing counts as a body: answered now, and closed. */

@@ -182,11 +182,12 @@ struct http_request {
 	const char *err_code, *err_message;
 	int stage_error;             /* what a stage or handler returned with no answer: 500 */
 	struct MHD_Response *answer; /* recorded by http_queue, sent by pipeline.c */
-	bool answer_shared;          /* `answer` is a kept one: no reference of ours */
-	bool failed;                 /* a 500 for a failure is being answered */
-	bool has_body;               /* framing: a body is announced (or framing is doubtful) */
-	bool body_done;              /* MHD's last call has come: the body is whole */
-	bool cors_checked;           /* cors.c has looked at the Origin */
+	bool answer_shared;          /* `answer` is a kept, decorated one: not ours */
+	struct MHD_Response **answer_keep; /* once sent, `answer` is kept here */
+	unsigned hooks;                    /* stages whose `answered` hook runs */
+	bool failed;                       /* a 500 for a failure is being answered */
+	bool has_body;  /* framing: a body is announced (or framing is doubtful) */
+	bool body_done; /* MHD's last call has come: the body is whole */
 	/* Body, kept up to limits.max_body; counted beyond it. */
 	char *body;
 	size_t body_len, body_cap;
@@ -206,6 +207,7 @@ struct http_request {
 	/* Issue 6: set by http.c's first call. */
 	const struct route *route; /* NULL: 404 */
 	bool allowed;              /* route takes the method (else 405) */
+	size_t route_label;        /* for metrics: 0 no route, else its row + 1 */
 	struct netaddr client;     /* http_client_ip's value, as bytes */
 	const char *origin;        /* the Origin header (MHD's memory), or NULL */
 	bool cors_allowed;         /* origin is on MAGNETAR_CORS_ORIGINS */
@@ -213,7 +215,9 @@ struct http_request {
 	size_t resp_bytes;         /* body bytes of the answer (recorded by http_queue) */
 	struct idem_state *idem;   /* idem.c: the request's Idempotency-Key, or NULL */
 	const char *resp_body;     /* body of the answer, in its response (for idem.c) */
-	const char *built_body;    /* respond_new's last body, until an answer takes it */
+	/* respond_new's last response and its body, until an answer takes it. */
+	const struct MHD_Response *built_resp;
+	const char *built_body;
 	size_t built_len;
 	bool body_timed; /* under the body deadline (http_conn.body_since) */
 	/* Asynchronous part (http_async_*). */
@@ -264,8 +268,8 @@ struct http_conn {
 void http_request_unref(struct http_request *req);
 void http_request_id(struct gateway *gw, char *out);
 
-/* The main listener's thread pool: the cores this process may run on,
- * 1 to HTTP_MAX_THREADS. */
+/* The main listener's thread pool: the cores this process may run on (its
+ * affinity, capped by a cgroup v2 CPU quota), 1 to HTTP_MAX_THREADS. */
 #define HTTP_MAX_THREADS 16
 unsigned http_threads_for_cores(void);
 /* Starts the daemon on MAGNETAR_HTTP_ADDR; logs the address. */
@@ -310,13 +314,16 @@ void pipeline_refuse(struct http_request *req, unsigned status, const char *code
                      const char *message);
 const char *pipeline_stage_name(unsigned i);
 
-/* Answers `req` with `status` and `resp` (consumed in all cases): recorded,
- * and sent when the stage, handler or resume function returns, after every
- * stage's `answered` hook has decorated it. 0 or ERR_NOMEM/ERR_INTERNAL. */
+/* Asks for the running stage's `answered` hook on this request's answer
+ * (decorate's runs on every answer). */
+void pipeline_want_answered(struct http_request *req);
+
+/* respond.c: answers `req` with `status` and `resp` (consumed in all cases):
+ * recorded, and sent by pipeline.c when the stage, handler or resume
+ * function returns, through the `answered` hooks. 0 or ERR_NOMEM/ERR_INTERNAL. */
 int http_queue(struct http_request *req, unsigned status, struct MHD_Response *resp);
-/* The hooks alone, for a response kept and re-used (respond_static_cached). */
-int http_decorate(struct http_request *req, unsigned status, struct MHD_Response *resp);
-/* The same for a kept response, sent as it is (its reference is not consumed). */
+/* The same for a kept response already decorated, sent as it is (its
+ * reference is not consumed). */
 int http_queue_shared(struct http_request *req, unsigned status, struct MHD_Response *resp);
 
 /* The stages, each in its own file, in the order they run. */
@@ -327,10 +334,14 @@ enum stage_rv cors_stage(struct http_request *req);         /* cors.c */
 enum stage_rv authenticate_stage(struct http_request *req); /* authenticate.c */
 enum stage_rv idem_stage(struct http_request *req);         /* idem.c */
 enum stage_rv routes_stage(struct http_request *req);       /* routes.c */
-/* Their hooks on the way out. */
-int cors_answered(struct http_request *req, unsigned status, struct MHD_Response *resp);
+/* The hooks on the way out: idem.c's when its stage asked, decorate.c's
+ * (security headers, X-Request-Id, CORS) on every answer. */
 int idem_answered(struct http_request *req, unsigned status, struct MHD_Response *resp);
-int respond_decorate(struct http_request *req, unsigned status, struct MHD_Response *resp);
+int decorate_answered(struct http_request *req, unsigned status, struct MHD_Response *resp);
+/* decorate.c's headers as "Name: value\r\n" lines, the JSON Content-Type
+ * last, for an answer written to the socket without libmicrohttpd
+ * (deadline.c's 408). malloc'd; NULL on failure. */
+char *decorate_raw_headers(const struct gateway *gw);
 /* body.c: a piece of the body (MHD's middle calls). MHD_NO closes. */
 enum MHD_Result body_feed(struct http_request *req, const char *data, size_t len);
 
@@ -447,11 +458,6 @@ int respond_json(struct http_request *req, unsigned status, json_t *body);
 int respond_static(struct http_request *req, unsigned status, const char *json);
 /* The same through the connection's cached response (hot paths). */
 int respond_static_cached(struct http_request *req, unsigned status, const char *json);
-/* The header lines ("Name: value\r\n" each) every JSON response of `gw`
- * carries whatever the request: the security headers, Vary: Origin with
- * CORS on, the JSON Content-Type. For an answer written to the socket
- * without libmicrohttpd (deadline.c's 408). malloc'd; NULL on failure. */
-char *respond_raw_headers(const struct gateway *gw);
 /* The error body of docs/api.md: {"error":{"code","message","request_id"}}; NULL on
  * allocation failure. The caller may add headers before http_queue. */
 struct MHD_Response *respond_error_new(struct http_request *req, const char *code,
@@ -658,8 +664,8 @@ void idem_release(struct http_request *req);
 
 int metrics_new(struct metrics **out);
 void metrics_free(struct metrics *m);
-/* A request ended: `route` may be NULL (404); `us` its duration. */
-void metrics_request(struct gateway *gw, const struct route *route, unsigned status, uint64_t us);
+/* A request ended: `route_label` 0 for no route (404); `us` its duration. */
+void metrics_request(struct gateway *gw, size_t route_label, unsigned status, uint64_t us);
 /* One RPC made for a request completed after `us`. */
 void metrics_rpc(struct gateway *gw, const ProtobufCServiceDescriptor *desc, const char *method,
                  uint64_t us);

@@ -99,6 +99,7 @@ static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *con
 	req->rpc = NULL;
 	req->route = NULL;
 	req->allowed = false;
+	req->route_label = 0;
 	req->actor[0] = '\0'; /* read by the access log and idem.c's scope */
 	req->param[0] = '\0';
 	/* 0 = the default deadline. Left unset, a recycled allocation's value
@@ -111,6 +112,7 @@ static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *con
 	req->resp_bytes = 0;
 	req->idem = NULL;
 	req->resp_body = NULL;
+	req->built_resp = NULL;
 	req->built_body = NULL;
 	req->built_len = 0;
 	req->body_timed = false;
@@ -119,10 +121,11 @@ static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *con
 	req->stage_error = 0;
 	req->has_body = false;
 	req->body_done = false;
-	req->cors_checked = false;
 	req->auth = NULL;
 	req->answer = NULL;
 	req->answer_shared = false;
+	req->answer_keep = NULL;
+	req->hooks = 0;
 	req->failed = false;
 	req->me = NULL;
 	http_request_id(gw, req->id);
@@ -163,7 +166,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cl
 	klass = req->status / 100;
 	atomic_fetch_add_explicit(&gw->ctr.responses[klass < 6 ? klass : 0], 1,
 	                          memory_order_relaxed);
-	metrics_request(gw, req->route, req->status, us);
+	metrics_request(gw, req->route_label, req->status, us);
 	/* The next header block on this connection is awaited from now on
 	 * (the sweeper's deadline), unless the socket left HTTP (101). */
 	if (c != NULL) {
@@ -273,15 +276,35 @@ static int http_listen(struct gateway *gw, const char *host, uint16_t port, unsi
 	return 0;
 }
 
+/* The CPUs a cgroup v2 quota allows ("200000 100000" in cpu.max: 2), or 0
+ * when there is none ("max") or it cannot be read. */
+static int http_cgroup_cpus(void)
+{
+	FILE *f = fopen("/sys/fs/cgroup/cpu.max", "re");
+	long long quota = 0, period = 0;
+	char first[32] = "";
+
+	if (f == NULL)
+		return 0;
+	if (fscanf(f, "%31s %lld", first, &period) != 2 || strcmp(first, "max") == 0 ||
+	    period <= 0 || (quota = strtoll(first, NULL, 10)) <= 0)
+		quota = 0;
+	fclose(f);
+	return quota > 0 ? (int)((quota + period - 1) / period) : 0;
+}
+
 unsigned http_threads_for_cores(void)
 {
 	cpu_set_t set;
-	int n = 0;
+	int n = 0, quota = http_cgroup_cpus();
 
-	/* The cores this process may use (a container's cpuset, taskset), not
-	 * the machine's. */
+	/* The cores this process may use (a cpuset, taskset), not the
+	 * machine's, and no more than a CPU quota (docker --cpus, Kubernetes
+	 * limits) lets it run at once. */
 	if (sched_getaffinity(0, sizeof(set), &set) == 0)
 		n = CPU_COUNT(&set);
+	if (quota > 0 && (n < 1 || quota < n))
+		n = quota;
 	if (n < 1)
 		n = 1;
 	return n > HTTP_MAX_THREADS ? HTTP_MAX_THREADS : (unsigned)n;

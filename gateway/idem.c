@@ -269,8 +269,10 @@ enum stage_rv idem_stage(struct http_request *req)
 	}
 	req->idem->key = key;
 	req->idem->rounds = req->rounds;
-	if (idem_claim(req))
+	if (idem_claim(req)) {
+		pipeline_want_answered(req); /* the answer is stored, or the key freed */
 		return STAGE_NEXT;
+	}
 	/* Used before (replay, 409, 422) or not recordable (503). */
 	req->stage_error = idem_answer(req);
 	return STAGE_DONE;

@@ -119,6 +119,8 @@ int main(int argc, char **argv)
 	/* Static: large, lives as long as the process, and zeroed. */
 	static struct gateway gw = {.limits = HTTP_LIMITS_DEFAULT};
 	struct rpc_server_opts opts = {.arg = &gw};
+	/* Before svc_init's Landlock: it reads the cgroup's CPU quota. */
+	unsigned threads = http_threads_for_cores();
 	char err[256];
 	int rv, sig;
 
@@ -132,7 +134,7 @@ int main(int argc, char **argv)
 		fatalx("%s", rv == ERR_CONFIG ? err : err_str(rv));
 	/* One MHD thread per core the gateway may run on (issue 20): each
 	 * owns its connections and epoll set, so more would only contend. */
-	gw.limits.threads = http_threads_for_cores();
+	gw.limits.threads = threads;
 	if ((rv = metrics_new(&gw.metrics)) != 0)
 		fatalx("cannot set up metrics: %s", err_str(rv));
 	gw.openapi = docs_openapi_yaml;

@@ -109,10 +109,10 @@ static void metrics_observe(struct metrics_hist *h, uint64_t us)
 	atomic_fetch_add_explicit(&h->sum_us, us, memory_order_relaxed);
 }
 
-void metrics_request(struct gateway *gw, const struct route *route, unsigned status, uint64_t us)
+void metrics_request(struct gateway *gw, size_t route_label, unsigned status, uint64_t us)
 {
 	struct metrics_shard *s;
-	size_t r = route != NULL ? routes_index(route) + 1 : 0; /* 0 = unmatched */
+	size_t r = route_label; /* 0 = unmatched */
 
 	if (gw->metrics == NULL)
 		return;

@@ -2,21 +2,21 @@
  * pipeline.c — the life of one request, as one ordered table of stages. A
  * reader follows any request through the gateway here, top to bottom:
  *
- *   framing    target, headers and framing within limits; route and client found (framing.c)
- *   ratelimit  the client's token buckets, before any body byte is read      (ratelimit.c)
+ *   framing    target, headers and framing within limits; route, client, Origin  (framing.c)
+ *   ratelimit  the client's token buckets, before any body byte is read      (rate.c)
  *   body       the body collected up to its limit, under its deadline        (body.c)
  *   cors       a preflight answered                                          (cors.c)
  *   authn      the Bearer token verified; auth asked where the route says    (authenticate.c)
  *   idem       an Idempotency-Key claimed, or its answer replayed            (idem.c)
  *   route      404, 405, or the route's handler (which may suspend on RPCs)  (routes.c)
+ *   decorate   on the way out: X-Request-Id, security and CORS headers      (decorate.c)
  *
  * Every answer, whoever gives it and whatever its status, leaves by one path:
- * recorded (http_queue), then sent by the driver once the stage or resume
- * function returns (pipeline_send), back out through the stages' `answered`
- * hooks in reverse order (decorate: the security headers and X-Request-Id;
- * idem: the answer kept for a replay; cors: Vary and Access-Control-*). Once
- * the response has left, http.c's completion writes the access-log line
- * (accesslog.c).
+ * recorded (respond.c's http_queue), then sent by the driver once the stage
+ * or resume function returns (pipeline_send), back out through the
+ * `answered` hooks in reverse order: decorate's on every answer, idem's
+ * (the answer kept for a replay) when its stage asked. Once the response
+ * has left, http.c's completion writes the access-log line (accesslog.c).
  *
  * A stage returns NEXT, WAIT (MHD's next call brings more of the body),
  * REFUSED (pipeline_refuse noted the error; it is answered here as soon as
@@ -46,12 +46,19 @@ struct stage {
 	int (*answered)(struct http_request *req, unsigned status, struct MHD_Response *resp);
 };
 
+/* clang-format off */
 static const struct stage pipeline_stages[] = {
-    {"framing", framing_stage, NULL},    {"ratelimit", ratelimit_stage, NULL},
-    {"body", body_stage, NULL},          {"cors", cors_stage, cors_answered},
-    {"authn", authenticate_stage, NULL}, {"idem", idem_stage, idem_answered},
-    {"route", routes_stage, NULL},       {"decorate", NULL, respond_decorate},
+	/* name         on the way in        on the way out */
+	{"framing",   framing_stage,      NULL},
+	{"ratelimit", ratelimit_stage,    NULL},
+	{"body",      body_stage,         NULL},
+	{"cors",      cors_stage,         NULL},
+	{"authn",     authenticate_stage, NULL},
+	{"idem",      idem_stage,         idem_answered},
+	{"route",     routes_stage,       NULL},
+	{"decorate",  NULL,               decorate_answered},
 };
+/* clang-format on */
 
 #define PIPELINE_STAGES (sizeof(pipeline_stages) / sizeof(pipeline_stages[0]))
 #define PIPELINE_BODY 2 /* the stage that waits for the last call */
@@ -71,71 +78,33 @@ void pipeline_refuse(struct http_request *req, unsigned status, const char *code
 
 /* ---- the one answer path ---------------------------------------------------- */
 
-int http_decorate(struct http_request *req, unsigned status, struct MHD_Response *resp)
-{
-	int rv = 0;
-
-	for (size_t i = PIPELINE_STAGES; i-- > 0 && rv == 0;)
-		if (pipeline_stages[i].answered != NULL)
-			rv = pipeline_stages[i].answered(req, status, resp);
-	return rv;
-}
-
-/* Whoever answers (a stage, a handler, a resume function) only records the
- * answer; the driver sends it when they return (pipeline_send). */
-static int pipeline_record(struct http_request *req, unsigned status, struct MHD_Response *resp,
-                           bool shared)
-{
-	if (req->answer != NULL) {
-		/* Answered twice: a broken invariant. The first answer stands. */
-		log_warnx("http: a second answer (%u after %u) dropped request_id=%s", status,
-		          req->status, req->id);
-		if (!shared)
-			MHD_destroy_response(resp);
-		return ERR_INTERNAL;
-	}
-	req->answer = resp;
-	req->answer_shared = shared;
-	req->status = status;
-	if (!shared) {
-		/* The body this response was built with: a response built and
-		 * thrown away since must not be the one an idempotency key keeps. */
-		req->resp_body = req->built_body;
-		req->resp_bytes = req->built_len;
-	}
-	req->built_body = NULL;
-	return 0;
-}
-
-int http_queue(struct http_request *req, unsigned status, struct MHD_Response *resp)
-{
-	if (resp == NULL)
-		return ERR_NOMEM;
-	return pipeline_record(req, status, resp, false);
-}
-
-int http_queue_shared(struct http_request *req, unsigned status, struct MHD_Response *resp)
-{
-	/* Decorated (http_decorate) when it was built by respond_static_cached,
-	 * for a request like this one: no key, no listed Origin. */
-	return pipeline_record(req, status, resp, true);
-}
-
 static enum MHD_Result pipeline_answer_internal(struct http_request *req, int rv);
 
-/* The recorded answer, back out through the stages' hooks, then to MHD. */
+void pipeline_want_answered(struct http_request *req)
+{
+	req->hooks |= 1u << req->stage;
+}
+
+/* The recorded answer (respond.c's http_queue), back out through the hooks
+ * in reverse table order (decorate's always, a stage's when it asked),
+ * then to MHD. */
 static enum MHD_Result pipeline_send(struct http_request *req)
 {
 	struct MHD_Response *resp = req->answer;
 	int rv = 0;
 
 	req->answer = NULL;
-	if (!req->answer_shared)
-		rv = http_decorate(req, req->status, resp);
+	for (size_t i = PIPELINE_STAGES; i-- > 0 && rv == 0 && !req->answer_shared;)
+		if (pipeline_stages[i].answered != NULL &&
+		    (pipeline_stages[i].run == NULL || (req->hooks & (1u << i)) != 0))
+			rv = pipeline_stages[i].answered(req, req->status, resp);
 	if (rv == 0 && MHD_queue_response(req->conn, req->status, resp) != MHD_YES)
 		rv = ERR_INTERNAL;
-	if (!req->answer_shared)
+	if (rv == 0 && req->answer_keep != NULL)
+		*req->answer_keep = resp; /* decorated: the connection re-uses it */
+	else if (!req->answer_shared)
 		MHD_destroy_response(resp); /* the connection holds its own reference */
+	req->answer_keep = NULL;
 	if (rv == 0) {
 		req->phase = HTTP_PHASE_DONE;
 		return MHD_YES;
@@ -192,6 +161,9 @@ static enum MHD_Result pipeline_answer_internal(struct http_request *req, int rv
 static enum MHD_Result pipeline_run(struct http_request *req, bool first)
 {
 	while (req->stage < PIPELINE_STAGES && pipeline_stages[req->stage].run != NULL) {
+		/* Nothing to read and nothing to answer until MHD's last call. */
+		if (req->stage == PIPELINE_BODY && first && !req->has_body)
+			return MHD_YES;
 		switch (pipeline_stages[req->stage].run(req)) {
 		case STAGE_NEXT:
 			req->stage++;

@@ -1,10 +1,8 @@
 /*
- * respond.c — response bodies and the pipeline's `decorate` hook: every
- * response the gateway sends passes respond_decorate on its way out
- * (pipeline.c), so every one (200s, 404s, 413s, 503s alike) carries the
- * security headers of docs/api.md and an X-Request-Id, and every error has
- * the one JSON shape. Also the mapping of RPC outcomes to HTTP that every
- * route reuses.
+ * respond.c — how a stage or a route answers: the answer recorded
+ * (http_queue; pipeline.c sends it, and decorate.c's headers go on every
+ * one), responses built with their bodies, the one JSON shape of every
+ * error, and the mapping of RPC outcomes to HTTP that every route reuses.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,28 +10,58 @@
 #include <time.h>
 
 #include "common/err.h"
+#include "common/log.h"
 #include "gateway/gateway.h"
 
-struct respond_header {
-	const char *name;
-	const char *value;
-};
-
-/* OWASP headers for an API that serves no HTML. The CSP and the
- * Permissions-Policy depend on the environment and may be overridden
- * (settings.c); frame-ancestors 'none' stays in every variant.
- * Cache-Control goes on everything: nothing the gateway says is cacheable. */
-static const struct respond_header respond_security[] = {
-    {"X-Content-Type-Options", "nosniff"},
-    {"X-Frame-Options", "DENY"},
-    {"Referrer-Policy", "no-referrer"},
-    {"Cross-Origin-Opener-Policy", "same-origin"},
-    {"Cross-Origin-Resource-Policy", "same-origin"},
-    {"Cache-Control", "no-store"},
-};
-
-#define RESPOND_HSTS "max-age=31536000; includeSubDomains"
 #define RESPOND_JSON_TYPE "application/json; charset=utf-8"
+
+/* ---- recording the answer ------------------------------------------------ */
+
+/* Whoever answers (a stage, a handler, a resume function) only records the
+ * answer; pipeline.c sends it when they return, through the hooks. */
+static int respond_record(struct http_request *req, unsigned status, struct MHD_Response *resp,
+                          bool shared)
+{
+	bool built = resp == req->built_resp;
+
+	/* Whatever happens, what respond_new noted is used up here. */
+	req->built_resp = NULL;
+	if (req->answer != NULL) {
+		/* Answered twice: a broken invariant. The first answer stands. */
+		log_warnx("http: a second answer (%u after %u) dropped request_id=%s", status,
+		          req->status, req->id);
+		if (!shared)
+			MHD_destroy_response(resp);
+		return ERR_INTERNAL;
+	}
+	req->answer = resp;
+	req->answer_shared = shared;
+	req->status = status;
+	if (!shared) {
+		/* The body of this very response, only if respond_new built it (a
+		 * 101 has none): a response built and thrown away meanwhile must
+		 * not be what an idempotency key keeps, nor what the log counts. */
+		req->resp_body = built ? req->built_body : NULL;
+		req->resp_bytes = built ? req->built_len : 0;
+	}
+	return 0;
+}
+
+int http_queue(struct http_request *req, unsigned status, struct MHD_Response *resp)
+{
+	if (resp == NULL)
+		return ERR_NOMEM;
+	return respond_record(req, status, resp, false);
+}
+
+int http_queue_shared(struct http_request *req, unsigned status, struct MHD_Response *resp)
+{
+	/* Decorated when respond_static_cached first sent it, for a request
+	 * like this one: no key, no listed Origin. */
+	return respond_record(req, status, resp, true);
+}
+
+/* ---- building responses ---------------------------------------------------- */
 
 struct MHD_Response *respond_new(struct http_request *req, const char *body, size_t len,
                                  enum MHD_ResponseMemoryMode mode, bool json)
@@ -45,70 +73,17 @@ struct MHD_Response *respond_new(struct http_request *req, const char *body, siz
 			free((void *)body);
 		return NULL;
 	}
-	/* The response owns (or points at) the body until it is sent: the answer
-	 * it becomes (http_queue) may store it for an Idempotency-Key (idem.c). */
-	req->built_body = body;
-	req->built_len = len;
 	if (json && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
 	                                    RESPOND_JSON_TYPE) != MHD_YES) {
 		MHD_destroy_response(resp);
 		return NULL;
 	}
+	/* The response owns (or points at) the body until it is sent: the answer
+	 * it becomes (http_queue) may store it for an Idempotency-Key (idem.c). */
+	req->built_resp = resp;
+	req->built_body = body;
+	req->built_len = len;
 	return resp;
-}
-
-int respond_decorate(struct http_request *req, unsigned status, struct MHD_Response *resp)
-{
-	if (MHD_add_response_header(resp, "X-Request-Id", req->id) != MHD_YES)
-		return ERR_NOMEM;
-	/* A 101 leaves HTTP: the headers below are about content it has none of. */
-	if (status == MHD_HTTP_SWITCHING_PROTOCOLS)
-		return 0;
-	for (size_t i = 0; i < sizeof(respond_security) / sizeof(respond_security[0]); i++)
-		if (MHD_add_response_header(resp, respond_security[i].name,
-		                            respond_security[i].value) != MHD_YES)
-			return ERR_NOMEM;
-	if (MHD_add_response_header(resp, "Content-Security-Policy",
-	                            req->gw->csp != NULL ? req->gw->csp
-	                                                 : "default-src 'none'; frame-ancestors "
-	                                                   "'none'") != MHD_YES ||
-	    (req->gw->permissions_policy != NULL &&
-	     MHD_add_response_header(resp, "Permissions-Policy", req->gw->permissions_policy) !=
-	         MHD_YES))
-		return ERR_NOMEM;
-	if (req->gw->hsts &&
-	    MHD_add_response_header(resp, "Strict-Transport-Security", RESPOND_HSTS) != MHD_YES)
-		return ERR_NOMEM;
-	return 0;
-}
-
-char *respond_raw_headers(const struct gateway *gw)
-{
-	const char *csp = gw->csp != NULL ? gw->csp : "default-src 'none'; frame-ancestors 'none'";
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
-	bool bad;
-
-	if (f == NULL)
-		return NULL;
-	/* The same list as the answer path's decoration and CORS hooks. */
-	for (size_t i = 0; i < sizeof(respond_security) / sizeof(respond_security[0]); i++)
-		fprintf(f, "%s: %s\r\n", respond_security[i].name, respond_security[i].value);
-	fprintf(f, "Content-Security-Policy: %s\r\n", csp);
-	if (gw->permissions_policy != NULL)
-		fprintf(f, "Permissions-Policy: %s\r\n", gw->permissions_policy);
-	if (gw->cors.enabled)
-		fputs("Vary: Origin\r\n", f);
-	if (gw->hsts)
-		fputs("Strict-Transport-Security: " RESPOND_HSTS "\r\n", f);
-	fputs("Content-Type: " RESPOND_JSON_TYPE "\r\n", f);
-	bad = ferror(f) != 0;
-	if (fclose(f) != 0 || bad) {
-		free(text);
-		return NULL;
-	}
-	return text;
 }
 
 int respond_json(struct http_request *req, unsigned status, json_t *body)
@@ -134,33 +109,34 @@ int respond_static(struct http_request *req, unsigned status, const char *json)
 int respond_static_cached(struct http_request *req, unsigned status, const char *json)
 {
 	struct http_conn *c = http_conn_of(req);
+	struct MHD_Response *resp;
+	int rv;
 
 	/* An allowed Origin is echoed: that answer is this request's alone. */
 	if (c == NULL || req->cors_allowed)
 		return respond_static(req, status, json);
+	req->resp_bytes = strlen(json);
 	if (c->cached != NULL && c->cached_body == json) {
 		/* Swap the id; if that fails, forget the cache and build afresh. */
 		if (MHD_del_response_header(c->cached, "X-Request-Id", c->cached_id) == MHD_YES &&
 		    MHD_add_response_header(c->cached, "X-Request-Id", req->id) == MHD_YES) {
 			memcpy(c->cached_id, req->id, strlen(req->id) + 1);
-			req->resp_bytes = strlen(json);
 			return http_queue_shared(req, status, c->cached);
 		}
 	}
-	req->resp_bytes = strlen(json);
 	if (c->cached != NULL)
 		MHD_destroy_response(c->cached);
-	c->cached = respond_new(req, json, strlen(json), MHD_RESPMEM_PERSISTENT, true);
-	if (c->cached == NULL)
+	c->cached = NULL;
+	if ((resp = respond_new(req, json, strlen(json), MHD_RESPMEM_PERSISTENT, true)) == NULL)
 		return ERR_NOMEM;
-	if (http_decorate(req, status, c->cached) != 0) {
-		MHD_destroy_response(c->cached);
-		c->cached = NULL;
-		return ERR_NOMEM;
-	}
+	/* Sent like any answer (decorated on the way out); once sent, the
+	 * connection keeps it for the next request like this one. */
+	if ((rv = http_queue(req, status, resp)) != 0)
+		return rv;
+	req->answer_keep = &c->cached;
 	c->cached_body = json;
 	memcpy(c->cached_id, req->id, strlen(req->id) + 1);
-	return http_queue_shared(req, status, c->cached);
+	return 0;
 }
 
 struct MHD_Response *respond_error_new(struct http_request *req, const char *code,

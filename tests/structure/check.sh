@@ -104,7 +104,7 @@ grep -qE '^[[:space:]]*char hash\[' services/auth/auth.h &&
 
 table=$(sed -n '/^static const struct stage pipeline_stages\[\] = {/,/^};/p' gateway/pipeline.c)
 [ -n "$table" ] || fail "gateway/pipeline.c: no pipeline_stages table"
-for fn in $(echo "$table" | grep -oE '\b([a-z_]+_(stage|answered)|respond_decorate)\b' | sort -u); do
+for fn in $(echo "$table" | grep -oE '\b[a-z_]+_(stage|answered)\b' | sort -u); do
 	def=$(grep -lE "^(enum stage_rv|int) $fn\(" gateway/*.c)
 	[ -n "$def" ] || { fail "gateway: $fn is in the pipeline table but defined nowhere"; continue; }
 	users=$(grep -lw "$fn" gateway/*.c | grep -vx -e gateway/pipeline.c -e "$def" | tr '\n' ' ')

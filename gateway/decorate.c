@@ -1,0 +1,118 @@
+/*
+ * decorate.c — the last row of the pipeline, run on every answer whoever
+ * gives it (pipeline.c): X-Request-Id, the OWASP security headers of
+ * docs/api.md, HSTS where it applies, and CORS (Vary: Origin, and for a
+ * listed origin the origin echoed with credentials allowed). The same list,
+ * as raw header lines, for the one answer written without libmicrohttpd
+ * (deadline.c's 408).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "gateway/gateway.h"
+
+struct decorate_header {
+	const char *name;
+	const char *value;
+};
+
+/* OWASP headers for an API that serves no HTML. The CSP and the
+ * Permissions-Policy depend on the environment and may be overridden
+ * (settings.c); frame-ancestors 'none' stays in every variant.
+ * Cache-Control goes on everything: nothing the gateway says is cacheable. */
+static const struct decorate_header decorate_security[] = {
+    {"X-Content-Type-Options", "nosniff"},
+    {"X-Frame-Options", "DENY"},
+    {"Referrer-Policy", "no-referrer"},
+    {"Cross-Origin-Opener-Policy", "same-origin"},
+    {"Cross-Origin-Resource-Policy", "same-origin"},
+    {"Cache-Control", "no-store"},
+};
+
+#define DECORATE_HSTS "max-age=31536000; includeSubDomains"
+#define DECORATE_CSP "default-src 'none'; frame-ancestors 'none'"
+#define DECORATE_JSON_TYPE "application/json; charset=utf-8"
+/* What a browser script may read of an answer. */
+#define DECORATE_EXPOSE_HEADERS "X-Request-Id, Retry-After, Idempotent-Replayed, WWW-Authenticate"
+
+/* CORS: whether an Origin is echoed depends on the Origin, so caches must
+ * know (Vary); framing.c has matched it against MAGNETAR_CORS_ORIGINS. */
+static int decorate_cors(struct http_request *req, struct MHD_Response *resp)
+{
+	const struct gateway *gw = req->gw;
+
+	if (MHD_add_response_header(resp, "Vary", "Origin") != MHD_YES)
+		return ERR_NOMEM;
+	if (!req->cors_allowed)
+		return 0;
+	if (gw->cors.any && !origin_listed(&gw->cors, req->origin, strlen(req->origin))) {
+		/* "*" (never in production): any origin, never with credentials. */
+		if (MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*") != MHD_YES)
+			return ERR_NOMEM;
+	} else if (MHD_add_response_header(resp, "Access-Control-Allow-Origin", req->origin) !=
+	               MHD_YES ||
+	           MHD_add_response_header(resp, "Access-Control-Allow-Credentials", "true") !=
+	               MHD_YES)
+		return ERR_NOMEM;
+	if (MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+	                            DECORATE_EXPOSE_HEADERS) != MHD_YES)
+		return ERR_NOMEM;
+	return 0;
+}
+
+int decorate_answered(struct http_request *req, unsigned status, struct MHD_Response *resp)
+{
+	const struct gateway *gw = req->gw;
+
+	if (MHD_add_response_header(resp, "X-Request-Id", req->id) != MHD_YES)
+		return ERR_NOMEM;
+	/* A 101 leaves HTTP: the headers below are about content it has none
+	 * of, and there is nothing for a browser's CORS check to read. */
+	if (status == MHD_HTTP_SWITCHING_PROTOCOLS)
+		return 0;
+	for (size_t i = 0; i < sizeof(decorate_security) / sizeof(decorate_security[0]); i++)
+		if (MHD_add_response_header(resp, decorate_security[i].name,
+		                            decorate_security[i].value) != MHD_YES)
+			return ERR_NOMEM;
+	if (MHD_add_response_header(resp, "Content-Security-Policy",
+	                            gw->csp != NULL ? gw->csp : DECORATE_CSP) != MHD_YES ||
+	    (gw->permissions_policy != NULL &&
+	     MHD_add_response_header(resp, "Permissions-Policy", gw->permissions_policy) !=
+	         MHD_YES))
+		return ERR_NOMEM;
+	if (gw->hsts &&
+	    MHD_add_response_header(resp, "Strict-Transport-Security", DECORATE_HSTS) != MHD_YES)
+		return ERR_NOMEM;
+	return gw->cors.enabled ? decorate_cors(req, resp) : 0;
+}
+
+char *decorate_raw_headers(const struct gateway *gw)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	bool bad;
+
+	if (f == NULL)
+		return NULL;
+	/* The same list as decorate_answered's, for a request without an
+	 * Origin (the sweeper's 408 has no request to read one from). */
+	for (size_t i = 0; i < sizeof(decorate_security) / sizeof(decorate_security[0]); i++)
+		fprintf(f, "%s: %s\r\n", decorate_security[i].name, decorate_security[i].value);
+	fprintf(f, "Content-Security-Policy: %s\r\n", gw->csp != NULL ? gw->csp : DECORATE_CSP);
+	if (gw->permissions_policy != NULL)
+		fprintf(f, "Permissions-Policy: %s\r\n", gw->permissions_policy);
+	if (gw->cors.enabled)
+		fputs("Vary: Origin\r\n", f);
+	if (gw->hsts)
+		fputs("Strict-Transport-Security: " DECORATE_HSTS "\r\n", f);
+	fputs("Content-Type: " DECORATE_JSON_TYPE "\r\n", f);
+	bad = ferror(f) != 0;
+	if (fclose(f) != 0 || bad) {
+		free(text);
+		return NULL;
+	}
+	return text;
+}
