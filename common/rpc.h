@@ -206,6 +206,7 @@ struct rpc_dial {
 	 * old dialer is closed only when none is (a reply is never lost). */
 	pthread_mutex_t *busy_mu;
 	const int *busy;
+	uint64_t idle_since_ms; /* rpc_dials_renew_idle's clock; under its lock */
 	struct rpc_dial *next;
 };
 /* The owner's pipe-notify callback passes every ADD_POST and REM_POST here,
@@ -248,6 +249,21 @@ int rpc_url_first(const char *urls, char *buf, size_t len);
  * old dialers and their pipes, each at a moment its owner has no request in
  * flight (at most 2 s more). */
 void rpc_redial_all(void);
+/*
+ * nng 1.5.2's dialer stops dialling for good when a connection it made is
+ * closed by the server before the SP handshake is through (its write fails
+ * with EPIPE, mapped to NNG_ECLOSED, which dialer.c takes for "closed by
+ * us": no further attempt). A server that exits or listens again at that
+ * moment strands every client that was connecting: a restarted replica or
+ * audit would never be reached again (docs/reliability.md). Called every
+ * few hundred ms: a registered dialer that has had no pipe for
+ * RPC_DIAL_RENEW_MS is replaced by a new one (a dialer whose peer is simply
+ * down loses nothing by it). Returns how many it replaced.
+ */
+#define RPC_DIAL_RENEW_MS 1500
+unsigned rpc_dials_renew_idle(uint64_t now_ms);
+/* Dialers replaced by rpc_dials_renew_idle since start, for Stats. */
+uint64_t rpc_dials_renewed(void);
 
 /* ---- client ------------------------------------------------------------ */
 

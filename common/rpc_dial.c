@@ -1,8 +1,9 @@
 /*
  * rpc_dial.c — dialling a service (rpc.h): one dialer per entry of a URL
- * list (replicas), pipe counts per dialer, and re-dialling every
- * registered socket at once (rpc_redial_all: make before break), used by
- * rpc_client.c and by the events subscribers.
+ * list (replicas), pipe counts per dialer, re-dialling every registered
+ * socket at once (rpc_redial_all: make before break), and replacing a
+ * dialer nng 1.5.2 gave up on (rpc_dials_renew_idle); used by rpc_client.c
+ * and by the events subscribers.
  */
 #include "common/rpc.h"
 
@@ -52,6 +53,7 @@ int rpc_dial_start(struct rpc_dial *d, nng_socket sock, const char *url)
 
 	d->sock = sock;
 	d->next = NULL;
+	d->idle_since_ms = 0;
 	atomic_store(&d->id, 0);
 	atomic_store(&d->pipes, 0);
 	if ((d->url = strdup(url)) == NULL)
@@ -227,4 +229,47 @@ void rpc_redial_all(void)
 		/* else: its socket closed meanwhile, and the dialer with it */
 	}
 	pthread_mutex_unlock(&dial_mu);
+}
+
+/* ---- replacing a dialer nng gave up on (rpc.h) -------------------------- */
+
+static _Atomic uint64_t dial_renewed;
+
+unsigned rpc_dials_renew_idle(uint64_t now_ms)
+{
+	unsigned renewed = 0;
+
+	pthread_mutex_lock(&dial_mu);
+	for (struct rpc_dial *d = dial_list; d != NULL; d = d->next) {
+		nng_dialer prev = d->dialer;
+
+		/* Negative pipes: rpc_redial_all is waiting for this one. */
+		if (!d->dialled || d->url == NULL || atomic_load(&d->pipes) != 0) {
+			d->idle_since_ms = 0;
+			continue;
+		}
+		if (d->idle_since_ms == 0 || now_ms < d->idle_since_ms) {
+			d->idle_since_ms = now_ms;
+			continue;
+		}
+		if (now_ms - d->idle_since_ms < RPC_DIAL_RENEW_MS)
+			continue;
+		d->idle_since_ms = now_ms;
+		if (dial_new(d) != 0) {
+			d->dialer = prev; /* keep what we had; try again next time */
+			atomic_store(&d->id, (uint32_t)nng_dialer_id(prev));
+			continue;
+		}
+		/* No pipe of its own, so no request in flight on it. */
+		nng_dialer_close(prev);
+		renewed++;
+	}
+	pthread_mutex_unlock(&dial_mu);
+	atomic_fetch_add(&dial_renewed, renewed);
+	return renewed;
+}
+
+uint64_t rpc_dials_renewed(void)
+{
+	return atomic_load(&dial_renewed);
 }

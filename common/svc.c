@@ -677,6 +677,8 @@ static void *svc_watch_main(void *arg)
 		if (w->stop)
 			break;
 		pthread_mutex_unlock(&w->mu);
+		/* Our clients' side of the same nng: a dialer it gave up on. */
+		rpc_dials_renew_idle(clock_mono_ms());
 		silent = svc_check(w->s, SVC_STALL) ? 0 : silent + 1;
 		if (silent == 3) {
 			svc_watchdog_count(w->s);
@@ -831,6 +833,7 @@ void svc_handle_stats(struct rpc_call *call, const ProtobufCMessage *input, void
 	stats_add("uptime_ms", clock_mono_ms() - s->started_mono_ms, &b);
 	stats_add("replica", s->replica, &b);
 	stats_add("svc.watchdog_exits", svc_watchdog_exits(s), &b);
+	stats_add("rpc.dialers_renewed", rpc_dials_renewed(), &b);
 	rpc_server_counters(rpc_call_server(call), stats_add, &b);
 	if (s->pool != NULL) {
 		struct pool_stats ps;

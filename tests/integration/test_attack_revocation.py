@@ -45,8 +45,8 @@ def stack(tmp_path_factory):
     rc = s.stop()
     shutil.rmtree(root, ignore_errors=True)
     assert rc == 0, s.logs()
-    assert "ERROR: AddressSanitizer" not in s.logs(), s.logs()
-    assert "runtime error:" not in s.logs(), s.logs()
+    assert "ERROR: AddressSanitizer" not in s.full_log(), s.logs()
+    assert "runtime error:" not in s.full_log(), s.logs()
 
 
 def login(url):

@@ -34,7 +34,7 @@ def stack(tmp_path_factory):
     s = Stack(tmp_path_factory.mktemp("attacksvc"), {"MAGNETAR_HIBP_MODE": "off"}).start()
     yield s
     assert s.stop() == 0, s.logs()
-    assert "ERROR: AddressSanitizer" not in s.logs(), s.logs()
+    assert "ERROR: AddressSanitizer" not in s.full_log(), s.logs()
 
 
 def uid_of(name):

@@ -442,7 +442,7 @@ def test_a_home_parent_made_by_someone_else_is_refused(tmp_path_factory):
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "cwd_not_allowed", r.text
         assert os.listdir(planted) == []
-        assert "belongs to uid 65534" in stack.logs()
+        assert "belongs to uid 65534" in stack.full_log(), stack.logs()
     finally:
         rc = stack.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -34,7 +34,7 @@ def env(tmp_path_factory):
     rc = s.stop()
     shutil.rmtree(root, ignore_errors=True)
     assert rc == 0, s.logs()
-    assert "ERROR: AddressSanitizer" not in s.logs(), s.logs()
+    assert "ERROR: AddressSanitizer" not in s.full_log(), s.logs()
 
 
 def close_all(stack, headers):

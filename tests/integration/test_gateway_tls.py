@@ -46,7 +46,7 @@ def test_https_with_the_configured_certificate_and_hsts(tls_stack):
         assert r.status_code in (200, 404), (path, r.status_code)
         assert r.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
         assert r.headers["X-Content-Type-Options"] == "nosniff"
-    assert "listening on https://" in tls_stack.logs()
+    assert "listening on https://" in tls_stack.full_log(), tls_stack.logs()
 
 
 def test_tls_1_2_and_1_3_only(tls_stack):

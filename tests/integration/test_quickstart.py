@@ -18,9 +18,9 @@ def test_dev_founder_and_readme_curl_lines(tmp_path):
     stack = Stack(tmp_path, {"MAGNETAR_ENV": "development", "MAGNETAR_HIBP_MODE": "off"})
     stack.start()
     try:
-        logs = stack.logs()
+        logs = stack.full_log()
         found = re.findall(r"password: (\S+)", logs)
-        assert len(found) == 1, logs
+        assert len(found) == 1, stack.logs()
         script = readme_quickstart().replace("localhost:8080", f"127.0.0.1:{stack.port}")
         out = subprocess.run(["bash", "-c", "set -e\n" + script], capture_output=True,
                              text=True, timeout=60)

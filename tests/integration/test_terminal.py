@@ -84,8 +84,8 @@ def env(tmp_path_factory):
     rc = s.stop()
     shutil.rmtree(root, ignore_errors=True)
     assert rc == 0, s.logs()
-    assert "ERROR: AddressSanitizer" not in s.logs(), s.logs()
-    assert "runtime error:" not in s.logs(), s.logs()
+    assert "ERROR: AddressSanitizer" not in s.full_log(), s.logs()
+    assert "runtime error:" not in s.full_log(), s.logs()
 
 
 @pytest.fixture

@@ -83,4 +83,4 @@ def test_open_attach_exit_delete_churn_from_two_clients(tmp_path):
         shutil.rmtree(root, ignore_errors=True)
     # A stalled close would keep a process from stopping: SIGTERM must do.
     assert rc == 0, stack.logs()
-    assert "ERROR: AddressSanitizer" not in stack.logs(), stack.logs()
+    assert "ERROR: AddressSanitizer" not in stack.full_log(), stack.logs()
