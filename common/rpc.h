@@ -199,9 +199,12 @@ struct rpc_dial {
 	nng_socket sock;
 	nng_dialer dialer;
 	char *url;
-	bool dialled;        /* false while held (rpc_hold_dials) */
-	_Atomic uint32_t id; /* nng_dialer_id(dialer), for pipe events */
-	_Atomic int pipes;   /* live pipes of `dialer` */
+	bool dialled; /* false while held (rpc_hold_dials) */
+	bool waiting; /* rpc_redial_all waits for its new pipe; under its lock */
+	/* nng_dialer_id(dialer) in the high 32 bits, its live pipes in the low
+	 * 32: one word, so that a pipe event of a dialer just replaced can never
+	 * be counted for its successor. */
+	_Atomic uint64_t link;
 	/* Optional: the owner's count of requests in flight and its lock; the
 	 * old dialer is closed only when none is (a reply is never lost). */
 	pthread_mutex_t *busy_mu;

@@ -30,20 +30,28 @@ void rpc_hold_dials(bool hold)
 	pthread_mutex_unlock(&dial_mu);
 }
 
+static uint32_t dial_pipes(const struct rpc_dial *d)
+{
+	return (uint32_t)atomic_load(&d->link);
+}
+
 /* A dialer created, noted, then started: its first pipe event may come
- * before nng_dialer_start returns. */
+ * before nng_dialer_start returns. On failure d is as it was. */
 static int dial_new(struct rpc_dial *d)
 {
-	nng_dialer dl;
+	nng_dialer dl, prev = d->dialer;
+	uint64_t prev_link = atomic_load(&d->link);
 	int nv;
 
 	if ((nv = nng_dialer_create(&dl, d->sock, d->url)) != 0)
 		return nv;
 	d->dialer = dl;
-	atomic_store(&d->pipes, 0);
-	atomic_store(&d->id, (uint32_t)nng_dialer_id(dl));
-	if ((nv = nng_dialer_start(dl, NNG_FLAG_NONBLOCK)) != 0)
+	atomic_store(&d->link, (uint64_t)(uint32_t)nng_dialer_id(dl) << 32);
+	if ((nv = nng_dialer_start(dl, NNG_FLAG_NONBLOCK)) != 0) {
 		nng_dialer_close(dl);
+		d->dialer = prev;
+		atomic_store(&d->link, prev_link);
+	}
 	return nv;
 }
 
@@ -54,8 +62,8 @@ int rpc_dial_start(struct rpc_dial *d, nng_socket sock, const char *url)
 	d->sock = sock;
 	d->next = NULL;
 	d->idle_since_ms = 0;
-	atomic_store(&d->id, 0);
-	atomic_store(&d->pipes, 0);
+	d->waiting = false;
+	atomic_store(&d->link, 0); /* no dialer has id 0 */
 	if ((d->url = strdup(url)) == NULL)
 		return NNG_ENOMEM;
 	pthread_mutex_lock(&dial_mu);
@@ -75,12 +83,19 @@ int rpc_dial_start(struct rpc_dial *d, nng_socket sock, const char *url)
 
 void rpc_dial_pipe_event(struct rpc_dial *d, nng_pipe p, nng_pipe_ev ev)
 {
-	if ((uint32_t)nng_dialer_id(nng_pipe_dialer(p)) != atomic_load(&d->id))
-		return; /* the old dialer's, or a listener's */
-	if (ev == NNG_PIPE_EV_ADD_POST)
-		atomic_fetch_add(&d->pipes, 1);
-	else if (ev == NNG_PIPE_EV_REM_POST)
-		atomic_fetch_sub(&d->pipes, 1);
+	uint64_t id = (uint64_t)(uint32_t)nng_dialer_id(nng_pipe_dialer(p));
+	uint64_t v = atomic_load(&d->link), next;
+
+	do {
+		if (v >> 32 != id)
+			return; /* a replaced dialer's, or a listener's */
+		if (ev == NNG_PIPE_EV_ADD_POST)
+			next = v + 1;
+		else if (ev == NNG_PIPE_EV_REM_POST && (uint32_t)v > 0)
+			next = v - 1;
+		else
+			return;
+	} while (!atomic_compare_exchange_weak(&d->link, &v, next));
 }
 
 void rpc_dial_stop(struct rpc_dial *d)
@@ -152,7 +167,7 @@ static bool redial_settled(void)
 
 	pthread_mutex_lock(&dial_mu);
 	for (struct rpc_dial *d = dial_list; d != NULL; d = d->next)
-		if (d->dialled && d->url != NULL && atomic_load(&d->pipes) < 0)
+		if (d->dialled && d->url != NULL && d->waiting && dial_pipes(d) == 0)
 			done = false;
 	pthread_mutex_unlock(&dial_mu);
 	return done;
@@ -193,18 +208,14 @@ void rpc_redial_all(void)
 	pthread_mutex_lock(&dial_mu);
 	for (struct rpc_dial *d = dial_list; d != NULL; d = d->next) {
 		nng_dialer prev = d->dialer;
-		bool was_dialled = d->dialled, was_up = d->dialled && atomic_load(&d->pipes) > 0;
+		bool was_dialled = d->dialled, was_up = d->dialled && dial_pipes(d) > 0;
 		int nv;
 		if ((nv = dial_new(d)) != 0) {
 			log_warnx("rpc: cannot dial %s again: %s", d->url, nng_strerror(nv));
-			d->dialer = prev;
-			atomic_store(&d->id, (uint32_t)nng_dialer_id(prev));
 			continue;
 		}
 		d->dialled = true;
-		/* -1: connected before, waiting for the new pipe (see settled). */
-		if (was_up)
-			atomic_fetch_sub(&d->pipes, 1);
+		d->waiting = was_up; /* connected before: wait for the new pipe */
 		if (was_dialled && n < sizeof(old) / sizeof(old[0])) {
 			old[n].d = d;
 			old[n++].old = prev;
@@ -218,8 +229,7 @@ void rpc_redial_all(void)
 	/* Held throughout: a registered dial cannot go away under us. */
 	pthread_mutex_lock(&dial_mu);
 	for (struct rpc_dial *d = dial_list; d != NULL; d = d->next)
-		if (atomic_load(&d->pipes) < 0)
-			atomic_fetch_add(&d->pipes, 1);
+		d->waiting = false;
 	for (size_t i = 0; i < n; i++) {
 		bool live = false;
 		for (struct rpc_dial *d = dial_list; d != NULL; d = d->next)
@@ -243,8 +253,8 @@ unsigned rpc_dials_renew_idle(uint64_t now_ms)
 	for (struct rpc_dial *d = dial_list; d != NULL; d = d->next) {
 		nng_dialer prev = d->dialer;
 
-		/* Negative pipes: rpc_redial_all is waiting for this one. */
-		if (!d->dialled || d->url == NULL || atomic_load(&d->pipes) != 0) {
+		/* A dialer rpc_redial_all is waiting for is left to it. */
+		if (!d->dialled || d->url == NULL || d->waiting || dial_pipes(d) != 0) {
 			d->idle_since_ms = 0;
 			continue;
 		}
@@ -255,11 +265,8 @@ unsigned rpc_dials_renew_idle(uint64_t now_ms)
 		if (now_ms - d->idle_since_ms < RPC_DIAL_RENEW_MS)
 			continue;
 		d->idle_since_ms = now_ms;
-		if (dial_new(d) != 0) {
-			d->dialer = prev; /* keep what we had; try again next time */
-			atomic_store(&d->id, (uint32_t)nng_dialer_id(prev));
-			continue;
-		}
+		if (dial_new(d) != 0)
+			continue; /* keep what we had; try again next time */
 		/* No pipe of its own, so no request in flight on it. */
 		nng_dialer_close(prev);
 		renewed++;

@@ -232,7 +232,9 @@ def test_a_killed_replica_is_routed_around_and_its_entry_reused(scaled):
     # again: its connection closed before the SP handshake. nng 1.5.2's
     # dialer then never dials again (EPIPE taken for "closed by us"); the
     # gateway must replace it (rpc_dials_renew_idle) or never reach the
-    # entry's next replica. Done on purpose here, so that it always happens.
+    # entry's next replica. Done on purpose here: closing each connection as
+    # soon as it is queued usually beats nng's thread to its header write
+    # (the gateway without the renewal failed below as CI once did).
     hung_up = hang_up_on_every_client(stack.dir / "run" / "auth" / f"{v}.sock", 1.5)
     assert hung_up >= 1
     # Its successor, started the same way, takes the entry it left.
@@ -246,7 +248,6 @@ def test_a_killed_replica_is_routed_around_and_its_entry_reused(scaled):
     assert wait_until(lambda: logins(stack, 3) == [200] * 3 and
                       replica_stats(stack, venv)["rpc.Login.calls"] > before, 10), \
         (stack.stats("gateway"), (stack.dir / f"{name}-again.log").read_text()[-3000:])
-    assert stack.stats("gateway")["rpc.dialers_renewed"] >= 1
 
 
 def hang_up_on_every_client(path, seconds):

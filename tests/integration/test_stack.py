@@ -44,6 +44,18 @@ def test_a_burst_of_readyz_costs_no_ping(stack):
     assert pings <= took / 0.2 + 3, (pings, took)
 
 
+def test_a_stack_at_rest_replaces_no_dialer(stack):
+    """Every peer up: no service replaces a dialer (rpc_dials_renew_idle
+    acts only on one without a pipe for 1.5 s). The first version counted a
+    dialer re-dialled after the privilege drop as pipeless and cut every
+    client's live pipes about 2 s after start (docs/reliability.md)."""
+    names = SERVICES + ("gateway",)
+    before = {n: stack.stats(n)["rpc.dialers_renewed"] for n in names}
+    time.sleep(4)
+    after = {n: stack.stats(n)["rpc.dialers_renewed"] for n in names}
+    assert after == before, (before, after)
+
+
 def test_magctl_ping_and_stats(stack):
     for name in SERVICES + ("gateway",):
         out = stack.magctl("ping", name)

@@ -2,8 +2,9 @@
  * rpc_dial_test.c — a client whose connection the server closed before the
  * SP handshake (a server exiting or listening again at that moment): nng
  * 1.5.2's dialer never dials again, and rpc_dials_renew_idle replaces it so
- * that the client reaches the server that comes up next. A connected
- * dialer is never replaced.
+ * that the client reaches the server that comes up next. A dialer that no
+ * longer dials is replaced whatever the cause; a connected one never is,
+ * also after rpc_redial_all (the privilege drop's re-dial).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +23,8 @@
 #include "audit.pb-c.h"
 #include "common/clock.h"
 #include "common/rpc.h"
+
+#include <nng/protocol/reqrep0/req.h>
 
 /* Read by the sanitizer runtime at start-up when built with ASan/LSan; an
  * unused function otherwise. nng 1.5.2 keeps the stranded dialer's pipe
@@ -146,26 +150,90 @@ static void test_a_dialer_nng_gave_up_on_is_renewed(void **state)
 	rpc_server_stop(srv);
 }
 
-static void test_a_connected_dialer_is_kept(void **state)
+/* A bare req socket whose pipe events reach `d`, as rpc_client.c's do. */
+static void dial_events(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	rpc_dial_pipe_event(arg, p, ev);
+}
+
+static nng_socket bare_socket(struct rpc_dial *d)
+{
+	nng_socket s;
+
+	assert_int_equal(nng_req0_open(&s), 0);
+	nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 50);
+	nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 500);
+	assert_int_equal(nng_pipe_notify(s, NNG_PIPE_EV_ADD_POST, dial_events, d), 0);
+	assert_int_equal(nng_pipe_notify(s, NNG_PIPE_EV_REM_POST, dial_events, d), 0);
+	return s;
+}
+
+static bool dial_connected_within(const struct rpc_dial *d, int ms)
+{
+	for (uint64_t until = clock_mono_ms() + (uint64_t)ms; clock_mono_ms() < until;) {
+		if ((uint32_t)atomic_load(&d->link) > 0)
+			return true;
+		usleep(20 * 1000);
+	}
+	return (uint32_t)atomic_load(&d->link) > 0;
+}
+
+/* Whatever made nng stop dialling (here: its dialer closed behind our
+ * back), a dialer without a pipe for RPC_DIAL_RENEW_MS is replaced. */
+static void test_a_dialer_that_no_longer_dials_is_renewed(void **state)
 {
 	struct rpc_server_opts opts = {.contexts = 2, .workers = 1};
+	struct rpc_dial d = {0};
 	struct rpc_server *srv;
-	struct rpc_client *c;
+	nng_socket s = bare_socket(&d);
 	uint64_t now = clock_mono_ms();
+	char url[64];
+	(void)state;
+
+	snprintf(url, sizeof(url), "ipc:///tmp/rpc_dial_test.dead.%d.sock", (int)getpid());
+	unlink(url + 6);
+	assert_int_equal(rpc_dial_start(&d, s, url), 0);
+	nng_dialer_close(d.dialer);
+	assert_int_equal(
+	    rpc_server_start(url, &magnetar__audit__descriptor, methods, 3, &opts, &srv), 0);
+	assert_false(dial_connected_within(&d, 700));
+	assert_int_equal(rpc_dials_renew_idle(now), 0); /* idle from now on */
+	assert_int_equal(rpc_dials_renew_idle(now + RPC_DIAL_RENEW_MS - 1), 0);
+	assert_int_equal(rpc_dials_renew_idle(now + RPC_DIAL_RENEW_MS), 1);
+	assert_true(dial_connected_within(&d, 2000));
+	rpc_dial_stop(&d);
+	nng_close(s);
+	rpc_server_stop(srv);
+}
+
+/* Connected, then re-dialled the way svc_lockdown does after the privilege
+ * drop: the new dialer's pipe is counted, so it is never taken for idle
+ * (it once was: every service cut its clients' pipes 2 s after start). */
+static void test_a_connected_dialer_is_kept_after_a_redial(void **state)
+{
+	struct rpc_server_opts opts = {.contexts = 2, .workers = 1};
+	struct rpc_dial d = {0};
+	struct rpc_server *srv;
+	nng_socket s = bare_socket(&d);
+	uint64_t now;
 	char url[64];
 	(void)state;
 
 	snprintf(url, sizeof(url), "ipc:///tmp/rpc_dial_test.kept.%d.sock", (int)getpid());
 	assert_int_equal(
 	    rpc_server_start(url, &magnetar__audit__descriptor, methods, 3, &opts, &srv), 0);
-	assert_int_equal(rpc_client_open(url, 0, &c), 0);
-	assert_true(connects_within(c, 2000, false));
+	assert_int_equal(rpc_dial_start(&d, s, url), 0);
+	assert_true(dial_connected_within(&d, 2000));
+	rpc_redial_all();
+	assert_true(dial_connected_within(&d, 2000));
 	/* However long it has been, a dialer with its pipe stays. */
+	now = clock_mono_ms();
+	assert_int_equal(rpc_dials_renew_idle(now), 0);
 	assert_int_equal(rpc_dials_renew_idle(now + 10 * 1000), 0);
 	assert_int_equal(rpc_dials_renew_idle(now + 20 * 1000), 0);
-	assert_true(rpc_client_connected(c));
-	assert_true(pinged(c));
-	rpc_client_close(c);
+	assert_int_equal((uint32_t)atomic_load(&d.link), 1);
+	rpc_dial_stop(&d);
+	nng_close(s);
 	rpc_server_stop(srv);
 }
 
@@ -173,7 +241,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_a_dialer_nng_gave_up_on_is_renewed),
-	    cmocka_unit_test(test_a_connected_dialer_is_kept),
+	    cmocka_unit_test(test_a_dialer_that_no_longer_dials_is_renewed),
+	    cmocka_unit_test(test_a_connected_dialer_is_kept_after_a_redial),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
