@@ -151,6 +151,7 @@ int authn_start(struct gateway *gw)
 	pthread_mutex_init(&a->report_mu, NULL);
 	pthread_mutex_init(&a->me_mu, NULL);
 	pthread_mutex_init(&a->tok_mu, NULL);
+	pthread_mutex_init(&a->risk_mu, NULL);
 	pthread_rwlock_init(&a->lock, NULL);
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
@@ -187,6 +188,7 @@ fail:
 	pthread_mutex_destroy(&a->report_mu);
 	pthread_mutex_destroy(&a->me_mu);
 	pthread_mutex_destroy(&a->tok_mu);
+	pthread_mutex_destroy(&a->risk_mu);
 	OPENSSL_cleanse(a->fp_key, sizeof(a->fp_key));
 	free(a);
 	return rv;
@@ -216,6 +218,7 @@ void authn_stop(struct gateway *gw)
 		free(a->tok[i].token);
 	pthread_mutex_destroy(&a->me_mu);
 	pthread_mutex_destroy(&a->tok_mu);
+	pthread_mutex_destroy(&a->risk_mu);
 	OPENSSL_cleanse(a->fp_key, sizeof(a->fp_key));
 	OPENSSL_cleanse(&a->sk, sizeof(a->sk));
 	free(a);
@@ -269,7 +272,7 @@ int authn_require_flags(struct http_request *req, struct jwt_claims *claims, uns
 	if (revoked)
 		return authn_refuse(req, "unauthorized", "The session has been revoked.");
 	snprintf(req->actor, sizeof(req->actor), "%s", claims->sub);
-	score = authn_score(a, req, h, strlen(h), fip, fua, fhd);
+	score = authn_score(a, req, fip, fua, fhd);
 	if (score == 0)
 		return 0;
 	authn_report(a, req, claims, score);

@@ -12,8 +12,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "auth.pb-c.h"
+#include "common/clock.h"
+#include "common/events.h"
 #include "common/jwt.h"
 #include "common/siphash.h"
 #include "gateway/gateway.h"
@@ -25,6 +28,7 @@
 #define AUTHN_REPORTED 1024
 #define AUTHN_ME_SLOTS 4096
 #define AUTHN_TOK_SLOTS 4096
+#define AUTHN_RISK_SLOTS 4096
 #define AUTHN_ME_TTL_MS 30000
 #define AUTHN_SILENCE_MS 3000    /* docs/architecture.md, "Security model": no heartbeat for 3 s */
 #define AUTHN_PAGE 4096          /* sessions per Revoked page */
@@ -68,18 +72,25 @@ struct authn {
 		uint64_t expires_ms;
 	} me[AUTHN_ME_SLOTS];
 	/* Tokens already verified (Ed25519 costs tens of µs: "verifies once per
-	 * token and caches the result"), with the last request context they were
-	 * scored in. Direct-mapped; the whole token is compared on a hit. */
+	 * token and caches the result"). Direct-mapped; the whole token is
+	 * compared on a hit. */
 	pthread_mutex_t tok_mu;
 	struct authn_tok {
 		char *token;
 		size_t len;
 		struct jwt_claims claims;
-		char tag[33];        /* the session's tag (fingerprint_hash "sid") */
+		char tag[33]; /* the session's tag (fingerprint_hash "sid") */
+	} tok[AUTHN_TOK_SLOTS];
+	/* Scores already computed: a score is a function of the request context
+	 * (IP, UA, fingerprint headers) and the session's binding alone, so it
+	 * is kept by those, in a slot chosen by the context's keyed hash. */
+	pthread_mutex_t risk_mu;
+	struct authn_risk_memo {
 		uint64_t ctx_hash;   /* of the IP, UA and fingerprint headers scored */
 		char binding[3][33]; /* the fip/fua/fhd they were scored against */
 		unsigned score;
-	} tok[AUTHN_TOK_SLOTS];
+		bool used;
+	} risk[AUTHN_RISK_SLOTS];
 	/* Scores already reported, so a session is not re-reported per request. */
 	pthread_mutex_t report_mu;
 	struct {
@@ -97,31 +108,56 @@ struct authn {
 	struct events_sub *sub;
 };
 
+/* ---- shared by the authn files: inline, so that a request that asks
+ * one of them (authn_me.c for a cached /me) does not cross into another
+ * file for a hash or a flag ---------------------------------------------- */
+
+/* Session ids are auth's random ones, but the tables they index are open
+ * addressing; a keyed hash keeps their slots unpredictable all the same. */
+static inline uint64_t authn_hash(const struct authn *a, const char *s)
+{
+	return siphash24(a->sk, s, strlen(s));
+}
+
+/* The revoked set is current: loaded since the last resync
+ * (authn_revoked.c), and auth's publisher it was loaded from heard within
+ * the silence window. */
+static inline bool authn_current(struct authn *a)
+{
+	char publisher[sizeof(a->publisher)];
+	uint64_t heard;
+
+	if (!atomic_load(&a->synced))
+		return false;
+	pthread_rwlock_rdlock(&a->lock);
+	memcpy(publisher, a->publisher, sizeof(publisher));
+	pthread_rwlock_unlock(&a->lock);
+	heard = events_sub_heard_ms(a->sub, publisher);
+	return heard != 0 && clock_mono_ms() - heard < AUTHN_SILENCE_MS;
+}
+
 /* ---- authn_keys.c: auth's public keys ------------------------------------ */
 
 int authn_load_keys(struct authn *a);
 
 /* ---- authn_revoked.c: the revoked and re-bound sessions ------------------ */
 
-uint64_t authn_hash(const struct authn *a, const char *s);
 /* The *_locked ones with a->lock held: for writing to add, shared to find. */
 void authn_revoked_add_locked(struct authn *a, const char *sid);
 void authn_rebound_add_locked(struct authn *a, const Magnetar__SessionEvent *ev);
 const struct authn_entry *authn_find_locked(struct authn *a, const char *sid);
 int authn_load_revoked(struct authn *a);
-bool authn_current(struct authn *a);
 void authn_stale(struct authn *a);
 
 /* ---- authn_tokens.c: the verified-token cache ---------------------------- */
 
-struct authn_tok *authn_tok_slot(struct authn *a, const char *token, size_t len);
 int authn_verify(struct authn *a, const char *token, size_t len, int64_t now,
                  struct jwt_claims *claims, char tag[33]);
 
 /* ---- authn_risk.c: the request's risk score, reported to auth ------------ */
 
-unsigned authn_score(struct authn *a, struct http_request *req, const char *token, size_t tlen,
-                     const char *fip, const char *fua, const char *fhd);
+unsigned authn_score(struct authn *a, struct http_request *req, const char *fip, const char *fua,
+                     const char *fhd);
 void authn_report(struct authn *a, struct http_request *req, const struct jwt_claims *c,
                   unsigned score);
 bool authn_risky(struct authn *a, const char *sid);

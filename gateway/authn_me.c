@@ -1,8 +1,9 @@
 /*
  * authn_me.c — GET /api/v1/auth/me answers cached per session (30 s), so
  * the authenticated hot path needs no RPC. Never served while the revoked
- * set is not current or the session has a risk score; dropped when auth
- * says the session or its user changed, or the score changes.
+ * set is not current, never kept for a session with a reported risk score;
+ * dropped when auth says the session or its user changed, or the score
+ * changes.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -71,8 +72,11 @@ char *authn_me_get(struct gateway *gw, const char *sid, uint64_t *epoch)
 	char *copy = NULL;
 
 	*epoch = atomic_load(&a->me_epoch);
-	/* While the revocation set may be stale, auth is asked every time. */
-	if (!authn_current(a) || authn_risky(a, sid))
+	/* While the revocation set may be stale, auth is asked every time. A
+	 * risky session's answer is never here: authn_me_put refuses it, and a
+	 * report drops what was kept (bumping the epoch, so that a put already
+	 * under way is refused too). */
+	if (!authn_current(a))
 		return NULL;
 	pthread_mutex_lock(&a->me_mu);
 	if (a->me[slot].body != NULL && strcmp(a->me[slot].sid, sid) == 0 &&

@@ -3,8 +3,8 @@
  * step-up to other fingerprint hashes (a re-bound one named by its keyed
  * tag: authn.c): one open-addressing table, loaded page by page over RPC
  * (RevokedPage) and added to by each auth.events event. Whether it can be
- * trusted is decided here too (authn_current): loaded since the last
- * resync, and the publisher it was loaded from heard within 3 s.
+ * trusted (authn_current, inline in authn.h) follows from what is set here:
+ * loaded since the last resync, from a publisher heard within 3 s.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,13 +18,6 @@
 #include "common/siphash.h"
 #include "gateway/authn.h"
 #include "gateway/gateway.h"
-
-/* Session ids are auth's random ones, but the tables they index are open
- * addressing; a keyed hash keeps their slots unpredictable all the same. */
-uint64_t authn_hash(const struct authn *a, const char *s)
-{
-	return siphash24(a->sk, s, strlen(s));
-}
 
 /* The slot of `sid` (existing, or the empty one it would take), with the
  * write lock held; grows at half full. NULL if it cannot grow. */
@@ -142,22 +135,6 @@ int authn_load_revoked(struct authn *a)
 		atomic_store(&a->synced, true);
 	pthread_rwlock_unlock(&a->lock);
 	return 0;
-}
-
-/* The set is current: loaded since the last resync, and auth's publisher it
- * was loaded from heard within the silence window. */
-bool authn_current(struct authn *a)
-{
-	char publisher[sizeof(a->publisher)];
-	uint64_t heard;
-
-	if (!atomic_load(&a->synced))
-		return false;
-	pthread_rwlock_rdlock(&a->lock);
-	memcpy(publisher, a->publisher, sizeof(publisher));
-	pthread_rwlock_unlock(&a->lock);
-	heard = events_sub_heard_ms(a->sub, publisher);
-	return heard != 0 && clock_mono_ms() - heard < AUTHN_SILENCE_MS;
 }
 
 /* Something may have been missed: stale until a load that began after now. */

@@ -41,16 +41,24 @@ static bool authn_differs(const char *a, const char *b)
 	return strlen(a) != 32 || strlen(b) != 32 || CRYPTO_memcmp(a, b, 32) != 0;
 }
 
+static bool authn_memo_hit(const struct authn_risk_memo *m, uint64_t ctx, const char *fip,
+                           const char *fua, const char *fhd)
+{
+	return m->used && m->ctx_hash == ctx && strcmp(m->binding[0], fip) == 0 &&
+	       strcmp(m->binding[1], fua) == 0 && strcmp(m->binding[2], fhd) == 0;
+}
+
 /* Integer hundredths, never floats: 0.5f + 0.2f >= 0.7f is false in C.
- * The three HMACs are skipped when this token was last scored against the
- * same binding in the same request context (same IP, UA and headers). */
-unsigned authn_score(struct authn *a, struct http_request *req, const char *token, size_t tlen,
-                     const char *fip, const char *fua, const char *fhd)
+ * The three HMACs are skipped when the same binding was last scored in the
+ * same request context (same IP, UA and headers): the score depends on
+ * nothing else. */
+unsigned authn_score(struct authn *a, struct http_request *req, const char *fip, const char *fua,
+                     const char *fhd)
 {
 	char ip[INET6_ADDRSTRLEN], hd[1024], h[33];
 	const char *ua =
 	    MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT);
-	struct authn_tok *t = authn_tok_slot(a, token, tlen);
+	struct authn_risk_memo *m;
 	uint64_t ctx, parts[3];
 	unsigned score = 0;
 	bool hit;
@@ -65,13 +73,12 @@ unsigned authn_score(struct authn *a, struct http_request *req, const char *toke
 	parts[1] = siphash24(a->sk, ua, strlen(ua));
 	parts[2] = siphash24(a->sk, hd, strlen(hd));
 	ctx = siphash24(a->sk, parts, sizeof(parts));
-	pthread_mutex_lock(&a->tok_mu);
-	hit = t->token != NULL && t->len == tlen && CRYPTO_memcmp(t->token, token, tlen) == 0 &&
-	      t->ctx_hash == ctx && strcmp(t->binding[0], fip) == 0 &&
-	      strcmp(t->binding[1], fua) == 0 && strcmp(t->binding[2], fhd) == 0;
+	m = &a->risk[ctx % AUTHN_RISK_SLOTS];
+	pthread_mutex_lock(&a->risk_mu);
+	hit = authn_memo_hit(m, ctx, fip, fua, fhd);
 	if (hit)
-		score = t->score;
-	pthread_mutex_unlock(&a->tok_mu);
+		score = m->score;
+	pthread_mutex_unlock(&a->risk_mu);
 	if (hit)
 		return score;
 	fingerprint_hash(a->fp_key, "ip", ip, h);
@@ -80,15 +87,14 @@ unsigned authn_score(struct authn *a, struct http_request *req, const char *toke
 	score += authn_differs(h, fua) ? AUTHN_W_UA : 0;
 	fingerprint_hash(a->fp_key, "hd", hd, h);
 	score += authn_differs(h, fhd) ? AUTHN_W_HD : 0;
-	pthread_mutex_lock(&a->tok_mu);
-	if (t->token != NULL && t->len == tlen && CRYPTO_memcmp(t->token, token, tlen) == 0) {
-		t->ctx_hash = ctx;
-		snprintf(t->binding[0], 33, "%s", fip);
-		snprintf(t->binding[1], 33, "%s", fua);
-		snprintf(t->binding[2], 33, "%s", fhd);
-		t->score = score;
-	}
-	pthread_mutex_unlock(&a->tok_mu);
+	pthread_mutex_lock(&a->risk_mu);
+	m->ctx_hash = ctx;
+	snprintf(m->binding[0], 33, "%s", fip);
+	snprintf(m->binding[1], 33, "%s", fua);
+	snprintf(m->binding[2], 33, "%s", fhd);
+	m->score = score;
+	m->used = true;
+	pthread_mutex_unlock(&a->risk_mu);
 	return score;
 }
 

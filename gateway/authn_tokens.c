@@ -1,7 +1,7 @@
 /*
  * authn_tokens.c — the access tokens already verified, with their claims:
  * Ed25519 costs tens of µs, so each token is verified once and its claims
- * kept until it expires. authn_risk.c keeps its last score in the same slot.
+ * kept until it expires.
  */
 #include <openssl/crypto.h>
 #include <pthread.h>
@@ -20,7 +20,7 @@
  * spreads tokens (a hit compares the whole token). Hashing all ~600 bytes
  * was 5 % of the gateway's /me profile. */
 #define AUTHN_TOK_HASHED 48
-struct authn_tok *authn_tok_slot(struct authn *a, const char *token, size_t len)
+static struct authn_tok *authn_tok_slot(struct authn *a, const char *token, size_t len)
 {
 	size_t n = len < AUTHN_TOK_HASHED ? len : AUTHN_TOK_HASHED;
 	return &a->tok[siphash24(a->sk, token + len - n, n) % AUTHN_TOK_SLOTS];

@@ -69,6 +69,18 @@ enum stage_rv body_stage(struct http_request *req)
 	return req->err_status != 0 ? STAGE_REFUSED : STAGE_NEXT;
 }
 
+/* Refuses the request once its body has been drained (the refusal waits
+ * for the end of the upload) and lets go of what was kept of it. */
+static enum MHD_Result body_refuse(struct http_request *req, unsigned status, const char *code,
+                                   const char *message)
+{
+	pipeline_refuse(req, status, code, message);
+	free(req->body);
+	req->body = NULL;
+	req->body_len = req->body_cap = 0;
+	return MHD_YES;
+}
+
 enum MHD_Result body_feed(struct http_request *req, const char *data, size_t len)
 {
 	const struct http_limits *lim = &req->gw->limits;
@@ -86,12 +98,8 @@ enum MHD_Result body_feed(struct http_request *req, const char *data, size_t len
 	}
 	if (req->body_seen > lim->max_body) {
 		/* Chunked, or more than Content-Length said: 413 once the body ends. */
-		pipeline_refuse(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
-		                "The request body is too large.");
-		free(req->body);
-		req->body = NULL;
-		req->body_len = req->body_cap = 0;
-		return MHD_YES;
+		return body_refuse(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+		                   "The request body is too large.");
 	}
 	if (req->body_len + len > req->body_cap) {
 		size_t cap = req->body_cap != 0 ? req->body_cap : 1024;
@@ -102,12 +110,8 @@ enum MHD_Result body_feed(struct http_request *req, const char *data, size_t len
 			cap = lim->max_body;
 		if ((p = realloc(req->body, cap)) == NULL) {
 			/* Answered once the body has been drained, like a limit. */
-			pipeline_refuse(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
-			                "Out of memory; try again later.");
-			free(req->body);
-			req->body = NULL;
-			req->body_len = req->body_cap = 0;
-			return MHD_YES;
+			return body_refuse(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
+			                   "Out of memory; try again later.");
 		}
 		req->body = p;
 		req->body_cap = cap;

@@ -12,27 +12,19 @@
 
 #include "common/err.h"
 #include "gateway/gateway.h"
+#include "gateway/security_headers.h"
 
 struct decorate_header {
 	const char *name;
 	const char *value;
 };
 
-/* OWASP headers for an API that serves no HTML. The CSP and the
- * Permissions-Policy depend on the environment and may be overridden
- * (settings.c); frame-ancestors 'none' stays in every variant.
- * Cache-Control goes on everything: nothing the gateway says is cacheable. */
-static const struct decorate_header decorate_security[] = {
-    {"X-Content-Type-Options", "nosniff"},
-    {"X-Frame-Options", "DENY"},
-    {"Referrer-Policy", "no-referrer"},
-    {"Cross-Origin-Opener-Policy", "same-origin"},
-    {"Cross-Origin-Resource-Policy", "same-origin"},
-    {"Cache-Control", "no-store"},
-};
+/* The fixed ones (security_headers.h). The CSP and the Permissions-Policy
+ * depend on the environment and may be overridden (settings.c). */
+#define DECORATE_ROW(name, value) {name, value},
+static const struct decorate_header decorate_security[] = {SECURITY_HEADERS(DECORATE_ROW)};
 
 #define DECORATE_HSTS "max-age=31536000; includeSubDomains"
-#define DECORATE_CSP "default-src 'none'; frame-ancestors 'none'"
 #define DECORATE_JSON_TYPE "application/json; charset=utf-8"
 /* What a browser script may read of an answer. */
 #define DECORATE_EXPOSE_HEADERS "X-Request-Id, Retry-After, Idempotent-Replayed, WWW-Authenticate"
@@ -77,7 +69,7 @@ int decorate_answered(struct http_request *req, unsigned status, struct MHD_Resp
 		                            decorate_security[i].value) != MHD_YES)
 			return ERR_NOMEM;
 	if (MHD_add_response_header(resp, "Content-Security-Policy",
-	                            gw->csp != NULL ? gw->csp : DECORATE_CSP) != MHD_YES ||
+	                            gw->csp != NULL ? gw->csp : SECURITY_CSP_STRICT) != MHD_YES ||
 	    (gw->permissions_policy != NULL &&
 	     MHD_add_response_header(resp, "Permissions-Policy", gw->permissions_policy) !=
 	         MHD_YES))
@@ -101,7 +93,8 @@ char *decorate_raw_headers(const struct gateway *gw)
 	 * Origin (the sweeper's 408 has no request to read one from). */
 	for (size_t i = 0; i < sizeof(decorate_security) / sizeof(decorate_security[0]); i++)
 		fprintf(f, "%s: %s\r\n", decorate_security[i].name, decorate_security[i].value);
-	fprintf(f, "Content-Security-Policy: %s\r\n", gw->csp != NULL ? gw->csp : DECORATE_CSP);
+	fprintf(f, "Content-Security-Policy: %s\r\n",
+	        gw->csp != NULL ? gw->csp : SECURITY_CSP_STRICT);
 	if (gw->permissions_policy != NULL)
 		fprintf(f, "Permissions-Policy: %s\r\n", gw->permissions_policy);
 	if (gw->cors.enabled)

@@ -333,7 +333,7 @@ enum stage_rv body_stage(struct http_request *req);         /* body.c */
 enum stage_rv cors_stage(struct http_request *req);         /* cors.c */
 enum stage_rv authenticate_stage(struct http_request *req); /* authenticate.c */
 enum stage_rv idem_stage(struct http_request *req);         /* idem.c */
-enum stage_rv routes_stage(struct http_request *req);       /* routes.c */
+enum stage_rv dispatch_stage(struct http_request *req);     /* dispatch.c */
 /* The hooks on the way out: idem.c's when its stage asked, decorate.c's
  * (security headers, X-Request-Id, CORS) on every answer. */
 int idem_answered(struct http_request *req, unsigned status, struct MHD_Response *resp);

@@ -78,56 +78,18 @@ static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *con
 	atomic_fetch_add_explicit(&gw->ctr.inflight, 1, memory_order_relaxed);
 	if ((req = malloc(sizeof(*req))) == NULL)
 		return NULL; /* pipeline_access answers a NULL state with a 503 */
-	/* Not memset: the struct is mostly the id buffer and pointers set here. */
-	req->gw = gw;
-	req->conn = conn;
-	atomic_init(&req->refs, 1);
-	req->phase = HTTP_PHASE_NEW;
-	req->method = 0;
-	req->method_name = NULL;
-	req->path = NULL;
-	req->status = 0;
-	req->start_us = clock_mono_us();
-	req->target_len = uri != NULL ? strlen(uri) : 0;
-	req->err_status = 0;
-	req->err_code = req->err_message = NULL;
-	req->body = NULL;
-	req->body_len = req->body_cap = 0;
-	req->body_seen = 0;
-	atomic_init(&req->pending, 0);
-	req->resume = NULL;
-	req->rpc = NULL;
-	req->route = NULL;
-	req->allowed = false;
-	req->route_label = 0;
-	req->actor[0] = '\0'; /* read by the access log and idem.c's scope */
-	req->param[0] = '\0';
-	/* 0 = the default deadline. Left unset, a recycled allocation's value
-	 * made an RPC to a frozen service wait far beyond 500 ms. */
-	req->rpc_timeout_ms = 0;
-	memset(&req->client, 0, sizeof(req->client));
-	req->origin = NULL;
-	req->cors_allowed = false;
-	req->retry_after = 0;
-	req->resp_bytes = 0;
-	req->idem = NULL;
-	req->resp_body = NULL;
-	req->built_resp = NULL;
-	req->built_body = NULL;
-	req->built_len = 0;
-	req->body_timed = false;
-	req->stage = 0;
-	req->rounds = 0;
-	req->stage_error = 0;
-	req->has_body = false;
-	req->body_done = false;
-	req->auth = NULL;
-	req->answer = NULL;
-	req->answer_shared = false;
-	req->answer_keep = NULL;
-	req->hooks = 0;
-	req->failed = false;
-	req->me = NULL;
+	/* Every field zero but these: a field added later cannot keep a
+	 * recycled allocation's value (one did: rpc_timeout_ms, which made an
+	 * RPC to a frozen service wait far beyond its 500 ms). The 520 bytes
+	 * cost about 15 ns. */
+	*req = (struct http_request){
+	    .gw = gw,
+	    .conn = conn,
+	    .refs = 1,
+	    .phase = HTTP_PHASE_NEW,
+	    .start_us = clock_mono_us(),
+	    .target_len = uri != NULL ? strlen(uri) : 0,
+	};
 	http_request_id(gw, req->id);
 	return req;
 }

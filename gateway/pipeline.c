@@ -8,7 +8,7 @@
  *   cors       a preflight answered                                          (cors.c)
  *   authn      the Bearer token verified; auth asked where the route says    (authenticate.c)
  *   idem       an Idempotency-Key claimed, or its answer replayed            (idem.c)
- *   route      404, 405, or the route's handler (which may suspend on RPCs)  (routes.c)
+ *   route      404, 405, or the route's handler (which may suspend on RPCs)  (dispatch.c)
  *   decorate   on the way out: X-Request-Id, security and CORS headers      (decorate.c)
  *
  * Every answer, whoever gives it and whatever its status, leaves by one path:
@@ -55,7 +55,7 @@ static const struct stage pipeline_stages[] = {
 	{"cors",      cors_stage,         NULL},
 	{"authn",     authenticate_stage, NULL},
 	{"idem",      idem_stage,         idem_answered},
-	{"route",     routes_stage,       NULL},
+	{"route",     dispatch_stage,     NULL},
 	{"decorate",  NULL,               decorate_answered},
 };
 /* clang-format on */

@@ -1,8 +1,8 @@
 /*
- * routes.c — the gateway's route table and the pipeline's `route` stage:
- * exact path → allowed methods and handler. An unknown path is a 404, a
- * known path with another method a 405 whose Allow header is built from the
- * same row, so the two cannot disagree. A row also says who may call it
+ * routes.c — the gateway's route table: exact path → allowed methods and
+ * handler, read once per request by framing.c (the row, whether the method
+ * is allowed). The Allow header of a 405 (dispatch.c) and of a preflight
+ * (cors.c) is built from the same row, so they cannot disagree. A row also says who may call it
  * (auth, confirm, ROUTE_F_STEP_UP, ROUTE_F_ADMIN: authenticate.c), its other
  * flags (Idempotency-Key, metrics listener) and its rate-limit class;
  * tests/integration/test_gateway_openapi.py reads this table.
@@ -207,29 +207,4 @@ unsigned routes_method(const char *method)
 		if (strcmp(routes_method_names[i], method) == 0)
 			return 1u << i;
 	return 0;
-}
-
-enum stage_rv routes_stage(struct http_request *req)
-{
-	const struct route *route = req->route;
-	struct MHD_Response *resp;
-	char allow[64];
-
-	if (route == NULL)
-		req->stage_error =
-		    respond_error(req, MHD_HTTP_NOT_FOUND, "not_found", "No such resource.");
-	else if (req->allowed)
-		req->stage_error = route->handler(req);
-	else {
-		routes_allow_header(route, allow, sizeof(allow));
-		resp = respond_error_new(req, "method_not_allowed",
-		                         "This method is not allowed on this resource.");
-		if (resp != NULL &&
-		    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES) {
-			MHD_destroy_response(resp);
-			resp = NULL;
-		}
-		req->stage_error = http_queue(req, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
-	}
-	return STAGE_DONE;
 }

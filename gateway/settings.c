@@ -12,17 +12,14 @@
 
 #include "common/err.h"
 #include "gateway/gateway.h"
+#include "gateway/security_headers.h"
 
 /* docs/api.md: frame-ancestors 'none' in every variant. Development relaxes the
  * rest only as far as a local dev UI served from the same origin needs. */
-#define SETTINGS_CSP_STRICT "default-src 'none'; frame-ancestors 'none'"
 #define SETTINGS_CSP_DEV                                                                           \
 	"default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "                  \
 	"style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'self'; "                  \
 	"frame-ancestors 'none'"
-#define SETTINGS_PERMISSIONS                                                                       \
-	"accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "             \
-	"microphone=(), payment=(), usb=()"
 
 #define SETTINGS_RATE_TABLE 16384 /* buckets: 512 KiB whatever the traffic */
 
@@ -98,7 +95,7 @@ static int settings_csp(struct gateway *gw, char *err, size_t errlen)
 
 	if (v == NULL) {
 		gw->csp = strdup(gw->svc.conf.env == CONF_ENV_DEVELOPMENT ? SETTINGS_CSP_DEV
-		                                                          : SETTINGS_CSP_STRICT);
+		                                                          : SECURITY_CSP_STRICT);
 		return gw->csp != NULL ? 0 : ERR_NOMEM;
 	}
 	if (!settings_header_ok(v))
@@ -202,7 +199,7 @@ int settings_load(struct gateway *gw, char *err, size_t errlen)
 	if (v != NULL && !settings_header_ok(v))
 		return settings_refuse(err, errlen,
 		                       "MAGNETAR_PERMISSIONS_POLICY must be printable ASCII");
-	if ((gw->permissions_policy = strdup(v != NULL ? v : SETTINGS_PERMISSIONS)) == NULL)
+	if ((gw->permissions_policy = strdup(v != NULL ? v : SECURITY_PERMISSIONS)) == NULL)
 		return ERR_NOMEM;
 	return 0;
 }

@@ -1,7 +1,7 @@
-"""The risk-score cache under attack (issue 16, item 10): the gateway keeps,
-per token, the score of the last request context (IP, User-Agent,
-fingerprint headers) it was computed for, found again by a hash of that
-context. With an unkeyed hash (FNV-1a) a thief holding a stolen token can
+"""The risk-score cache under attack (issue 16, item 10): the gateway keeps
+the score it computed for a request context (IP, User-Agent, fingerprint
+headers) and a session's binding, found again by a hash of that context
+(gateway/authn_risk.c). With an unkeyed hash (FNV-1a) a thief holding a stolen token can
 send a User-Agent and Accept-Language of their own that hash like the
 owner's, and be served on the owner's cached score of 0 instead of having
 to step up. The pair below collides under FNV-1a-64 (found offline by

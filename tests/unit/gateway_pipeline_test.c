@@ -1,6 +1,6 @@
 /*
  * gateway_pipeline_test.c — the gateway's request pipeline as declared
- * (gateway/pipeline.c, gateway/routes.c): the stages in the order
+ * (gateway/pipeline.c, gateway/routes.c, gateway/dispatch.c): the stages in the order
  * docs/gateway.md gives, and route rows whose authentication, confirmation
  * and flags cannot contradict each other (a row the authentication stage
  * would read wrongly is caught here, not by a request).

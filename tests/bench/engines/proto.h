@@ -11,21 +11,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gateway/security_headers.h"
+
 struct proto_header {
 	const char *name, *value;
 };
 
-/* The gateway's headers on every answer (gateway/respond.c, settings.c). */
+/* The gateway's headers on every answer, with their production defaults. */
+#define PROTO_ROW(name, value) {name, value},
 static const struct proto_header proto_headers[] = {
-    {"X-Content-Type-Options", "nosniff"},
-    {"X-Frame-Options", "DENY"},
-    {"Referrer-Policy", "no-referrer"},
-    {"Cross-Origin-Opener-Policy", "same-origin"},
-    {"Cross-Origin-Resource-Policy", "same-origin"},
-    {"Cache-Control", "no-store"},
-    {"Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"},
-    {"Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=()"},
-};
+    {"Content-Security-Policy", SECURITY_CSP_STRICT},
+    {"Permissions-Policy", SECURITY_PERMISSIONS},
+    SECURITY_HEADERS(PROTO_ROW)};
 #define PROTO_NHEADERS (sizeof(proto_headers) / sizeof(proto_headers[0]))
 #define PROTO_JSON "application/json; charset=utf-8"
 #define PROTO_HEALTHZ "{\"status\":\"ok\"}"
