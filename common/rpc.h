@@ -201,9 +201,10 @@ struct rpc_dial {
 	char *url;
 	bool dialled; /* false while held (rpc_hold_dials) */
 	bool waiting; /* rpc_redial_all waits for its new pipe; under its lock */
-	/* nng_dialer_id(dialer) in the high 32 bits, its live pipes in the low
-	 * 32: one word, so that a pipe event of a dialer just replaced can never
-	 * be counted for its successor. */
+	/* nng_dialer_id(dialer) in the high 32 bits, its pipe in the low 32
+	 * (an nng dialer has at most one): one word, so that a pipe event of a
+	 * dialer just replaced can never count for its successor. See
+	 * rpc_dial_pipe_event for the low word. */
 	_Atomic uint64_t link;
 	/* Optional: the owner's count of requests in flight and its lock; the
 	 * old dialer is closed only when none is (a reply is never lost). */
@@ -215,6 +216,8 @@ struct rpc_dial {
 /* The owner's pipe-notify callback passes every ADD_POST and REM_POST here,
  * so the re-dial knows when the new dialer is connected. */
 void rpc_dial_pipe_event(struct rpc_dial *d, nng_pipe p, nng_pipe_ev ev);
+/* Whether d's current dialer has its pipe. */
+bool rpc_dial_has_pipe(const struct rpc_dial *d);
 /* While held, rpc_dial_start registers without dialling; the next
  * rpc_redial_all dials. For a client that must not be seen as root. */
 void rpc_hold_dials(bool hold);

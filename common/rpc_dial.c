@@ -30,9 +30,16 @@ void rpc_hold_dials(bool hold)
 	pthread_mutex_unlock(&dial_mu);
 }
 
-static uint32_t dial_pipes(const struct rpc_dial *d)
+/* The low word of link: the id of the dialer's pipe, 0 for none, or a
+ * pipe id with DIAL_GONE for a pipe whose removal came before its addition
+ * (nng 1.5.2 runs REM_POST as soon as a pipe closes, and its ADD_POST may
+ * still be on its way): that ADD_POST is then not counted. */
+#define DIAL_GONE 0x80000000u
+
+bool rpc_dial_has_pipe(const struct rpc_dial *d)
 {
-	return (uint32_t)atomic_load(&d->link);
+	uint32_t low = (uint32_t)atomic_load(&d->link);
+	return low != 0 && (low & DIAL_GONE) == 0;
 }
 
 /* A dialer created, noted, then started: its first pipe event may come
@@ -84,17 +91,30 @@ int rpc_dial_start(struct rpc_dial *d, nng_socket sock, const char *url)
 void rpc_dial_pipe_event(struct rpc_dial *d, nng_pipe p, nng_pipe_ev ev)
 {
 	uint64_t id = (uint64_t)(uint32_t)nng_dialer_id(nng_pipe_dialer(p));
+	uint32_t pipe = (uint32_t)nng_pipe_id(p) & ~DIAL_GONE, low;
 	uint64_t v = atomic_load(&d->link), next;
 
 	do {
-		if (v >> 32 != id)
+		if (v >> 32 != id || pipe == 0)
 			return; /* a replaced dialer's, or a listener's */
-		if (ev == NNG_PIPE_EV_ADD_POST)
-			next = v + 1;
-		else if (ev == NNG_PIPE_EV_REM_POST && (uint32_t)v > 0)
-			next = v - 1;
-		else
+		low = (uint32_t)v;
+		if (ev == NNG_PIPE_EV_ADD_POST) {
+			if (low == (pipe | DIAL_GONE))
+				next = id << 32; /* removed already: not counted */
+			else if (low == 0 || (low & DIAL_GONE) != 0)
+				next = id << 32 | pipe; /* (another pipe's stale mark) */
+			else
+				return;
+		} else if (ev == NNG_PIPE_EV_REM_POST) {
+			if (low == pipe)
+				next = id << 32;
+			else if (low == 0 || (low & DIAL_GONE) != 0)
+				next = id << 32 | pipe | DIAL_GONE;
+			else
+				return;
+		} else {
 			return;
+		}
 	} while (!atomic_compare_exchange_weak(&d->link, &v, next));
 }
 
@@ -167,7 +187,7 @@ static bool redial_settled(void)
 
 	pthread_mutex_lock(&dial_mu);
 	for (struct rpc_dial *d = dial_list; d != NULL; d = d->next)
-		if (d->dialled && d->url != NULL && d->waiting && dial_pipes(d) == 0)
+		if (d->dialled && d->url != NULL && d->waiting && !rpc_dial_has_pipe(d))
 			done = false;
 	pthread_mutex_unlock(&dial_mu);
 	return done;
@@ -208,7 +228,7 @@ void rpc_redial_all(void)
 	pthread_mutex_lock(&dial_mu);
 	for (struct rpc_dial *d = dial_list; d != NULL; d = d->next) {
 		nng_dialer prev = d->dialer;
-		bool was_dialled = d->dialled, was_up = d->dialled && dial_pipes(d) > 0;
+		bool was_dialled = d->dialled, was_up = d->dialled && rpc_dial_has_pipe(d);
 		int nv;
 		if ((nv = dial_new(d)) != 0) {
 			log_warnx("rpc: cannot dial %s again: %s", d->url, nng_strerror(nv));
@@ -254,7 +274,7 @@ unsigned rpc_dials_renew_idle(uint64_t now_ms)
 		nng_dialer prev = d->dialer;
 
 		/* A dialer rpc_redial_all is waiting for is left to it. */
-		if (!d->dialled || d->url == NULL || d->waiting || dial_pipes(d) != 0) {
+		if (!d->dialled || d->url == NULL || d->waiting || rpc_dial_has_pipe(d)) {
 			d->idle_since_ms = 0;
 			continue;
 		}

@@ -150,9 +150,13 @@ static void test_a_dialer_nng_gave_up_on_is_renewed(void **state)
 	rpc_server_stop(srv);
 }
 
+static nng_pipe last_pipe; /* the last pipe a bare socket added */
+
 /* A bare req socket whose pipe events reach `d`, as rpc_client.c's do. */
 static void dial_events(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
+	if (ev == NNG_PIPE_EV_ADD_POST)
+		last_pipe = p;
 	rpc_dial_pipe_event(arg, p, ev);
 }
 
@@ -171,11 +175,11 @@ static nng_socket bare_socket(struct rpc_dial *d)
 static bool dial_connected_within(const struct rpc_dial *d, int ms)
 {
 	for (uint64_t until = clock_mono_ms() + (uint64_t)ms; clock_mono_ms() < until;) {
-		if ((uint32_t)atomic_load(&d->link) > 0)
+		if (rpc_dial_has_pipe(d))
 			return true;
 		usleep(20 * 1000);
 	}
-	return (uint32_t)atomic_load(&d->link) > 0;
+	return rpc_dial_has_pipe(d);
 }
 
 /* Whatever made nng stop dialling (here: its dialer closed behind our
@@ -231,7 +235,38 @@ static void test_a_connected_dialer_is_kept_after_a_redial(void **state)
 	assert_int_equal(rpc_dials_renew_idle(now), 0);
 	assert_int_equal(rpc_dials_renew_idle(now + 10 * 1000), 0);
 	assert_int_equal(rpc_dials_renew_idle(now + 20 * 1000), 0);
-	assert_int_equal((uint32_t)atomic_load(&d.link), 1);
+	assert_true(rpc_dial_has_pipe(&d));
+	rpc_dial_stop(&d);
+	nng_close(s);
+	rpc_server_stop(srv);
+}
+
+/* nng 1.5.2 runs a pipe's REM_POST as soon as it closes, and its ADD_POST
+ * may come after: a pipe removed before it was added must not stay
+ * counted (the dialer would never be taken for idle again). Played here
+ * with the events of a live pipe, in that order. */
+static void test_a_removal_before_its_addition_is_not_counted(void **state)
+{
+	struct rpc_server_opts opts = {.contexts = 2, .workers = 1};
+	struct rpc_dial d = {0};
+	struct rpc_server *srv;
+	nng_socket s = bare_socket(&d);
+	char url[64];
+	(void)state;
+
+	snprintf(url, sizeof(url), "ipc:///tmp/rpc_dial_test.order.%d.sock", (int)getpid());
+	assert_int_equal(
+	    rpc_server_start(url, &magnetar__audit__descriptor, methods, 3, &opts, &srv), 0);
+	assert_int_equal(rpc_dial_start(&d, s, url), 0);
+	assert_true(dial_connected_within(&d, 2000));
+	rpc_dial_pipe_event(&d, last_pipe, NNG_PIPE_EV_REM_POST); /* its removal */
+	assert_false(rpc_dial_has_pipe(&d));
+	rpc_dial_pipe_event(&d, last_pipe, NNG_PIPE_EV_REM_POST); /* again: before its add */
+	rpc_dial_pipe_event(&d, last_pipe, NNG_PIPE_EV_ADD_POST); /* the late add */
+	assert_false(rpc_dial_has_pipe(&d));
+	/* The next pipe counts as usual. */
+	rpc_dial_pipe_event(&d, last_pipe, NNG_PIPE_EV_ADD_POST);
+	assert_true(rpc_dial_has_pipe(&d));
 	rpc_dial_stop(&d);
 	nng_close(s);
 	rpc_server_stop(srv);
@@ -243,6 +278,7 @@ int main(void)
 	    cmocka_unit_test(test_a_dialer_nng_gave_up_on_is_renewed),
 	    cmocka_unit_test(test_a_dialer_that_no_longer_dials_is_renewed),
 	    cmocka_unit_test(test_a_connected_dialer_is_kept_after_a_redial),
+	    cmocka_unit_test(test_a_removal_before_its_addition_is_not_counted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
