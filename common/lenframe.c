@@ -21,6 +21,33 @@ void lenframe_header(uint8_t hdr[LENFRAME_HDR], uint32_t len)
 	hdr[3] = (uint8_t)len;
 }
 
+void lenframe_hello(uint8_t out[LENFRAME_HELLO], const char id[LENFRAME_HELLO_ID],
+                    const uint8_t key[LENFRAME_HELLO_KEY])
+{
+	lenframe_header(out, LENFRAME_HELLO - LENFRAME_HDR);
+	out[LENFRAME_HDR] = LENFRAME_HELLO_KIND;
+	memcpy(out + LENFRAME_HDR + 1, id, LENFRAME_HELLO_ID);
+	memcpy(out + LENFRAME_HDR + 1 + LENFRAME_HELLO_ID, key, LENFRAME_HELLO_KEY);
+}
+
+int lenframe_hello_parse(const uint8_t in[LENFRAME_HELLO], char id[LENFRAME_HELLO_ID + 1],
+                         const uint8_t **key)
+{
+	uint8_t want[LENFRAME_HDR];
+	const uint8_t *hex = in + LENFRAME_HDR + 1;
+
+	lenframe_header(want, LENFRAME_HELLO - LENFRAME_HDR);
+	if (memcmp(in, want, LENFRAME_HDR) != 0 || in[LENFRAME_HDR] != LENFRAME_HELLO_KIND)
+		return ERR_INVAL;
+	for (size_t i = 0; i < LENFRAME_HELLO_ID; i++)
+		if (!((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f')))
+			return ERR_INVAL;
+	memcpy(id, hex, LENFRAME_HELLO_ID);
+	id[LENFRAME_HELLO_ID] = '\0';
+	*key = hex + LENFRAME_HELLO_ID;
+	return 0;
+}
+
 int lenframe_reader_init(struct lenframe_reader *r, size_t max)
 {
 	memset(r, 0, sizeof(*r));

@@ -19,6 +19,21 @@
 /* Writes the header of a `len`-byte message. */
 void lenframe_header(uint8_t hdr[LENFRAME_HDR], uint32_t len);
 
+/* The first message on a terminal stream (docs/terminal.md), the one
+ * layout both ends use: 'H', the terminal's id (32 lowercase hex), its
+ * stream key (32 bytes). The gateway writes it, the terminal service
+ * checks it. */
+#define LENFRAME_HELLO_KIND 'H'
+#define LENFRAME_HELLO_ID 32
+#define LENFRAME_HELLO_KEY 32
+#define LENFRAME_HELLO (LENFRAME_HDR + 1 + LENFRAME_HELLO_ID + LENFRAME_HELLO_KEY)
+void lenframe_hello(uint8_t out[LENFRAME_HELLO], const char id[LENFRAME_HELLO_ID],
+                    const uint8_t key[LENFRAME_HELLO_KEY]);
+/* 0 with `id` (NUL-terminated) and *key (into `in`) when `in` is a hello;
+ * ERR_INVAL otherwise (header, kind, or an id that is not lowercase hex). */
+int lenframe_hello_parse(const uint8_t in[LENFRAME_HELLO], char id[LENFRAME_HELLO_ID + 1],
+                         const uint8_t **key);
+
 struct lenframe_reader {
 	uint8_t *buf;
 	size_t max;  /* largest message accepted */

@@ -184,11 +184,10 @@ int logbuf_start(int flush_ms)
 	}
 	lb.flush_ms = flush_ms > 0 ? flush_ms : 1;
 	lb.stop = false;
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&lb.cv, &attr);
-	pthread_condattr_destroy(&attr);
+	if (clock_cond_init_mono(&lb.cv) != 0) {
+		pthread_mutex_unlock(&lb.mu);
+		return ERR_NOMEM;
+	}
 	if (pthread_create(&lb.thread, NULL, lb_flusher, NULL) != 0) {
 		pthread_cond_destroy(&lb.cv);
 		pthread_mutex_unlock(&lb.mu);

@@ -591,7 +591,6 @@ static void pool_free(struct pool *p)
 int pool_open(const char *path, const struct pool_schema *schema, const struct pool_opts *opts,
               struct pool **out)
 {
-	pthread_condattr_t ca;
 	struct pool *p;
 	int rv;
 
@@ -599,11 +598,11 @@ int pool_open(const char *path, const struct pool_schema *schema, const struct p
 		return ERR_INVAL;
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return ERR_NOMEM;
+	if (clock_cond_init_mono(&p->reader_cv) != 0) {
+		free(p);
+		return ERR_NOMEM;
+	}
 	pthread_mutex_init(&p->mu, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&p->reader_cv, &ca);
-	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&p->writer_cv, NULL);
 	pthread_cond_init(&p->drain_cv, NULL);
 

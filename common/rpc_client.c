@@ -549,18 +549,17 @@ int rpc_call_sync(struct rpc_client *c, const ProtobufCServiceDescriptor *desc, 
 {
 	struct sync_wait *w;
 	struct rpc_pending *p = NULL;
-	pthread_condattr_t ca;
 	uint64_t until;
 	int rv, aborts = 0;
 
 	memset(r, 0, sizeof(*r));
 	if ((w = calloc(1, sizeof(*w))) == NULL)
 		return ERR_NOMEM;
+	if (clock_cond_init_mono(&w->cv) != 0) {
+		free(w);
+		return ERR_NOMEM;
+	}
 	pthread_mutex_init(&w->mu, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&w->cv, &ca);
-	pthread_condattr_destroy(&ca);
 	w->refs = 2;
 	if ((rv = call_start(c, desc, method, input, ctx, timeout_ms, sync_done, w, &p)) != 0) {
 		w->refs = 1;

@@ -42,9 +42,6 @@
 #define WSB_CLOSE_GRACE_MS 2000 /* after our close frame, for the client's */
 #define WSB_STALL_MS 10000      /* the terminal gone, a client that takes nothing */
 #define WSB_CONNECT_MS 2000     /* connect and hello, to the terminal service */
-#define WSB_ID_LEN 32           /* a terminal id: 16 bytes in hex */
-#define WSB_KEY_LEN 32          /* the stream key from Attach */
-#define WSB_HELLO (LENFRAME_HDR + 1 + WSB_ID_LEN + WSB_KEY_LEN)
 
 struct wsbridge {
 	struct gateway *gw;
@@ -53,11 +50,11 @@ struct wsbridge {
 	char *extra;
 	size_t extra_len, extra_off;
 	char path[108];
-	uint8_t hello[WSB_HELLO]; /* holds the key until sent */
-	int sfd;                  /* the terminal's stream */
-	bool stream_end;          /* read to its end (or it broke) */
-	bool stream_hup;          /* the terminal hung up; its last bytes may wait */
-	bool input_dead;          /* the terminal takes no more input */
+	uint8_t hello[LENFRAME_HELLO]; /* holds the key until sent */
+	int sfd;                       /* the terminal's stream */
+	bool stream_end;               /* read to its end (or it broke) */
+	bool stream_hup;               /* the terminal hung up; its last bytes may wait */
+	bool input_dead;               /* the terminal takes no more input */
 	struct lenframe_reader out;
 	uint8_t *in; /* framed client messages for the terminal */
 	size_t in_off, in_len;
@@ -502,16 +499,13 @@ struct wsbridge *wsbridge_new(struct gateway *gw, const char *path, const char *
 {
 	struct wsbridge *b;
 
-	if (strlen(path) >= sizeof(b->path) || strlen(id) != WSB_ID_LEN || key_len != WSB_KEY_LEN ||
-	    (b = calloc(1, sizeof(*b))) == NULL)
+	if (strlen(path) >= sizeof(b->path) || strlen(id) != LENFRAME_HELLO_ID ||
+	    key_len != LENFRAME_HELLO_KEY || (b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
 	b->gw = gw;
 	b->sfd = -1;
 	strcpy(b->path, path);
-	lenframe_header(b->hello, WSB_HELLO - LENFRAME_HDR);
-	b->hello[LENFRAME_HDR] = 'H';
-	memcpy(b->hello + LENFRAME_HDR + 1, id, WSB_ID_LEN);
-	memcpy(b->hello + LENFRAME_HDR + 1 + WSB_ID_LEN, key, WSB_KEY_LEN);
+	lenframe_hello(b->hello, id, key);
 	return b;
 }
 

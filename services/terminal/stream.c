@@ -39,9 +39,9 @@
 #define STREAM_HELLO_MS 1000 /* for a hello to arrive, from an admitted peer */
 #define STREAM_WAKE_MS 250   /* the session threads' look at their flags */
 #define STREAM_BACKLOG 64
+_Static_assert(TERMINAL_ID_LEN == LENFRAME_HELLO_ID + 1 && TERMINAL_KEY_LEN == LENFRAME_HELLO_KEY,
+               "a terminal's id and key are what the hello carries");
 #define STREAM_PENDING 16 /* connections whose hello is still arriving */
-/* The hello: length, 'H', the id in hex, the key. */
-#define STREAM_HELLO (LENFRAME_HDR + 1 + (TERMINAL_ID_LEN - 1) + TERMINAL_KEY_LEN)
 
 /* Blocking, with timeouts: 0, or -1 when the socket refused either (a
  * thread blocked on it could then never look at its stop flag). */
@@ -57,21 +57,13 @@ static int stream_blocking_with_timeouts(int fd, int ms)
 	return 0;
 }
 
-static bool stream_hex(const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
-			return false;
-	return true;
-}
-
 /* A connection from an admitted peer whose hello is still arriving. */
 struct stream_pending {
 	int fd;
 	uid_t uid;
 	uint64_t deadline;
 	size_t got;
-	uint8_t hello[STREAM_HELLO];
+	uint8_t hello[LENFRAME_HELLO];
 };
 
 /* Hangs up on `fd`: counted, and said at most once a second (any member
@@ -91,19 +83,14 @@ static void stream_refuse(struct terminal *t, int fd, const char *id, uid_t uid)
 /* A whole hello: the connection goes to its terminal, or is hung up on. */
 static void stream_hello(struct terminal *t, struct stream_pending *c)
 {
-	uint8_t want[LENFRAME_HDR];
-	char id[TERMINAL_ID_LEN] = "-";
+	char id[LENFRAME_HELLO_ID + 1] = "-";
+	const uint8_t *key;
 
-	lenframe_header(want, STREAM_HELLO - LENFRAME_HDR);
-	if (memcmp(c->hello, want, LENFRAME_HDR) == 0 && c->hello[LENFRAME_HDR] == FRAME_HELLO &&
-	    stream_hex(c->hello + LENFRAME_HDR + 1, TERMINAL_ID_LEN - 1)) {
-		memcpy(id, c->hello + LENFRAME_HDR + 1, TERMINAL_ID_LEN - 1);
-		id[TERMINAL_ID_LEN - 1] = '\0';
+	if (lenframe_hello_parse(c->hello, id, &key) == 0) {
 		/* Blocking again, with the timeouts the session threads use to
 		 * look at their flags. */
 		if (stream_blocking_with_timeouts(c->fd, STREAM_WAKE_MS) == 0 &&
-		    session_take_stream(t, id, c->hello + LENFRAME_HDR + TERMINAL_ID_LEN,
-		                        TERMINAL_KEY_LEN, c->fd) == 0) {
+		    session_take_stream(t, id, key, LENFRAME_HELLO_KEY, c->fd) == 0) {
 			c->fd = -1;
 			return;
 		}

@@ -68,8 +68,7 @@ enum frame_kind {
 	FRAME_DATA = '0',   /* input (client→shell) or output (shell→client) */
 	FRAME_RESIZE = '1', /* client→shell: JSON {"cols","rows"} */
 	FRAME_EXIT = '2',   /* shell→client: JSON {"code"}, then close */
-	FRAME_HELLO = 'H',  /* gateway→terminal, first on a connection: the
-	                     * terminal's id (32 hex) and its stream key */
+	/* gateway→terminal first on a connection: the hello (common/lenframe.h) */
 };
 
 struct frame {

@@ -4,7 +4,8 @@
  * input is the byte stream; it is fed to the reader in uneven chunks (as a
  * socket cuts it) and must give exactly the messages a one-shot reading of
  * the whole input gives, each of 1..max bytes, stopping at the same broken
- * length.
+ * length. The input's first bytes are also read as a terminal stream's
+ * hello: a parsed one must be rebuilt to exactly those bytes.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -46,6 +47,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t want, got = 0, fed = 0, step = 1;
 	int broken, seen_broken = 0;
 
+	if (size >= LENFRAME_HELLO) {
+		uint8_t again[LENFRAME_HELLO];
+		char id[LENFRAME_HELLO_ID + 1];
+		const uint8_t *key;
+		if (lenframe_hello_parse(data, id, &key) == 0) {
+			if (strlen(id) != LENFRAME_HELLO_ID ||
+			    key != data + LENFRAME_HELLO - LENFRAME_HELLO_KEY)
+				abort();
+			lenframe_hello(again, id, key);
+			if (memcmp(again, data, LENFRAME_HELLO) != 0)
+				abort();
+		}
+	}
 	want = fz_reference(data, size, off, len, 4096, &broken);
 	if (lenframe_reader_init(&r, FZ_MAX) != 0)
 		return 0;

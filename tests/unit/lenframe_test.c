@@ -2,7 +2,9 @@
  * lenframe_test.c — common/lenframe over a real socket pair: messages cut
  * anywhere by the stream come out whole and in order, a zero or too long
  * length is refused (the caller hangs up), the peer's end is seen, and a
- * reader holding a whole message reads nothing more until it is taken.
+ * reader holding a whole message reads nothing more until it is taken;
+ * the terminal stream's hello, as the gateway writes it and the terminal
+ * service checks it.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -135,6 +137,32 @@ static void test_a_waiting_whole_message_stops_reading(void **state)
 	close(sv[1]);
 }
 
+static void test_the_hello_both_ends_share(void **state)
+{
+	static const char hex[] = "0123456789abcdef0123456789abcdef";
+	uint8_t key[LENFRAME_HELLO_KEY], hello[LENFRAME_HELLO];
+	char id[LENFRAME_HELLO_ID + 1];
+	const uint8_t *got;
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(key); i++)
+		key[i] = (uint8_t)(i * 7);
+	lenframe_hello(hello, hex, key);
+	assert_int_equal(lenframe_hello_parse(hello, id, &got), 0);
+	assert_string_equal(id, hex);
+	assert_memory_equal(got, key, sizeof(key));
+	/* Anything else is refused: another kind, an id not lowercase hex, a
+	 * length that is not the hello's. */
+	hello[LENFRAME_HDR] = '0';
+	assert_int_equal(lenframe_hello_parse(hello, id, &got), ERR_INVAL);
+	lenframe_hello(hello, hex, key);
+	hello[LENFRAME_HDR + 1] = 'A';
+	assert_int_equal(lenframe_hello_parse(hello, id, &got), ERR_INVAL);
+	lenframe_hello(hello, hex, key);
+	hello[LENFRAME_HDR - 1]++;
+	assert_int_equal(lenframe_hello_parse(hello, id, &got), ERR_INVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -142,6 +170,7 @@ int main(void)
 	    cmocka_unit_test(test_zero_and_too_long_lengths_are_refused),
 	    cmocka_unit_test(test_over_a_socket_with_the_peers_end),
 	    cmocka_unit_test(test_a_waiting_whole_message_stops_reading),
+	    cmocka_unit_test(test_the_hello_both_ends_share),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
