@@ -207,6 +207,7 @@ void authn_stop(struct gateway *gw)
 	pthread_join(a->thread, NULL);
 	for (size_t i = 0; i < a->nkeys; i++)
 		EVP_PKEY_free(a->keys[i].pub);
+	free(a->jwks);
 	free(a->revoked);
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mu);

@@ -53,6 +53,8 @@ struct authn {
 	pthread_rwlock_t lock; /* keys and the revoked set */
 	struct jwt_key keys[AUTHN_MAX_KEYS];
 	size_t nkeys;
+	char *jwks; /* the keys as GET /.well-known/jwks.json serves them (jwks.c) */
+	size_t jwks_len;
 	/* What auth.events said about sessions: revoked, or re-bound by a step-up
 	 * to other fingerprint hashes. Open addressing, linear probing. */
 	struct authn_entry *revoked;

@@ -3,11 +3,14 @@
  * so the gateway verifies access tokens itself, with no RPC per request.
  * Loaded at start, then by the refresher (authn.c): every minute, on
  * keys.rotated or a new auth instance, and when a token names a key not
- * fetched yet.
+ * fetched yet. Each load also renders the set as GET /.well-known/jwks.json
+ * serves it (jwks.c).
  */
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth.pb-c.h"
 #include "common/err.h"
@@ -41,11 +44,34 @@ int authn_load_keys(struct authn *a)
 		n++;
 	}
 	rpc_result_fini(&r);
+	size_t jwks_len = 0;
+	char *jwks = jwks_render(fresh, n, &jwks_len);
+	if (jwks == NULL) {
+		for (size_t i = 0; i < n; i++)
+			EVP_PKEY_free(fresh[i].pub);
+		return ERR_NOMEM;
+	}
 	pthread_rwlock_wrlock(&a->lock);
 	for (size_t i = 0; i < a->nkeys; i++)
 		EVP_PKEY_free(a->keys[i].pub);
 	memcpy(a->keys, fresh, n * sizeof(fresh[0]));
 	a->nkeys = n;
+	free(a->jwks);
+	a->jwks = jwks;
+	a->jwks_len = jwks_len;
 	pthread_rwlock_unlock(&a->lock);
 	return 0;
+}
+
+void authn_issued(struct gateway *gw, const char *token)
+{
+	struct authn *a = gw->authn;
+	struct jwt_claims claims;
+
+	pthread_rwlock_rdlock(&a->lock);
+	int rv = jwt_verify(a->keys, a->nkeys, token, strlen(token), (int64_t)time(NULL),
+	                    AUTHN_LEEWAY_S, &claims);
+	pthread_rwlock_unlock(&a->lock);
+	if (rv == ERR_NOTFOUND)
+		authn_load_keys(a);
 }

@@ -45,6 +45,7 @@ static int authroutes_tokens(struct http_request *req)
 	const Magnetar__TokenReply *t = (const Magnetar__TokenReply *)r->output;
 	if (r->status != MAGNETAR__STATUS__STATUS_OK)
 		return respond_rpc_error(req, r);
+	authn_issued(req->gw, t->access_token);
 	return respond_json(req, MHD_HTTP_OK,
 	                    json_pack("{s:s, s:s, s:i, s:s, s:s, s:o}", "access_token",
 	                              t->access_token, "token_type", "Bearer", "expires_in",

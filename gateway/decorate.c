@@ -64,10 +64,16 @@ int decorate_answered(struct http_request *req, unsigned status, struct MHD_Resp
 	 * of, and there is nothing for a browser's CORS check to read. */
 	if (status == MHD_HTTP_SWITCHING_PROTOCOLS)
 		return 0;
-	for (size_t i = 0; i < sizeof(decorate_security) / sizeof(decorate_security[0]); i++)
-		if (MHD_add_response_header(resp, decorate_security[i].name,
-		                            decorate_security[i].value) != MHD_YES)
+	/* A route whose answer may be kept (the JWKS) says so itself; every
+	 * other answer is no-store. */
+	bool own_cache = MHD_get_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL) != NULL;
+	for (size_t i = 0; i < sizeof(decorate_security) / sizeof(decorate_security[0]); i++) {
+		const struct decorate_header *h = &decorate_security[i];
+		if (own_cache && strcmp(h->name, MHD_HTTP_HEADER_CACHE_CONTROL) == 0)
+			continue;
+		if (MHD_add_response_header(resp, h->name, h->value) != MHD_YES)
 			return ERR_NOMEM;
+	}
 	if (MHD_add_response_header(resp, "Content-Security-Policy",
 	                            gw->csp != NULL ? gw->csp : SECURITY_CSP_STRICT) != MHD_YES ||
 	    (gw->permissions_policy != NULL &&

@@ -575,6 +575,11 @@ void authn_me_drop(struct authn *a, const char *sid);
  * never see the session accepted again. */
 void authn_session_ended(struct gateway *gw, const char *sid);
 void authn_user_changed(struct gateway *gw, const char *uid);
+/* Called with each access token auth has just issued through this gateway:
+ * when it names a key not loaded yet (a rotation a moment ago), the keys
+ * are loaded before the token is handed out, so the client's next request
+ * and its JWKS fetch both know the key. */
+void authn_issued(struct gateway *gw, const char *token);
 /* What the auth.events subscription saw, and the revoked set's state (all
  * zero before authn_start). */
 struct authn_stats {
@@ -675,5 +680,13 @@ int metrics_serve(struct http_request *req);
 /* ---- openapi.c: GET /openapi.yaml ---------------------------------------- */
 
 int openapi_serve(struct http_request *req);
+
+/* ---- jwks.c: GET /.well-known/jwks.json ----------------------------------- */
+
+/* How long a client may keep the set (docs/apps.md, "Key rotation"). */
+#define JWKS_CACHE_CONTROL "public, max-age=60"
+int jwks_serve(struct http_request *req);
+/* The set for `n` keys as a JSON text (malloc'd; *len its length), or NULL. */
+char *jwks_render(const struct jwt_key *keys, size_t n, size_t *len);
 
 #endif

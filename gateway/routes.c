@@ -18,6 +18,7 @@ static const struct route routes_table[] = {
     {.path = "/readyz", .methods = HTTP_M_GET, .handler = health_ready},
     {.path = "/metrics", .methods = HTTP_M_GET, .handler = metrics_serve, .flags = ROUTE_F_METRICS},
     {.path = "/openapi.yaml", .methods = HTTP_M_GET, .handler = openapi_serve},
+    {.path = "/.well-known/jwks.json", .methods = HTTP_M_GET, .handler = jwks_serve},
     {.path = "/api/v1/auth/register",
      .methods = HTTP_M_POST,
      .handler = authroutes_register,

@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential pkg-config clang clang-format protobuf-c-compiler libprotobuf-c-dev
 libnng-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev libmicrohttpd-dev libwslay-dev
 libjansson-dev libargon2-dev liboath-dev libseccomp-dev libcmocka-dev
-python3 python3-pytest python3-requests python3-websocket sqlite3 wrk nginx-light curl
+python3 python3-pytest python3-requests python3-websocket python3-jwt python3-cryptography sqlite3 wrk nginx-light curl
 protobuf-compiler nng-utils prometheus docker-compose systemd sqlmap iproute2 xxd"
 missing=""
 for p in $PKGS; do

@@ -186,6 +186,10 @@ void keys_free(struct auth *a);
 int keys_rotate(struct auth *a, char kid[17]);
 /* Reloads signing.keys when another replica rewrote it (one stat otherwise). */
 void keys_refresh(struct auth *a);
+/* Whether a key still verifies at `now`: current, or retired less than an
+ * access token's lifetime (and a minute of skew) ago. A key past that is
+ * neither listed by PublicKeys (nor so in the JWKS) nor kept on reload. */
+bool keys_verifying(const struct auth_key *k, int64_t now);
 
 /* ---- tokens.c -------------------------------------------------------------- */
 /* Username normalisation (docs/design.md): lowercase ASCII; NULL if invalid. */

@@ -29,6 +29,11 @@
 #define KEYS_FILE "signing.keys"
 #define KEYS_LOCK "signing.keys.lock"
 
+bool keys_verifying(const struct auth_key *k, int64_t now)
+{
+	return k->retired_s == 0 || k->retired_s + AUTH_ACCESS_TTL_S + 60 > now;
+}
+
 static int keys_path(struct auth *a, char *buf, size_t len)
 {
 	return svc_path(&a->svc, KEYS_FILE, buf, len);
@@ -153,7 +158,7 @@ static int keys_read(struct auth *a, const char *path)
 		    EVP_DecodeBlock(seed, (unsigned char *)b64, (int)strlen(b64)) < 32) {
 			log_warnx("keys: %s is malformed", KEYS_FILE);
 			rv = ERR_INVAL;
-		} else if (retired == 0 || retired + AUTH_ACCESS_TTL_S + 60 > now) {
+		} else if (keys_verifying(&(struct auth_key){.retired_s = retired}, now)) {
 			rv = keys_add(a, seed, kid, created, retired);
 		}
 		OPENSSL_cleanse(seed, sizeof(seed));

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/clock.h"
 #include "common/err.h"
@@ -273,17 +274,26 @@ void session_public_keys(struct rpc_call *call, const ProtobufCMessage *in, void
 	unsigned char raw[16][32];
 	char kids[16][17];
 	(void)in;
+	int64_t now = (int64_t)time(NULL);
+	size_t listed = 0, skip;
 	keys_refresh(a);
 	pthread_rwlock_rdlock(&a->keys_lock);
-	for (size_t i = 0; i < a->nkeys && i < 16; i++) {
-		size_t len = 32;
+	for (size_t k = 0; k < a->nkeys; k++)
+		listed += keys_verifying(&a->keys[k], now);
+	/* Oldest first, the signing key last (magctl says so); with more than
+	 * 16, the oldest are the ones left out. */
+	skip = listed > 16 ? listed - 16 : 0;
+	for (size_t k = 0; k < a->nkeys; k++) {
+		size_t i = out.n_keys, len = 32;
+		if (!keys_verifying(&a->keys[k], now) || (skip > 0 && skip--))
+			continue;
 		magnetar__public_key__init(&items[i]);
-		if (EVP_PKEY_get_raw_public_key(a->keys[i].pkey, raw[i], &len) != 1) {
+		if (EVP_PKEY_get_raw_public_key(a->keys[k].pkey, raw[i], &len) != 1) {
 			pthread_rwlock_unlock(&a->keys_lock);
 			session_internal(call, "public keys", ERR_INTERNAL);
 			return;
 		}
-		snprintf(kids[i], sizeof(kids[i]), "%s", a->keys[i].kid);
+		snprintf(kids[i], sizeof(kids[i]), "%s", a->keys[k].kid);
 		items[i].kid = kids[i];
 		items[i].key.data = raw[i];
 		items[i].key.len = len;
