@@ -681,6 +681,10 @@ int metrics_serve(struct http_request *req);
 
 int openapi_serve(struct http_request *req);
 
+/* ---- introspect.c: POST /api/v1/auth/introspect (RFC 7662) ------------- */
+
+int introspect_serve(struct http_request *req);
+
 /* ---- jwks.c: GET /.well-known/jwks.json ----------------------------------- */
 
 /* How long a client may keep the set (docs/apps.md, "Key rotation"). */

@@ -87,6 +87,9 @@ static const struct route routes_table[] = {
      .auth = ROUTE_AUTH_TOKEN,
      .confirm = HTTP_M_GET,
      .flags = ROUTE_F_ADMIN},
+    /* An app's service, authenticated by HTTP Basic as a registered client
+     * (introspect.c); auth throttles failed clients. */
+    {.path = "/api/v1/auth/introspect", .methods = HTTP_M_POST, .handler = introspect_serve},
     {.path = "/api/v1/auth/password-check",
      .methods = HTTP_M_POST,
      .handler = authroutes_password_check,

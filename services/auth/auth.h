@@ -144,6 +144,18 @@ int store_totp_use_step(struct store_tx *tx, const char *user_id, uint64_t step)
 /* Sets the role (unless empty) and the terminal grant (unless < 0). */
 int store_user_set_role(struct store_tx *tx, const char *id, const char *role, int terminal);
 
+/* Introspection clients (clients.c). put: create (ERR_EXISTS if taken) or
+ * replace the secret (ERR_NOTFOUND if none); delete: ERR_NOTFOUND if none. */
+struct store_client {
+	char name[AUTH_USERNAME_MAX + 1];
+	uint64_t created_ms, rotated_ms;
+};
+int store_client_secret_hash(struct pool *pool, const char *name, char *out, size_t cap);
+int store_client_put(struct store_tx *tx, const char *name, const char *hash, bool create,
+                     uint64_t now_ms);
+int store_client_delete(struct store_tx *tx, const char *name);
+int store_client_list(struct pool *pool, struct store_client *out, int max);
+
 /* Refresh tokens are stored as SHA-256 hashes. */
 int store_refresh_insert(struct store_tx *tx, const unsigned char hash[32], const char *session_id,
                          uint64_t now_ms);
@@ -190,6 +202,10 @@ void keys_refresh(struct auth *a);
  * access token's lifetime (and a minute of skew) ago. A key past that is
  * neither listed by PublicKeys (nor so in the JWKS) nor kept on reload. */
 bool keys_verifying(const struct auth_key *k, int64_t now);
+/* Verifies an access token with auth's own keys (signature, kid, expiry):
+ * 0 with *c filled, or jwt_verify's error (ERR_PERM for none at all). */
+struct jwt_claims;
+int keys_verify_token(struct auth *a, const char *token, struct jwt_claims *c);
 
 /* ---- tokens.c -------------------------------------------------------------- */
 /* Username normalisation (docs/design.md): lowercase ASCII; NULL if invalid. */
@@ -329,5 +345,17 @@ void session_public_keys(struct rpc_call *call, const ProtobufCMessage *in, void
 void session_list_user(struct rpc_call *call, struct auth *a, const char *user_id);
 void session_revoked(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 void session_revoked_page(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+/* Not revoked, within the idle and absolute lifetimes at `now` (unix ms). */
+bool session_live(const struct store_session *s, uint64_t now);
+void session_proto(const struct store_session *s, Magnetar__Session *out);
+
+/* ---- clients.c: Introspect (RFC 7662) and its registered clients ---------- */
+/* Draws the key verified secrets are remembered under; once at start. */
+int clients_init(void);
+void clients_introspect(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void clients_create(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void clients_rotate(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void clients_delete(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
+void clients_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg);
 
 #endif

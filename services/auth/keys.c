@@ -21,13 +21,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
+#include "common/jwt.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "services/auth/auth.h"
 
 #define KEYS_FILE "signing.keys"
 #define KEYS_LOCK "signing.keys.lock"
+#define KEYS_VERIFY_MAX 16
+#define KEYS_LEEWAY_S 5 /* as the gateways allow (authn.c) */
 
 bool keys_verifying(const struct auth_key *k, int64_t now)
 {
@@ -257,6 +261,28 @@ int keys_rotate(struct auth *a, char kid[17])
 	close(lock);
 	if (rv == 0)
 		log_info("keys: rotated; signing with kid=%s", kid);
+	return rv;
+}
+
+int keys_verify_token(struct auth *a, const char *token, struct jwt_claims *c)
+{
+	struct jwt_key keys[KEYS_VERIFY_MAX];
+	size_t n = 0;
+	int rv;
+
+	if (token == NULL || token[0] == '\0' || strlen(token) >= JWT_MAX_TOKEN)
+		return ERR_PERM;
+	keys_refresh(a); /* a replica's rotation, as PublicKeys sees it */
+	int64_t now = (int64_t)(clock_unix_ms() / 1000);
+	pthread_rwlock_rdlock(&a->keys_lock);
+	for (size_t i = a->nkeys; i-- > 0 && n < KEYS_VERIFY_MAX;) {
+		if (!keys_verifying(&a->keys[i], now))
+			continue;
+		snprintf(keys[n].kid, sizeof(keys[n].kid), "%s", a->keys[i].kid);
+		keys[n++].pub = a->keys[i].pkey; /* a private key verifies too */
+	}
+	rv = jwt_verify(keys, n, token, strlen(token), now, KEYS_LEEWAY_S, c);
+	pthread_rwlock_unlock(&a->keys_lock);
 	return rv;
 }
 

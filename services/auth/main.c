@@ -53,6 +53,12 @@ static const struct rpc_method auth_methods[] = {
     {.name = "OpListSessions", .handler = operator_list_sessions, .flags = OP},
     {.name = "OpRevokeSession", .handler = operator_revoke_session, .flags = OP | RPC_F_MUTATES},
     {.name = "OpRotateKeys", .handler = operator_rotate_keys, .flags = OP | RPC_F_MUTATES},
+    /* Introspect writes its audit event: a mutation, never retried. */
+    {.name = "Introspect", .handler = clients_introspect, .flags = GW | RPC_F_MUTATES},
+    {.name = "OpClientCreate", .handler = clients_create, .flags = OP | RPC_F_MUTATES},
+    {.name = "OpClientRotate", .handler = clients_rotate, .flags = OP | RPC_F_MUTATES},
+    {.name = "OpClientDelete", .handler = clients_delete, .flags = OP | RPC_F_MUTATES},
+    {.name = "OpClientList", .handler = clients_list, .flags = OP},
 };
 
 static void auth_counters(struct svc *s, svc_counter_fn emit, void *emit_arg)
@@ -104,6 +110,8 @@ int main(int argc, char **argv)
 		fatalx("cannot initialise password hashing: %s", err_str(rv));
 	if ((rv = throttle_init()) != 0)
 		fatalx("cannot key the brute-force table: %s", err_str(rv));
+	if ((rv = clients_init()) != 0)
+		fatalx("cannot key the introspection clients' memo: %s", err_str(rv));
 	/* Two threads on two cores: argon2id is CPU-bound, more would only queue.
 	 * At nice 19, so a login flood takes only the CPU nothing else wants:
 	 * measured (docs/performance.md), /me's p99 under 32 flooding clients

@@ -23,7 +23,7 @@
 #define SESSION_REVOKED_PAGE 4096 /* ~150 KiB of ids: far below the RPC limit */
 #define SESSION_REVOKED_IDS 24576 /* ~820 KiB: Revoked, for callers that do not page */
 
-static bool session_active(const struct store_session *s, uint64_t now)
+bool session_live(const struct store_session *s, uint64_t now)
 {
 	return s->revoked_ms == 0 && s->refreshed_ms + AUTH_IDLE_TTL_MS > now &&
 	       s->created_ms + AUTH_ABSOLUTE_TTL_MS > now;
@@ -98,7 +98,7 @@ void session_refresh(struct rpc_call *call, const ProtobufCMessage *in, void *ar
 	}
 	if (rv == 0)
 		rv = store_session_get_tx(tx, sid, &s);
-	if (rv == ERR_NOTFOUND || (rv == 0 && !session_active(&s, now))) {
+	if (rv == ERR_NOTFOUND || (rv == 0 && !session_live(&s, now))) {
 		store_end(tx, ERR_NOTFOUND);
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED,
 		                "invalid_refresh_token", "refresh token unknown or expired");
@@ -132,7 +132,7 @@ static bool session_of_caller(struct rpc_call *call, struct auth *a,
                               const Magnetar__SessionRef *ref, struct store_session *s)
 {
 	int rv = store_session_get(a->svc.pool, ref->session_id, s);
-	if (rv == 0 && strcmp(s->user_id, ref->user_id) == 0 && session_active(s, clock_unix_ms()))
+	if (rv == 0 && strcmp(s->user_id, ref->user_id) == 0 && session_live(s, clock_unix_ms()))
 		return true;
 	if (rv != 0 && rv != ERR_NOTFOUND)
 		session_internal(call, "session", rv);
@@ -159,7 +159,7 @@ void session_logout(struct rpc_call *call, const ProtobufCMessage *in, void *arg
 	rpc_reply(call, &out.base);
 }
 
-static void session_proto(const struct store_session *s, Magnetar__Session *out)
+void session_proto(const struct store_session *s, Magnetar__Session *out)
 {
 	magnetar__session__init(out);
 	out->id = (char *)s->id;
@@ -240,7 +240,7 @@ void session_list(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
 		return;
 	}
 	if (rv != 0 || strcmp(caller.user_id, ref->user_id) != 0 ||
-	    !session_active(&caller, clock_unix_ms())) {
+	    !session_live(&caller, clock_unix_ms())) {
 		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "unauthorized",
 		                "the session has ended");
 		return;

@@ -49,6 +49,12 @@ static const char *const store_migrations[] = {
     "ALTER TABLE users ADD COLUMN totp_pending BLOB;"
     "ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;",
     outbox_migration_slots,
+    /* An app's services that may introspect tokens (clients.c): the secret
+     * as an argon2id hash only. */
+    "CREATE TABLE clients ("
+    " name TEXT PRIMARY KEY,"
+    " secret_hash TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL, rotated_ms INTEGER NOT NULL);",
 };
 
 const struct pool_schema store_schema = {store_migrations,
@@ -623,6 +629,85 @@ int store_revoked_page(struct pool *pool, uint64_t since_ms, const char *after,
 		while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
 			session_row(st, &out[n]);
 			rebound[n] = out[n].revoked_ms == 0 && sqlite3_column_int64(st, 10) > 0;
+			n++;
+		}
+		rv = rc == SQLITE_DONE || rc == SQLITE_ROW ? n : ERR_DB;
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(pool, db);
+	return rv;
+}
+
+/* ---- clients: the callers of Introspect ------------------------------------ */
+
+int store_client_secret_hash(struct pool *pool, const char *name, char *out, size_t cap)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int rv, rc;
+
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	if ((rv = prep(db, "SELECT secret_hash FROM clients WHERE name = ?", &st)) == 0) {
+		bind_text(st, 1, name);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			col_copy(st, 0, out, cap);
+		rv = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? ERR_NOTFOUND : ERR_DB;
+		sqlite3_finalize(st);
+	}
+	pool_reader_put(pool, db);
+	return rv;
+}
+
+int store_client_put(struct store_tx *tx, const char *name, const char *hash, bool create,
+                     uint64_t now_ms)
+{
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv = prep(tx->db,
+	               create ? "INSERT INTO clients(secret_hash, rotated_ms, created_ms, name)"
+	                        " VALUES (?1, ?2, ?3, ?4)"
+	                      : "UPDATE clients SET secret_hash = ?1, rotated_ms = ?2"
+	                        " WHERE name = ?4",
+	               &st)) != 0)
+		return rv;
+	bind_text(st, 1, hash);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)now_ms);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)now_ms);
+	bind_text(st, 4, name);
+	if ((rv = exec_done(st)) == 0 && sqlite3_changes(tx->db) == 0)
+		rv = ERR_NOTFOUND;
+	return rv;
+}
+
+int store_client_delete(struct store_tx *tx, const char *name)
+{
+	sqlite3_stmt *st;
+	int rv;
+	if ((rv = prep(tx->db, "DELETE FROM clients WHERE name = ?", &st)) != 0)
+		return rv;
+	bind_text(st, 1, name);
+	if ((rv = exec_done(st)) == 0 && sqlite3_changes(tx->db) == 0)
+		rv = ERR_NOTFOUND;
+	return rv;
+}
+
+int store_client_list(struct pool *pool, struct store_client *out, int max)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int n = 0, rc, rv;
+
+	if ((rv = pool_reader_get(pool, &db)) != 0)
+		return rv;
+	if ((rv = prep(db, "SELECT name, created_ms, rotated_ms FROM clients ORDER BY name LIMIT ?",
+	               &st)) == 0) {
+		sqlite3_bind_int(st, 1, max);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
+			col_copy(st, 0, out[n].name, sizeof(out[n].name));
+			out[n].created_ms = (uint64_t)sqlite3_column_int64(st, 1);
+			out[n].rotated_ms = (uint64_t)sqlite3_column_int64(st, 2);
 			n++;
 		}
 		rv = rc == SQLITE_DONE || rc == SQLITE_ROW ? n : ERR_DB;

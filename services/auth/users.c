@@ -17,35 +17,10 @@
 #include "services/auth/auth.h"
 
 #define USERS_LIST_MAX 1000
-#define USERS_KEYS_MAX 16
-#define USERS_LEEWAY_S 5 /* as the gateways allow (authn.c) */
 
 static bool users_is_admin(const char *role)
 {
 	return strcmp(role, "admin") == 0 || strcmp(role, "founder") == 0;
-}
-
-/* The caller's access token, verified here with auth's own keys: the
- * gateway's word (a session reference) is not enough, or a compromised
- * gateway could act as any admin whose session id it has seen. */
-static int users_token(struct auth *a, const char *token, struct jwt_claims *c)
-{
-	struct jwt_key keys[USERS_KEYS_MAX];
-	size_t n = 0;
-	int rv;
-
-	if (token == NULL || token[0] == '\0' || strlen(token) >= JWT_MAX_TOKEN)
-		return ERR_PERM;
-	keys_refresh(a); /* a replica's rotation, as PublicKeys sees it */
-	pthread_rwlock_rdlock(&a->keys_lock);
-	for (size_t i = 0; i < a->nkeys && n < USERS_KEYS_MAX; i++) {
-		snprintf(keys[n].kid, sizeof(keys[n].kid), "%s", a->keys[i].kid);
-		keys[n++].pub = a->keys[i].pkey; /* a private key verifies too */
-	}
-	rv = jwt_verify(keys, n, token, strlen(token), (int64_t)(clock_unix_ms() / 1000),
-	                USERS_LEEWAY_S, c);
-	pthread_rwlock_unlock(&a->keys_lock);
-	return rv;
 }
 
 /* Loads the caller (the live session of the verified token, of an admin or
@@ -57,9 +32,9 @@ static bool users_caller(struct rpc_call *call, struct auth *a, const char *toke
 	struct store_session s;
 	uint64_t now = clock_unix_ms();
 
-	if (users_token(a, token, &c) != 0 || store_session_get(a->svc.pool, c.sid, &s) != 0 ||
-	    strcmp(s.user_id, c.sub) != 0 || s.revoked_ms != 0 ||
-	    s.refreshed_ms + AUTH_IDLE_TTL_MS <= now ||
+	if (keys_verify_token(a, token, &c) != 0 ||
+	    store_session_get(a->svc.pool, c.sid, &s) != 0 || strcmp(s.user_id, c.sub) != 0 ||
+	    s.revoked_ms != 0 || s.refreshed_ms + AUTH_IDLE_TTL_MS <= now ||
 	    s.created_ms + AUTH_ABSOLUTE_TTL_MS <= now ||
 	    store_user_by_id(a->svc.pool, c.sub, caller) != 0) {
 		OPENSSL_cleanse(&c, sizeof(c));

@@ -8,6 +8,8 @@ cacheable answer that lags a rotation for longer than it says."""
 import base64
 import json
 import os
+import pathlib
+import re
 import secrets
 import time
 
@@ -152,3 +154,16 @@ def test_a_rotation_no_event_announced_still_verifies_at_once(stack):
     assert kid_of(t) == new_kid
     client = PyJWKClient(stack.url + "/.well-known/jwks.json")
     assert verify(client, t)["sub"]
+
+
+def test_the_example_in_docs_apps_md_runs_as_written(stack):
+    """docs/apps.md's verifier, taken from the document itself (only the
+    host changed), verifies a real token."""
+    doc = (pathlib.Path(__file__).parents[2] / "docs" / "apps.md").read_text()
+    code = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    assert "https://magnetar.example" in code
+    scope = {}
+    exec(code.replace("https://magnetar.example", stack.url), scope)  # noqa: S102
+    user(stack, "jwksdoc")
+    t = login(stack, "jwksdoc")
+    assert scope["user_of"](t["access_token"]) == (t["user"]["id"], "member", t["session_id"])

@@ -64,6 +64,11 @@ static const struct rpc_method methods[] = {
     {"OpListSessions", operator_list_sessions, 0},
     {"OpRevokeSession", operator_revoke_session, 0},
     {"OpRotateKeys", operator_rotate_keys, 0},
+    {"Introspect", clients_introspect, 0},
+    {"OpClientCreate", clients_create, 0},
+    {"OpClientRotate", clients_rotate, 0},
+    {"OpClientDelete", clients_delete, 0},
+    {"OpClientList", clients_list, 0},
 };
 
 static int setup(void **state)

@@ -39,6 +39,7 @@ int magctl_audit(struct magctl *m, int argc, char **argv); /* audit.c */
 int magctl_user(struct magctl *m, int argc, char **argv);
 int magctl_session(struct magctl *m, int argc, char **argv);
 int magctl_auth(struct magctl *m, int argc, char **argv);
+int magctl_client(struct magctl *m, int argc, char **argv); /* client.c */
 
 /* breach.c */
 int magctl_breach(struct magctl *m, int argc, char **argv);

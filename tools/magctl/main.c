@@ -25,6 +25,7 @@ static const struct magctl_command magctl_commands[] = {
     {"user", "magctl user create|list|delete|set-role|grant-terminal|reset-totp ...", magctl_user},
     {"session", "magctl session list <user> | revoke <session-id>", magctl_session},
     {"auth", "magctl auth rotate-keys", magctl_auth},
+    {"client", "magctl client create|rotate|delete <name> | list", magctl_client},
     {"audit", "magctl audit query|verify|tail|rotate-key|export (magctl audit -h)", magctl_audit},
     {"breach", "magctl breach check | range <5hex> | import [-o store] [-R] FILE|DIR... | reload",
      magctl_breach},
@@ -43,8 +44,8 @@ static const ProtobufCServiceDescriptor *const magctl_services[SVC_SERVICES] = {
 /* Safe to run twice (rpc.h, rpc_client_resend_on_reset): an operator's
  * ping or read survives a service that re-listens or a replica that dies
  * under it. Never a write: a user created or a key rotated twice. */
-static const char *const magctl_resend[] = {"Ping",           "Stats",     "OpListUsers",
-                                            "OpListSessions", "ListUsers", NULL};
+static const char *const magctl_resend[] = {
+    "Ping", "Stats", "OpListUsers", "OpListSessions", "ListUsers", "OpClientList", NULL};
 
 static struct privsep magctl_ps;
 
