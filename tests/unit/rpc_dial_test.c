@@ -23,42 +23,9 @@
 #include "audit.pb-c.h"
 #include "common/clock.h"
 #include "common/rpc.h"
+#include "tests/unit/ping_server.h"
 
 #include <nng/protocol/reqrep0/req.h>
-
-/* Read by the sanitizer runtime at start-up when built with ASan/LSan; an
- * unused function otherwise. nng 1.5.2 keeps the stranded dialer's pipe
- * state after nng_dialer_close (allocated inside libnng), as it keeps a
- * stalled listener's (rpc_relisten_test.c). */
-const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void)
-{
-	return "leak:libnng.so\n";
-}
-
-static void h_ping(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
-{
-	Magnetar__PingReply out = MAGNETAR__PING_REPLY__INIT;
-	(void)in;
-	(void)arg;
-	out.service = "test";
-	out.instance = "dial";
-	out.version = "1";
-	rpc_reply(call, &out.base);
-}
-
-static void h_unused(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
-{
-	(void)in;
-	(void)arg;
-	rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, "unused", "not called here");
-}
-
-static const struct rpc_method methods[] = {
-    {"Ping", h_ping, 0},
-    {"Stats", h_unused, 0},
-    {"Append", h_unused, RPC_F_MUTATES},
-};
 
 static bool pinged(struct rpc_client *c)
 {
@@ -136,8 +103,9 @@ static void test_a_dialer_nng_gave_up_on_is_renewed(void **state)
 	assert_int_equal(rpc_client_open(url, 0, &c), 0);
 	accepted = hang_up_on_every_client(fd, url + 6);
 	assert_true(accepted >= 1);
-	assert_int_equal(
-	    rpc_server_start(url, &magnetar__audit__descriptor, methods, 3, &opts, &srv), 0);
+	assert_int_equal(rpc_server_start(url, &magnetar__audit__descriptor, ping_server_methods,
+	                                  PING_SERVER_NMETHODS, &opts, &srv),
+	                 0);
 	/* nng 1.5.2 dials every 50-500 ms: a live dialer is connected by now. */
 	stranded = !connects_within(c, 1500, false);
 	printf("after %d hang-up(s) before the handshake the dialer %s\n", accepted,
@@ -198,8 +166,9 @@ static void test_a_dialer_that_no_longer_dials_is_renewed(void **state)
 	unlink(url + 6);
 	assert_int_equal(rpc_dial_start(&d, s, url), 0);
 	nng_dialer_close(d.dialer);
-	assert_int_equal(
-	    rpc_server_start(url, &magnetar__audit__descriptor, methods, 3, &opts, &srv), 0);
+	assert_int_equal(rpc_server_start(url, &magnetar__audit__descriptor, ping_server_methods,
+	                                  PING_SERVER_NMETHODS, &opts, &srv),
+	                 0);
 	assert_false(dial_connected_within(&d, 700));
 	assert_int_equal(rpc_dials_renew_idle(now), 0); /* idle from now on */
 	assert_int_equal(rpc_dials_renew_idle(now + RPC_DIAL_RENEW_MS - 1), 0);
@@ -224,8 +193,9 @@ static void test_a_connected_dialer_is_kept_after_a_redial(void **state)
 	(void)state;
 
 	snprintf(url, sizeof(url), "ipc:///tmp/rpc_dial_test.kept.%d.sock", (int)getpid());
-	assert_int_equal(
-	    rpc_server_start(url, &magnetar__audit__descriptor, methods, 3, &opts, &srv), 0);
+	assert_int_equal(rpc_server_start(url, &magnetar__audit__descriptor, ping_server_methods,
+	                                  PING_SERVER_NMETHODS, &opts, &srv),
+	                 0);
 	assert_int_equal(rpc_dial_start(&d, s, url), 0);
 	assert_true(dial_connected_within(&d, 2000));
 	rpc_redial_all();
@@ -255,8 +225,9 @@ static void test_a_removal_before_its_addition_is_not_counted(void **state)
 	(void)state;
 
 	snprintf(url, sizeof(url), "ipc:///tmp/rpc_dial_test.order.%d.sock", (int)getpid());
-	assert_int_equal(
-	    rpc_server_start(url, &magnetar__audit__descriptor, methods, 3, &opts, &srv), 0);
+	assert_int_equal(rpc_server_start(url, &magnetar__audit__descriptor, ping_server_methods,
+	                                  PING_SERVER_NMETHODS, &opts, &srv),
+	                 0);
 	assert_int_equal(rpc_dial_start(&d, s, url), 0);
 	assert_true(dial_connected_within(&d, 2000));
 	rpc_dial_pipe_event(&d, last_pipe, NNG_PIPE_EV_REM_POST); /* its removal */

@@ -30,40 +30,7 @@
 #include "common/clock.h"
 #include "common/events.h"
 #include "common/rpc.h"
-
-/* Read by the sanitizer runtime at start-up when built with ASan/LSan;
- * an unused function otherwise. */
-const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void)
-{
-	return "leak:libnng.so\n";
-}
-
-static void h_ping(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
-{
-	Magnetar__PingReply out = MAGNETAR__PING_REPLY__INIT;
-	(void)in;
-	(void)arg;
-	out.service = "test";
-	out.instance = "relisten";
-	out.version = "1";
-	rpc_reply(call, &out.base);
-}
-
-/* The server checks its table against the whole Audit contract; only Ping
- * is called here. */
-static void h_unused(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
-{
-	(void)in;
-	(void)arg;
-	rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, "unused", "not called here");
-}
-
-static const struct rpc_method methods[] = {
-    {"Ping", h_ping, 0},
-    {"Stats", h_unused, 0},
-    {"Append", h_unused, RPC_F_MUTATES},
-};
+#include "tests/unit/ping_server.h"
 
 static void count_relisten(const char *name, uint64_t value, void *arg)
 {
@@ -102,8 +69,9 @@ static void test_relisten_after_raw_hang_ups(void **state)
 
 	snprintf(url, sizeof(url), "ipc:///tmp/rpc_test.relisten.%d.sock", (int)getpid());
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", url + 6);
-	assert_int_equal(
-	    rpc_server_start(url, &magnetar__audit__descriptor, methods, 3, &opts, &srv), 0);
+	assert_int_equal(rpc_server_start(url, &magnetar__audit__descriptor, ping_server_methods,
+	                                  PING_SERVER_NMETHODS, &opts, &srv),
+	                 0);
 	assert_true(ping_answered(url, 2000));
 	pipes = rpc_server_pipes(srv);
 	assert_true(pipes >= 1);

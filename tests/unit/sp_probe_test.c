@@ -29,43 +29,8 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/rpc.h"
+#include "tests/unit/ping_server.h"
 #include "common/sp_probe.h"
-
-/* nng 1.5.2 can leak a listener's accept state (about 3.5 KiB, allocated
- * inside libnng) when its socket is closed while a connection is still
- * being negotiated: seen once in CI right after the wrong-protocol probe
- * (docs/reliability.md, the same leak as rpc_relisten_test.c's). This
- * binary tells LeakSanitizer to ignore leaks allocated in libnng; the
- * probe itself allocates nothing there. */
-const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void)
-{
-	return "leak:libnng.so\n";
-}
-
-static void h_ping(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
-{
-	Magnetar__PingReply out = MAGNETAR__PING_REPLY__INIT;
-	(void)in;
-	(void)arg;
-	out.service = "probe-test";
-	out.instance = "1";
-	out.version = "1";
-	rpc_reply(call, &out.base);
-}
-
-static void h_unused(struct rpc_call *call, const ProtobufCMessage *in, void *arg)
-{
-	(void)in;
-	(void)arg;
-	rpc_reply_error(call, MAGNETAR__STATUS__STATUS_INVALID, "unused", "not called here");
-}
-
-static const struct rpc_method methods[] = {
-    {"Ping", h_ping, 0},
-    {"Stats", h_unused, 0},
-    {"Append", h_unused, RPC_F_MUTATES},
-};
 
 /* Opens a probe on a live rpc server, sees the pipe counted, pings. */
 static void probe_and_ping(const char *url)
@@ -80,8 +45,9 @@ static void probe_and_ping(const char *url)
 	size_t len, got = 0;
 	uint64_t before, until;
 
-	assert_int_equal(
-	    rpc_server_start(url, &magnetar__audit__descriptor, methods, 3, &opts, &srv), 0);
+	assert_int_equal(rpc_server_start(url, &magnetar__audit__descriptor, ping_server_methods,
+	                                  PING_SERVER_NMETHODS, &opts, &srv),
+	                 0);
 	before = rpc_server_pipes(srv);
 	assert_int_equal(sp_probe_open(&p, url, SP_PROTO_REQ, SP_PROTO_REP, 2000), 0);
 	until = clock_mono_ms() + 2000;
@@ -98,7 +64,7 @@ static void probe_and_ping(const char *url)
 	assert_int_equal(reply->status, MAGNETAR__STATUS__STATUS_OK);
 	ping = magnetar__ping_reply__unpack(NULL, reply->payload.len, reply->payload.data);
 	assert_non_null(ping);
-	assert_string_equal(ping->service, "probe-test");
+	assert_string_equal(ping->service, PING_SERVER_SERVICE);
 	magnetar__ping_reply__free_unpacked(ping, NULL);
 	magnetar__rpc_reply__free_unpacked(reply, NULL);
 	/* A second call on the same probe: the id must match again. */
