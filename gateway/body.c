@@ -1,10 +1,13 @@
 /*
  * body.c — request bodies. The pipeline's `body` stage collects one up to
  * its limit, under the body deadline (deadline.c), and drains a refused one;
+ * a body may hold a password, a token or a client's secret, so every copy
+ * is wiped when it is let go (body_release);
  * a route then parses it as JSON, strictly (docs/api.md Conventions): the
  * right Content-Type, one object, no duplicated key, and unpacked with
  * JSON_STRICT so an unknown field or a wrong type is a 400 too.
  */
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,10 +78,17 @@ static enum MHD_Result body_refuse(struct http_request *req, unsigned status, co
                                    const char *message)
 {
 	pipeline_refuse(req, status, code, message);
+	body_release(req);
+	return MHD_YES;
+}
+
+void body_release(struct http_request *req)
+{
+	if (req->body != NULL)
+		OPENSSL_cleanse(req->body, req->body_cap);
 	free(req->body);
 	req->body = NULL;
 	req->body_len = req->body_cap = 0;
-	return MHD_YES;
 }
 
 enum MHD_Result body_feed(struct http_request *req, const char *data, size_t len)
@@ -108,12 +118,18 @@ enum MHD_Result body_feed(struct http_request *req, const char *data, size_t len
 			cap *= 2;
 		if (cap > lim->max_body)
 			cap = lim->max_body;
-		if ((p = realloc(req->body, cap)) == NULL) {
+		/* Not realloc: it would leave the old copy in freed memory. */
+		if ((p = malloc(cap)) == NULL) {
 			/* Answered once the body has been drained, like a limit. */
 			return body_refuse(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
 			                   "Out of memory; try again later.");
 		}
+		if (req->body_len > 0)
+			memcpy(p, req->body, req->body_len);
+		size_t len_kept = req->body_len;
+		body_release(req);
 		req->body = p;
+		req->body_len = len_kept;
 		req->body_cap = cap;
 	}
 	memcpy(req->body + req->body_len, data, len);

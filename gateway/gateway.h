@@ -521,6 +521,8 @@ json_t *body_json(struct http_request *req);
 /* Answers 400 invalid_request for a body of the wrong shape (an unknown
  * field, a wrong type, a missing field): json_unpack_ex failed. */
 int body_invalid(struct http_request *req);
+/* Wipes and frees the collected body (it may hold a secret). */
+void body_release(struct http_request *req);
 /* Queues an empty 204. */
 int respond_no_content(struct http_request *req);
 /* RFC 3339 UTC ("2026-11-28T02:13:00Z") of unix milliseconds, into buf[32]. */

@@ -42,7 +42,7 @@ void http_request_unref(struct http_request *req)
 	}
 	if (req->answer != NULL && !req->answer_shared)
 		MHD_destroy_response(req->answer); /* recorded, never sent */
-	free(req->body);
+	body_release(req);
 	free(req);
 }
 
