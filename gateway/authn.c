@@ -153,6 +153,7 @@ int authn_start(struct gateway *gw)
 	pthread_mutex_init(&a->tok_mu, NULL);
 	pthread_mutex_init(&a->risk_mu, NULL);
 	pthread_rwlock_init(&a->lock, NULL);
+	pthread_mutex_init(&a->load_mu, NULL);
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
 	h.arg = a;
@@ -185,6 +186,7 @@ fail:
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mu);
 	pthread_rwlock_destroy(&a->lock);
+	pthread_mutex_destroy(&a->load_mu);
 	pthread_mutex_destroy(&a->report_mu);
 	pthread_mutex_destroy(&a->me_mu);
 	pthread_mutex_destroy(&a->tok_mu);
@@ -212,6 +214,7 @@ void authn_stop(struct gateway *gw)
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mu);
 	pthread_rwlock_destroy(&a->lock);
+	pthread_mutex_destroy(&a->load_mu);
 	pthread_mutex_destroy(&a->report_mu);
 	for (size_t i = 0; i < AUTHN_ME_SLOTS; i++)
 		free(a->me[i].body);

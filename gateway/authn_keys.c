@@ -6,6 +6,7 @@
  * fetched yet. Each load also renders the set as GET /.well-known/jwks.json
  * serves it (jwks.c).
  */
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -18,7 +19,9 @@
 #include "gateway/authn.h"
 #include "gateway/gateway.h"
 
-int authn_load_keys(struct authn *a)
+/* One load at a time (load_mu): two loads could otherwise finish in the
+ * reverse order and the older set replace the newer. */
+static int authn_load_keys_locked(struct authn *a)
 {
 	Magnetar__Empty in = MAGNETAR__EMPTY__INIT;
 	struct jwt_key fresh[AUTHN_MAX_KEYS];
@@ -44,13 +47,10 @@ int authn_load_keys(struct authn *a)
 		n++;
 	}
 	rpc_result_fini(&r);
+	/* Without a rendering (out of memory) the keys still verify here, and
+	 * the JWKS answers 503 until the next load. */
 	size_t jwks_len = 0;
 	char *jwks = jwks_render(fresh, n, &jwks_len);
-	if (jwks == NULL) {
-		for (size_t i = 0; i < n; i++)
-			EVP_PKEY_free(fresh[i].pub);
-		return ERR_NOMEM;
-	}
 	pthread_rwlock_wrlock(&a->lock);
 	for (size_t i = 0; i < a->nkeys; i++)
 		EVP_PKEY_free(a->keys[i].pub);
@@ -63,15 +63,37 @@ int authn_load_keys(struct authn *a)
 	return 0;
 }
 
-void authn_issued(struct gateway *gw, const char *token)
+int authn_load_keys(struct authn *a)
 {
-	struct authn *a = gw->authn;
+	pthread_mutex_lock(&a->load_mu);
+	int rv = authn_load_keys_locked(a);
+	pthread_mutex_unlock(&a->load_mu);
+	return rv;
+}
+
+static bool authn_kid_unknown(struct authn *a, const char *token)
+{
 	struct jwt_claims claims;
 
 	pthread_rwlock_rdlock(&a->lock);
 	int rv = jwt_verify(a->keys, a->nkeys, token, strlen(token), (int64_t)time(NULL),
 	                    AUTHN_LEEWAY_S, &claims);
 	pthread_rwlock_unlock(&a->lock);
-	if (rv == ERR_NOTFOUND)
-		authn_load_keys(a);
+	OPENSSL_cleanse(&claims, sizeof(claims));
+	return rv == ERR_NOTFOUND;
+}
+
+/* Blocks this libmicrohttpd thread for one PublicKeys call, only right
+ * after a rotation this gateway was not told of yet; the requests that
+ * finish meanwhile wait for that one load rather than each making its own. */
+void authn_issued(struct gateway *gw, const char *token)
+{
+	struct authn *a = gw->authn;
+
+	if (!authn_kid_unknown(a, token))
+		return;
+	pthread_mutex_lock(&a->load_mu);
+	if (authn_kid_unknown(a, token)) /* not loaded meanwhile by another */
+		authn_load_keys_locked(a);
+	pthread_mutex_unlock(&a->load_mu);
 }

@@ -64,9 +64,11 @@ int decorate_answered(struct http_request *req, unsigned status, struct MHD_Resp
 	 * of, and there is nothing for a browser's CORS check to read. */
 	if (status == MHD_HTTP_SWITCHING_PROTOCOLS)
 		return 0;
-	/* A route whose answer may be kept (the JWKS) says so itself; every
-	 * other answer is no-store. */
-	bool own_cache = MHD_get_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL) != NULL;
+	/* Every answer is no-store but the JWKS, which says how long it may be
+	 * kept: exactly that value, so no other Cache-Control (an upstream's,
+	 * one day) can take no-store's place. */
+	const char *cc = MHD_get_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL);
+	bool own_cache = cc != NULL && strcmp(cc, JWKS_CACHE_CONTROL) == 0;
 	for (size_t i = 0; i < sizeof(decorate_security) / sizeof(decorate_security[0]); i++) {
 		const struct decorate_header *h = &decorate_security[i];
 		if (own_cache && strcmp(h->name, MHD_HTTP_HEADER_CACHE_CONTROL) == 0)

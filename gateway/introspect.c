@@ -111,7 +111,10 @@ static enum MHD_Result introspect_field(void *cls, enum MHD_ValueKind kind, cons
 		return MHD_YES; /* token_type_hint, or an extension: ignored (RFC 7662 §2.1) */
 	if (off == 0)
 		f->tokens++;
-	if (f->tokens != 1 || off != f->len || size > JWT_MAX_TOKEN - f->len) {
+	/* A NUL (%00) would cut the token short of what was sent: judged as
+	 * the whole, which is none of ours. */
+	if (f->tokens != 1 || off != f->len || size > JWT_MAX_TOKEN - f->len ||
+	    memchr(data, '\0', size) != NULL) {
 		f->too_long = f->tokens == 1;
 		return MHD_YES;
 	}

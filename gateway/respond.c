@@ -92,7 +92,9 @@ int respond_json(struct http_request *req, unsigned status, json_t *body)
 
 	if (body == NULL)
 		return ERR_NOMEM;
-	text = json_dumps(body, JSON_COMPACT);
+	/* Scores are integer hundredths: 15 significant digits print 30 as
+	 * 0.3, where jansson's default 17 print the double nearest it in full. */
+	text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15));
 	json_decref(body);
 	if (text == NULL)
 		return ERR_NOMEM;
@@ -149,7 +151,9 @@ struct MHD_Response *respond_error_new(struct http_request *req, const char *cod
 	                 "request_id", req->id);
 	if (body == NULL)
 		return NULL;
-	text = json_dumps(body, JSON_COMPACT);
+	/* Scores are integer hundredths: 15 significant digits print 30 as
+	 * 0.3, where jansson's default 17 print the double nearest it in full. */
+	text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15));
 	json_decref(body);
 	if (text == NULL)
 		return NULL;
@@ -167,7 +171,9 @@ static struct MHD_Response *respond_breached_new(struct http_request *req, const
 
 	if (body == NULL)
 		return NULL;
-	text = json_dumps(body, JSON_COMPACT);
+	/* Scores are integer hundredths: 15 significant digits print 30 as
+	 * 0.3, where jansson's default 17 print the double nearest it in full. */
+	text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15));
 	json_decref(body);
 	if (text == NULL)
 		return NULL;

@@ -97,21 +97,40 @@ static void clients_memo_put(const char *name, const char *hash, const uint8_t *
 
 /* ---- Introspect ----------------------------------------------------------- */
 
-static void clients_audit(struct auth *a, struct rpc_call *call, const char *client,
-                          const char *target, const char *outcome, const char *detail)
+/* What a call is counted and audited under: "client:<id>" when the id is a
+ * well-formed name (as magctl makes them), else "client:?", so no hostile
+ * byte reaches the audit log and malformed ids share one throttle count. */
+static void clients_account(const char *id, char account[AUTH_USERNAME_MAX + 8])
 {
-	struct store_tx *tx;
-	char actor[AUTH_USERNAME_MAX + 8];
-
-	snprintf(actor, sizeof(actor), "client:%s", client);
-	if (store_begin(a, &tx) == 0)
-		store_end(tx, store_audit(tx, "auth.introspect", actor, target,
-		                          rpc_call_context(call), outcome, detail));
+	char norm[AUTH_USERNAME_MAX + 1];
+	bool named = strlen(id) <= AUTH_USERNAME_MAX &&
+	             tokens_normalise_username(id, norm, sizeof(norm)) == 0 &&
+	             strcmp(norm, id) == 0;
+	snprintf(account, AUTH_USERNAME_MAX + 8, "client:%s", named ? id : "?");
 }
 
-/* The client is known: what auth knows of the token now. */
+static const char *clients_ip(struct rpc_call *call)
+{
+	const Magnetar__RequestContext *ctx = rpc_call_context(call);
+	return ctx != NULL && ctx->client_ip != NULL ? ctx->client_ip : "";
+}
+
+static int clients_audit(struct auth *a, struct rpc_call *call, const char *account,
+                         const char *target, const char *outcome, const char *detail)
+{
+	struct store_tx *tx;
+	int rv;
+
+	if ((rv = store_begin(a, &tx)) != 0)
+		return rv;
+	return store_end(tx, store_audit(tx, "auth.introspect", account, target,
+	                                 rpc_call_context(call), outcome, detail));
+}
+
+/* The client is known: what auth knows of the token now. An answer whose
+ * audit event could not be written is not given (every call is on record). */
 static void clients_answer(struct rpc_call *call, struct auth *a,
-                           const Magnetar__IntrospectRequest *req)
+                           const Magnetar__IntrospectRequest *req, const char *account)
 {
 	Magnetar__IntrospectReply out = MAGNETAR__INTROSPECT_REPLY__INIT;
 	Magnetar__User user;
@@ -120,6 +139,7 @@ static void clients_answer(struct rpc_call *call, struct auth *a,
 	struct store_session s;
 	struct store_user u;
 	char detail[32];
+	int rv;
 
 	out.active = keys_verify_token(a, req->token, &c) == 0 &&
 	             store_session_get(a->svc.pool, c.sid, &s) == 0 &&
@@ -133,41 +153,55 @@ static void clients_answer(struct rpc_call *call, struct auth *a,
 		out.issued_at = c.iat;
 		out.expires_at = c.exp;
 	}
+	OPENSSL_cleanse(&c, sizeof(c));
 	snprintf(detail, sizeof(detail), "active=%s", out.active ? "true" : "false");
-	clients_audit(a, call, req->client_id, out.active ? s.id : "-", "success", detail);
+	if ((rv = clients_audit(a, call, account, out.active ? s.id : "-", "success", detail)) !=
+	    0) {
+		log_warnx("introspect: not recorded, not answered request_id=%s: %s",
+		          rpc_call_request_id(call), err_str(rv));
+		rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNAVAILABLE, "service_unavailable",
+		                "the call could not be recorded");
+		return;
+	}
 	rpc_reply(call, &out.base);
 }
 
-static void clients_refuse(struct rpc_call *call, struct auth *a, const char *name)
+/* A failed client: counted for the throttle, audited, refused. */
+static void clients_refuse(struct rpc_call *call, struct auth *a, const char *account)
 {
-	clients_audit(a, call, name, "-", "failure", "reason=invalid_client");
+	throttle_failed(account, clients_ip(call));
+	clients_audit(a, call, account, "-", "failure", "reason=invalid_client");
 	rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "invalid_client",
 	                "client authentication failed");
 }
 
 /* The slow path, on the hashing pool: argon2id against the stored hash, or
- * the dummy one for a name that is not a client. */
+ * the dummy one for a name that is not a client. The throttle is asked
+ * again here, as the login does: guesses queued before the limit was
+ * reached meet it now rather than each costing a verification. */
 static void clients_introspect_job(struct workq_job *job)
 {
 	struct hashing_job *j = (struct hashing_job *)job;
 	const Magnetar__IntrospectRequest *req = (const Magnetar__IntrospectRequest *)j->in;
-	const char *ip =
-	    rpc_call_context(j->call) != NULL ? rpc_call_context(j->call)->client_ip : "";
 	char hash[AUTH_HASH_MAX], account[AUTH_USERNAME_MAX + 8];
-	bool known =
-	    store_client_secret_hash(j->a->svc.pool, req->client_id, hash, sizeof(hash)) == 0;
-	int rv = password_verify(known ? hash : j->a->dummy_hash,
-	                         (const char *)req->client_secret.data, req->client_secret.len);
+	bool known;
+	int rv;
 
-	snprintf(account, sizeof(account), "client:%s", req->client_id);
+	clients_account(req->client_id, account);
+	if (throttle_refused(j->call, account)) {
+		free(j);
+		return;
+	}
+	known = store_client_secret_hash(j->a->svc.pool, req->client_id, hash, sizeof(hash)) == 0;
+	rv = password_verify(known ? hash : j->a->dummy_hash, (const char *)req->client_secret.data,
+	                     req->client_secret.len);
 	if (known && rv == 0) {
-		throttle_succeeded(account, ip);
+		throttle_succeeded(account, clients_ip(j->call));
 		clients_memo_put(req->client_id, hash, req->client_secret.data,
 		                 req->client_secret.len);
-		clients_answer(j->call, j->a, req);
+		clients_answer(j->call, j->a, req, account);
 	} else {
-		throttle_failed(account, ip);
-		clients_refuse(j->call, j->a, req->client_id);
+		clients_refuse(j->call, j->a, account);
 	}
 	OPENSSL_cleanse(hash, sizeof(hash));
 	free(j);
@@ -180,22 +214,21 @@ void clients_introspect(struct rpc_call *call, const ProtobufCMessage *in, void 
 	char hash[AUTH_HASH_MAX], account[AUTH_USERNAME_MAX + 8];
 	bool memo;
 
-	if (strlen(req->client_id) == 0 || strlen(req->client_id) > AUTH_USERNAME_MAX ||
-	    req->client_secret.len == 0 || req->client_secret.len > CLIENTS_SECRET_MAX ||
-	    memchr(req->client_secret.data, '\0', req->client_secret.len) != NULL) {
-		clients_refuse(call, a,
-		               strlen(req->client_id) <= AUTH_USERNAME_MAX ? req->client_id : "-");
-		return;
-	}
-	snprintf(account, sizeof(account), "client:%s", req->client_id);
+	clients_account(req->client_id, account);
 	if (throttle_refused(call, account))
 		return;
+	if (strcmp(account, "client:?") == 0 || req->client_secret.len == 0 ||
+	    req->client_secret.len > CLIENTS_SECRET_MAX ||
+	    memchr(req->client_secret.data, '\0', req->client_secret.len) != NULL) {
+		clients_refuse(call, a, account);
+		return;
+	}
 	memo = store_client_secret_hash(a->svc.pool, req->client_id, hash, sizeof(hash)) == 0 &&
 	       clients_memo_match(req->client_id, hash, req->client_secret.data,
 	                          req->client_secret.len);
 	OPENSSL_cleanse(hash, sizeof(hash));
 	if (memo)
-		clients_answer(call, a, req);
+		clients_answer(call, a, req, account);
 	else
 		hashing_submit(call, in, arg, clients_introspect_job);
 }
@@ -252,7 +285,7 @@ static void clients_put_job(struct workq_job *job, bool create)
 	} else {
 		out.name = norm;
 		out.secret = secret;
-		out.created_at_ms = now;
+		out.created_at_ms = create ? now : 0; /* rotate: unchanged, not read here */
 		out.rotated_at_ms = now;
 		rpc_reply(j->call, &out.base);
 	}

@@ -164,14 +164,6 @@ def test_a_taken_name_and_a_bad_name_are_refused(stack, svc):
     assert stack.magctl("client", "rotate", "no-such-client").returncode == 1
 
 
-def test_guessing_a_clients_secret_is_throttled(stack):
-    client(stack, "create", "guessed")
-    codes = [introspect(stack, "x", ("guessed", "guess-%d" % i)).status_code
-             for i in range(12)]
-    assert codes[:5] == [401] * 5, codes
-    assert 429 in codes, codes
-
-
 def test_a_bad_body_is_a_clear_error(stack, svc):
     t = user(stack, "intro-body")["access_token"]
     r = requests.post(stack.url + URL, json={"token": t}, auth=svc, timeout=15)
@@ -204,17 +196,95 @@ def test_every_call_is_audited_by_client_and_no_secret_is_logged(stack, svc):
     assert t["access_token"] not in log
 
 
-def test_the_curl_example_in_docs_apps_md_runs_as_written(stack):
+def test_the_curl_example_in_docs_apps_md_runs_as_written(stack, svc):
     """docs/apps.md's call, taken from the document (only the host
     changed), with its $SECRET and $ACCESS_TOKEN from a real client and
-    session. It rotates the `orders` secret: keep it the module's last."""
+    session."""
     doc = (pathlib.Path(__file__).parents[2] / "docs" / "apps.md").read_text()
     block = re.search(r"\n    (curl -u orders:.*?)\n\n", doc, re.S).group(1)
     cmd = block.replace("\\\n", " ").replace("https://magnetar.example", stack.url)
     t = user(stack, "intro-doc")
-    env = dict(os.environ, SECRET=client(stack, "rotate", "orders"),
+    env = dict(os.environ, SECRET=svc[1],
                ACCESS_TOKEN=t["access_token"])
     out = subprocess.run(["bash", "-c", cmd + " -s"], env=env, capture_output=True,
                          text=True, timeout=30)
     body = json.loads(out.stdout)
     assert body["active"] is True and body["session_id"] == t["session_id"], out
+
+
+def test_a_deleted_users_token_is_inactive(stack, svc):
+    t = user(stack, "intro-deleted")
+    assert introspect(stack, t["access_token"], svc).json()["active"] is True
+    assert stack.magctl("user", "delete", "intro-deleted").returncode == 0
+    assert introspect(stack, t["access_token"], svc).json() == {"active": False}
+
+
+def test_a_nul_inside_the_token_is_not_cut_short(stack, svc):
+    """`token=<valid>%00junk` must be judged whole (inactive), not as the
+    valid token before the NUL."""
+    t = user(stack, "intro-nul")["access_token"]
+    r = requests.post(stack.url + URL, data=f"token={t}%00junk", auth=svc, timeout=15,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and r.json() == {"active": False}, r.text
+
+
+def test_the_risk_band_follows_what_the_gateway_reported(stack, svc):
+    """The session's recorded score and band, as docs/api.md's weights make
+    them: another User-Agent 0.5 (elevated), and other headers too 0.7
+    (step_up); printed as /me prints them."""
+    ua = {"User-Agent": "intro-risk/1"}
+    r = requests.post(stack.url + "/api/v1/auth/register", timeout=15, headers=ua,
+                      json={"username": "intro-risk", "password": PW})
+    assert r.status_code == 201, r.text
+    t = requests.post(stack.url + "/api/v1/auth/login", timeout=15, headers=ua,
+                      json={"username": "intro-risk", "password": PW}).json()
+    bearer = {"Authorization": "Bearer " + t["access_token"]}
+
+    def band(score, name):
+        def seen():
+            r = introspect(stack, t["access_token"], svc)
+            return r.json().get("risk_band") == name and f'"risk_score":{score}' in r.text
+        return wait_until(seen, 5)
+
+    me = requests.get(stack.url + "/api/v1/auth/me", timeout=15,
+                      headers={**bearer, "User-Agent": "someone-else/2"})
+    assert me.status_code == 200, me.text
+    assert band("0.5", "elevated")
+    me = requests.get(stack.url + "/api/v1/auth/me", timeout=15,
+                      headers={**bearer, "User-Agent": "someone-else/2",
+                               "Accept-Language": "xx"})
+    assert me.status_code == 401 and me.json()["error"]["code"] == "step_up_required"
+    assert band("0.7", "step_up")
+
+
+@pytest.fixture
+def own_stack(tmp_path):
+    """A stack of its own: the throttle counts failures per network too, and
+    this test's would throttle the module's other tests from 127.0.0.1."""
+    s = Stack(tmp_path, {"MAGNETAR_HIBP_MODE": "off"}).start()
+    yield s
+    assert s.stop() == 0, s.logs()
+
+
+def test_malformed_credentials_are_throttled_and_audited_without_their_bytes(own_stack):
+    stack = own_stack
+    codes = [introspect(stack, "x", ("Bad\x01Name\nX", "s")).status_code for _ in range(8)]
+    assert codes[:5] == [401] * 5 and 429 in codes, codes
+    codes = [introspect(stack, "x", ("toolong", "s" * 129)).status_code for _ in range(8)]
+    assert codes[:5] == [401] * 5 and 429 in codes, codes
+
+    def refused():
+        out = stack.magctl("audit", "query", "--actor", "client:?", "--limit", "100")
+        return [ln for ln in out.stdout.splitlines() if "auth.introspect" in ln]
+    assert len(wait_until(refused, 15) or []) >= 5
+    out = stack.magctl("audit", "query", "--limit", "1000").stdout
+    assert "Bad" not in out and "\x01" not in out
+
+
+def test_guessing_a_clients_secret_is_throttled(own_stack):
+    stack = own_stack
+    client(stack, "create", "guessed")
+    codes = [introspect(stack, "x", ("guessed", "guess-%d" % i)).status_code
+             for i in range(12)]
+    assert codes[:5] == [401] * 5, codes
+    assert 429 in codes, codes
