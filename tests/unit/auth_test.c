@@ -398,6 +398,45 @@ static void test_refresh_tokens_distinct(void **state)
 	free(tok);
 }
 
+/* PublicKeys (and so the JWKS) lists the keys that still verify: not one
+ * retired longer ago than an access token lives, at most 16 (the oldest
+ * left out), oldest first with the signing key last. */
+static void test_public_keys_drop_retired_and_keep_the_signing_key(void **state)
+{
+	Magnetar__Empty empty = MAGNETAR__EMPTY__INIT;
+	const Magnetar__PublicKeysReply *pk;
+	struct rpc_result r;
+	char kid[17];
+	(void)state;
+
+	while (a.nkeys < 17)
+		assert_int_equal(keys_rotate(&a, kid), 0);
+	assert_int_equal(a.nkeys, 17);
+	int64_t now = (int64_t)time(NULL);
+	a.keys[0].retired_s = now - 900 - 61; /* their last tokens have expired */
+	a.keys[1].retired_s = now - 900 - 61;
+	a.keys[2].retired_s = now - 900 - 59; /* not yet: still verifying */
+
+	call("PublicKeys", &empty.base, &r);
+	assert_int_equal(r.status, MAGNETAR__STATUS__STATUS_OK);
+	pk = (const Magnetar__PublicKeysReply *)r.output;
+	assert_int_equal(pk->n_keys, 15);
+	assert_string_equal(pk->keys[0]->kid, a.keys[2].kid);
+	assert_string_equal(pk->keys[14]->kid, a.keys[16].kid);
+	rpc_result_fini(&r);
+
+	/* Two more: 17 verify, the oldest of them is left out. */
+	assert_int_equal(keys_rotate(&a, kid), 0);
+	assert_int_equal(keys_rotate(&a, kid), 0);
+	call("PublicKeys", &empty.base, &r);
+	pk = (const Magnetar__PublicKeysReply *)r.output;
+	assert_int_equal(pk->n_keys, 16);
+	assert_string_equal(pk->keys[0]->kid, a.keys[a.nkeys - 16].kid);
+	assert_string_equal(pk->keys[15]->kid, a.keys[a.nkeys - 1].kid);
+	assert_string_equal(pk->keys[15]->kid, kid); /* the signing key */
+	rpc_result_fini(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -406,6 +445,7 @@ int main(void)
 	    cmocka_unit_test(test_login_and_token),
 	    cmocka_unit_test(test_refresh_rotation_and_reuse),
 	    cmocka_unit_test(test_session_limit_and_logout),
+	    cmocka_unit_test(test_public_keys_drop_retired_and_keep_the_signing_key),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
