@@ -44,6 +44,8 @@ static int introspect_refuse_client(struct http_request *req)
 	return http_queue(req, MHD_HTTP_UNAUTHORIZED, resp);
 }
 
+/* The token's own claim names (sub, sid, role, iat, exp), as RFC 7662
+ * answers mirror a JWT's, plus session_id as the login body names it. */
 static int introspect_done(struct http_request *req)
 {
 	const struct rpc_result *r = &req->rpc[0].result;
@@ -56,12 +58,12 @@ static int introspect_done(struct http_request *req)
 	if (!t->active || t->user == NULL || t->session == NULL)
 		return respond_static(req, MHD_HTTP_OK, "{\"active\":false}");
 	return respond_json(req, MHD_HTTP_OK,
-	                    json_pack("{s:b, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:f, s:s}",
+	                    json_pack("{s:b, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:f, s:s}",
 	                              "active", 1, "token_type", "Bearer", "sub", t->user->id,
 	                              "username", t->user->username, "role", t->user->role,
-	                              "session_id", t->session->id, "iat", (json_int_t)t->issued_at,
-	                              "exp", (json_int_t)t->expires_at, "risk_score",
-	                              t->session->risk_score / 100.0, "risk_band",
+	                              "session_id", t->session->id, "sid", t->session->id, "iat",
+	                              (json_int_t)t->issued_at, "exp", (json_int_t)t->expires_at,
+	                              "risk_score", t->session->risk_score / 100.0, "risk_band",
 	                              introspect_band(t->session->risk_score)));
 }
 

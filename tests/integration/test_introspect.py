@@ -69,7 +69,7 @@ def test_a_live_token_reads_its_user_session_expiry_and_risk(stack, svc):
     assert body["sub"] == t["user"]["id"]
     assert body["username"] == "intro-live"
     assert body["role"] == "member"
-    assert body["session_id"] == t["session_id"]
+    assert body["session_id"] == body["sid"] == t["session_id"]
     assert body["token_type"] == "Bearer"
     assert body["exp"] - body["iat"] == 900
     assert abs(body["iat"] - time.time()) < 60
