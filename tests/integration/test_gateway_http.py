@@ -224,6 +224,24 @@ def test_readyz_degraded_without_services(gw):
     }
 
 
+def test_without_auth_the_jwks_is_503_never_an_empty_set(gw):
+    """A gateway that has never reached auth has no keys: a client that
+    cached an empty set would refuse every token until it expired."""
+    r = requests.get(gw.base + "/.well-known/jwks.json", timeout=10)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "service_unavailable"
+    assert r.headers["Cache-Control"] == "no-store"
+    assert "keys" not in r.json()
+
+
+def test_without_auth_introspection_is_503_not_an_answer(gw):
+    r = requests.post(gw.base + "/api/v1/auth/introspect", data={"token": "x"},
+                      auth=("orders", "secret"), timeout=15)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "service_unavailable"
+    assert "active" not in r.text
+
+
 def test_readyz_many_at_once(gw):
     """Suspended requests do not block each other or the hot path."""
     from concurrent.futures import ThreadPoolExecutor
