@@ -50,8 +50,9 @@ struct authn_entry {
 
 struct authn {
 	struct gateway *gw;
-	pthread_rwlock_t lock;   /* keys and the revoked set */
-	pthread_mutex_t load_mu; /* one key load at a time (authn_keys.c) */
+	pthread_rwlock_t lock;     /* keys and the revoked set */
+	pthread_mutex_t load_mu;   /* one key load at a time (authn_keys.c) */
+	_Atomic uint64_t load_gen; /* key load attempts made, under load_mu */
 	struct jwt_key keys[AUTHN_MAX_KEYS];
 	size_t nkeys;
 	char *jwks; /* the keys as GET /.well-known/jwks.json serves them (jwks.c) */

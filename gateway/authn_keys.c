@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -60,13 +61,15 @@ static int authn_load_keys_locked(struct authn *a)
 	a->jwks = jwks;
 	a->jwks_len = jwks_len;
 	pthread_rwlock_unlock(&a->lock);
-	return 0;
+	/* A failure, so the refresher tries again at its next tick. */
+	return jwks == NULL ? ERR_NOMEM : 0;
 }
 
 int authn_load_keys(struct authn *a)
 {
 	pthread_mutex_lock(&a->load_mu);
 	int rv = authn_load_keys_locked(a);
+	atomic_fetch_add(&a->load_gen, 1);
 	pthread_mutex_unlock(&a->load_mu);
 	return rv;
 }
@@ -84,16 +87,21 @@ static bool authn_kid_unknown(struct authn *a, const char *token)
 }
 
 /* Blocks this libmicrohttpd thread for one PublicKeys call, only right
- * after a rotation this gateway was not told of yet; the requests that
- * finish meanwhile wait for that one load rather than each making its own. */
+ * after a rotation this gateway was not told of yet. The requests that
+ * finish meanwhile wait for that one attempt and make none of their own,
+ * whether it succeeded or not: a failing auth costs each of them one wait,
+ * not one wait per thread in turn. */
 void authn_issued(struct gateway *gw, const char *token)
 {
 	struct authn *a = gw->authn;
 
 	if (!authn_kid_unknown(a, token))
 		return;
+	uint64_t gen = atomic_load(&a->load_gen);
 	pthread_mutex_lock(&a->load_mu);
-	if (authn_kid_unknown(a, token)) /* not loaded meanwhile by another */
+	if (atomic_load(&a->load_gen) == gen) { /* no attempt since we looked */
 		authn_load_keys_locked(a);
+		atomic_fetch_add(&a->load_gen, 1);
+	}
 	pthread_mutex_unlock(&a->load_mu);
 }

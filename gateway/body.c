@@ -1,8 +1,9 @@
 /*
  * body.c — request bodies. The pipeline's `body` stage collects one up to
  * its limit, under the body deadline (deadline.c), and drains a refused one;
- * a body may hold a password, a token or a client's secret, so every copy
- * is wiped when it is let go (body_release);
+ * a body may hold a password, a token or a client's secret, so our copies
+ * are wiped when let go (body_release; libmicrohttpd's own connection
+ * memory is not ours to wipe);
  * a route then parses it as JSON, strictly (docs/api.md Conventions): the
  * right Content-Type, one object, no duplicated key, and unpacked with
  * JSON_STRICT so an unknown field or a wrong type is a 400 too.

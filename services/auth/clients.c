@@ -170,7 +170,10 @@ static void clients_answer(struct rpc_call *call, struct auth *a,
 static void clients_refuse(struct rpc_call *call, struct auth *a, const char *account)
 {
 	throttle_failed(account, clients_ip(call));
-	clients_audit(a, call, account, "-", "failure", "reason=invalid_client");
+	/* Refused either way: a refusal tells nothing, so it is not withheld. */
+	if (clients_audit(a, call, account, "-", "failure", "reason=invalid_client") != 0)
+		log_warnx("introspect: a refused client was not recorded request_id=%s",
+		          rpc_call_request_id(call));
 	rpc_reply_error(call, MAGNETAR__STATUS__STATUS_UNAUTHENTICATED, "invalid_client",
 	                "client authentication failed");
 }

@@ -30,6 +30,7 @@ def stack(tmp_path_factory):
     yield s
     assert s.stop() == 0, s.logs()
     assert "ERROR: AddressSanitizer" not in s.full_log(), s.logs()
+    assert "runtime error:" not in s.full_log(), s.logs()
 
 
 def client(stack, verb, name):
@@ -264,21 +265,28 @@ def own_stack(tmp_path):
     s = Stack(tmp_path, {"MAGNETAR_HIBP_MODE": "off"}).start()
     yield s
     assert s.stop() == 0, s.logs()
+    assert "ERROR: AddressSanitizer" not in s.full_log(), s.logs()
+    assert "runtime error:" not in s.full_log(), s.logs()
 
 
 def test_malformed_credentials_are_throttled_and_audited_without_their_bytes(own_stack):
     stack = own_stack
     codes = [introspect(stack, "x", ("Bad\x01Name\nX", "s")).status_code for _ in range(8)]
     assert codes[:5] == [401] * 5 and 429 in codes, codes
+    # Every malformed id shares that one count: an oversized one is throttled at once.
+    assert introspect(stack, "x", ("x" * 33, "s")).status_code == 429
+    # A well-formed name with a malformed (oversized) secret counts for that name.
     codes = [introspect(stack, "x", ("toolong", "s" * 129)).status_code for _ in range(8)]
     assert codes[:5] == [401] * 5 and 429 in codes, codes
 
-    def refused():
-        out = stack.magctl("audit", "query", "--actor", "client:?", "--limit", "100")
+    def audited(actor):
+        out = stack.magctl("audit", "query", "--actor", actor, "--limit", "100")
         return [ln for ln in out.stdout.splitlines() if "auth.introspect" in ln]
-    assert len(wait_until(refused, 15) or []) >= 5
+    assert wait_until(lambda: len(audited("client:?")) >= 5, 15), audited("client:?")
+    assert wait_until(lambda: len(audited("client:toolong")) >= 5, 15)
+    assert not any("toolong" in ln for ln in audited("client:?"))
     out = stack.magctl("audit", "query", "--limit", "1000").stdout
-    assert "Bad" not in out and "\x01" not in out
+    assert "Bad" not in out and "\x01" not in out and "x" * 33 not in out
 
 
 def test_guessing_a_clients_secret_is_throttled(own_stack):
