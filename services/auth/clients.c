@@ -54,10 +54,16 @@ int clients_init(void)
 	return ids_random(clients_mac_key, sizeof(clients_mac_key));
 }
 
-static void clients_mac(const uint8_t *secret, size_t len, unsigned char out[32])
+/* false (out zeroed) when OpenSSL fails: then nothing is remembered or matched. */
+static bool clients_mac(const uint8_t *secret, size_t len, unsigned char out[32])
 {
 	unsigned int n = 32;
-	HMAC(EVP_sha256(), clients_mac_key, sizeof(clients_mac_key), secret, len, out, &n);
+	if (HMAC(EVP_sha256(), clients_mac_key, sizeof(clients_mac_key), secret, len, out, &n) !=
+	        NULL &&
+	    n == 32)
+		return true;
+	memset(out, 0, 32);
+	return false;
 }
 
 /* Whether `secret` was verified for `name` while its stored hash was `hash`. */
@@ -67,7 +73,8 @@ static bool clients_memo_match(const char *name, const char *hash, const uint8_t
 	unsigned char mac[32];
 	bool ok = false;
 
-	clients_mac(secret, len, mac);
+	if (!clients_mac(secret, len, mac))
+		return false;
 	pthread_mutex_lock(&clients_mu);
 	for (size_t i = 0; i < CLIENTS_MEMO && !ok; i++) {
 		const struct clients_memo_entry *e = &clients_memo[i];
@@ -82,7 +89,10 @@ static bool clients_memo_match(const char *name, const char *hash, const uint8_t
 static void clients_memo_put(const char *name, const char *hash, const uint8_t *secret, size_t len)
 {
 	struct clients_memo_entry *e = NULL;
+	unsigned char mac[32];
 
+	if (!clients_mac(secret, len, mac))
+		return; /* not remembered: the next call verifies again */
 	pthread_mutex_lock(&clients_mu);
 	for (size_t i = 0; i < CLIENTS_MEMO && e == NULL; i++)
 		if (strcmp(clients_memo[i].name, name) == 0)
@@ -91,8 +101,9 @@ static void clients_memo_put(const char *name, const char *hash, const uint8_t *
 		e = &clients_memo[clients_memo_next++ % CLIENTS_MEMO];
 	snprintf(e->name, sizeof(e->name), "%s", name);
 	snprintf(e->hash, sizeof(e->hash), "%s", hash);
-	clients_mac(secret, len, e->mac);
+	memcpy(e->mac, mac, sizeof(mac));
 	pthread_mutex_unlock(&clients_mu);
+	OPENSSL_cleanse(mac, sizeof(mac));
 }
 
 /* ---- Introspect ----------------------------------------------------------- */

@@ -195,7 +195,9 @@ static int user_by(struct pool *pool, const char *where, const char *key, struct
 	return rv;
 }
 
-int store_user_password_hash(struct pool *pool, const char *id, char *out, size_t cap)
+/* The one text column of the row `sql` selects by one key: a secret's hash,
+ * copied into out. 0, ERR_NOTFOUND or ERR_DB. */
+static int one_text(struct pool *pool, const char *sql, const char *key, char *out, size_t cap)
 {
 	sqlite3 *db;
 	sqlite3_stmt *st;
@@ -203,9 +205,8 @@ int store_user_password_hash(struct pool *pool, const char *id, char *out, size_
 
 	if ((rv = pool_reader_get(pool, &db)) != 0)
 		return rv;
-	if ((rv = prep(db, "SELECT password_hash FROM users WHERE id = ? AND deleted_ms = 0",
-	               &st)) == 0) {
-		bind_text(st, 1, id);
+	if ((rv = prep(db, sql, &st)) == 0) {
+		bind_text(st, 1, key);
 		rc = sqlite3_step(st);
 		if (rc == SQLITE_ROW)
 			col_copy(st, 0, out, cap);
@@ -214,6 +215,12 @@ int store_user_password_hash(struct pool *pool, const char *id, char *out, size_
 	}
 	pool_reader_put(pool, db);
 	return rv;
+}
+
+int store_user_password_hash(struct pool *pool, const char *id, char *out, size_t cap)
+{
+	return one_text(pool, "SELECT password_hash FROM users WHERE id = ? AND deleted_ms = 0", id,
+	                out, cap);
 }
 
 int store_user_by_name(struct pool *pool, const char *username, struct store_user *u)
@@ -642,22 +649,7 @@ int store_revoked_page(struct pool *pool, uint64_t since_ms, const char *after,
 
 int store_client_secret_hash(struct pool *pool, const char *name, char *out, size_t cap)
 {
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	int rv, rc;
-
-	if ((rv = pool_reader_get(pool, &db)) != 0)
-		return rv;
-	if ((rv = prep(db, "SELECT secret_hash FROM clients WHERE name = ?", &st)) == 0) {
-		bind_text(st, 1, name);
-		rc = sqlite3_step(st);
-		if (rc == SQLITE_ROW)
-			col_copy(st, 0, out, cap);
-		rv = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? ERR_NOTFOUND : ERR_DB;
-		sqlite3_finalize(st);
-	}
-	pool_reader_put(pool, db);
-	return rv;
+	return one_text(pool, "SELECT secret_hash FROM clients WHERE name = ?", name, out, cap);
 }
 
 int store_client_put(struct store_tx *tx, const char *name, const char *hash, bool create,
