@@ -145,6 +145,8 @@ gateway_origin_test_LINK := $(gateway_LIBO)
 gateway_ratelimit_test_LINK := $(gateway_LIBO)
 gateway_idem_test_LINK := $(gateway_LIBO)
 gateway_pipeline_test_LINK := $(gateway_LIBO)
+# The proxy's pure readers alone.
+gateway_upstream_test_LINK := $(OBJ)/gateway/upstream.o
 # GET /openapi.yaml serves docs/openapi.yaml built into the gateway; main.c
 # alone refers to it, so tests linking $(gateway_LIBO) need no generated file.
 $(GEN)/openapi_yaml.c: docs/openapi.yaml

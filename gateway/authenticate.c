@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "auth.pb-c.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "gateway/gateway.h"
 
@@ -21,12 +22,34 @@
 static bool authenticate_role_ok(struct http_request *req)
 {
 	const char *role = req->me != NULL ? req->me->user->role : req->auth->claims.role;
+	const struct route *r = req->route;
 
-	if ((req->route->flags & ROUTE_F_ADMIN) == 0 || strcmp(role, "admin") == 0 ||
+	if (r->role != NULL && upstream_role_rank(role) < upstream_role_rank(r->role)) {
+		req->stage_error = respond_error(req, MHD_HTTP_FORBIDDEN, "forbidden",
+		                                 "Your role may not use this resource.");
+		return false;
+	}
+	if ((r->flags & ROUTE_F_ADMIN) == 0 || strcmp(role, "admin") == 0 ||
 	    strcmp(role, "founder") == 0)
 		return true;
 	req->stage_error = respond_error(req, MHD_HTTP_FORBIDDEN, "forbidden",
 	                                 "This needs the admin or founder role.");
+	return false;
+}
+
+/* A route that wants a recent step-up (an upstream's step-up policy): the
+ * session's last one, as auth has it, within the route's window. */
+static bool authenticate_step_up_ok(struct http_request *req)
+{
+	const Magnetar__Session *s = req->me->session;
+	uint64_t window_ms = (uint64_t)req->route->step_up_s * 1000;
+
+	if (req->route->step_up_s == 0 || (s != NULL && s->stepped_up_at_ms != 0 &&
+	                                   s->stepped_up_at_ms + window_ms >= clock_unix_ms()))
+		return true;
+	req->stage_error = respond_error(req, MHD_HTTP_UNAUTHORIZED, "step_up_required",
+	                                 "This resource needs a recent step-up: "
+	                                 "POST /api/v1/auth/step-up, then try again.");
 	return false;
 }
 
@@ -41,7 +64,7 @@ static int authenticate_confirmed(struct http_request *req)
 	req->auth->confirmed = req->rpc[0].result;
 	memset(&req->rpc[0], 0, sizeof(req->rpc[0]));
 	req->me = me;
-	return authenticate_role_ok(req) ? HTTP_NEXT : 0;
+	return authenticate_role_ok(req) && authenticate_step_up_ok(req) ? HTTP_NEXT : 0;
 }
 
 enum stage_rv authenticate_stage(struct http_request *req)

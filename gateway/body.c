@@ -63,6 +63,9 @@ int body_invalid(struct http_request *req)
 
 enum stage_rv body_stage(struct http_request *req)
 {
+	/* An upstream's body streams through proxy.c, never collected here. */
+	if (req->allowed && (req->route->flags & ROUTE_F_PROXY) != 0)
+		return STAGE_NEXT;
 	if (!req->body_done) {
 		/* The first call, with a body announced: it comes in the next ones. */
 		deadline_body_start(req);

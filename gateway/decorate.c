@@ -68,7 +68,8 @@ int decorate_answered(struct http_request *req, unsigned status, struct MHD_Resp
 	 * kept: exactly that value, so no other Cache-Control (an upstream's,
 	 * one day) can take no-store's place. */
 	const char *cc = MHD_get_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL);
-	bool own_cache = cc != NULL && strcmp(cc, JWKS_CACHE_CONTROL) == 0;
+	bool own_cache =
+	    cc != NULL && (strcmp(cc, JWKS_CACHE_CONTROL) == 0 || req->keep_cache_control);
 	for (size_t i = 0; i < sizeof(decorate_security) / sizeof(decorate_security[0]); i++) {
 		const struct decorate_header *h = &decorate_security[i];
 		if (own_cache && strcmp(h->name, MHD_HTTP_HEADER_CACHE_CONTROL) == 0)

@@ -140,9 +140,18 @@ enum stage_rv framing_stage(struct http_request *req)
 
 	deadline_headers_done(req);
 	req->method = routes_method(req->method_name);
-	req->route = framing_visible(req, routes_find(req->path, req->param));
+	const struct route *r = routes_find(req->path, req->param);
+	if (r == NULL && req->gw->upstreams.n > 0)
+		r = proxy_route_find(req->gw, req->path); /* our own routes first */
+	req->route = framing_visible(req, r);
 	req->allowed = req->route != NULL && routes_allows(req->route, req->method);
-	req->route_label = req->route != NULL ? routes_index(req->route) + 1 : 0;
+	req->route_label = req->route == NULL ? 0
+	                   : (req->route->flags & ROUTE_F_PROXY) != 0
+	                       ? routes_count() + 1
+	                       : routes_index(req->route) + 1;
+	uint64_t max_body = req->route != NULL && (req->route->flags & ROUTE_F_PROXY) != 0
+	                        ? proxy_max_body(req->route)
+	                        : lim->max_body;
 	/* The Origin against MAGNETAR_CORS_ORIGINS (origin.c compares parsed
 	 * origins): every answer's CORS headers depend on it. */
 	if (req->gw->cors.enabled && (req->origin = MHD_lookup_connection_value(
@@ -178,7 +187,7 @@ enum stage_rv framing_stage(struct http_request *req)
 		 * until the peer closes. */
 		pipeline_refuse(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
 		                "Only the chunked transfer encoding is accepted.");
-	else if (sum.n_length > 0 && strtoull(sum.length, NULL, 10) > lim->max_body)
+	else if (sum.n_length > 0 && strtoull(sum.length, NULL, 10) > max_body)
 		/* MHD has already checked that the value is a plain number. */
 		pipeline_refuse(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
 		                "The request body is too large.");

@@ -20,6 +20,7 @@
 #include "gateway/vars.h"
 #include "common/svc.h"
 #include "gateway/policy.h"
+#include "gateway/upstream.h"
 
 /*
  * Request limits (docs/api.md, Conventions). The gateway decides them itself so
@@ -107,6 +108,8 @@ struct gateway {
 	struct metrics *metrics;                  /* metrics.c */
 	struct idem *idem;                        /* idem.c */
 	struct http_sweeper *sweeper;             /* http.c: the header deadline */
+	struct upstream_set upstreams;            /* MAGNETAR_UPSTREAMS (proxy.c) */
+	struct route *upstream_routes;            /* a route row per upstream */
 	const unsigned char *openapi;             /* docs/openapi.yaml, embedded by main.c */
 	size_t openapi_len;
 };
@@ -151,6 +154,7 @@ enum http_phase {
 	HTTP_PHASE_NEW,       /* request line seen; access handler not yet called */
 	HTTP_PHASE_BODY,      /* headers checked; reading the body */
 	HTTP_PHASE_SUSPENDED, /* waiting for RPCs; resumed by the last one */
+	HTTP_PHASE_PROXY,     /* passed to an upstream: proxy.c takes MHD's calls */
 	HTTP_PHASE_DONE,      /* a response is queued (or the request failed) */
 };
 
@@ -224,6 +228,12 @@ struct http_request {
 	atomic_int pending; /* RPCs in flight + the starter's guard */
 	http_resume_fn resume;
 	struct http_rpc_slot *rpc; /* HTTP_RPC_SLOTS of them, allocated on first use */
+	/* The upstream proxy (proxy.c): the target as sent (copied before
+	 * libmicrohttpd unescapes it, only when upstreams are set), the
+	 * exchange, and whether the answer's Cache-Control is the upstream's. */
+	char *raw_target;
+	struct proxy *proxy;
+	bool keep_cache_control;
 	char id[HTTP_ID_LEN];
 };
 
@@ -263,6 +273,8 @@ struct http_conn {
 /* A resume function's "my stage is done, go on" (authenticate.c); other
  * resume functions return 0 or an ERR_* code, like handlers. */
 #define HTTP_NEXT 1
+/* proxy_access's "close the connection without an answer". */
+#define HTTP_CLOSE 2
 
 /* The state's last reference (http.c); a request id into out[HTTP_ID_LEN]. */
 void http_request_unref(struct http_request *req);
@@ -409,6 +421,7 @@ enum route_flags {
 	                               * outside production */
 	ROUTE_F_STEP_UP = 1u << 2,    /* the step-up route: a step-up-band score is let in */
 	ROUTE_F_ADMIN = 1u << 3,      /* the admin or founder role (auth's view when asked) */
+	ROUTE_F_PROXY = 1u << 4,      /* an upstream's prefix (proxy.c): the body streams */
 };
 
 /* Who may call a route (authenticate.c). */
@@ -429,6 +442,8 @@ struct route {
 	unsigned confirm;     /* HTTP_M_* methods for which auth is always asked */
 	unsigned flags;       /* ROUTE_F_* */
 	enum rate_class rate; /* a second bucket besides RATE_GLOBAL, or RATE_GLOBAL */
+	const char *role;     /* a role at least this (founder > admin > member), or NULL */
+	unsigned step_up_s;   /* > 0: a step-up within this many seconds (auth asked) */
 };
 
 /* The route for `path`, or NULL. For a "{id}" route the segment is copied
@@ -694,5 +709,33 @@ int introspect_serve(struct http_request *req);
 int jwks_serve(struct http_request *req);
 /* The set for `n` keys as a JSON text (malloc'd; *len its length), or NULL. */
 char *jwks_render(const struct jwt_key *keys, size_t n, size_t *len);
+
+/* ---- proxy.c: MAGNETAR_UPSTREAMS, the app's services behind the gateway ---- */
+
+/* Reads MAGNETAR_UPSTREAMS (NULL: none) while the sandbox is still open
+ * (the file it may name, the host names) and lets the gateway connect to
+ * the upstreams' ports; a malformed value is kept for proxy_routes_init to
+ * report. Then the route rows, one per entry: 0, ERR_INVAL with the reason
+ * in err, or ERR_NOMEM. */
+struct sandbox_rules;
+int proxy_prepare(const char *value, struct sandbox_rules *rules);
+int proxy_routes_init(struct gateway *gw, char *err, size_t errlen);
+void proxy_routes_free(struct gateway *gw);
+/* The row of the upstream a decoded path falls under, or NULL. */
+const struct route *proxy_route_find(const struct gateway *gw, const char *path);
+uint64_t proxy_max_body(const struct route *route);
+bool proxy_public(const struct route *route);
+/* The route handler: starts the exchange (HTTP_PHASE_PROXY from then on). */
+int proxy_handle(struct http_request *req);
+/* MHD's later calls for a proxied request: a piece of the body (*size > 0)
+ * or the last call. 0 (an answer may be recorded, or a refusal noted),
+ * HTTP_CLOSE, or ERR_*. */
+int proxy_access(struct http_request *req, const char *data, size_t *size);
+/* The request is over: drops its hold on the exchange. */
+void proxy_release(struct http_request *req);
+void proxy_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, const char *extra_in,
+                    size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh);
+/* Ends every exchange (each sees it within a poll period) and waits. */
+void proxy_stop(struct gateway *gw);
 
 #endif

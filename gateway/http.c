@@ -43,6 +43,8 @@ void http_request_unref(struct http_request *req)
 	if (req->answer != NULL && !req->answer_shared)
 		MHD_destroy_response(req->answer); /* recorded, never sent */
 	body_release(req);
+	proxy_release(req);
+	free(req->raw_target);
 	free(req);
 }
 
@@ -91,6 +93,10 @@ static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *con
 	    .target_len = uri != NULL ? strlen(uri) : 0,
 	};
 	http_request_id(gw, req->id);
+	/* libmicrohttpd unescapes the target in place after this call; an
+	 * upstream gets it as sent. NULL on failure: proxy.c answers 500. */
+	if (gw->upstreams.n > 0 && uri != NULL)
+		req->raw_target = strdup(uri);
 	return req;
 }
 

@@ -103,7 +103,8 @@ static int gateway_sandbox(struct sandbox_rules *r, const struct conf *c)
 		rv |= sandbox_allow_bind(r, v->metrics.port);
 	if (v->redirect.text != NULL)
 		rv |= sandbox_allow_bind(r, v->redirect.port);
-	rv |= sandbox_allow_syscall(r, "sendfile"); /* libmicrohttpd's file answers */
+	rv |= sandbox_allow_syscall(r, "sendfile");           /* libmicrohttpd's file answers */
+	rv |= proxy_prepare(getenv("MAGNETAR_UPSTREAMS"), r); /* the upstreams' ports */
 	r->inet = true;
 	return rv != 0 ? ERR_INVAL : 0;
 }
@@ -184,6 +185,7 @@ int main(int argc, char **argv)
 	 * RPC socket (its Stats reads authn's counters), then authn, then the
 	 * clients nobody uses any more. */
 	wsbridge_stop(&gw); /* MHD may not stop with upgraded sockets open */
+	proxy_stop(&gw);    /* nor with suspended ones, and relays hold upgraded ones */
 	redirect_stop(&gw);
 	http_stop(&gw);
 	logbuf_stop(); /* every request has ended: its line is written now */

@@ -21,7 +21,7 @@
 #include "gateway/gateway.h"
 
 #define METRICS_SHARDS 4
-#define METRICS_ROUTES 48  /* route rows + 1 ("unmatched"); checked at start */
+#define METRICS_ROUTES 48  /* route rows + 2 ("unmatched", "upstream"); checked at start */
 #define METRICS_STATUS 500 /* 100..599 */
 #define METRICS_RPC_METHODS 32
 #define METRICS_NB 14
@@ -87,7 +87,7 @@ static struct metrics_shard *metrics_shard(struct metrics *m)
 
 int metrics_new(struct metrics **out)
 {
-	if (routes_count() + 1 > METRICS_ROUTES)
+	if (routes_count() + 2 > METRICS_ROUTES)
 		return ERR_INTERNAL; /* raise METRICS_ROUTES */
 	/* Mostly zero pages the kernel maps lazily: rows never used cost no RSS. */
 	if ((*out = calloc(1, sizeof(struct metrics))) == NULL)
@@ -162,7 +162,7 @@ static void metrics_label(FILE *f, const char *v)
 
 static const char *metrics_route_name(size_t r)
 {
-	return r == 0 ? "unmatched" : routes_at(r - 1)->path;
+	return r == 0 ? "unmatched" : r > routes_count() ? "upstream" : routes_at(r - 1)->path;
 }
 
 /* Sums one histogram over the shards and prints it with `labels` (already
@@ -221,7 +221,7 @@ static void metrics_print(FILE *f, struct http_request *req)
 	fputs("# HELP magnetar_http_requests_total HTTP requests answered, by route and status.\n"
 	      "# TYPE magnetar_http_requests_total counter\n",
 	      f);
-	for (size_t r = 0; r <= routes_count(); r++)
+	for (size_t r = 0; r <= routes_count() + 1; r++)
 		for (unsigned st = 0; st < METRICS_STATUS; st++) {
 			uint64_t n = 0;
 			for (int k = 0; k < METRICS_SHARDS; k++)
@@ -238,7 +238,7 @@ static void metrics_print(FILE *f, struct http_request *req)
 	      "end of the answer, by route.\n"
 	      "# TYPE magnetar_http_request_duration_seconds histogram\n",
 	      f);
-	for (size_t r = 0; r <= routes_count(); r++) {
+	for (size_t r = 0; r <= routes_count() + 1; r++) {
 		/* Route paths are our own constants: nothing to escape. */
 		snprintf(labels, sizeof(labels), "route=\"%s\"", metrics_route_name(r));
 		metrics_print_hist(f, "magnetar_http_request_duration_seconds", labels, m,

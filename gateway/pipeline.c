@@ -157,6 +157,21 @@ static enum MHD_Result pipeline_answer_internal(struct http_request *req, int rv
 
 /* ---- the driver ----------------------------------------------------------- */
 
+/* After proxy.c has run (its handler, or a later call): an answer it
+ * recorded, a refusal it noted, a closed connection, or nothing yet. */
+static enum MHD_Result pipeline_proxied(struct http_request *req, int rv)
+{
+	if (req->answer != NULL)
+		return pipeline_send(req);
+	if (rv == HTTP_CLOSE)
+		return MHD_NO;
+	if (rv != 0)
+		return pipeline_answer_internal(req, rv);
+	if (req->err_status != 0)
+		return pipeline_answer_refusal(req);
+	return MHD_YES; /* suspended, or more body to come */
+}
+
 /* Runs the stages from req->stage on. `first`: this is MHD's first call. */
 static enum MHD_Result pipeline_run(struct http_request *req, bool first)
 {
@@ -180,8 +195,8 @@ static enum MHD_Result pipeline_run(struct http_request *req, bool first)
 		case STAGE_DONE:
 			if (req->answer != NULL)
 				return pipeline_send(req);
-			if (req->phase == HTTP_PHASE_SUSPENDED)
-				return MHD_YES;
+			if (req->phase == HTTP_PHASE_SUSPENDED || req->phase == HTTP_PHASE_PROXY)
+				return pipeline_proxied(req, req->stage_error);
 			return pipeline_answer_internal(req, req->stage_error);
 		case STAGE_CLOSE:
 			return MHD_NO;
@@ -251,6 +266,8 @@ enum MHD_Result pipeline_access(void *cls, struct MHD_Connection *conn, const ch
 		return pipeline_run(req, false);
 	case HTTP_PHASE_SUSPENDED:
 		return pipeline_resumed(req);
+	case HTTP_PHASE_PROXY:
+		return pipeline_proxied(req, proxy_access(req, upload_data, upload_data_size));
 	case HTTP_PHASE_DONE:
 		break;
 	}

@@ -42,6 +42,8 @@ static const struct conf_var gateway_rows[] = {
     RAW("MAGNETAR_ACCESS_LOG", "all (a line per request) or errors (only status >= 400)"),
     RAW("MAGNETAR_CSP", "Content-Security-Policy override"),
     RAW("MAGNETAR_PERMISSIONS_POLICY", "Permissions-Policy override"),
+    RAW("MAGNETAR_UPSTREAMS", "the app's services: \"<prefix> <upstream> <policy> [option ...]\" "
+                              "per line or ';', or a file of such lines (docs/apps.md)"),
 };
 
 static int gateway_vars_check(void *values, const struct conf *c, char *err, size_t errlen)

@@ -74,6 +74,7 @@ struct store_session {
 	char id[AUTH_ID_LEN];
 	char user_id[AUTH_ID_LEN];
 	uint64_t created_ms, last_seen_ms, refreshed_ms, revoked_ms;
+	uint64_t rebound_ms; /* the last step-up, 0 for none */
 	char ip[64];
 	char user_agent[256];
 	char fingerprint[512];

@@ -169,6 +169,7 @@ void session_proto(const struct store_session *s, Magnetar__Session *out)
 	out->ip = (char *)s->ip;
 	out->user_agent = (char *)s->user_agent;
 	out->risk_score = s->risk_score;
+	out->stepped_up_at_ms = s->rebound_ms;
 }
 
 void session_me(struct rpc_call *call, const ProtobufCMessage *in, void *arg)

@@ -271,7 +271,7 @@ int store_session_insert(struct store_tx *tx, const struct store_session *s)
 
 #define STORE_SESSION_COLS                                                                         \
 	"SELECT id, user_id, created_ms, last_seen_ms, refreshed_ms, revoked_ms, ip, user_agent,"  \
-	" fingerprint, risk_score"
+	" fingerprint, risk_score, rebound_ms"
 static const char session_cols_only[] = STORE_SESSION_COLS;
 static const char session_cols[] = STORE_SESSION_COLS " FROM sessions";
 
@@ -287,6 +287,7 @@ static void session_row(sqlite3_stmt *st, struct store_session *s)
 	col_copy(st, 7, s->user_agent, sizeof(s->user_agent));
 	col_copy(st, 8, s->fingerprint, sizeof(s->fingerprint));
 	s->risk_score = (uint32_t)sqlite3_column_int(st, 9);
+	s->rebound_ms = (uint64_t)sqlite3_column_int64(st, 10);
 }
 
 static int session_get_db(sqlite3 *db, const char *id, struct store_session *s)
@@ -624,7 +625,7 @@ int store_revoked_page(struct pool *pool, uint64_t since_ms, const char *after,
 	/* In id order from `after`: the primary key walks each row once over
 	 * all the pages, however many there are. */
 	snprintf(sql, sizeof(sql),
-	         "%s, rebound_ms FROM sessions WHERE (revoked_ms > 0 OR rebound_ms > 0) AND"
+	         "%s FROM sessions WHERE (revoked_ms > 0 OR rebound_ms > 0) AND"
 	         " created_ms > ? AND id > ? ORDER BY id LIMIT ?",
 	         session_cols_only);
 	if ((rv = pool_reader_get(pool, &db)) != 0)
@@ -635,7 +636,7 @@ int store_revoked_page(struct pool *pool, uint64_t since_ms, const char *after,
 		sqlite3_bind_int(st, 3, max);
 		while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
 			session_row(st, &out[n]);
-			rebound[n] = out[n].revoked_ms == 0 && sqlite3_column_int64(st, 10) > 0;
+			rebound[n] = out[n].revoked_ms == 0 && out[n].rebound_ms > 0;
 			n++;
 		}
 		rv = rc == SQLITE_DONE || rc == SQLITE_ROW ? n : ERR_DB;

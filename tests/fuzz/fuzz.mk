@@ -55,6 +55,9 @@ $(FB)/netaddr_fuzz: tests/fuzz/netaddr_fuzz.c $(GW_PARSE)
 	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(GW_PARSE)
 $(FB)/origin_fuzz: tests/fuzz/origin_fuzz.c $(GW_PARSE)
 	$(FUZZ_CC) $(FCFLAGS) -o $@ $< $(GW_PARSE)
+# upstream links the proxy's pure readers (gateway/upstream.h) alone.
+$(FB)/upstream_fuzz: tests/fuzz/upstream_fuzz.c gateway/upstream.c gateway/upstream.h
+	$(FUZZ_CC) $(FCFLAGS) -o $@ $< gateway/upstream.c
 
 build: $(TARGETS)
 
