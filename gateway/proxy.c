@@ -327,6 +327,15 @@ static int proxy_answer(struct http_request *req, struct proxy *p)
 			size = MHD_SIZE_UNKNOWN;
 		resp = MHD_create_response_from_callback(size, 32u << 10, proxy_read, p,
 		                                         proxy_read_done);
+		/* libmicrohttpd 0.9.75 writes a chunked body's last chunk even
+		 * for HEAD: an answer of unknown length to a HEAD is framed
+		 * HTTP/1.0's way instead (no chunks; the connection closes). */
+		if (resp != NULL && p->head_request && size == MHD_SIZE_UNKNOWN &&
+		    MHD_set_response_options(resp, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END) !=
+		        MHD_YES) {
+			MHD_destroy_response(resp);
+			resp = NULL;
+		}
 	}
 	if (resp == NULL)
 		return ERR_NOMEM;

@@ -54,24 +54,27 @@ static bool proxy_drop_request_header(const struct proxy_head *h, const char *na
 	};
 	char norm[64];
 	const char *item, *cur = h->connection;
-	size_t ilen;
+	size_t ilen, n = len < sizeof(norm) - 1 ? len : sizeof(norm) - 1;
 
-	if (len >= sizeof(norm))
-		return false;
-	for (size_t i = 0; i < len; i++) {
+	/* Read as the upstream's framework may: case folded, '_' as '-'. A
+	 * name longer than the buffer is judged by its start (none of the
+	 * names below is that long). */
+	for (size_t i = 0; i < n; i++) {
 		char c = name[i] == '_' ? '-' : name[i];
 		norm[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
 	}
-	norm[len] = '\0';
+	norm[n] = '\0';
 	if (strncmp(norm, "x-magnetar-", 11) == 0)
 		return true;
+	while (cur != NULL && list_next(&cur, &item, &ilen))
+		if (ilen == len && strncasecmp(item, name, len) == 0)
+			return true; /* hop-by-hop, by the client's Connection */
+	if (len != n)
+		return false;
 	if (strcmp(norm, "authorization") == 0)
 		return !h->up->token;
 	for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
 		if (strcmp(norm, drop[i]) == 0)
-			return true;
-	while (cur != NULL && list_next(&cur, &item, &ilen))
-		if (ilen == len && strncasecmp(item, name, len) == 0)
 			return true;
 	return false;
 }
@@ -84,16 +87,26 @@ static enum MHD_Result proxy_head_field(void *cls, enum MHD_ValueKind kind, cons
 
 	if (key_size == 0 || value == NULL)
 		return MHD_YES;
-	/* A long name is never ours to keep (none of ours is that long), but
-	 * must still not dodge the filter: dropped. */
-	if (key_size >= 64 && strncasecmp(key, "x-magnetar", 10) == 0)
-		return MHD_YES;
 	if (proxy_drop_request_header(h, key, key_size))
 		return MHD_YES;
 	fwrite(key, 1, key_size, h->f);
 	fputs(": ", h->f);
 	fwrite(value, 1, value_size, h->f);
 	fputs("\r\n", h->f);
+	return MHD_YES;
+}
+
+/* Every Connection header's value, joined by ',' (a client may send two). */
+static enum MHD_Result proxy_join_connection(void *cls, enum MHD_ValueKind kind, const char *key,
+                                             size_t key_size, const char *value, size_t value_size)
+{
+	FILE *f = cls;
+	(void)kind;
+
+	if (key_size == 10 && strcasecmp(key, MHD_HTTP_HEADER_CONNECTION) == 0 && value != NULL) {
+		fwrite(value, 1, value_size, f);
+		fputc(',', f);
+	}
 	return MHD_YES;
 }
 
@@ -114,12 +127,23 @@ int proxy_build_head(struct http_request *req, struct proxy *p, const char *targ
 	const char *host, *upgrade, *length;
 	char ip[INET6_ADDRSTRLEN];
 	struct http_conn *c = http_conn_of(req);
-	size_t len = 0;
+	char *connection = NULL;
+	size_t len = 0, clen = 0;
+	FILE *cf = open_memstream(&connection, &clen);
+	int rv = 0;
 
-	if ((h.f = open_memstream(&p->head, &len)) == NULL)
+	if (cf == NULL)
 		return ERR_NOMEM;
-	h.connection =
-	    MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION);
+	MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, proxy_join_connection, cf);
+	if (fclose(cf) != 0 || connection == NULL) {
+		free(connection);
+		return ERR_NOMEM;
+	}
+	h.connection = connection;
+	if ((h.f = open_memstream(&p->head, &len)) == NULL) {
+		free(connection);
+		return ERR_NOMEM;
+	}
 	upgrade = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE);
 	p->upgrade = req->method == HTTP_M_GET && upgrade != NULL &&
 	             strcasecmp(upgrade, "websocket") == 0 &&
@@ -155,9 +179,29 @@ int proxy_build_head(struct http_request *req, struct proxy *p, const char *targ
 		fputs("Content-Length: 0\r\n", h.f);
 	fputs("\r\n", h.f);
 	if (fclose(h.f) != 0 || p->head == NULL)
-		return ERR_NOMEM;
+		rv = ERR_NOMEM;
+	free(connection);
 	p->head_len = len;
-	return 0;
+	return rv;
+}
+
+/* True when the comma-separated list v[0..vlen) names `name`. */
+static bool proxy_named_in(const char *v, size_t vlen, const char *name, size_t nlen)
+{
+	size_t at = 0;
+
+	while (at < vlen) {
+		const char *comma = memchr(v + at, ',', vlen - at);
+		size_t end = comma != NULL ? (size_t)(comma - v) : vlen, s = at, e = end;
+		while (s < e && (v[s] == ' ' || v[s] == '\t'))
+			s++;
+		while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+			e--;
+		if (e - s == nlen && strncasecmp(v + s, name, nlen) == 0)
+			return true;
+		at = end + 1;
+	}
+	return false;
 }
 
 /* An answer's header the gateway sets itself, or one for this hop only. */
@@ -184,6 +228,7 @@ bool proxy_drop_response_header(const struct proxy *p, const struct upstream_fie
 	    "permissions-policy",
 	    "strict-transport-security",
 	    "proxy-authenticate",
+	    "proxy-authorization",
 	};
 	if (upstream_field_is(f, "upgrade"))
 		return p->rh.status != 101;
@@ -194,20 +239,10 @@ bool proxy_drop_response_header(const struct proxy *p, const struct upstream_fie
 	for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
 		if (upstream_field_is(f, drop[i]))
 			return true;
-	/* Names the upstream's own Connection header lists. */
-	for (size_t i = 0; i < p->rh.n; i++) {
-		const char *cur, *item;
-		size_t len;
-		char v[1024];
-		if (!upstream_field_is(&p->rh.h[i], "connection") ||
-		    p->rh.h[i].value_len >= sizeof(v))
-			continue;
-		memcpy(v, p->rh.h[i].value, p->rh.h[i].value_len);
-		v[p->rh.h[i].value_len] = '\0';
-		cur = v;
-		while (list_next(&cur, &item, &len))
-			if (len == f->name_len && strncasecmp(item, f->name, len) == 0)
-				return true;
-	}
+	/* Names the upstream's own Connection header lists, however long. */
+	for (size_t i = 0; i < p->rh.n; i++)
+		if (upstream_field_is(&p->rh.h[i], "connection") &&
+		    proxy_named_in(p->rh.h[i].value, p->rh.h[i].value_len, f->name, f->name_len))
+			return true;
 	return false;
 }
