@@ -293,6 +293,21 @@ int authn_require_flags(struct http_request *req, struct jwt_claims *claims, uns
 	return 0;
 }
 
+bool authn_session_revoked(struct gateway *gw, const char *sid)
+{
+	struct authn *a = atomic_load(&gw->authn);
+	const struct authn_entry *e;
+	bool revoked;
+
+	if (a == NULL)
+		return false;
+	pthread_rwlock_rdlock(&a->lock);
+	e = authn_find_locked(a, sid);
+	revoked = e != NULL && e->revoked;
+	pthread_rwlock_unlock(&a->lock);
+	return revoked;
+}
+
 bool authn_set_current(struct gateway *gw)
 {
 	struct authn *a = gw->authn;

@@ -18,8 +18,17 @@ struct framing_header_sum {
 	size_t total;
 	unsigned n_length, n_encoding;
 	bool spaced_name; /* whitespace in a name: "Transfer-Encoding :" */
+	bool bad_byte;    /* a name byte that is no token character, or a control
+	                   * byte other than HTAB in a value (a bare CR) */
 	const char *length, *encoding;
 };
+
+/* RFC 9110 5.6.2: the bytes a header name may hold. */
+static bool framing_tchar(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
 
 static enum MHD_Result framing_sum_header(void *cls, enum MHD_ValueKind kind, const char *key,
                                           size_t key_size, const char *value, size_t value_size)
@@ -34,6 +43,15 @@ static enum MHD_Result framing_sum_header(void *cls, enum MHD_ValueKind kind, co
 	 * frame by it (RFC 9112 5.1: a server MUST answer 400). */
 	if (memchr(key, ' ', key_size) != NULL || memchr(key, '\t', key_size) != NULL)
 		sum->spaced_name = true;
+	/* libmicrohttpd ends a line only at CRLF or LF: a bare CR stays in the
+	 * value, and a server behind us (Python's http.server) may read it as
+	 * a line break, so "X-A: a\rX-Magnetar-User: b" would forge a header. */
+	for (size_t i = 0; i < key_size && !sum->bad_byte; i++)
+		sum->bad_byte =
+		    !framing_tchar((unsigned char)key[i]) && key[i] != ' ' && key[i] != '\t';
+	for (size_t i = 0; value != NULL && i < value_size && !sum->bad_byte; i++)
+		sum->bad_byte =
+		    ((unsigned char)value[i] < 0x20 && value[i] != '\t') || value[i] == 0x7f;
 	if (key_size == 14 && strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
 		if (sum->n_length++ == 0)
 			sum->length = value;
@@ -161,7 +179,7 @@ enum stage_rv framing_stage(struct http_request *req)
 	framing_find_client(req);
 	MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, framing_sum_header, &sum);
 	/* Doubtful framing counts as a body: answered now, and closed. */
-	req->has_body = sum.n_encoding > 0 || sum.n_length > 1 || sum.spaced_name ||
+	req->has_body = sum.n_encoding > 0 || sum.n_length > 1 || sum.spaced_name || sum.bad_byte ||
 	                (sum.n_length > 0 && strcmp(sum.length, "0") != 0);
 
 	if (req->target_len > lim->max_target)
@@ -178,6 +196,9 @@ enum stage_rv framing_stage(struct http_request *req)
 	else if (sum.spaced_name)
 		pipeline_refuse(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
 		                "A header name may not contain whitespace.");
+	else if (sum.bad_byte)
+		pipeline_refuse(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
+		                "A header holds a byte it may not (a control character).");
 	else if (sum.n_length > 0 && sum.n_encoding > 0)
 		/* Two framings: the classic request-smuggling shape. Refuse both. */
 		pipeline_refuse(req, MHD_HTTP_BAD_REQUEST, "invalid_request",

@@ -232,6 +232,7 @@ struct http_request {
 	 * libmicrohttpd unescapes it, only when upstreams are set), the
 	 * exchange, and whether the answer's Cache-Control is the upstream's. */
 	char *raw_target;
+	bool http11; /* the request line said HTTP/1.1 (an upgrade needs it) */
 	struct proxy *proxy;
 	bool keep_cache_control;
 	char id[HTTP_ID_LEN];
@@ -591,6 +592,8 @@ void authn_me_drop(struct authn *a, const char *sid);
  * heartbeat shows the gap): the client that got a 204 for a logout must
  * never see the session accepted again. */
 void authn_session_ended(struct gateway *gw, const char *sid);
+/* True when the revoked set holds `sid` (a WebSocket relay's session). */
+bool authn_session_revoked(struct gateway *gw, const char *sid);
 void authn_user_changed(struct gateway *gw, const char *uid);
 /* Called with each access token auth has just issued through this gateway:
  * when it names a key not loaded yet (a rotation a moment ago), the keys
@@ -737,5 +740,7 @@ void proxy_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, const
                     size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh);
 /* Ends every exchange (each sees it within a poll period) and waits. */
 void proxy_stop(struct gateway *gw);
+/* Exchanges alive (their memory) and threads running, for Stats. */
+void proxy_counts(uint64_t *exchanges, uint64_t *threads);
 
 #endif

@@ -59,6 +59,10 @@ static void gateway_counters(struct svc *s, svc_counter_fn emit, void *arg)
 	emit("revoked.current", au.current, arg);
 	emit("revoked.sessions", au.sessions, arg);
 	emit("revoked.confirms", au.confirms, arg);
+	uint64_t exchanges, threads;
+	proxy_counts(&exchanges, &threads);
+	emit("proxy.exchanges", exchanges, arg);
+	emit("proxy.threads", threads, arg);
 	for (int i = SVC_GATEWAY + 1; i < SVC_SERVICES; i++) {
 		char name[64];
 		snprintf(name, sizeof(name), "rpc_client.%s.connected", svc_name((enum svc_id)i));

@@ -246,7 +246,6 @@ enum MHD_Result pipeline_access(void *cls, struct MHD_Connection *conn, const ch
                                 size_t *upload_data_size, void **req_cls)
 {
 	struct http_request *req = *req_cls;
-	(void)version;
 
 	if (req == NULL)
 		return pipeline_answer_stateless((struct gateway *)cls, conn);
@@ -254,6 +253,7 @@ enum MHD_Result pipeline_access(void *cls, struct MHD_Connection *conn, const ch
 	case HTTP_PHASE_NEW:
 		req->path = url;
 		req->method_name = method;
+		req->http11 = version != NULL && strcmp(version, MHD_HTTP_VERSION_1_1) == 0;
 		req->phase = HTTP_PHASE_BODY;
 		return pipeline_run(req, true);
 	case HTTP_PHASE_BODY:

@@ -141,7 +141,11 @@ void proxy_unref_locked(struct proxy *p)
 	if (p->efd >= 0)
 		close(p->efd);
 	free(p->head);
+	free(p->out);
+	free(p->in);
+	free(p->hbuf);
 	free(p);
+	atomic_fetch_sub(&proxy_alive, 1);
 }
 
 void proxy_unref(struct proxy *p)
@@ -228,9 +232,16 @@ void proxy_release(struct http_request *req)
 	req->proxy = NULL;
 	pthread_mutex_lock(&p->mu);
 	/* The request is over: an exchange still running has no one to
-	 * answer (a client gone mid-body); the thread gives up. */
-	if (!p->head_ready || p->rh.status != 101)
+	 * answer (a client gone mid-body, or before its 101 was sent); the
+	 * thread gives up. libmicrohttpd completes an upgraded request only
+	 * after its upgrade handler has run, so a 101 response whose handler
+	 * has not run by now never will: its reference is dropped here. */
+	if (!p->ws_ready)
 		p->stop_asked = true;
+	if (p->upgrade_ref) {
+		p->upgrade_ref = false;
+		p->refs--; /* the request's own reference is still held below */
+	}
 	proxy_wake(p);
 	proxy_unref_locked(p);
 }
@@ -249,21 +260,33 @@ int proxy_handle(struct http_request *req)
 		                     "backslashes or encoded slashes, dots or NULs.");
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return ERR_NOMEM;
+	atomic_fetch_add(&proxy_alive, 1);
 	pthread_mutex_init(&p->mu, NULL);
 	p->refs = 1; /* the request's */
 	p->gw = req->gw;
 	p->conn = req->conn;
 	p->up = u;
-	p->ufd = -1;
+	p->efd = -1;
 	p->head_request = req->method == HTTP_M_HEAD;
+	netaddr_rate_key(&req->client, &p->client);
+	if (req->auth != NULL)
+		memcpy(p->sid, req->auth->claims.sid, sizeof(p->sid));
 	req->proxy = p;
-	if ((p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+	/* The buffers apart, each below malloc's mmap threshold and never
+	 * zeroed: a 150 KiB calloc per request was a sixth of the gateway's
+	 * time (perf: memset and page faults). */
+	p->out = malloc(PROXY_BUF);
+	p->in = malloc(PROXY_BUF);
+	p->hbuf = malloc(UPSTREAM_HEAD_MAX);
+	if (p->out == NULL || p->in == NULL || p->hbuf == NULL ||
+	    (p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 		return ERR_NOMEM;
 	if ((rv = proxy_build_head(req, p, req->raw_target)) != 0)
 		return rv;
 	if (proxy_thread_start(p) != 0)
 		return respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "service_unavailable",
-		                     "Too many requests are being proxied; try again.");
+		                     "Too many requests are being proxied (for you, or in all); "
+		                     "try again.");
 	req->phase = HTTP_PHASE_PROXY;
 	if (req->has_body && !req->body_done)
 		return 0; /* the body comes in MHD's next calls (proxy_access) */
@@ -307,6 +330,24 @@ static void proxy_read_done(void *cls)
 	proxy_unref(cls);
 }
 
+/* The response's reference, when the response never came to be. */
+static void proxy_answer_dropped(struct proxy *p)
+{
+	pthread_mutex_lock(&p->mu);
+	p->upgrade_ref = false;
+	proxy_unref_locked(p); /* not the last: the request holds one */
+}
+
+/* A response built and not sent: a callback response's destruction drops
+ * its reference itself, an upgrade response's does not. */
+static void proxy_destroy_answer(struct proxy *p, struct MHD_Response *resp)
+{
+	bool upgrade = p->rh.status == 101;
+	MHD_destroy_response(resp);
+	if (upgrade)
+		proxy_answer_dropped(p);
+}
+
 /* The upstream's answer for the client; 0 with it queued, or ERR_*. */
 static int proxy_answer(struct http_request *req, struct proxy *p)
 {
@@ -316,36 +357,45 @@ static int proxy_answer(struct http_request *req, struct proxy *p)
 
 	if (p->fail_status != 0)
 		return respond_error(req, p->fail_status, p->fail_code, p->fail_message);
+	/* The response's reference, taken before it exists: destroying a
+	 * callback response drops it (proxy_read_done), an upgrade response
+	 * has no such callback (proxy_upgraded or proxy_release drop it). */
+	pthread_mutex_lock(&p->mu);
+	p->refs++;
+	p->upgrade_ref = p->rh.status == 101;
+	pthread_mutex_unlock(&p->mu);
 	if (p->rh.status == 101) {
 		resp = MHD_create_response_for_upgrade(proxy_upgraded, p);
 	} else {
-		uint64_t size = p->rh.body == UPSTREAM_BODY_LENGTH ? p->rh.length
-		                : p->rh.body == UPSTREAM_BODY_NONE
-		                    ? (p->head_request && p->rh.has_length ? p->rh.length : 0)
-		                    : MHD_SIZE_UNKNOWN;
-		if (p->head_request && !p->rh.has_length)
-			size = MHD_SIZE_UNKNOWN;
+		/* A bodiless answer says the length the upstream gave, or none:
+		 * never a Content-Length of 0 for a 304 or a HEAD that has not
+		 * got one (RFC 9110 8.6). */
+		bool bodiless = p->head_request || p->rh.status == 304;
+		uint64_t size = p->rh.body == UPSTREAM_BODY_LENGTH             ? p->rh.length
+		                : bodiless && p->rh.has_length                 ? p->rh.length
+		                : bodiless || p->rh.body != UPSTREAM_BODY_NONE ? MHD_SIZE_UNKNOWN
+		                                                               : 0;
 		resp = MHD_create_response_from_callback(size, 32u << 10, proxy_read, p,
 		                                         proxy_read_done);
 		/* libmicrohttpd 0.9.75 writes a chunked body's last chunk even
-		 * for HEAD: an answer of unknown length to a HEAD is framed
+		 * for HEAD: a bodiless answer of unknown length is framed
 		 * HTTP/1.0's way instead (no chunks; the connection closes). */
-		if (resp != NULL && p->head_request && size == MHD_SIZE_UNKNOWN &&
-		    MHD_set_response_options(resp, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END) !=
-		        MHD_YES) {
-			MHD_destroy_response(resp);
-			resp = NULL;
-		}
+		if (resp != NULL && bodiless && size == MHD_SIZE_UNKNOWN)
+			(void)MHD_set_response_options(resp, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT,
+			                               MHD_RO_END);
 	}
-	if (resp == NULL)
+	if (resp == NULL) {
+		proxy_answer_dropped(p);
 		return ERR_NOMEM;
-	p->refs++; /* the response's: dropped by proxy_read_done or proxy_upgraded */
+	}
 	for (size_t i = 0; i < p->rh.n; i++) {
 		const struct upstream_field *f = &p->rh.h[i];
 		if (proxy_drop_response_header(p, f, public_route))
 			continue;
+		if (f->value_len == 0)
+			continue; /* legal, but libmicrohttpd takes no empty value */
 		if (f->name_len >= sizeof(name) || f->value_len >= sizeof(value)) {
-			MHD_destroy_response(resp);
+			proxy_destroy_answer(p, resp);
 			return respond_error(req, MHD_HTTP_BAD_GATEWAY, "bad_gateway",
 			                     "The upstream sent a header too large to pass on.");
 		}
@@ -354,7 +404,7 @@ static int proxy_answer(struct http_request *req, struct proxy *p)
 		memcpy(value, f->value, f->value_len);
 		value[f->value_len] = '\0';
 		if (MHD_add_response_header(resp, name, value) != MHD_YES) {
-			MHD_destroy_response(resp);
+			proxy_destroy_answer(p, resp);
 			return respond_error(
 			    req, MHD_HTTP_BAD_GATEWAY, "bad_gateway",
 			    "The upstream sent a header that cannot be passed on.");
@@ -425,7 +475,7 @@ int proxy_access(struct http_request *req, const char *data, size_t *size)
 	}
 	if (!p->body_end) {
 		/* MHD's last call: the body is whole. */
-		if (p->chunked_out && !p->up_shut) {
+		if (p->chunked_out && !p->up_shut && !p->thread_done) {
 			if (PROXY_BUF - p->out_len < 5 && !proxy_suspend(p, PROXY_WAIT_SPACE)) {
 				pthread_mutex_unlock(&p->mu);
 				return HTTP_CLOSE;
@@ -459,6 +509,7 @@ void proxy_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, const
 	(void)req_cls;
 
 	pthread_mutex_lock(&p->mu);
+	p->upgrade_ref = false; /* this call's reference, dropped below */
 	if (p->thread_done || extra_in_size > PROXY_BUF - p->out_len) {
 		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 	} else {

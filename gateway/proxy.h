@@ -33,13 +33,15 @@
 #include "gateway/gateway.h"
 #include "gateway/upstream.h"
 
-#define PROXY_MAX 256                  /* exchanges (threads) at once */
-#define PROXY_BUF (64u << 10)          /* each direction's buffer */
-#define PROXY_POLL_MS 250              /* how soon a thread sees shutdown */
-#define PROXY_CONNECT_MS 5000          /* connecting to the upstream */
-#define PROXY_UPGRADE_WAIT_MS 10000    /* from the 101 queued to MHD's hand-over */
-#define PROXY_WS_IDLE_MS (600u * 1000) /* a relay with no byte either way */
-#define PROXY_CHUNK_OVERHEAD 12        /* "ffff\r\n" + "\r\n", with margin */
+#define PROXY_PER_CLIENT 64                   /* exchanges of one client (rate-limit key) at once */
+#define PROXY_MAX 512                         /* exchanges (threads) at once */
+#define PROXY_BUF (64u << 10)                 /* each direction's buffer */
+#define PROXY_POLL_MS 250                     /* how soon a thread sees shutdown */
+#define PROXY_CONNECT_MS 5000                 /* connecting to the upstream */
+#define PROXY_UPGRADE_WAIT_MS 10000           /* from the 101 queued to MHD's hand-over */
+#define PROXY_WS_IDLE_MS (600u * 1000)        /* a relay with no byte either way */
+#define PROXY_WS_MAX_MS (24ull * 3600 * 1000) /* a relay's whole life */
+#define PROXY_CHUNK_OVERHEAD 12               /* "ffff\r\n" + "\r\n", with margin */
 
 /* What the MHD side waits for while its connection is suspended. */
 enum proxy_wait {
@@ -56,19 +58,18 @@ struct proxy {
 	struct MHD_Connection *conn;
 	const struct upstream *up;
 	int efd; /* wakes the thread */
-	int ufd; /* the upstream socket (the thread's) */
 	bool head_request, upgrade, chunked_out;
 	/* To the upstream: the head, then the framed body. */
 	char *head;
 	size_t head_len, head_off;
-	char out[PROXY_BUF];
+	char *out; /* PROXY_BUF bytes */
 	size_t out_len, out_off;
 	bool body_end; /* the MHD side has queued the body's last byte */
 	bool up_shut;  /* the upstream takes no more: later body bytes are dropped */
 	uint64_t body_seen;
 	bool too_large; /* over max_body: 413 */
 	/* From the upstream. */
-	char hbuf[UPSTREAM_HEAD_MAX];
+	char *hbuf; /* UPSTREAM_HEAD_MAX bytes */
 	size_t hlen;
 	struct upstream_head rh;
 	bool head_ready;
@@ -76,13 +77,18 @@ struct proxy {
 	const char *fail_code, *fail_message;
 	struct upstream_chunked ch;
 	uint64_t left; /* UPSTREAM_BODY_LENGTH bytes still to come */
-	char in[PROXY_BUF];
+	char *in;      /* PROXY_BUF bytes */
 	size_t in_len, in_off;
 	bool resp_end, resp_error;
 	/* Between the two sides. */
 	enum proxy_wait wait;
 	bool thread_done;
 	bool stop_asked; /* the request ended: the thread gives up */
+	/* Who it is for: the per-client cap (proxy_thread.c) counts exchanges
+	 * by the client's rate-limit key; a relay ends when the session does. */
+	struct netaddr client;
+	char sid[JWT_CLAIM_MAX];
+	bool upgrade_ref; /* the 101 response's reference, until MHD hands over */
 	/* The WebSocket relay: MHD's upgraded socket, once handed over. */
 	MHD_socket cfd;
 	struct MHD_UpgradeResponseHandle *urh;
@@ -111,8 +117,11 @@ void proxy_fail(struct proxy *p, unsigned status, const char *code, const char *
 /* ---- proxy_thread.c --------------------------------------------------------- */
 
 /* Starts the exchange's thread (which takes a reference). ERR_CLOSED when
- * PROXY_MAX run already, or the gateway is stopping. */
+ * PROXY_MAX run already, or PROXY_PER_CLIENT for p->client, or the gateway
+ * is stopping. */
 int proxy_thread_start(struct proxy *p);
+/* struct proxy allocated and not yet freed (proxy_counts). */
+extern _Atomic uint64_t proxy_alive;
 
 /* ---- proxy_headers.c -------------------------------------------------------- */
 

@@ -51,6 +51,22 @@ static bool proxy_drop_request_header(const struct proxy_head *h, const char *na
 	    "forwarded",
 	    "x-real-ip",
 	    "x-request-id",
+	    /* Other names frameworks read a client address or a routed path
+	     * from: what an upstream believes is the gateway's to say. */
+	    "x-forwarded-server",
+	    "x-forwarded-prefix",
+	    "x-forwarded-ssl",
+	    "x-forwarded-scheme",
+	    "x-original-url",
+	    "x-rewrite-url",
+	    "x-original-forwarded-for",
+	    "x-host",
+	    "true-client-ip",
+	    "x-client-ip",
+	    "client-ip",
+	    "cf-connecting-ip",
+	    "fastly-client-ip",
+	    "x-cluster-client-ip",
 	};
 	char norm[64];
 	const char *item, *cur = h->connection;
@@ -145,7 +161,7 @@ int proxy_build_head(struct http_request *req, struct proxy *p, const char *targ
 		return ERR_NOMEM;
 	}
 	upgrade = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE);
-	p->upgrade = req->method == HTTP_M_GET && upgrade != NULL &&
+	p->upgrade = req->method == HTTP_M_GET && req->http11 && upgrade != NULL &&
 	             strcasecmp(upgrade, "websocket") == 0 &&
 	             proxy_list_has(h.connection, "upgrade");
 	fprintf(h.f, "%s %s HTTP/1.1\r\n", req->method_name, target);

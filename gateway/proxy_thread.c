@@ -25,6 +25,55 @@ static pthread_mutex_t proxy_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t proxy_cv = PTHREAD_COND_INITIALIZER;
 static int proxy_active;
 static bool proxy_stopping;
+_Atomic uint64_t proxy_alive; /* struct proxy allocated and not yet freed */
+
+/* Exchanges per client (its rate-limit key), under proxy_mu: one client
+ * may not hold every slot (a body dripped a byte at a time holds one as
+ * long as it likes). At most PROXY_MAX clients have any. */
+static struct {
+	struct netaddr key;
+	int n;
+} proxy_clients[PROXY_MAX];
+
+static bool proxy_client_take(const struct netaddr *key)
+{
+	int free_slot = -1;
+
+	for (int i = 0; i < PROXY_MAX; i++) {
+		if (proxy_clients[i].n > 0 &&
+		    memcmp(&proxy_clients[i].key, key, sizeof(*key)) == 0) {
+			if (proxy_clients[i].n >= PROXY_PER_CLIENT)
+				return false;
+			proxy_clients[i].n++;
+			return true;
+		}
+		if (proxy_clients[i].n == 0 && free_slot < 0)
+			free_slot = i;
+	}
+	if (free_slot < 0)
+		return false;
+	proxy_clients[free_slot].key = *key;
+	proxy_clients[free_slot].n = 1;
+	return true;
+}
+
+static void proxy_client_put(const struct netaddr *key)
+{
+	for (int i = 0; i < PROXY_MAX; i++)
+		if (proxy_clients[i].n > 0 &&
+		    memcmp(&proxy_clients[i].key, key, sizeof(*key)) == 0) {
+			proxy_clients[i].n--;
+			return;
+		}
+}
+
+void proxy_counts(uint64_t *exchanges, uint64_t *threads)
+{
+	*exchanges = atomic_load(&proxy_alive);
+	pthread_mutex_lock(&proxy_mu);
+	*threads = (uint64_t)proxy_active;
+	pthread_mutex_unlock(&proxy_mu);
+}
 
 /* ---- the thread: the upstream's side ---------------------------------------------------- */
 
@@ -188,8 +237,8 @@ static void proxy_recv(struct proxy *p, int fd, bool *progress)
 		if (!p->head_ready)
 			proxy_fail(p, MHD_HTTP_BAD_GATEWAY, "bad_gateway",
 			           "The upstream closed the connection without an answer.");
-		else if (p->rh.body == UPSTREAM_BODY_CLOSE)
-			p->resp_end = true;
+		else if (p->rh.body == UPSTREAM_BODY_CLOSE && n == 0)
+			p->resp_end = true; /* a close ends it; a reset cuts it short */
 		else if (!p->resp_end)
 			p->resp_error = true; /* cut short: the client's connection closes */
 		return;
@@ -204,18 +253,24 @@ static void proxy_recv(struct proxy *p, int fd, bool *progress)
 
 /* ---- the WebSocket relay --------------------------------------------------------------- */
 
-/* Copies between MHD's upgraded socket and the upstream until either ends. */
+/* Copies between MHD's upgraded socket and the upstream until either ends,
+ * the relay has been silent PROXY_WS_IDLE_MS or open PROXY_WS_MAX_MS, or
+ * its session ends (logout, revocation: the gateway's revoked set, looked
+ * at every poll period). */
 static void proxy_relay(struct proxy *p, int ufd)
 {
-	uint64_t last = clock_mono_ms();
+	uint64_t start = clock_mono_ms(), last = start;
 
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
 		bool progress = false, eof = false;
 		struct pollfd pfd[3];
+		uint64_t now = clock_mono_ms();
 		ssize_t n;
 
-		if (proxy_stopping || clock_mono_ms() - last > PROXY_WS_IDLE_MS)
+		if (proxy_stopping || now - last > PROXY_WS_IDLE_MS ||
+		    now - start > PROXY_WS_MAX_MS ||
+		    (p->sid[0] != '\0' && authn_session_revoked(p->gw, p->sid)))
 			break;
 		/* client -> upstream through `out`, upstream -> client through `in` */
 		pfd[0] = (struct pollfd){.fd = p->cfd,
@@ -285,6 +340,7 @@ static void *proxy_thread(void *arg)
 	const struct upstream *u = p->up;
 	int fd = proxy_connect(p);
 	uint64_t last = clock_mono_ms(), sent_at = 0;
+	struct netaddr client;
 	bool relay = false;
 
 	pthread_mutex_lock(&p->mu);
@@ -374,8 +430,10 @@ static void *proxy_thread(void *arg)
 		p->resp_error = true;
 	p->thread_done = true;
 	proxy_kick(p);
+	client = p->client;
 	proxy_unref_locked(p);
 	pthread_mutex_lock(&proxy_mu);
+	proxy_client_put(&client);
 	if (--proxy_active == 0)
 		pthread_cond_broadcast(&proxy_cv);
 	pthread_mutex_unlock(&proxy_mu);
@@ -400,7 +458,7 @@ int proxy_thread_start(struct proxy *p)
 	int rv;
 
 	pthread_mutex_lock(&proxy_mu);
-	ok = !proxy_stopping && proxy_active < PROXY_MAX;
+	ok = !proxy_stopping && proxy_active < PROXY_MAX && proxy_client_take(&p->client);
 	if (ok)
 		proxy_active++;
 	pthread_mutex_unlock(&proxy_mu);
@@ -416,6 +474,7 @@ int proxy_thread_start(struct proxy *p)
 		return 0;
 	p->refs--;
 	pthread_mutex_lock(&proxy_mu);
+	proxy_client_put(&p->client);
 	proxy_active--;
 	pthread_mutex_unlock(&proxy_mu);
 	return ERR_CLOSED;

@@ -273,7 +273,7 @@ int upstreams_parse(const char *value, struct upstream_set *out, char *err, size
 			rv = upstream_refuse(err, errlen, "more than %d entries", UPSTREAM_MAX);
 		else if ((rv = upstream_entry(line, &out->u[out->n], err, errlen)) == 0) {
 			for (size_t i = 0; i < out->n && rv == 0; i++)
-				if (strcmp(out->u[i].prefix, out->u[out->n].prefix) == 0)
+				if (strcasecmp(out->u[i].prefix, out->u[out->n].prefix) == 0)
 					rv = upstream_refuse(
 					    err, errlen, "%s is listed twice",
 					    out->u[i].prefix[0] != '\0' ? out->u[i].prefix : "/");
@@ -302,7 +302,10 @@ const struct upstream *upstreams_match(const struct upstream_set *set, const cha
 {
 	for (size_t i = 0; set != NULL && i < set->n; i++) {
 		const struct upstream *u = &set->u[i];
-		if (strncmp(path, u->prefix, u->prefix_len) == 0 &&
+		/* Case-insensitively: an upstream that routes so (Express,
+		 * ASP.NET) must not be reached at /app/ADMIN under /app's
+		 * policy when /app/admin has a stricter one. */
+		if (strncasecmp(path, u->prefix, u->prefix_len) == 0 &&
 		    (path[u->prefix_len] == '\0' || path[u->prefix_len] == '/'))
 			return u;
 	}
@@ -313,12 +316,20 @@ bool upstream_target_safe(const char *t, size_t len)
 {
 	size_t plen = 0;
 
+	/* No raw byte a request line may not hold: a space (libmicrohttpd
+	 * finds the version from the end, so "/a b" reaches us), a control
+	 * byte or anything past ASCII, in the path or the query. */
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)t[i] <= 0x20 || (unsigned char)t[i] >= 0x7f)
+			return false;
 	while (plen < len && t[plen] != '?')
 		plen++;
 	if (plen == 0 || t[0] != '/')
 		return false;
 	for (size_t i = 0; i < plen; i++) {
-		if (t[i] == '\\' || t[i] == '\0' || t[i] == '#')
+		/* ';' starts path parameters, which Java servers cut off before
+		 * routing ("/admin;x" is "/admin" to Tomcat). */
+		if (t[i] == '\\' || t[i] == '#' || t[i] == ';')
 			return false;
 		if (t[i] == '%') {
 			/* Encoded '/', '\', '.' or NUL: an upstream that decodes
@@ -331,7 +342,8 @@ bool upstream_target_safe(const char *t, size_t len)
 				return false;
 		}
 	}
-	/* Segments: none empty, none "." or ".." (with or without ";params"). */
+	/* Segments: none empty, none "." or "..", none ending in '.' or in
+	 * encoded white space (IIS drops both: "/admin." is "/admin"). */
 	for (size_t i = 0; i < plen; i++) {
 		if (t[i] != '/')
 			continue;
@@ -341,10 +353,11 @@ bool upstream_target_safe(const char *t, size_t len)
 		if (n == 0 && s < plen)
 			return false; /* "//" */
 		const char *seg = t + s;
-		size_t dots = 0;
-		while (dots < n && seg[dots] == '.')
-			dots++;
-		if ((dots == 1 || dots == 2) && (dots == n || seg[dots] == ';'))
+		if (n > 0 && seg[n - 1] == '.')
+			return false; /* ".", "..", "admin." */
+		if (n >= 3 && seg[n - 3] == '%' &&
+		    ((seg[n - 2] == '2' && seg[n - 1] == '0') ||
+		     (seg[n - 2] == '0' && seg[n - 1] == '9')))
 			return false;
 	}
 	return true;

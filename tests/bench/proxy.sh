@@ -6,7 +6,7 @@
 # `return 200`; both proxies open one upstream connection per request
 # (nginx's default HTTP/1.0 to upstreams, the gateway's Connection: close).
 #
-#   tests/bench/proxy.sh            # BUILD=<repo>/build, 3 rounds of 5 s, 64 connections
+#   tests/bench/proxy.sh            # BUILD=<repo>/build, 3 rounds of 5 s, 32 connections (half the per-client cap of 64 exchanges)
 #   BUILD=build ROUNDS=5 DURATION=10s CONNS=16 tests/bench/proxy.sh
 set -euo pipefail
 
@@ -15,7 +15,7 @@ BUILD=${BUILD:-${MAGNETAR_BUILD:-$REPO/build}}
 case $BUILD in /*) ;; *) BUILD=$REPO/$BUILD ;; esac
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
-CONNS=${CONNS:-64}
+CONNS=${CONNS:-32}
 for tool in wrk nginx curl; do
 	command -v "$tool" >/dev/null || { echo "proxy bench: $tool is required" >&2; exit 2; }
 done

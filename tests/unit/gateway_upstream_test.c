@@ -48,6 +48,8 @@ static void test_parse_entries(void **state)
 	assert_string_equal(upstreams_match(&s, "/app/adminx")->prefix, "/app");
 	assert_string_equal(upstreams_match(&s, "/app")->prefix, "/app");
 	assert_string_equal(upstreams_match(&s, "/apple")->prefix, ""); /* "/" catches it */
+	/* Case-insensitively: /app/ADMIN is /app/admin's, not /app's. */
+	assert_string_equal(upstreams_match(&s, "/APP/Admin/x")->prefix, "/app/admin");
 	assert_string_equal(upstreams_match(&s, "/pay")->prefix, "/pay");
 	assert_int_equal(upstreams_match(&s, "/pay/x")->step_up_s, 600);
 	assert_int_equal(upstreams_match(&s, "/x")->max_body, 100);
@@ -82,6 +84,7 @@ static void test_parse_refusals(void **state)
 	    "/a http://127.0.0.1:1 public timeout=0",                      /* option out of range */
 	    "/a http://127.0.0.1:1 public verbose",                        /* unknown option */
 	    "/a http://127.0.0.1:1 public; /a/ http://127.0.0.1:2 public", /* twice */
+	    "/a http://127.0.0.1:1 public; /A http://127.0.0.1:2 role=admin", /* by case */
 	};
 	struct upstream_set s;
 	char err[256];
@@ -116,14 +119,18 @@ static void test_parse_file(void **state)
 
 static void test_target(void **state)
 {
-	static const char *const ok[] = {"/app",       "/app/",    "/app/x%20y?a=../b//c",
-	                                 "/app/.well", "/app/...", "/app/a.b",
-	                                 "/app/%41"};
-	static const char *const bad[] = {"/app/../admin",     "/app/./x",   "/app/..", "/app/.",
-	                                  "/app/%2e%2e/admin", "/app/%2E/x", "/app//x", "/app/%2fx",
-	                                  "/app/%2F",          "/app/%5cx",  "/app\\x", "/app/%00",
-	                                  "/app/..;/x",        "/app/.;x",   "app",     "",
-	                                  "/app/%2",           "/app/%"};
+	static const char *const ok[] = {"/app",          "/app/",    "/app/x%20y?a=../b//c;d",
+	                                 "/app/.well",    "/app/a.b", "/app/%41",
+	                                 "/app/my%20file"};
+	static const char *const bad[] = {
+	    "/app/../admin", "/app/./x", "/app/..", "/app/.", "/app/%2e%2e/admin", "/app/%2E/x",
+	    "/app//x", "/app/%2fx", "/app/%2F", "/app/%5cx", "/app\\x", "/app/%00", "/app/..;/x",
+	    "/app/.;x", "app", "", "/app/%2", "/app/%",
+	    /* Java path parameters, IIS's trailing dot and white space. */
+	    "/app/admin;x/users", "/app;/x", "/app/admin./x", "/app/x.", "/app/...",
+	    "/app/admin%20/x", "/app/a%09",
+	    /* Raw bytes no request line may hold, in the path or the query. */
+	    "/app/admin HTTP/1.1", "/app/a\tb", "/app/a?q=\x80", "/app/\x7f", "/app?a b"};
 	(void)state;
 
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
