@@ -22,6 +22,10 @@ after the route's prefix that names an action (default: echo):
     slow?s=SECONDS        sleeps, then 200 "late" (no head before that)
     slowbody?s=S&n=BYTES  the head at once, the body in 5 pieces over S seconds
     bad?kind=K            the raw bytes BAD[K], then closes
+    raw?name=N            the raw bytes the test stored in .raw[N], then closes
+    reset?n=BYTES&mode=M  200 with pattern(BYTES) of a longer body, then a TCP
+                          reset (SO_LINGER 0): M=close, delimited by close (no
+                          length, not chunked); M=length, Content-Length 2*BYTES
     ws                    a WebSocket echo (RFC 6455 handshake)
 """
 import base64
@@ -30,6 +34,7 @@ import json
 import os
 import random
 import socket
+import struct
 import sys
 import threading
 import time
@@ -39,7 +44,7 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD = 256 * 1024
 
 ACTIONS = ("echo", "canned", "chunked", "close", "length", "gate", "slow", "slowbody", "bad",
-           "ws")
+           "raw", "reset", "ws")
 
 # Malformed response heads (and one that is no head at all).
 BAD = {
@@ -166,6 +171,7 @@ class Upstream:
         self.bytes_in = 0
         self.connections = 0
         self.canned = {}
+        self.raw = {}  # name -> the exact bytes of an answer (raw?name=N)
         self._gates = {}
         self._sock = None
         self._stopping = False
@@ -426,6 +432,21 @@ class Upstream:
             return True
         if action == "bad":
             conn.sendall(BAD[q["kind"]])
+            return False
+        if action == "raw":
+            conn.sendall(self.raw[q["name"]])
+            return False
+        if action == "reset":
+            n = int(q.get("n", "1000"))
+            headers = [("Content-Type", "application/octet-stream")]
+            if q.get("mode", "close") == "length":
+                headers.append(("Content-Length", str(2 * n)))
+            else:
+                headers.append(("Connection", "close"))
+            conn.sendall(self._head(200, "OK", headers) + pattern(2 * n)[:n])
+            time.sleep(float(q.get("pause", "0.3")))  # the gateway has read it all
+            # A reset, not a FIN: the close that follows sends an RST.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
         if action == "ws":
             return self._websocket(conn, r, rec)

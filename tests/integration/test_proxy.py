@@ -5,7 +5,13 @@ identity and forwarding headers the client cannot forge, hop-by-hop headers,
 request smuggling and path traversal between prefixes, bodies and answers
 streamed whole, upstream failures as JSON errors, WebSockets, a Unix-socket
 upstream, docs/apps.md's example upstream run as written, and malformed
-configurations refused at start.
+configurations refused at start. From a security review: header bytes an
+upstream may read as a line break, path shapes an upstream may read as
+another path (case, ';', trailing dots and blanks, raw bytes), more client
+headers frameworks trust, resets that must not end an answer cleanly, 304s,
+empty header values, exchanges and threads that must not outlive their
+sockets (`magctl stats gateway`), a cap of 64 exchanges per client, and
+WebSocket relays that end with their session.
 
 The test upstreams (proxy_upstream.py) run in this process, on threads, and
 record every request exactly as the gateway sent it.
@@ -19,6 +25,7 @@ import pathlib
 import re
 import select
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -396,6 +403,7 @@ def stack(tmp_path_factory, up, sock_up, dead_port):
         f"/dead http://127.0.0.1:{dead_port} public",
         f"/sock {sock_up.url} public",
         f"/small {u} public max-body=1000",
+        f"/app/admin {u} role=admin",  # under /app: the path shapes' tests
     ]
     # Both separators, and runs of blanks between tokens.
     value = ";".join(entries[:6]) + "\n" + "\n".join(entries[6:10]) + ";" + \
@@ -475,7 +483,7 @@ def test_the_stack_serves_every_prefix(stack, up, sock_up, users, stepped_up_ear
 @pytest.mark.parametrize("target", [
     "/pub", "/pub/", "/pub?only=query", "/pub/echo", "/pub/echo/a%20b/%C3%A9/%41%42",
     "/pub/echo?x=1&y=%2F%2e%2E&z=a+b&empty=&flag", "/pub/echo?q=..%2F..%2Fetc",
-    "/pub/echo/~user/a;b=c/x,y", "/pub/echo/%25%32%65",
+    "/pub/echo/~user/a=b/x,y", "/pub/echo/%25%32%65",
 ])
 def test_path_and_query_reach_the_upstream_exactly_as_sent(stack, up, target):
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
@@ -493,8 +501,9 @@ def test_a_prefix_matches_whole_segments_and_the_longest_wins(stack, up, users):
         rec = seen(r, up)
         assert rec.target == target
         check_identity(rec, None)
+    # (a prefix in another case is the prefix: test_a_prefix_matches_in_any_case)
     for target in ("/pubx", "/pub.x", "/pu", "/apple", "/app2/echo", "/su10/echo",
-                   "/APP/echo", "/Pub/echo", "/x/pub/echo"):
+                   "/x/pub/echo"):
         before = up.snapshot()
         r = get(stack, target, t["access_token"])
         check_err(r, 404, "not_found")
@@ -561,6 +570,116 @@ def test_traversal_is_refused_on_a_route_whose_policy_is_met(stack, up, users):
         r = get(stack, target, member)
         assert r.status in (400, 403, 404), (target, r)
         assert up.snapshot() == before, target
+
+
+# ---- path shapes an upstream may read differently -------------------------------------------------
+# An upstream may route case-insensitively (Windows, many frameworks), cut a
+# segment at ';' (Java's path parameters, Tomcat: /app/admin;x reads as
+# /app/admin), drop a segment's trailing dots or blanks (Windows/IIS:
+# "admin." and "admin%20" read as "admin"), or read a raw blank or byte a
+# request line may not hold as the line's end: each is matched by the
+# gateway as it reads it, or refused before the upstream.
+
+
+def test_a_prefix_matches_in_any_case(stack, up, users):
+    member, admin = users["member"], users["admin"]
+    for target in ("/app/ADMIN/x", "/app/Admin/echo", "/APP/admin/x", "/App/aDmIn",
+                   "/APP/ADMIN/x?y=1"):
+        before = up.snapshot()
+        check_err(get(stack, target, member["access_token"]), 403, "forbidden")
+        assert up.snapshot() == before, target
+        rec = seen(get(stack, target, admin["access_token"]), up)  # the admin's policy met
+        assert rec.target == target
+        check_identity(rec, admin)
+    for target in ("/APP/x", "/App/echo", "/aPP", "/PUB/PRIVATE/echo", "/Adm/echo", "/FND/echo",
+                   "/SU/echo", "/Tok/echo"):
+        before = up.snapshot()
+        check_err(get(stack, target), 401, "unauthorized")
+        assert up.snapshot() == before, target
+    for target, who in (("/APP/echo", member), ("/Pub/echo", None), ("/PUB/echo", None)):
+        rec = seen(get(stack, target, who["access_token"] if who else None), up)
+        assert rec.target == target
+        check_identity(rec, who)
+
+
+SHAPES = [
+    # ';' anywhere in the path
+    "/app/admin;x/users", "/app/admin;/x", "/pub/x;jsessionid=1",
+    "/pub/echo;", "/pub/a;b=c/x",
+    # a segment ending in '.'
+    "/pub/admin./x", "/pub/x.", "/app/admin./x", "/app/admin../x", "/pub/echo/a.../b",
+    "/pub/x.?q=1",
+    # a segment ending in encoded whitespace
+    "/pub/a%20/x", "/pub/a%09", "/app/admin%20/x", "/app/admin%09/x", "/pub/a%20%20/x",
+    "/pub/echo%20", "/pub/echo%20?q=1",
+]
+
+
+@pytest.mark.parametrize("target", SHAPES)
+def test_a_path_shape_an_upstream_may_read_as_another_path_is_400(stack, up, users, target):
+    token = users["member"]["access_token"] if target.lower().startswith("/app") else None
+    before = up.snapshot()
+    check_err(get(stack, target, token), 400, "invalid_request")
+    assert up.snapshot() == before
+
+
+@pytest.mark.parametrize("target", ["/pub;/x", "/app;x/admin/x", "/pub;jsessionid=1/echo"])
+def test_a_semicolon_right_after_a_prefix_is_under_no_prefix(stack, up, users, target):
+    """`/pub;x` is not `/pub` followed by a segment: no prefix matches it,
+    so it is the gateway's 404 (and a Java upstream, which would cut
+    `;x` off, never sees it)."""
+    token = users["member"]["access_token"] if target.startswith("/app") else None
+    before = up.snapshot()
+    check_err(get(stack, target, token), 404, "not_found")
+    assert up.snapshot() == before
+
+
+RAW_TARGETS = {
+    "space_inside": b"/pub/a HTTP/1.1",
+    "space_in_the_query": b"/pub/echo?q=a b",
+    "tab_inside": b"/pub/a\tb",
+    "tab_in_the_query": b"/pub/echo?q=a\tb",
+    "byte_0x80_in_the_query": b"/pub/echo?q=\x80",
+    "byte_0xff_in_the_path": b"/pub/\xff/x",
+    "utf8_in_the_path": b"/pub/caf\xc3\xa9",
+    "byte_0x7f_in_the_path": b"/pub/a\x7fb",
+    "byte_0x01_in_the_query": b"/pub/echo?q=\x01",
+    "byte_0x0b_in_the_path": b"/pub/a\x0bb",
+    "bare_cr_in_the_path": b"/pub/a\rb",
+    "byte_0x1f_in_the_path": b"/pub/a\x1fb",
+    "on_an_authenticated_prefix": b"/app/admin\x80/x",
+}
+
+
+@pytest.mark.parametrize("name", sorted(RAW_TARGETS))
+def test_a_raw_byte_a_target_may_not_hold_is_400(stack, up, users, name):
+    target = RAW_TARGETS[name]
+    auth = b"Authorization: Bearer " + users["member"]["access_token"].encode() + b"\r\n"
+    raw = b"GET " + target + b" HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n" + auth + \
+        b"".join(f"{k}: {v}\r\n".encode() for k, v in HEADERS.items()) + b"\r\n"
+    before = up.snapshot()
+    with Conn(stack.port) as c:
+        c.send(raw)
+        r = c.response()
+    check_err(r, 400, "invalid_request")
+    assert up.snapshot() == before
+
+
+@pytest.mark.parametrize("target", ["/pub/my%20file", "/pub/echo/a%20b%20c/x", "/pub/echo/%09x",
+                                    "/pub/echo/a%09b", "/pub/echo/v1.2/x", "/pub/echo/.hidden",
+                                    "/pub/echo/a.b.c", "/pub/echo/%7Euser"])
+def test_what_is_no_such_shape_still_passes(stack, up, target):
+    rec = seen(get(stack, target), up)
+    assert rec.target == target
+
+
+@pytest.mark.parametrize("target", ["/pub/echo?q=hello%20", "/pub/echo?file=a.",
+                                    "/pub/echo?a=1;b=2"])
+def test_the_shapes_are_the_paths_not_the_querys(stack, up, target):
+    """Beyond the contract's letter: the segment rules are the path's. A
+    search for "hello " or a file named "a." is a query an app must get."""
+    rec = seen(get(stack, target), up)
+    assert rec.target == target
 
 
 # ---- identity and forwarding headers -------------------------------------------------------------
@@ -685,6 +804,138 @@ def test_authorization_reaches_only_a_route_with_the_token_option(stack, up, use
         assert rec.normalised("authorization") == [], (route, rec.headers)
     rec = seen(get(stack, "/pub/echo", headers=[("Authorization", "Basic ZXZpbDpldmls")]), up)
     assert rec.normalised("authorization") == []
+
+
+# ---- request header bytes ------------------------------------------------------------------------
+# A bare CR is a line break to some servers (Python's http.server): passed on
+# inside a value, "X-Foo: a\rX-Magnetar-User: evil" would reach such an
+# upstream as a forged identity header. Any byte a header name or value may
+# not hold (RFC 9110 5.1, 5.5) is a 400 before any route, proxied or not.
+
+FORGED_CR = "a\rX-Magnetar-User: evil-cr\rX-Forwarded-For: 6.6.6.6"
+
+
+def refused_before_upstream(stack, up, raw, why):
+    before = up.snapshot()
+    with Conn(stack.port) as c:
+        c.send(raw)
+        r = c.response()
+    check_err(r, 400, "invalid_request")
+    assert up.snapshot() == before, ("the upstream saw it", why)
+
+
+@pytest.mark.parametrize("route,who", [("/pub", None), ("/app", "member"), ("/tok", "member")])
+def test_a_bare_cr_in_a_header_value_is_400_and_never_reaches_the_upstream(stack, up, users,
+                                                                           route, who):
+    auth = [("Authorization", "Bearer " + users[who]["access_token"])] if who else []
+    for headers, host, why in (
+            (auth + [("X-Foo", FORGED_CR)], HOST, "X-Foo"),
+            (auth + [("X-Foo", "a\r")], HOST, "a CR at the end of a value"),
+            (auth + [("X-Foo", "\rX-Magnetar-Role: founder")], HOST, "a CR at the start"),
+            (auth + [("User-Agent", "ua\rX-Magnetar-User: evil-ua")], HOST, "a known header"),
+            (auth, HOST + "\rX-Magnetar-User: evil-host", "Host"),
+            ([("Authorization", auth[0][1] + "\rX-Magnetar-Role: founder")] if auth else
+             [("Cookie", "a=b\rX-Magnetar-User: evil-cookie")], HOST, "the credential")):
+        refused_before_upstream(stack, up, request_bytes("GET", route + "/echo", headers,
+                                                         host=host), why)
+
+
+@pytest.mark.parametrize("byte", [0x01, 0x07, 0x08, 0x0B, 0x0C, 0x0D, 0x0E, 0x1B, 0x1F, 0x7F])
+def test_a_control_byte_in_a_header_value_is_400(stack, up, users, byte):
+    value = "a" + chr(byte) + "b"
+    refused_before_upstream(stack, up, request_bytes("GET", "/pub/echo", [("X-Foo", value)]),
+                            "public")
+    refused_before_upstream(
+        stack, up, request_bytes("GET", "/app/echo", [
+            ("Authorization", "Bearer " + users["member"]["access_token"]),
+            ("X-Foo", value)]), "authenticated")
+
+
+@pytest.mark.parametrize("name", ["X-Foo(1)", "X@Foo", "X/Foo", 'X"Foo', "X[1]", "X{1}",
+                                  "X=Foo", "X?Foo", "X,Foo", "X;Foo", "X<a>", "X\\Foo",
+                                  "X\x80Foo", "X\xffFoo", "X\x01Foo", "X\x7fFoo",
+                                  "X\rFoo", "X-Magnetar-User\r", "X-Foo\x0b"])
+def test_a_header_name_byte_that_is_no_token_char_is_400(stack, up, name):
+    refused_before_upstream(stack, up, request_bytes("GET", "/pub/echo", [(name, "v")]), name)
+
+
+@pytest.mark.parametrize("header", [("X-Foo", "a\rX-Magnetar-User: evil"), ("X-Foo", "a\x01b"),
+                                    ("X-Foo", "a\x7fb"), ("X@Foo", "v")],
+                         ids=["bare_cr", "0x01", "0x7f", "name_at"])
+def test_a_bad_header_byte_is_400_on_the_gateways_own_routes_too(stack, up, header):
+    for target in ("/healthz", "/readyz", "/.well-known/jwks.json", "/api/v1/auth/me",
+                   "/no/such/route"):
+        refused_before_upstream(stack, up, request_bytes("GET", target, [header]),
+                                (target, header))
+
+
+def test_a_nul_ends_a_header_line_and_what_follows_never_reaches_the_upstream(stack, up):
+    """libmicrohttpd reads a header line as a C string: a NUL in a value
+    ends the value (docs/api.md, Known differences). Nothing after it, a
+    forged identity header least of all, reaches the upstream."""
+    with Conn(stack.port) as c:
+        c.send(request_bytes("GET", "/pub/echo", [
+            ("X-Foo", "a\x00\rX-Magnetar-User: evil-nul"),
+            ("X-Bar", "b\x00X-Magnetar-Role: founder")]))
+        r = c.response()
+    rec = seen(r, up)
+    assert rec.all("X-Foo") == ["a"] and rec.all("X-Bar") == ["b"], rec.headers
+    assert not [n for n in rec.names() if n.lower().startswith("x-magnetar")], rec.headers
+
+
+def test_a_nul_in_a_header_name_is_400_and_never_reaches_the_upstream(stack, up):
+    """libmicrohttpd refuses it itself (its own 400 page, not our JSON)."""
+    before = up.snapshot()
+    with Conn(stack.port) as c:
+        c.send(request_bytes("GET", "/pub/echo", [("X\x00Foo", "v")]))
+        r = c.response()
+    assert r.status == 400, r
+    assert up.snapshot() == before
+
+
+def test_htab_and_every_token_char_still_pass(stack, up):
+    """What RFC 9110 allows is not refused: an HTAB inside a value, every
+    tchar in a name."""
+    name = "X-!#$%&'*+.^_`|~09az"
+    r = get(stack, "/pub/echo", headers=[("X-Tab", "a\tb\t c"), (name, "ok")])
+    rec = seen(r, up)
+    assert rec.all("X-Tab") == ["a\tb\t c"], rec.headers
+    assert rec.all(name) == ["ok"], rec.headers
+
+
+# Headers frameworks read as the client's address, the request's URL or the
+# public scheme/host/port: a client may set none of them at the upstream.
+MORE_SPOOF = ["X-Original-URL", "X-Rewrite-URL", "X-Forwarded-Prefix", "X-Forwarded-Server",
+              "X-Forwarded-Port", "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Host",
+              "True-Client-IP", "X-Client-IP", "CF-Connecting-IP", "X-Cluster-Client-IP",
+              "Client-IP", "Fastly-Client-IP", "X-Original-Forwarded-For"]
+
+
+def spellings(name):
+    """The name as sent, lowered, upper-cased with `_`, and mixed."""
+    under = name.replace("-", "_")
+    mixed = "".join(c.lower() if i % 2 else c.upper() for i, c in enumerate(name))
+    return [name, name.lower(), under.upper(), mixed.replace("-", "_", 1)]
+
+
+@pytest.mark.parametrize("route,who", [("/pub", None), ("/sock", None), ("/app", "member"),
+                                       ("/adm", "admin"), ("/tok", "member")])
+def test_more_client_headers_never_reach_the_upstream(stack, up, sock_up, users, route, who):
+    token = users[who]["access_token"] if who else None
+    sent = []
+    for name in MORE_SPOOF:
+        for i, spelt in enumerate(spellings(name)):
+            value = ("/adm/evil-%d" % i) if name.endswith(("URL", "Prefix")) else (
+                "6.6.6.%d" % i if name.endswith(("IP", "For")) else "evil-%d" % i)
+            sent.append((spelt, value))
+    r = get(stack, route + "/echo", token, headers=sent)
+    rec = seen(r, sock_up if route == "/sock" else up)
+    for name in MORE_SPOOF:
+        assert rec.normalised(name) == [], (name, rec.headers)
+    no_evil(rec)
+    check_forwarded(rec, r)
+    check_identity(rec, users[who] if who else None)
+    assert rec.target == route + "/echo"
 
 
 # ---- policies -------------------------------------------------------------------------------------
@@ -1097,6 +1348,24 @@ def test_the_gateways_security_and_cors_headers_win_once(stack, up, users):
         assert r.all("Access-Control-Allow-Origin") == [ORIGIN]
 
 
+def no_stray_then_next(stack, c, r, next_target, why):
+    """Nothing may follow a bodiless answer `r` on connection `c` but the
+    next answer, or the end: checks it, asks for `next_target` (on a new
+    connection if this one closed) and returns the connection to go on with."""
+    for target in (next_target, None):
+        more = c.stray() if target is not None else c.stray(0.1)
+        assert more in (None, b""), (why, "stray bytes", more)
+        if more == b"" or r.get("Connection", "").lower() == "close":
+            c.close()
+            c = Conn(stack.port, timeout=10)
+        if target is None:
+            return c
+        c.send(request_bytes("GET", target))
+        r = c.response()
+        assert r.status == 200 and r.json()["target"] == target, r
+    return c
+
+
 def test_head_and_bodiless_answers(stack, up):
     up.canned["hello"] = {"status": 200, "body": b"hello", "headers": [("Content-Type",
                                                                         "text/plain")]}
@@ -1118,22 +1387,112 @@ def test_head_and_bodiless_answers(stack, up):
                     for x in up.since(n0)] == [(method, target)]
             if status == 304:
                 assert r.all("ETag") == ['"v1"']
-            # Nothing may follow a bodiless answer but the next answer, or the end.
-            more = c.stray()
-            assert more in (None, b""), (method, target, "stray bytes", more)
-            if more == b"" or r.get("Connection", "").lower() == "close":
-                c.close()
-                c = Conn(stack.port, timeout=10)
-            c.send(request_bytes("GET", "/pub/echo/next"))
-            r = c.response()
-            assert r.status == 200 and r.json()["target"] == "/pub/echo/next", r
-            more = c.stray(0.1)
-            assert more in (None, b""), more
-            if more == b"" or r.get("Connection", "").lower() == "close":
-                c.close()
-                c = Conn(stack.port, timeout=10)
+            c = no_stray_then_next(stack, c, r, "/pub/echo/next", (method, target))
     finally:
         c.close()
+
+
+# ---- answers cut short, bodiless answers, empty header values ------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["close", "length"])
+def test_an_upstream_reset_mid_body_never_reads_as_a_whole_answer(stack, up, mode):
+    """A reset is an error, never the end of a close-delimited body: the
+    client must not get a cleanly ended (last-chunk) answer of what came
+    before it."""
+    try:
+        r = requests.get(stack.url + f"/pub/reset?n=20000&mode={mode}", headers=HEADERS,
+                         timeout=15, stream=True)
+        # urllib3 1.x takes a body short of its Content-Length as whole unless told
+        r.raw.enforce_content_length = True
+        body = r.content
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+        return
+    raise AssertionError(f"an answer the upstream reset arrived whole: {r.status_code}, "
+                         f"{len(body)} bytes, {dict(r.headers)}")
+
+
+@pytest.mark.parametrize("mode", ["close", "length"])
+def test_an_upstream_reset_mid_body_closes_the_client_without_a_last_chunk(stack, up, mode):
+    """The same on the wire: the connection closes with the answer short of
+    its end (no last chunk, fewer bytes than its Content-Length)."""
+    with Conn(stack.port) as c:
+        c.send(request_bytes("GET", f"/pub/reset?n=20000&mode={mode}"))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            line = c.f.readline()
+            assert line, ("closed before a head", head)
+            head += line
+        assert head.startswith(b"HTTP/1.1 200"), head
+        lower = head.lower()
+        chunked = b"transfer-encoding: chunked" in lower
+        m = re.search(rb"content-length:\s*(\d+)", lower)
+        length = int(m.group(1)) if m else None
+        assert chunked or length is not None, \
+            f"a close-delimited answer to an HTTP/1.1 client cannot show a reset: {head!r}"
+        data, c.f.buf = c.f.buf, b""
+        closed = False
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            if (chunked and data.endswith(b"0\r\n\r\n")) or (
+                    length is not None and len(data) >= length):
+                break
+            if not select.select([c.sock], [], [], 0.2)[0]:
+                continue
+            try:
+                chunk = c.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                closed = True
+                break
+            data += chunk
+    if chunked:
+        assert not data.endswith(b"0\r\n\r\n"), ("a last chunk after a reset", head, data[-40:])
+    else:
+        assert len(data) < length, ("a whole body after a reset", head, len(data))
+    assert closed, ("the connection stayed open after a reset", head, len(data))
+
+
+def test_an_upstream_304_keeps_its_content_length_or_has_none(stack, up):
+    """A 304's Content-Length is the selected representation's (RFC 9110
+    8.6): 0 would tell a cache the resource is now empty."""
+    up.canned["nm1234"] = {"status": 304, "reason": "Not Modified",
+                           "headers": [("ETag", '"v2"'), ("Content-Length", "1234")]}
+    up.canned["nmnone"] = {"status": 304, "reason": "Not Modified", "headers": [("ETag", '"v3"')]}
+    c = Conn(stack.port, timeout=10)
+    try:
+        for name, allowed in (("nm1234", ([], ["1234"])), ("nmnone", ([],)),
+                              ("nm1234", ([], ["1234"]))):
+            c.send(request_bytes("GET", f"/pub/canned?name={name}", [("If-None-Match", '"v2"')]))
+            r = c.response()
+            assert r.status == 304 and r.body == b"", r
+            assert r.all("Content-Length") in allowed, (name, r.headers)
+            c = no_stray_then_next(stack, c, r, "/pub/echo/after-304", (name, "a 304"))
+    finally:
+        c.close()
+
+
+def test_an_upstream_304_to_a_head_keeps_its_content_length_or_has_none(stack, up):
+    up.canned["nm1234h"] = {"status": 304, "reason": "Not Modified",
+                            "headers": [("ETag", '"v2"'), ("Content-Length", "1234")]}
+    with Conn(stack.port, timeout=10) as c:
+        c.send(request_bytes("HEAD", "/pub/canned?name=nm1234h"))
+        r = c.response("HEAD")
+        assert r.status == 304, r
+        assert r.all("Content-Length") in ([], ["1234"]), r.headers
+        assert c.stray() in (None, b"")
+
+
+@pytest.mark.parametrize("line", [b"X-Empty:", b"X-Empty: ", b"X-Empty:\t", b"X-Empty:  \t "])
+def test_an_upstream_header_with_an_empty_value_passes(stack, up, line):
+    name = "empty%d" % len(line)
+    up.raw[name] = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + line +
+                    b"\r\nX-After: kept\r\nContent-Length: 5\r\n\r\nhello")
+    r = get(stack, f"/pub/raw?name={name}")
+    assert (r.status, r.body) == (200, b"hello"), r
+    assert r.all("X-After") == ["kept"], r.headers
+    check_gateway_headers(r)
 
 
 # ---- upstream failures -------------------------------------------------------------------------------
@@ -1245,6 +1604,177 @@ def test_a_websocket_upgrade_by_a_member_on_an_admin_route_is_403(stack, up, use
                                     header=ws_headers(users["member"]["access_token"]))
     assert e.value.status_code == 403
     assert up.snapshot() == before
+
+
+# ---- exchanges and threads end: nothing leaks -------------------------------------------------------
+# `magctl stats gateway`: proxy.exchanges (exchanges alive, their memory
+# included) and proxy.threads (threads running) are 0 once every socket is
+# closed, whatever the client did.
+
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def proxy_live(stack):
+    st = stack.stats("gateway")
+    missing = [k for k in ("proxy.exchanges", "proxy.threads") if k not in st]
+    assert not missing, f"magctl stats gateway reports no {missing}"
+    return st["proxy.exchanges"], st["proxy.threads"]
+
+
+def settles(stack, within=3.0, what=""):
+    got = []
+
+    def idle():
+        got.append(proxy_live(stack))
+        return got[-1] == (0, 0)
+    if not wait_until(idle, within, 0.1):
+        raise AssertionError(f"{what}: (proxy.exchanges, proxy.threads) still {got[-1]} "
+                             f"{within} s after every socket closed\n{stack.logs()}")
+
+
+def upgrade_bytes(target, version="HTTP/1.1", token=None):
+    lines = [f"GET {target} {version}", f"Host: {HOST}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {WS_KEY}", "Sec-WebSocket-Version: 13"]
+    lines += [f"{k}: {v}" for k, v in HEADERS.items()]
+    if token:
+        lines.append("Authorization: Bearer " + token)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_ordinary_exchanges_leave_nothing_running(stack, up, users, dead_port):
+    t = users["member"]["access_token"]
+    assert get(stack, "/pub/echo").status == 200
+    assert get(stack, "/app/echo", t).status == 200
+    assert get(stack, "/pub/echo", method="POST", body=pattern(200000, 3)).status == 200
+    assert get(stack, "/pub/echo", method="HEAD").status == 200
+    for action in ("chunked", "close", "length"):
+        r = requests.get(stack.url + f"/pub/{action}?n={MIB}", headers=HEADERS, timeout=30)
+        assert r.status_code == 200 and len(r.content) == MIB
+    check_err(get(stack, "/dead/echo"), 502, "bad_gateway")
+    check_err(get(stack, "/pub/bad?kind=garbage"), 502, "bad_gateway")
+    check_err(get(stack, "/app/echo"), 401, "unauthorized")
+    settles(stack, what="after ordinary requests")
+
+
+def test_a_completed_websocket_session_leaves_nothing_running(stack, up, users):
+    for route, token in (("/pub", None), ("/app", users["member"]["access_token"])):
+        ws = websocket.create_connection(f"ws://127.0.0.1:{stack.port}{route}/ws", timeout=10,
+                                         suppress_origin=True, header=ws_headers(token))
+        try:
+            ws.send("done")
+            assert ws.recv() == "done"
+        finally:
+            ws.close()
+    settles(stack, what="after a WebSocket session closed")
+
+
+@pytest.mark.parametrize("route", ["/pub", "/app"])
+def test_a_websocket_upgrade_over_http_1_0_gets_no_101_and_leaks_nothing(stack, up, users,
+                                                                         route):
+    token = users["member"]["access_token"] if route == "/app" else None
+    c = Conn(stack.port, timeout=10)
+    try:
+        c.send(upgrade_bytes(route + "/ws", "HTTP/1.0", token))
+        try:
+            r = c.response()
+        except TimeoutError:
+            raise AssertionError("neither an answer nor a close in 10 s") from None
+        except (ConnectionError, OSError):
+            r = None  # closed without an answer: fine
+        assert r is None or r.status != 101, r
+    finally:
+        c.close()
+    settles(stack, what="after an HTTP/1.0 upgrade")
+    assert get(stack, "/pub/echo").status == 200
+
+
+@pytest.mark.parametrize("when", ["at_once", "upstream_saw_it", "upstream_saw_it_reset",
+                                  "after_a_moment"])
+def test_an_upgrade_abandoned_before_its_answer_leaks_nothing(stack, up, users, when):
+    for route, token in (("/pub", None), ("/app", users["member"]["access_token"])):
+        n0 = up.count()
+        c = Conn(stack.port, timeout=10)
+        c.send(upgrade_bytes(route + "/ws", token=token))
+        if when != "at_once":
+            assert wait_until(lambda: up.count() > n0, 5), "the upstream never saw the upgrade"
+        if when == "after_a_moment":
+            time.sleep(0.3)
+        if when.endswith("_reset"):
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        settles(stack, what=f"after an upgrade to {route} abandoned {when}")
+    assert get(stack, "/pub/echo").status == 200
+
+
+# ---- WebSocket relays end with their session ------------------------------------------------------
+
+
+def closes_within(ws, within):
+    """True when the gateway ends the WebSocket (a close frame, or the
+    connection closed) within `within` seconds."""
+    end = time.monotonic() + within
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        ws.settimeout(left)
+        try:
+            data = ws.recv()
+        except (websocket.WebSocketTimeoutException, TimeoutError):
+            return False
+        except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError):
+            return True
+        if data == "":
+            return True  # websocket-client's answer to a close frame
+
+
+@pytest.mark.parametrize("how", ["logout", "magctl"])
+def test_a_websocket_relay_ends_when_its_session_is_revoked(stack, up, how):
+    t = login(stack, "px-member")
+    token = t["access_token"]
+    ws = websocket.create_connection(f"ws://127.0.0.1:{stack.port}/app/ws", timeout=10,
+                                     suppress_origin=True, header=ws_headers(token))
+    try:
+        ws.send("before")
+        assert ws.recv() == "before"
+        rec = up.last()
+        check_identity(rec, t)
+        if how == "logout":
+            r = call(stack, "POST", "/api/v1/auth/logout", token)
+            assert r.status_code == 204, r.text
+        else:
+            out = stack.magctl("session", "revoke", t["session_id"])
+            assert out.returncode == 0, out.stdout + out.stderr
+        t0 = time.monotonic()
+        assert closes_within(ws, 3.0), \
+            f"the WebSocket of a revoked session ({how}) still open after 3 s\n{stack.logs()}"
+        elapsed = time.monotonic() - t0
+    finally:
+        ws.close()
+    assert elapsed < 3.0
+    settles(stack, what=f"after a relay ended by {how}")
+
+
+def test_a_websocket_of_another_session_lives_on(stack, up):
+    """Revoking one session ends its relays, not another's of the same user."""
+    keep, gone = login(stack, "px-member"), login(stack, "px-member")
+    socks = {}
+    try:
+        for name, t in (("keep", keep), ("gone", gone)):
+            socks[name] = websocket.create_connection(
+                f"ws://127.0.0.1:{stack.port}/app/ws", timeout=10, suppress_origin=True,
+                header=ws_headers(t["access_token"]))
+            socks[name].send(name)
+            assert socks[name].recv() == name
+        r = call(stack, "POST", "/api/v1/auth/logout", gone["access_token"])
+        assert r.status_code == 204, r.text
+        assert closes_within(socks["gone"], 3.0), "the revoked session's WebSocket lives on"
+        socks["keep"].settimeout(5)
+        socks["keep"].send("still here")
+        assert socks["keep"].recv() == "still here"
+    finally:
+        for ws in socks.values():
+            ws.close()
 
 
 # ---- Unix socket ---------------------------------------------------------------------------------------
@@ -1417,6 +1947,101 @@ def test_the_gateways_own_routes_win_over_any_prefix(ov_stack, ov_up):
     for target in ("/api/v2/echo", "/.well-known/echo/security.txt"):
         rec = seen(get(s, target), ov_up)
         assert rec.target == target
+
+
+# ---- at most 64 exchanges in flight per client ----------------------------------------------------
+# One client may not hold every proxy thread: the 65th exchange in flight
+# from one address (IPv4 whole, IPv6 by /64) is a 503, while other clients
+# are served. The client's address is X-Forwarded-For's, from a trusted peer.
+
+PER_CLIENT = 64  # gateway/proxy.h PROXY_PER_CLIENT
+GATED = pattern(100000, seed=7)
+
+
+@pytest.fixture(scope="module")
+def cap_up():
+    u = Upstream().start()
+    yield u
+    u.stop()
+
+
+@pytest.fixture(scope="module")
+def cap_stack(tmp_path_factory, cap_up):
+    s = Stack(tmp_path_factory.mktemp("proxy-cap"), {
+        "MAGNETAR_HIBP_MODE": "off",
+        "MAGNETAR_TRUSTED_PROXIES": "127.0.0.1",
+        "MAGNETAR_RATE_GLOBAL": "off",  # 66 requests at once from one client: no 429
+        "MAGNETAR_UPSTREAMS": f"/c {cap_up.url} public",
+    }).start()
+    yield s
+    stopped_cleanly(s)
+
+
+def xff_get(stack, target, client):
+    return get(stack, target, headers=[("X-Forwarded-For", client)] if client else [])
+
+
+def hold(stack, up, gate, clients):
+    """One exchange per address in `clients`, each waiting on the upstream's
+    gate; returns their connections once the upstream holds them all."""
+    n0 = up.count()
+    conns = []
+    for i, client in enumerate(clients):
+        c = Conn(stack.port, timeout=30)
+        conns.append(c)
+        c.send(request_bytes("GET", f"/c/gate?name={gate}&i={i}",
+                             [("X-Forwarded-For", client)]))
+    if not wait_until(lambda: up.count() - n0 >= len(clients), 10):
+        for c in conns:
+            c.close()
+        raise AssertionError(f"the upstream holds {up.count() - n0} of {len(clients)}")
+    return conns
+
+
+def release(up, gate, conns):
+    up.gate(gate).set()
+    first = b"first-chunk:" + gate.encode() + b"\n"
+    try:
+        for c in conns:
+            r = c.response()
+            assert r.status == 200 and r.body == first + GATED, r
+    finally:
+        for c in conns:
+            c.close()
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_the_65th_exchange_in_flight_from_one_client_is_503(cap_stack, cap_up, family):
+    s, up = cap_stack, cap_up
+    if family == "ipv4":
+        held = ["203.0.113.7"] * PER_CLIENT
+        same = ["203.0.113.7", "127.0.0.1, 203.0.113.7"]
+        others = ["203.0.113.8", "198.51.100.7", None]  # (None: the peer itself)
+    else:
+        # one /64, 64 different addresses in it
+        held = [f"2001:db8:1:2::{i + 1:x}" for i in range(PER_CLIENT)]
+        same = ["2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::1"]
+        others = ["2001:db8:1:3::1", "2001:db8:2:2::1", "203.0.113.7"]
+    gate = "cap-" + family
+    conns = hold(s, up, gate, held)
+    try:
+        for client in same:
+            before = up.snapshot()
+            check_err(xff_get(s, "/c/echo/over", client), 503, "service_unavailable")
+            assert up.snapshot() == before, client
+        for client in others:
+            r = xff_get(s, "/c/echo/other", client)
+            assert r.status == 200 and r.json()["target"] == "/c/echo/other", (client, r)
+    except BaseException:
+        up.gate(gate).set()
+        for c in conns:
+            c.close()
+        raise
+    release(up, gate, conns)
+    # Once they have ended, the client is served again.
+    settles(s, what="after 64 exchanges of one client")
+    r = xff_get(s, "/c/echo/after", same[0])
+    assert r.status == 200 and r.json()["target"] == "/c/echo/after", r
 
 
 # ---- malformed configurations -------------------------------------------------------------------------------
