@@ -257,7 +257,12 @@ int proxy_handle(struct http_request *req)
 	if (!upstream_target_safe(req->raw_target, strlen(req->raw_target)))
 		return respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
 		                     "The path may not hold dot segments, empty segments, "
-		                     "backslashes or encoded slashes, dots or NULs.");
+		                     "backslashes, encoded slashes, dots or control bytes, "
+		                     "or raw bytes outside printable ASCII.");
+	if (upstreams_ambiguous(&req->gw->upstreams, req->path, u))
+		return respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request",
+		                     "The path could be read as one under another prefix "
+		                     "(a ';', a '.' suffix, trailing dots or blanks).");
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return ERR_NOMEM;
 	atomic_fetch_add(&proxy_alive, 1);
@@ -505,14 +510,14 @@ void proxy_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, const
                     size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
 	struct proxy *p = cls;
+	bool refuse;
 	(void)conn;
 	(void)req_cls;
 
 	pthread_mutex_lock(&p->mu);
 	p->upgrade_ref = false; /* this call's reference, dropped below */
-	if (p->thread_done || extra_in_size > PROXY_BUF - p->out_len) {
-		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
-	} else {
+	refuse = p->thread_done || extra_in_size > PROXY_BUF - p->out_len;
+	if (!refuse) {
 		memcpy(p->out + p->out_len, extra_in, extra_in_size);
 		p->out_len += extra_in_size;
 		p->cfd = sock;
@@ -520,5 +525,8 @@ void proxy_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, const
 		p->ws_ready = true;
 		proxy_wake(p);
 	}
-	proxy_unref_locked(p);
+	pthread_mutex_unlock(&p->mu);
+	if (refuse)
+		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE); /* no lock of ours held */
+	proxy_unref(p);
 }

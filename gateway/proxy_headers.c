@@ -161,8 +161,8 @@ int proxy_build_head(struct http_request *req, struct proxy *p, const char *targ
 		return ERR_NOMEM;
 	}
 	upgrade = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE);
-	p->upgrade = req->method == HTTP_M_GET && req->http11 && upgrade != NULL &&
-	             strcasecmp(upgrade, "websocket") == 0 &&
+	p->upgrade = req->method == HTTP_M_GET && req->http11 && !req->has_body &&
+	             upgrade != NULL && strcasecmp(upgrade, "websocket") == 0 &&
 	             proxy_list_has(h.connection, "upgrade");
 	fprintf(h.f, "%s %s HTTP/1.1\r\n", req->method_name, target);
 	MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, proxy_head_field, &h);

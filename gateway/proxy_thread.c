@@ -29,42 +29,56 @@ _Atomic uint64_t proxy_alive; /* struct proxy allocated and not yet freed */
 
 /* Exchanges per client (its rate-limit key), under proxy_mu: one client
  * may not hold every slot (a body dripped a byte at a time holds one as
- * long as it likes). At most PROXY_MAX clients have any. */
-static struct {
+ * long as it likes). Requests and WebSocket relays are counted apart, so
+ * a client's long-lived relays (an office behind one address) never cost
+ * it its plain requests. At most PROXY_MAX clients have any. */
+struct proxy_count {
 	struct netaddr key;
 	int n;
-} proxy_clients[PROXY_MAX];
+};
+static struct proxy_count proxy_requests[PROXY_MAX], proxy_relays[PROXY_MAX];
 
-static bool proxy_client_take(const struct netaddr *key)
+static bool proxy_client_take(struct proxy_count *table, const struct netaddr *key)
 {
 	int free_slot = -1;
 
 	for (int i = 0; i < PROXY_MAX; i++) {
-		if (proxy_clients[i].n > 0 &&
-		    memcmp(&proxy_clients[i].key, key, sizeof(*key)) == 0) {
-			if (proxy_clients[i].n >= PROXY_PER_CLIENT)
+		if (table[i].n > 0 && memcmp(&table[i].key, key, sizeof(*key)) == 0) {
+			if (table[i].n >= PROXY_PER_CLIENT)
 				return false;
-			proxy_clients[i].n++;
+			table[i].n++;
 			return true;
 		}
-		if (proxy_clients[i].n == 0 && free_slot < 0)
+		if (table[i].n == 0 && free_slot < 0)
 			free_slot = i;
 	}
 	if (free_slot < 0)
 		return false;
-	proxy_clients[free_slot].key = *key;
-	proxy_clients[free_slot].n = 1;
+	table[free_slot].key = *key;
+	table[free_slot].n = 1;
 	return true;
 }
 
-static void proxy_client_put(const struct netaddr *key)
+static void proxy_client_put(struct proxy_count *table, const struct netaddr *key)
 {
 	for (int i = 0; i < PROXY_MAX; i++)
-		if (proxy_clients[i].n > 0 &&
-		    memcmp(&proxy_clients[i].key, key, sizeof(*key)) == 0) {
-			proxy_clients[i].n--;
+		if (table[i].n > 0 && memcmp(&table[i].key, key, sizeof(*key)) == 0) {
+			table[i].n--;
 			return;
 		}
+}
+
+/* The exchange's request slot becomes a relay slot; false (and the request
+ * slot kept) when the client holds PROXY_PER_CLIENT relays already. */
+static bool proxy_client_to_relay(const struct netaddr *key)
+{
+	bool ok;
+
+	pthread_mutex_lock(&proxy_mu);
+	if ((ok = proxy_client_take(proxy_relays, key)))
+		proxy_client_put(proxy_requests, key);
+	pthread_mutex_unlock(&proxy_mu);
+	return ok;
 }
 
 void proxy_counts(uint64_t *exchanges, uint64_t *threads)
@@ -341,7 +355,7 @@ static void *proxy_thread(void *arg)
 	int fd = proxy_connect(p);
 	uint64_t last = clock_mono_ms(), sent_at = 0;
 	struct netaddr client;
-	bool relay = false;
+	bool relay = false, relaying = false;
 
 	pthread_mutex_lock(&p->mu);
 	if (fd < 0) {
@@ -416,9 +430,15 @@ static void *proxy_thread(void *arg)
 				v = 0;
 			pthread_mutex_lock(&p->mu);
 		}
-		if (p->ws_ready) {
+		if (p->ws_ready && (relaying = proxy_client_to_relay(&p->client))) {
 			pthread_mutex_unlock(&p->mu);
 			proxy_relay(p, fd);
+			pthread_mutex_lock(&p->mu);
+		} else if (p->ws_ready) {
+			log_warnx("proxy: refused a relay: its client holds %d already",
+			          PROXY_PER_CLIENT);
+			pthread_mutex_unlock(&p->mu); /* no lock of ours around MHD's */
+			MHD_upgrade_action(p->urh, MHD_UPGRADE_ACTION_CLOSE);
 			pthread_mutex_lock(&p->mu);
 		}
 	}
@@ -433,7 +453,7 @@ static void *proxy_thread(void *arg)
 	client = p->client;
 	proxy_unref_locked(p);
 	pthread_mutex_lock(&proxy_mu);
-	proxy_client_put(&client);
+	proxy_client_put(relaying ? proxy_relays : proxy_requests, &client);
 	if (--proxy_active == 0)
 		pthread_cond_broadcast(&proxy_cv);
 	pthread_mutex_unlock(&proxy_mu);
@@ -458,7 +478,8 @@ int proxy_thread_start(struct proxy *p)
 	int rv;
 
 	pthread_mutex_lock(&proxy_mu);
-	ok = !proxy_stopping && proxy_active < PROXY_MAX && proxy_client_take(&p->client);
+	ok = !proxy_stopping && proxy_active < PROXY_MAX &&
+	     proxy_client_take(proxy_requests, &p->client);
 	if (ok)
 		proxy_active++;
 	pthread_mutex_unlock(&proxy_mu);
@@ -474,7 +495,7 @@ int proxy_thread_start(struct proxy *p)
 		return 0;
 	p->refs--;
 	pthread_mutex_lock(&proxy_mu);
-	proxy_client_put(&p->client);
+	proxy_client_put(proxy_requests, &p->client);
 	proxy_active--;
 	pthread_mutex_unlock(&proxy_mu);
 	return ERR_CLOSED;

@@ -327,23 +327,23 @@ bool upstream_target_safe(const char *t, size_t len)
 	if (plen == 0 || t[0] != '/')
 		return false;
 	for (size_t i = 0; i < plen; i++) {
-		/* ';' starts path parameters, which Java servers cut off before
-		 * routing ("/admin;x" is "/admin" to Tomcat). */
-		if (t[i] == '\\' || t[i] == '#' || t[i] == ';')
+		if (t[i] == '\\' || t[i] == '#')
 			return false;
 		if (t[i] == '%') {
-			/* Encoded '/', '\', '.' or NUL: an upstream that decodes
-			 * before it normalises would see other segments. */
+			/* Encoded '/', '\', '.', or a control byte: an upstream
+			 * that decodes before it normalises or routes would see
+			 * other segments ("/admin%0a" is "/admin" to a regex
+			 * anchored with Python's '$'). */
 			if (i + 2 >= plen)
 				return false;
 			char hi = t[i + 1], lo = (char)tolower((unsigned char)t[i + 2]);
 			if ((hi == '2' && (lo == 'f' || lo == 'e')) || (hi == '5' && lo == 'c') ||
-			    (hi == '0' && lo == '0'))
+			    hi == '0' || hi == '1' || (hi == '7' && lo == 'f'))
 				return false;
 		}
 	}
-	/* Segments: none empty, none "." or "..", none ending in '.' or in
-	 * encoded white space (IIS drops both: "/admin." is "/admin"). */
+	/* Segments: none empty, none "." or ".." (with or without ";params",
+	 * which Java servers cut off: "..;" is ".." to Tomcat). */
 	for (size_t i = 0; i < plen; i++) {
 		if (t[i] != '/')
 			continue;
@@ -353,14 +353,51 @@ bool upstream_target_safe(const char *t, size_t len)
 		if (n == 0 && s < plen)
 			return false; /* "//" */
 		const char *seg = t + s;
-		if (n > 0 && seg[n - 1] == '.')
-			return false; /* ".", "..", "admin." */
-		if (n >= 3 && seg[n - 3] == '%' &&
-		    ((seg[n - 2] == '2' && seg[n - 1] == '0') ||
-		     (seg[n - 2] == '0' && seg[n - 1] == '9')))
+		size_t dots = 0;
+		while (dots < n && seg[dots] == '.')
+			dots++;
+		if ((dots == 1 || dots == 2) && (dots == n || seg[dots] == ';'))
 			return false;
 	}
 	return true;
+}
+
+bool upstreams_ambiguous(const struct upstream_set *set, const char *path,
+                         const struct upstream *matched)
+{
+	size_t len = strlen(path), o = 0;
+	const struct upstream *other;
+	char *norm = malloc(len + 1);
+
+	if (norm == NULL)
+		return true; /* refused rather than guessed */
+	/* Each segment as a lenient upstream may route it: cut at ';' (Java
+	 * path parameters) and at its first '.' past the start (Rails'
+	 * "(.:format)", Spring's suffix match), then without trailing dots
+	 * and white space (IIS). */
+	for (size_t i = 0; i < len;) {
+		size_t s = i + 1, n = 0, keep;
+		norm[o++] = '/';
+		while (s + n < len && path[s + n] != '/')
+			n++;
+		keep = n;
+		for (size_t k = 0; k < keep; k++)
+			if (path[s + k] == ';' || (k > 0 && path[s + k] == '.'))
+				keep = k;
+		while (keep > 0 &&
+		       (path[s + keep - 1] == '.' || (unsigned char)path[s + keep - 1] <= 0x20))
+			keep--;
+		memcpy(norm + o, path + s, keep);
+		o += keep;
+		i = s + n;
+	}
+	norm[o] = '\0';
+	other = upstreams_match(set, norm);
+	free(norm);
+	/* Only a more specific prefix than the one matched is a way around
+	 * a policy: the path is refused rather than given either. */
+	return other != NULL && other != matched &&
+	       (matched == NULL || other->prefix_len > matched->prefix_len);
 }
 
 /* ---- the upstream's answer ------------------------------------------------------ */

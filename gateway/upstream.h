@@ -60,11 +60,19 @@ const struct upstream *upstreams_match(const struct upstream_set *set, const cha
 /* Rank of a role (member 1, admin 2, founder 3), 0 for anything else. */
 unsigned upstream_role_rank(const char *role);
 
-/* A request target (as sent, percent-encoded) that may be passed on: a
- * path with no dot segment, no empty segment, no backslash and no encoded
- * '/', '\', '.' or NUL, so that the prefix the gateway matched is the one
- * the upstream sees, whatever it normalises. */
+/* A request target (as sent, percent-encoded) that may be passed on: no
+ * raw space, control or non-ASCII byte; a path with no dot segment, no
+ * empty segment, no backslash and no encoded '/', '\\', '.' or control
+ * byte, so that the prefix the gateway matched is the one the upstream
+ * sees, whatever it normalises. */
 bool upstream_target_safe(const char *target, size_t len);
+/* True when a lenient upstream could read the decoded `path` as one under
+ * a more specific prefix than `matched` (the one it falls under here):
+ * "/app/admin.json", "/app/admin;x", "/app/admin." under /app when
+ * /app/admin is listed. Such a path is refused (400), never given the
+ * looser policy. */
+bool upstreams_ambiguous(const struct upstream_set *set, const char *path,
+                         const struct upstream *matched);
 
 /* ---- the upstream's answer -------------------------------------------------- */
 

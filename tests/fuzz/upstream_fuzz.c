@@ -1,7 +1,8 @@
 /*
  * upstream_fuzz.c — libFuzzer target for what the gateway reads from an
  * upstream and from a client's target before proxying (gateway/upstream.c):
- * the response head, the chunked body decoder and the target check. The
+ * the response head, the chunked body decoder, the target check and the
+ * check for a path a lenient upstream reads under another prefix. The
  * first byte picks the parser. The decoder must give the same bytes
  * whether its input comes whole or a byte at a time, with any output room.
  */
@@ -47,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size == 0)
 		return 0;
 	len = size - 1;
-	switch (data[0] % 3) {
+	switch (data[0] % 4) {
 	case 0:
 		n = upstream_head_parse(in, len, (data[0] & 0x80) != 0, &h);
 		if (n > (long)len || n < -1)
@@ -76,6 +77,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 2:
 		(void)upstream_target_safe(in, len);
 		break;
+	case 3: {
+		/* Literal addresses only: no name is resolved in a fuzz run. */
+		static struct upstream_set set;
+		char err[256], *path;
+		if (set.n == 0 && upstreams_parse("/app http://127.0.0.1:1 authenticated;"
+		                                  "/app/admin http://127.0.0.1:1 role=admin;"
+		                                  "/ unix:/tmp/x.sock public",
+		                                  &set, err, sizeof(err)) != 0)
+			abort();
+		if ((path = strndup(in, len)) == NULL)
+			abort();
+		(void)upstreams_ambiguous(&set, path, upstreams_match(&set, path));
+		free(path);
+		break;
+	}
 	}
 	return 0;
 }

@@ -602,25 +602,44 @@ def test_a_prefix_matches_in_any_case(stack, up, users):
         check_identity(rec, who)
 
 
-SHAPES = [
-    # ';' anywhere in the path
-    "/app/admin;x/users", "/app/admin;/x", "/pub/x;jsessionid=1",
-    "/pub/echo;", "/pub/a;b=c/x",
-    # a segment ending in '.'
-    "/pub/admin./x", "/pub/x.", "/app/admin./x", "/app/admin../x", "/pub/echo/a.../b",
-    "/pub/x.?q=1",
-    # a segment ending in encoded whitespace
-    "/pub/a%20/x", "/pub/a%09", "/app/admin%20/x", "/app/admin%09/x", "/pub/a%20%20/x",
-    "/pub/echo%20", "/pub/echo%20?q=1",
+# Paths a lenient upstream reads as one under a MORE SPECIFIC prefix than
+# the gateway matched (/app/admin is role=admin under /app authenticated;
+# /pub/private authenticated under /pub public): ';' path parameters (Java),
+# a '.' suffix (Rails' "(.:format)", Spring's suffix match), trailing dots
+# and blanks (IIS), encoded control bytes ("%0a" before a regex's '$').
+ALIASING = [
+    "/app/admin;x/users", "/app/admin;/x", "/app/admin./x", "/app/admin../x",
+    "/app/admin%20/x", "/app/admin.json", "/app/ADMIN.json", "/app/admin%20%20/x",
+    "/pub/private;x/echo", "/pub/private./echo", "/pub/private%20", "/pub/private.json",
+    "/pub/private.json?q=1",
+    # encoded control bytes, anywhere in the path
+    "/pub/echo/a%09", "/app/admin%09/x", "/pub/echo/%0a", "/pub/echo/a%1fb", "/pub/echo/a%7f",
 ]
 
 
-@pytest.mark.parametrize("target", SHAPES)
-def test_a_path_shape_an_upstream_may_read_as_another_path_is_400(stack, up, users, target):
+@pytest.mark.parametrize("target", ALIASING)
+def test_a_path_an_upstream_may_read_under_a_stricter_prefix_is_400(stack, up, users, target):
     token = users["member"]["access_token"] if target.lower().startswith("/app") else None
     before = up.snapshot()
     check_err(get(stack, target, token), 400, "invalid_request")
     assert up.snapshot() == before
+
+
+# The same shapes where no more specific prefix exists pass exactly as sent:
+# an Angular matrix parameter, a jsessionid, "Washington,_D.C.", a file
+# named with a blank.
+PLAIN_SHAPES = [
+    "/pub/echo/x;jsessionid=1", "/pub/echo/heroes;id=15", "/pub/echo/a;b=c/x",
+    "/pub/echo/Washington,_D.C.", "/pub/echo/a.../b", "/pub/echo/x.?q=1", "/pub/echo/a%20/x",
+    "/pub/echo/report.json", "/app/echo/admin.json",
+]
+
+
+@pytest.mark.parametrize("target", PLAIN_SHAPES)
+def test_the_same_shapes_under_no_stricter_prefix_pass_as_sent(stack, up, users, target):
+    token = users["member"]["access_token"] if target.startswith("/app") else None
+    rec = seen(get(stack, target, token), up)
+    assert rec.target == target
 
 
 @pytest.mark.parametrize("target", ["/pub;/x", "/app;x/admin/x", "/pub;jsessionid=1/echo"])
@@ -665,8 +684,8 @@ def test_a_raw_byte_a_target_may_not_hold_is_400(stack, up, users, name):
     assert up.snapshot() == before
 
 
-@pytest.mark.parametrize("target", ["/pub/my%20file", "/pub/echo/a%20b%20c/x", "/pub/echo/%09x",
-                                    "/pub/echo/a%09b", "/pub/echo/v1.2/x", "/pub/echo/.hidden",
+@pytest.mark.parametrize("target", ["/pub/my%20file", "/pub/echo/a%20b%20c/x",
+                                    "/pub/echo/v1.2/x", "/pub/echo/.hidden",
                                     "/pub/echo/a.b.c", "/pub/echo/%7Euser"])
 def test_what_is_no_such_shape_still_passes(stack, up, target):
     rec = seen(get(stack, target), up)
@@ -2042,6 +2061,38 @@ def test_the_65th_exchange_in_flight_from_one_client_is_503(cap_stack, cap_up, f
     settles(s, what="after 64 exchanges of one client")
     r = xff_get(s, "/c/echo/after", same[0])
     assert r.status == 200 and r.json()["target"] == "/c/echo/after", r
+
+
+def test_a_clients_websocket_relays_do_not_cost_it_its_requests(cap_stack, cap_up):
+    """Relays are counted apart from requests: a client (an office behind one
+    address) holding 64 relays is still served, and its 65th relay is
+    refused while its requests pass."""
+    s, client = cap_stack, "203.0.113.99"
+    socks = []
+    try:
+        for i in range(PER_CLIENT):
+            ws = websocket.create_connection(
+                f"ws://127.0.0.1:{s.port}/c/ws", timeout=10, suppress_origin=True,
+                header=ws_headers(extra=[f"X-Forwarded-For: {client}"]))
+            socks.append(ws)
+            ws.send(f"relay {i}")
+            assert ws.recv() == f"relay {i}"
+        r = xff_get(s, "/c/echo/with-relays", client)
+        assert r.status == 200 and r.json()["target"] == "/c/echo/with-relays", r
+        # The 65th relay: the upstream's 101 comes, then the gateway closes it.
+        extra = websocket.create_connection(
+            f"ws://127.0.0.1:{s.port}/c/ws", timeout=10, suppress_origin=True,
+            header=ws_headers(extra=[f"X-Forwarded-For: {client}"]))
+        socks.append(extra)
+        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError,
+                            websocket.WebSocketTimeoutException)):
+            extra.send("one too many")
+            extra.recv()
+        assert "refused a relay" in s.full_log()
+    finally:
+        for ws in socks:
+            ws.close()
+    settles(s, what="after 64 relays of one client")
 
 
 # ---- malformed configurations -------------------------------------------------------------------------------

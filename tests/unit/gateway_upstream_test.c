@@ -119,16 +119,17 @@ static void test_parse_file(void **state)
 
 static void test_target(void **state)
 {
-	static const char *const ok[] = {"/app",          "/app/",    "/app/x%20y?a=../b//c;d",
-	                                 "/app/.well",    "/app/a.b", "/app/%41",
-	                                 "/app/my%20file"};
+	static const char *const ok[] = {
+	    "/app", "/app/", "/app/x%20y?a=../b//c;d", "/app/.well", "/app/a.b", "/app/%41",
+	    "/app/my%20file",
+	    /* Shapes only a stricter prefix makes doubtful (upstreams_ambiguous). */
+	    "/app/admin;x/users", "/app/x.", "/app/...", "/app/admin%20/x"};
 	static const char *const bad[] = {
 	    "/app/../admin", "/app/./x", "/app/..", "/app/.", "/app/%2e%2e/admin", "/app/%2E/x",
 	    "/app//x", "/app/%2fx", "/app/%2F", "/app/%5cx", "/app\\x", "/app/%00", "/app/..;/x",
 	    "/app/.;x", "app", "", "/app/%2", "/app/%",
-	    /* Java path parameters, IIS's trailing dot and white space. */
-	    "/app/admin;x/users", "/app;/x", "/app/admin./x", "/app/x.", "/app/...",
-	    "/app/admin%20/x", "/app/a%09",
+	    /* Encoded control bytes ("%0a" before a regex's '$'). */
+	    "/app/admin%0a", "/app/a%09", "/app/a%1F", "/app/a%7f",
 	    /* Raw bytes no request line may hold, in the path or the query. */
 	    "/app/admin HTTP/1.1", "/app/a\tb", "/app/a?q=\x80", "/app/\x7f", "/app?a b"};
 	(void)state;
@@ -137,6 +138,31 @@ static void test_target(void **state)
 		assert_true(upstream_target_safe(ok[i], strlen(ok[i])));
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_false(upstream_target_safe(bad[i], strlen(bad[i])));
+}
+
+static void test_ambiguous(void **state)
+{
+	struct upstream_set s;
+	char err[256];
+	static const char *const doubtful[] = {
+	    "/app/admin;x/users", "/app/admin./x", "/app/admin.json", "/app/ADMIN.json",
+	    "/app/admin /x",      "/app/admin..",  "/app;x/admin"};
+	static const char *const plain[] = {
+	    "/app/x;jsessionid=1", "/app/x.",     "/app/report.json", "/app/admin",
+	    "/app/admin/x.json",   "/other.json", "/v1.2/admin"};
+	(void)state;
+
+	assert_int_equal(
+	    parse("/app http://127.0.0.1:1 authenticated; /app/admin http://127.0.0.1:1 "
+	          "role=admin; / http://127.0.0.1:1 public; /v1.2/admin "
+	          "http://127.0.0.1:1 role=admin",
+	          &s, err),
+	    0);
+	for (size_t i = 0; i < sizeof(doubtful) / sizeof(doubtful[0]); i++)
+		assert_true(upstreams_ambiguous(&s, doubtful[i], upstreams_match(&s, doubtful[i])));
+	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
+		assert_false(upstreams_ambiguous(&s, plain[i], upstreams_match(&s, plain[i])));
+	upstreams_free(&s);
 }
 
 static long head(const char *s, bool head_request, struct upstream_head *h)
@@ -235,7 +261,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_parse_entries), cmocka_unit_test(test_parse_refusals),
 	    cmocka_unit_test(test_parse_file),    cmocka_unit_test(test_target),
-	    cmocka_unit_test(test_head),          cmocka_unit_test(test_chunked),
+	    cmocka_unit_test(test_ambiguous),     cmocka_unit_test(test_head),
+	    cmocka_unit_test(test_chunked),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
