@@ -137,6 +137,9 @@ int main(int argc, char **argv)
 	/* Issue 6: proxies, CORS, rate limits, header deadline, header policies. */
 	if ((rv = settings_load(&gw, err, sizeof(err))) != 0)
 		fatalx("%s", rv == ERR_CONFIG ? err : err_str(rv));
+	/* MAGNETAR_UPSTREAMS, read before the sandbox closed (proxy.c). */
+	if ((rv = proxy_routes_init(&gw, err, sizeof(err))) != 0)
+		fatalx("%s", rv == ERR_INVAL ? err : err_str(rv));
 	/* One MHD thread per core the gateway may run on (issue 20): each
 	 * owns its connections and epoll set, so more would only contend. */
 	gw.limits.threads = threads;
@@ -206,6 +209,7 @@ int main(int argc, char **argv)
 	svc_fini(&gw.svc);
 	metrics_free(gw.metrics);
 	settings_fini(&gw);
+	proxy_routes_free(&gw);
 	log_info("stopped");
 	return 0;
 }

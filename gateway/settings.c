@@ -201,8 +201,6 @@ int settings_load(struct gateway *gw, char *err, size_t errlen)
 		                       "MAGNETAR_PERMISSIONS_POLICY must be printable ASCII");
 	if ((gw->permissions_policy = strdup(v != NULL ? v : SECURITY_PERMISSIONS)) == NULL)
 		return ERR_NOMEM;
-	if ((rv = proxy_routes_init(gw, err, errlen)) != 0)
-		return rv == ERR_INVAL ? ERR_CONFIG : rv;
 	return 0;
 }
 
@@ -214,5 +212,4 @@ void settings_fini(struct gateway *gw)
 	free(gw->csp);
 	free(gw->permissions_policy);
 	gw->csp = gw->permissions_policy = NULL;
-	proxy_routes_free(gw);
 }
